@@ -1,0 +1,1 @@
+"""HOW it runs: datasets, planning, execution on a device, and the DuckDB store."""

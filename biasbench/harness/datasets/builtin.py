@@ -1,0 +1,3 @@
+"""Imports every module that registers datasets, so the catalog is complete."""
+
+from biasbench.harness.datasets import folders  # noqa: F401

@@ -1,0 +1,388 @@
+"""The metric plugin API (DESIGN §4).
+
+A metric is a class with
+
+* ``name`` (unique across all installed plugins) and ``version`` (bump it when the definition changes:
+  it is part of every stored result's ``config_hash``);
+* ``Params``: a dataclass of parameters with defaults (also part of the ``config_hash``);
+* ``datasets(label_space)``: which datasets it needs, as ``{role: DatasetRequest}``;
+* ``evaluate(model, data, ctx) -> MetricResult``.
+
+``model`` is a :class:`ModelWrapper`: it takes a float batch in [0, 1], shape (N, 3, H, W), on the
+device, and returns logits over its label space. It owns normalisation, so metrics that filter or
+mask images work in pixel space. ``data`` maps each role to an :class:`ImageSet` (uint8 images on the
+CPU, labels, per-item metadata). ``ctx`` is an :class:`EvalContext` with the device, the batch size,
+AMP settings, a seed and batched inference helpers.
+
+Third-party metrics register with the entry-point group ``biasbench.metrics``::
+
+    [project.entry-points."biasbench.metrics"]
+    my_metric = "my_package.my_module:MyMetric"
+
+Metrics never touch the store, the CLI or the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+from torch import nn
+
+# ----------------------------------------------------------------------------------------------------
+# Label spaces
+# ----------------------------------------------------------------------------------------------------
+
+IMAGENET_1K = "imagenet-1k"
+DEMO_WORLD = "demo-world"
+
+
+class MetricError(RuntimeError):
+    """A metric could not produce a valid result (the message says why)."""
+
+
+class NotApplicable(MetricError):
+    """The metric does not apply to this model's label space."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data handed to metrics
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a checkpoint wants its images: resize the short side, centre-crop, then normalise."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_mapping(cls, m: dict[str, Any]) -> Preprocess:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(m) - known
+        if unknown:
+            raise ValueError(f"unknown preprocess keys {sorted(unknown)}; known: {sorted(known)}")
+        kw = dict(m)
+        for k in ("mean", "std"):
+            if k in kw:
+                kw[k] = tuple(float(v) for v in kw[k])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """A metric's request for a dataset by registry name.
+
+    ``preprocess``: ``None`` = the checkpoint's own preprocessing (resize + crop); a
+    :class:`Preprocess` = this fixed geometry (e.g. spectral bias's Resize(256) + CenterCrop(224)).
+    Datasets that are used as stored (stimuli, the synthetic world) ignore it.
+    """
+
+    name: str
+    preprocess: Preprocess | None = None
+
+
+@dataclass
+class ImageSet:
+    """Images for a metric: uint8 (N, 3, H, W) on the CPU (possibly memory-mapped), with labels.
+
+    ``labels``: int64 (N,) indices into ``class_names`` (-1 = unknown). ``meta`` holds extra per-item
+    columns (e.g. ``texture`` labels of cue-conflict stimuli, a corruption ``severity``).
+    ``manifest_hash`` identifies the exact content (part of every result's ``config_hash``).
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    label_space: str
+    item_ids: list[str]
+    manifest_hash: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(
+                f"dataset {self.name!r}: images must be uint8 (N, 3, H, W), got "
+                f"{tuple(self.images.shape)} {self.images.dtype}"
+            )
+        n = self.images.shape[0]
+        if self.labels.shape != (n,):
+            raise ValueError(f"dataset {self.name!r}: {n} images but labels of shape {tuple(self.labels.shape)}")
+        if len(self.item_ids) != n:
+            raise ValueError(f"dataset {self.name!r}: {n} images but {len(self.item_ids)} item ids")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        meta = {
+            k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in idx.tolist()])
+            for k, v in self.meta.items()
+        }
+        return ImageSet(
+            name=self.name,
+            images=self.images[idx],
+            labels=self.labels[idx],
+            class_names=self.class_names,
+            label_space=self.label_space,
+            item_ids=[self.item_ids[i] for i in idx.tolist()],
+            manifest_hash=_sha(self.manifest_hash + ":" + ",".join(map(str, idx.tolist()))),
+            meta=meta,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model handed to metrics
+# ----------------------------------------------------------------------------------------------------
+
+
+class ModelWrapper(nn.Module):
+    """Pixel-space classifier: float (N, 3, H, W) in [0, 1] -> logits over ``num_classes``.
+
+    Normalisation (``(x - mean) / std``) happens inside, on the device. ``pixel_mean`` is the
+    dataset mean in pixel space (the value that maps to 0 after normalisation), the default SIS
+    baseline. The first forward checks the class count of the logits.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        num_classes: int,
+        label_space: str,
+        checkpoint_id: str = "model",
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.num_classes = int(num_classes)
+        self.label_space = label_space
+        self.checkpoint_id = checkpoint_id
+
+    @property
+    def pixel_mean(self) -> torch.Tensor:
+        return self.mean
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        out = self.net(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if out.ndim != 2 or out.shape[1] != self.num_classes:
+            raise MetricError(
+                f"checkpoint {self.checkpoint_id!r} returned logits of shape {tuple(out.shape)}, but its "
+                f"label space {self.label_space!r} has {self.num_classes} classes (wrong class count?)"
+            )
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation context: device, batching, AMP, progress
+# ----------------------------------------------------------------------------------------------------
+
+
+class _NullTask:
+    def advance(self, n: int = 1) -> None:  # noqa: D401 - trivial
+        pass
+
+
+@dataclass
+class EvalContext:
+    """What the harness gives a metric besides the model and the data.
+
+    ``task(description, total)`` returns a progress handle with ``advance(n)``; metrics call it so the
+    harness can show a progress bar with an ETA.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 64
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    seed: int = 0
+    task: Callable[[str, int], Any] = field(default=lambda description, total: _NullTask())
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def generator(self, salt: str = "") -> torch.Generator:
+        """A seeded generator on the device, independent of batch size (seed = ctx.seed + salt)."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed(int(_sha(f"{self.seed}:{salt}")[:12], 16))
+        return g
+
+    def to_device(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 CPU batch -> float [0, 1] on the device (uint8 until the device)."""
+        x = images_u8.to(self.device, non_blocking=True).float().div_(255.0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def batches(self, images: torch.Tensor, batch_size: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Yield (slice, float batch on device) over a uint8 (N, 3, H, W) tensor."""
+        bs = batch_size or self.batch_size
+        for start in range(0, images.shape[0], bs):
+            sl = slice(start, min(start + bs, images.shape[0]))
+            yield sl, self.to_device(images[sl])
+
+    def predict(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        transform: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
+        description: str | None = None,
+    ) -> torch.Tensor:
+        """Logits (N, C) float32 on the CPU for a uint8 image tensor, in inference mode, with AMP.
+
+        ``transform(x, sl)`` maps each float [0, 1] batch (and its index slice) before the model,
+        on the device (filters, noise, corruptions). On CUDA out-of-memory the batch is halved and
+        retried; the halved size sticks for the rest of the run.
+        """
+        n = images.shape[0]
+        out: list[torch.Tensor] = []
+        handle = self.task(description, n) if description else _NullTask()
+        start = 0
+        while start < n:
+            bs = self.batch_size
+            sl = slice(start, min(start + bs, n))
+            try:
+                with torch.inference_mode(), self.autocast():
+                    x = self.to_device(images[sl])
+                    if transform is not None:
+                        x = transform(x, sl)
+                    logits = model(x).float()
+            except torch.cuda.OutOfMemoryError:
+                if bs <= 1:
+                    raise
+                self.batch_size = max(1, bs // 2)
+                torch.cuda.empty_cache()
+                continue
+            check_finite(logits, "logits")
+            out.append(logits.cpu())
+            handle.advance(sl.stop - sl.start)
+            start = sl.stop
+        if not out:
+            return torch.empty(0, getattr(model, "num_classes", 0))
+        return torch.cat(out)
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise MetricError(f"model produced {bad} non-finite values (NaN/inf) in its {what}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MetricResult:
+    """Scalars keyed by name, how many items each rests on, optional per-item outputs.
+
+    ``items``: a DataFrame with one row per item (column ``item`` = the item id) and any columns
+    (numbers, strings, or lists/arrays such as an SIS removal order); the store writes it to Parquet
+    beside the database. ``flags``: human-readable warnings stored with the result.
+    """
+
+    scalars: dict[str, float]
+    n: dict[str, int] | int = 0
+    items: pd.DataFrame | None = None
+    flags: list[str] = field(default_factory=list)
+
+    def n_for(self, key: str) -> int:
+        if isinstance(self.n, dict):
+            return int(self.n.get(key, 0))
+        return int(self.n)
+
+    def validate(self, metric: str) -> None:
+        if not self.scalars:
+            raise MetricError(f"metric {metric!r} returned no scalars")
+        for k, v in self.scalars.items():
+            if not isinstance(k, str) or not k:
+                raise MetricError(f"metric {metric!r} returned a scalar with an invalid key {k!r}")
+            try:
+                fv = float(v)
+            except (TypeError, ValueError) as e:
+                raise MetricError(f"metric {metric!r}: scalar {k!r} = {v!r} is not a number") from e
+            if math.isnan(fv):
+                raise MetricError(f"metric {metric!r}: scalar {k!r} is NaN")
+
+
+class Metric:
+    """Base class for metric plugins. Subclasses set ``name``, ``version``, ``Params`` and implement
+    ``datasets`` and ``evaluate``. The class docstring is the metric's definition (shown by
+    ``bench ls metrics``)."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, params: Any | None = None, **overrides: Any) -> None:
+        base = params if params is not None else self.Params()
+        self.params = dataclasses.replace(base, **overrides) if overrides else base
+
+    # -- to implement ---------------------------------------------------------------------------
+    def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
+        """``{role: DatasetRequest}`` for a model of ``label_space``; raise :class:`NotApplicable`."""
+        raise NotImplementedError
+
+    def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
+        raise NotImplementedError
+
+    # -- provided -------------------------------------------------------------------------------
+    def params_json(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self.params))
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def _sha(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def config_hash(parts: dict[str, Any]) -> str:
+    """Content key of a job: sha256 of the canonical JSON of its parts (first 16 hex digits)."""
+    return _sha(json.dumps(_jsonable(parts), sort_keys=True, separators=(",", ":")))[:16]

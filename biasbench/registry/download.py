@@ -1,0 +1,86 @@
+"""Checksum-verified downloads: atomic, resumable, never a half file under the final name.
+
+``fetch(url, dest, sha256)`` downloads to ``dest.part`` (resuming it with an HTTP Range request when a
+partial file exists and the server supports ranges), verifies the sha256 of the whole file, and only
+then renames it to ``dest``. A file already at ``dest`` is re-verified, not trusted. A mismatch
+deletes the partial file and raises :class:`ChecksumMismatch`, which names the URL and both digests.
+A mirror base URL (``--mirror`` / ``BIASBENCH_MIRROR``) replaces the scheme+host+prefix of a URL, so
+sites without access to the original host, and our tests, can serve the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed (network error, HTTP error); the message names the URL."""
+
+
+class ChecksumMismatch(DownloadError):
+    """The downloaded bytes do not have the declared sha256."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def apply_mirror(url: str, mirror: str | None, strip_prefix: str | None = None) -> str:
+    """Rewrite ``url`` onto ``mirror``: ``strip_prefix`` (or the scheme and host) is replaced by it."""
+    if not mirror:
+        return url
+    if strip_prefix and url.startswith(strip_prefix):
+        rest = url[len(strip_prefix):]
+    else:
+        rest = url.split("://", 1)[-1].split("/", 1)[-1]
+    return mirror.rstrip("/") + "/" + rest.lstrip("/")
+
+
+def fetch(url: str, dest: Path, sha256: str | None, *, timeout: float = 60.0, quiet: bool = True) -> Path:
+    """Download ``url`` to ``dest`` and verify ``sha256`` (required unless None is explicitly allowed
+    by the caller). Returns ``dest``. Resumes ``dest.part`` if present."""
+    dest = Path(dest)
+    expected = sha256.lower() if sha256 else None
+    if dest.exists():
+        if expected is None or sha256_file(dest) == expected:
+            return dest
+        dest.unlink()  # a corrupted file under the final name: fetch it again
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "biasbench"})
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status = getattr(resp, "status", 200)
+            mode = "ab" if (offset and status == 206) else "wb"
+            with open(part, mode) as out:
+                for block in iter(lambda: resp.read(CHUNK), b""):
+                    out.write(block)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # the partial file is already complete (or too long)
+            pass
+        else:
+            raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise DownloadError(f"download of {url} failed: {e}; the partial file {part} is kept for a resume") from e
+    got = sha256_file(part)
+    if expected is not None and got != expected:
+        part.unlink(missing_ok=True)
+        raise ChecksumMismatch(
+            f"sha256 mismatch for {url}: expected {expected}, got {got}; the download was deleted "
+            f"and nothing was written to {dest}"
+        )
+    os.replace(part, dest)
+    return dest

@@ -1,0 +1,71 @@
+"""Checkpoint specifications: what is benchmarked, as data (DESIGN §2)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from biasbench.metrics.base import Preprocess
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """One checkpoint as declared in a registry file (or built from a bare command-line target).
+
+    ``arch``: ``timm:<name>``, ``torchvision:<name>`` or ``zoo:<name>``.
+    ``weights``: ``timm:<name>[.<tag>]``, ``torchvision:<WeightsEnum>``, a local path, ``https://…``
+    (``sha256`` required), ``hf-hub:<repo>/<file>``, ``package:<module>:<attr>``, ``zoo:<name>``, or
+    ``None`` for an architecture's own pretrained weights.
+    ``adapter``: named state-dict transforms applied in order (``strip-prefix:X``, ``rename:A=B``,
+    ``by-position``, ``drop:regex``); loading is strict.
+    ``preprocess``: ``None`` = defaults from the architecture (timm's data config).
+    ``source``: where it was declared (``file.toml:[[checkpoint]] #3`` or ``command line``).
+    """
+
+    id: str
+    arch: str
+    weights: str | None = None
+    sha256: str | None = None
+    adapter: tuple[str, ...] = ()
+    preprocess: Preprocess | None = None
+    labels: str = "imagenet-1k"
+    num_classes: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    source: str = "command line"
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "arch": self.arch,
+            "weights": self.weights,
+            "labels": self.labels,
+            "tags": json.dumps(self.tags, sort_keys=True),
+            "source": self.source,
+        }
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint ready to run: the network with its weights, the resolved preprocessing, and the
+    identity of the weight bytes."""
+
+    spec: CheckpointSpec
+    net: nn.Module
+    preprocess: Preprocess
+    num_classes: int
+    label_space: str
+    weights_sha256: str
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the weight bytes plus the resolved preprocessing (DESIGN §2)."""
+        blob = json.dumps({"w": self.weights_sha256, "p": self.preprocess.to_json()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be resolved or loaded (the message names the checkpoint and why)."""

@@ -1,0 +1,1 @@
+"""WHAT it means: aggregates, correlations with uncertainty, tables and figures from the store."""
