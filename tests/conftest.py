@@ -26,3 +26,49 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("BIASBENCH_CACHE", str(d))
     return d
+
+
+@pytest.fixture()
+def http_server():
+    """Factory: ``url = http_server(directory)`` serves ``directory`` on 127.0.0.1 (random port) with
+    HTTP Range support; every server is shut down at the end of the test."""
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def send_head(self):  # add Range support (206) for resumable downloads
+            rng = self.headers.get("Range")
+            path = self.translate_path(self.path)
+            if not rng or not os.path.isfile(path):
+                return super().send_head()
+            start = int(rng.split("=")[1].split("-")[0])
+            size = os.path.getsize(path)
+            if start >= size:
+                self.send_error(416)
+                return None
+            f = open(path, "rb")  # noqa: SIM115
+            f.seek(start)
+            self.send_response(206)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            self.send_header("Content-Length", str(size - start))
+            self.end_headers()
+            return f
+
+    def start(directory: Path) -> str:
+        handler = functools.partial(Handler, directory=str(directory))
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()

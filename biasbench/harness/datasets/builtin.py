@@ -1,3 +1,3 @@
 """Imports every module that registers datasets, so the catalog is complete."""
 
-from biasbench.harness.datasets import folders  # noqa: F401
+from biasbench.harness.datasets import folders, stimuli, synthetic  # noqa: F401

@@ -1,0 +1,1 @@
+"""The synthetic shape–texture demo world (issue 3). Registers demo-world/<split> datasets."""
