@@ -1,0 +1,439 @@
+"""`bench`: run, results, report, ls, data, zoo, status — the command line of biasbench."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Benchmark image-classifier checkpoints for their biases and their generalization.\n\n"
+    "Start with `bench run` (the demo zoo on the synthetic world), then `bench report`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ls_app = typer.Typer(help="List checkpoints, metrics or datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch and verify datasets (checksum-verified downloads).", no_args_is_help=True)
+zoo_app = typer.Typer(help="The demo mini zoo: reproduce its checkpoints.", no_args_is_help=True)
+app.add_typer(ls_app, name="ls")
+app.add_typer(data_app, name="data")
+app.add_typer(zoo_app, name="zoo")
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_DB = "bench.duckdb"
+DbOpt = Annotated[Path, typer.Option("--db", help="The results database (DuckDB file).", envvar="BIASBENCH_DB")]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option("--data-root", help="Where datasets live (default: $BIASBENCH_DATA or ./data).", show_default=False),
+]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(code)
+
+
+def _data_root(p: Path | None) -> Path:
+    from biasbench.harness.datasets.catalog import default_data_root
+
+    return p if p is not None else default_data_root()
+
+
+def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        metric, _, key = name.partition(".")
+        if not (metric and key and _):
+            _fail(f"--param {item!r}: expected METRIC.KEY=VALUE, e.g. sis.n_images=16")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        params.setdefault(metric, {})[key] = parsed
+    return params
+
+
+def _build_metrics(names: list[str] | None, params: dict[str, dict[str, Any]]) -> list[Any]:
+    import dataclasses
+
+    from biasbench.metrics.discovery import all_metrics, load_metric
+
+    classes = [load_metric(n) for n in names] if names else list(all_metrics().values())
+    unknown = set(params) - {c.name for c in classes}
+    if unknown:
+        _fail(f"--param for metrics not in this run: {', '.join(sorted(unknown))}")
+    metrics = []
+    for cls in classes:
+        over = params.get(cls.name, {})
+        fields = {f.name for f in dataclasses.fields(cls.Params)}
+        bad = set(over) - fields
+        if bad:
+            _fail(f"metric {cls.name!r} has no parameter {', '.join(sorted(bad))}; it has: {', '.join(sorted(fields))}")
+        metrics.append(cls(**over))
+    return metrics
+
+
+@app.command()
+def run(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Registry names (demo, efficientnet-lite), registry .toml files, timm model names, or "
+            "ARCH@WEIGHTS pairs. None: the demo registry.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option("--metrics", "-m", help="Comma-separated metric names (default: all installed).")
+    ] = None,
+    db: DbOpt = Path(DEFAULT_DB),
+    data_root: DataRootOpt = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Download and decode cache (default: $BIASBENCH_CACHE or ~/.cache/biasbench).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Start batch size (halved on CUDA out-of-memory).")] = 64,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; compute nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute jobs that are already stored.")] = False,
+    trust_checkpoints: Annotated[
+        bool,
+        typer.Option("--trust-checkpoints", help="Allow pickled objects in checkpoint files (runs their code!)."),
+    ] = False,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Metric parameter METRIC.KEY=VALUE (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice of the metrics.")] = 0,
+) -> None:
+    """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
+    from biasbench.harness.datasets.catalog import default_cache_dir
+    from biasbench.harness.environment import (
+        describe_device,
+        git_sha,
+        hostname,
+        package_versions,
+        select_device,
+    )
+    from biasbench.harness.executor import ExecOptions, execute
+    from biasbench.harness.plan import PlanOptions, plan
+    from biasbench.harness.progress import RunUI
+    from biasbench.harness.store import Store
+    from biasbench.metrics.discovery import PluginError
+    from biasbench.registry.registry_files import resolve_targets
+
+    targets = targets or ["demo"]
+    root = _data_root(data_root)
+    cache = cache_dir or default_cache_dir()
+    try:
+        specs = resolve_targets(targets)
+        metric_objs = _build_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+                                     _parse_params(param or []))
+        dev = select_device(device)
+    except (PluginError, RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    with Store(db) as store:
+        plans = plan(specs, metric_objs, PlanOptions(root, cache, trust_checkpoints, force, seed), store.stored_jobs())
+        _print_plan(plans, dry_run)
+        if dry_run:
+            return
+        n_todo = sum(len(cp.todo) for cp in plans)
+        n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
+        n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
+        if n_todo == 0 and n_err == 0:
+            err.print(f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).")
+            _next_steps(db)
+            return
+        run_id = store.start_run(argv=sys.argv, git_sha=git_sha(), versions=package_versions(),
+                                 device=describe_device(dev), host=hostname())
+        err.print(f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(dev)}")
+        status = "interrupted"
+        try:
+            with RunUI(err) as ui:
+                summary = execute(plans, ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed),
+                                  store, run_id, ui)
+            status = "failed" if summary.failed else "ok"
+        finally:
+            store.finish_run(run_id, status)
+    _print_summary(summary)
+    if summary.failed:
+        err.print(f"[red]{summary.failed} job(s) failed[/red]; details: `bench status --db {db}`. "
+                  "Every other result is stored.")
+        _next_steps(db)
+        raise typer.Exit(1)
+    _next_steps(db)
+
+
+def _print_plan(plans: list[Any], verbose: bool) -> None:
+    if not verbose:
+        return
+    t = Table(title="plan")
+    for c in ("checkpoint", "metric", "status", "datasets", "config_hash", "note"):
+        t.add_column(c)
+    for cp in plans:
+        for j in cp.jobs:
+            ds = ", ".join(rd.request.name for rd in j.datasets.values())
+            cost = getattr(j.metric, "cost_per_image", None)
+            note = j.reason or (f"≈{cost:g} passes/image" if cost else "")
+            t.add_row(cp.spec.id, j.metric.name, j.status, ds, j.key.config_hash if j.key else "", note)
+    out.print(t)
+
+
+def _print_summary(summary: Any) -> None:
+    t = Table(title="summary")
+    for c in ("checkpoint", "metric", "status", "seconds", "result"):
+        t.add_column(c)
+    colors = {"done": "green", "failed": "red", "stored": "dim", "n/a": "dim"}
+    for o in summary.outcomes:
+        t.add_row(o.checkpoint, o.metric, f"[{colors.get(o.status, '')}]{o.status}[/]",
+                  f"{o.seconds:.1f}" if o.seconds else "", o.summary[:80])
+    err.print(t)
+
+
+def _next_steps(db: Path) -> None:
+    flag = "" if str(db) == DEFAULT_DB else f" --db {db}"
+    err.print(f"Results are in [bold]{db.resolve()}[/bold]. Next: `bench report{flag}` (correlations) or "
+              f"`bench results{flag}`.")
+
+
+@app.command()
+def results(
+    db: DbOpt = Path(DEFAULT_DB),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics (repeatable).")] = None,
+    checkpoint: Annotated[list[str] | None, typer.Option("--checkpoint", help="Only these checkpoints.")] = None,
+    all_versions: Annotated[bool, typer.Option("--all", help="Every stored job, not only the newest.")] = False,
+) -> None:
+    """Print stored results: checkpoint, metric, key, value, n."""
+    from biasbench.harness.store import Store
+
+    try:
+        store = Store(db, read_only=True)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    with store:
+        df = store.results(latest=not all_versions, metrics=metric, checkpoints=checkpoint)
+    df = df[["checkpoint", "metric", "key", "value", "n"]]
+    if fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif fmt == "json":
+        sys.stdout.write(df.to_json(orient="records", indent=1) + "\n")
+    elif fmt == "table":
+        t = Table()
+        for c in df.columns:
+            t.add_column(c, justify="right" if c in ("value", "n") else "left")
+        for row in df.itertuples(index=False):
+            t.add_row(row.checkpoint, row.metric, row.key, f"{row.value:.6g}", str(row.n))
+        out.print(t)
+    else:
+        _fail(f"unknown format {fmt!r} (table, csv, json)")
+
+
+@app.command()
+def report(
+    db: DbOpt = Path(DEFAULT_DB),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md (Markdown).")] = "md",
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write the report here (default: stdout).")] = None,
+    keys: Annotated[
+        str | None, typer.Option("--keys", help="Comma-separated metric.key columns to correlate (default: all).")
+    ] = None,
+    figure: Annotated[Path | None, typer.Option("--figure", help="Also write a Spearman heatmap PNG here.")] = None,
+    top: Annotated[int, typer.Option(help="Show the N strongest correlations.")] = 50,
+) -> None:
+    """Correlations between every pair of stored scalar keys across checkpoints (Spearman ρ, p)."""
+    from biasbench.harness.store import Store
+    from biasbench.reports.render import heatmap, markdown_report
+
+    if fmt != "md":
+        _fail(f"unknown format {fmt!r} (md)")
+    try:
+        store = Store(db, read_only=True)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    with store:
+        df = store.results()
+    key_list = [k.strip() for k in keys.split(",")] if keys else None
+    text = markdown_report(df, key_list, top=top)
+    if out_file:
+        out_file.write_text(text)
+        err.print(f"report written to {out_file}")
+    else:
+        sys.stdout.write(text)
+    if figure:
+        from biasbench.reports.correlations import score_matrix
+
+        cols = key_list or list(score_matrix(df).columns)
+        heatmap(df, cols, figure)
+        err.print(f"figure written to {figure}")
+
+
+@app.command()
+def status(db: DbOpt = Path(DEFAULT_DB), failures: Annotated[int, typer.Option(help="Show the last N failures.")] = 10) -> None:
+    """What the database holds: runs, jobs, results, and the latest failures with their errors."""
+    from biasbench.harness.store import Store
+
+    try:
+        store = Store(db, read_only=True)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    with store:
+        counts = store.query(
+            "SELECT (SELECT count(*) FROM runs) runs, (SELECT count(*) FROM checkpoints) checkpoints, "
+            "(SELECT count(*) FROM jobs) jobs, (SELECT count(*) FROM results) results, "
+            "(SELECT count(*) FROM failures) failures"
+        ).iloc[0]
+        out.print(f"{db.resolve()}: " + ", ".join(f"{k} {int(v)}" for k, v in counts.items()))
+        runs = store.runs().tail(5)
+        t = Table(title="recent runs")
+        for c in ("run_id", "status", "started_at", "device"):
+            t.add_column(c)
+        for r in runs.itertuples():
+            t.add_row(r.run_id, str(r.status), str(r.started_at)[:19], str(r.device))
+        out.print(t)
+        f = store.failures().tail(failures)
+        if len(f):
+            t = Table(title="latest failures")
+            for c in ("checkpoint", "metric", "error"):
+                t.add_column(c)
+            for r in f.itertuples():
+                t.add_row(r.checkpoint_id, r.metric, r.error)
+            out.print(t)
+
+
+@ls_app.command("checkpoints")
+def ls_checkpoints(
+    registry: Annotated[list[str] | None, typer.Argument(help="Registry names or files (default: all shipped).")] = None,
+) -> None:
+    """Checkpoints of the shipped registries (or of the given ones)."""
+    from biasbench.registry.registry_files import resolve_targets, shipped_registries
+
+    names = registry or sorted(shipped_registries())
+    t = Table()
+    for c in ("registry", "id", "arch", "weights", "labels", "tags"):
+        t.add_column(c)
+    for name in names:
+        try:
+            specs = resolve_targets([name])
+        except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
+            _fail(str(e))
+        for s in specs:
+            t.add_row(name, s.id, s.arch, str(s.weights), s.labels, json.dumps(s.tags))
+    out.print(t)
+
+
+@ls_app.command("metrics")
+def ls_metrics(
+    full: Annotated[bool, typer.Option("--full", help="Print each metric's whole definition.")] = False,
+) -> None:
+    """Installed metric plugins, their providers and definitions."""
+    import dataclasses
+    import inspect
+
+    from biasbench.metrics.discovery import PluginError, providers
+
+    for name, prov in sorted(providers().items()):
+        try:
+            cls = prov.load()
+        except PluginError as e:
+            out.print(f"[red]{name}[/red] ({prov.provider}): {e}")
+            continue
+        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Params))
+        out.print(f"[bold]{name}[/bold] v{cls.version} ({prov.provider}) — {cls.summary()}")
+        out.print(f"    params: {params or '-'}")
+        if full:
+            mod = inspect.getmodule(cls)
+            out.print(inspect.cleandoc(mod.__doc__ or cls.__doc__ or ""), markup=False)
+            out.print()
+
+
+@ls_app.command("datasets")
+def ls_datasets(data_root: DataRootOpt = None) -> None:
+    """Registered datasets and whether they are present under the data root."""
+    from biasbench.harness.datasets.catalog import catalog
+
+    root = _data_root(data_root)
+    t = Table(caption=f"data root: {root.resolve()}")
+    for c in ("name", "label space", "present", "description"):
+        t.add_column(c)
+    for name, e in sorted(catalog().items()):
+        if e.location is None:
+            present = "generated"
+        else:
+            present = "yes" if e.location(root).exists() else "no"
+        t.add_row(name, e.label_space, present, e.description)
+    out.print(t)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `bench ls datasets`).")],
+    data_root: DataRootOpt = None,
+    mirror: Annotated[
+        str | None, typer.Option(help="Base URL of a mirror laid out like the source (or $BIASBENCH_MIRROR).")
+    ] = None,
+) -> None:
+    """Download a dataset, verify every file's sha256, and put it under the data root."""
+    from biasbench.harness.datasets.fetch import fetch_dataset
+    from biasbench.registry.download import DownloadError
+
+    try:
+        path = fetch_dataset(name, _data_root(data_root), mirror=mirror or os.environ.get("BIASBENCH_MIRROR"),
+                             log=err.print)
+    except (DownloadError, KeyError, ValueError, OSError) as e:
+        _fail(str(e))
+    err.print(f"[green]ok[/green]: {name} at {path}")
+
+
+@data_app.command("verify")
+def data_verify(name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRootOpt = None) -> None:
+    """Check a dataset's files against its manifest (sha256 of every file)."""
+    from biasbench.harness.datasets.fetch import verify_dataset
+
+    try:
+        problems = verify_dataset(name, _data_root(data_root))
+    except (KeyError, ValueError, OSError) as e:
+        _fail(str(e))
+    if problems:
+        for p in problems[:50]:
+            err.print(f"[red]✗[/red] {p}")
+        _fail(f"{name}: {len(problems)} problem(s)", code=1)
+    err.print(f"[green]ok[/green]: every file of {name} matches its manifest")
+
+
+@zoo_app.command("train")
+def zoo_train(
+    recipe: Annotated[str | None, typer.Option(help="One recipe (see `bench ls checkpoints demo`).")] = None,
+    all_recipes: Annotated[bool, typer.Option("--all", help="Every recipe.")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write weights (default: the package's).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the number of training steps (for a quick try).")] = None,
+) -> None:
+    """Train the demo zoo's checkpoints deterministically from scratch."""
+    from biasbench.harness import training
+    from biasbench.registry import zoo
+
+    if bool(recipe) == all_recipes:
+        _fail("give exactly one of --recipe R or --all")
+    dest = out_dir or zoo.weights_dir()
+    if recipe:
+        if recipe not in training.RECIPES:
+            _fail(f"unknown recipe {recipe!r}; recipes: {', '.join(training.RECIPES)}")
+        path = training.train(recipe, dest, steps=steps, log=err.print)
+        err.print(f"[green]ok[/green]: {path}")
+    else:
+        training.train_all(dest, log=err.print)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Execution: load each checkpoint once, run all its pending metrics, write each job atomically.
+
+On CUDA the model runs in bf16 autocast with channels_last (inference_mode inside the metrics'
+``ctx.predict``); the batch size halves on out-of-memory. A job that raises is recorded in
+``failures`` with its error and traceback, and the run goes on; a checkpoint that fails to load fails
+all its pending jobs. Datasets are loaded once per (name, preprocessing) and shared by all
+checkpoints of the run.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biasbench.harness.datasets import catalog
+from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
+from biasbench.harness.progress import RunUI
+from biasbench.harness.store import Store
+from biasbench.metrics.base import EvalContext, ImageSet, ModelWrapper
+from biasbench.registry import loading
+from biasbench.registry.spec import LoadedCheckpoint
+
+
+@dataclass
+class ExecOptions:
+    data_root: Path
+    cache_dir: Path
+    device: torch.device
+    batch_size: int = 64
+    trust: bool = False
+    seed: int = 0
+
+
+@dataclass
+class JobOutcome:
+    checkpoint: str
+    metric: str
+    status: str  # done | failed | stored | n/a
+    seconds: float = 0.0
+    summary: str = ""
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+
+class DatasetCache:
+    """ImageSets loaded once per (name, effective preprocessing) for the whole run."""
+
+    def __init__(self, data_root: Path, cache_dir: Path) -> None:
+        self.data_root, self.cache_dir = data_root, cache_dir
+        self._sets: dict[tuple[str, Any], ImageSet] = {}
+
+    def get(self, rd: ResolvedDataset) -> ImageSet:
+        key = (rd.request.name, rd.preprocess)
+        if key not in self._sets:
+            entry = catalog.get(rd.request.name)
+            self._sets[key] = entry.load(self.data_root, rd.preprocess, self.cache_dir)
+        return self._sets[key]
+
+
+def wrap_model(loaded: LoadedCheckpoint, device: torch.device) -> ModelWrapper:
+    model = ModelWrapper(
+        loaded.net,
+        mean=loaded.preprocess.mean,
+        std=loaded.preprocess.std,
+        num_classes=loaded.num_classes,
+        label_space=loaded.label_space,
+        checkpoint_id=loaded.spec.id,
+    )
+    model.eval().requires_grad_(False).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return f"{type(e).__name__}: {text}" if not isinstance(e, (RuntimeError, ValueError, OSError)) else text
+
+
+def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id: str, ui: RunUI) -> RunSummary:
+    summary = RunSummary()
+    data = DatasetCache(opts.data_root, opts.cache_dir)
+    for cp in plans:
+        for job in cp.jobs:
+            if job.status in ("stored", "n/a"):
+                summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason))
+            elif job.status == "error":
+                _fail(store, run_id, ui, summary, job, job.reason, job.trace)
+        todo = cp.todo
+        if not todo:
+            continue
+        ui.print(f"[bold]{cp.spec.id}[/bold]: {', '.join(j.metric.name for j in todo)}")
+        try:
+            loaded = loading.load_checkpoint(cp.spec, cache_dir=opts.cache_dir, trust=opts.trust)
+            model = wrap_model(loaded, opts.device)
+            store.upsert_checkpoint(
+                {**cp.spec.to_row(), "weights_sha256": loaded.weights_sha256, "identity": loaded.identity,
+                 "preprocess": _json(loaded.preprocess.to_json())}
+            )
+        except Exception as e:  # noqa: BLE001 - a checkpoint that cannot load fails its jobs only
+            tb = traceback.format_exc()
+            for job in todo:
+                _fail(store, run_id, ui, summary, job, _first_line(e), tb)
+            continue
+        for job in todo:
+            _run_job(job, model, data, opts, store, run_id, ui, summary)
+        del model, loaded
+        gc.collect()
+        if opts.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return summary
+
+
+def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: ExecOptions, store: Store,
+             run_id: str, ui: RunUI, summary: RunSummary) -> None:
+    assert job.key is not None
+    tasks: list[Any] = []
+
+    def task(description: str, total: int) -> Any:
+        t = ui.task(f"  {job.spec.id} · {description}", total)
+        tasks.append(t)
+        return t
+
+    ctx = EvalContext(
+        device=opts.device,
+        batch_size=opts.batch_size,
+        amp_dtype=torch.bfloat16 if opts.device.type == "cuda" else None,
+        channels_last=opts.device.type == "cuda",
+        seed=opts.seed,
+        task=task,
+    )
+    t0 = time.perf_counter()
+    try:
+        inputs = {role: data.get(rd) for role, rd in job.datasets.items()}
+        result = job.metric.evaluate(model, inputs, ctx)
+        result.validate(job.metric.name)
+        seconds = time.perf_counter() - t0
+        n = {k: result.n_for(k) for k in result.scalars}
+        store.write_job(
+            job.key,
+            metric_version=job.metric.version,
+            params=job.metric.params_json(),
+            datasets={role: rd.describe() for role, rd in job.datasets.items()},
+            scalars={k: float(v) for k, v in result.scalars.items()},
+            n=n,
+            items=result.items,
+            flags=result.flags,
+            seconds=seconds,
+            run_id=run_id,
+        )
+    except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
+        _fail(store, run_id, ui, summary, job, _first_line(e), traceback.format_exc())
+        return
+    finally:
+        for t in tasks:
+            ui.finish_task(t)
+    head = ", ".join(f"{k}={v:.4g}" for k, v in list(result.scalars.items())[:3])
+    flags = f" [yellow]flags: {'; '.join(result.flags)}[/yellow]" if result.flags else ""
+    ui.print(f"  [green]✓[/green] {job.metric.name} ({seconds:.1f}s) {head}{flags}")
+    summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "done", seconds, head))
+
+
+def _fail(store: Store, run_id: str, ui: RunUI, summary: RunSummary, job: PlannedJob, error: str, tb: str) -> None:
+    store.record_failure(job.spec.id, job.metric.name, job.key.config_hash if job.key else None, error, tb, run_id)
+    ui.print(f"  [red]✗[/red] {job.spec.id} · {job.metric.name}: {error}")
+    summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "failed", summary=error))
+
+
+def _json(v: Any) -> str:
+    import json
+
+    return json.dumps(v, sort_keys=True)

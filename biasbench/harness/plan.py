@@ -1,0 +1,129 @@
+"""Planning: checkpoints × metrics − what the store already holds.
+
+Every job has a content key, ``config_hash``, over: the checkpoint's weight bytes (sha256), its
+resolved preprocessing and label space, the metric's name, version and parameters, the seed, and each
+dataset's name, manifest hash and effective preprocessing. A job whose key is stored is skipped
+(unless ``force``); a job whose metric does not apply to the label space is ``n/a``; a job that cannot
+even be planned (weights missing, dataset missing) is ``error`` and will be recorded as a failure.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biasbench.harness.datasets import catalog
+from biasbench.harness.store import JobKey
+from biasbench.metrics.base import DatasetRequest, Metric, NotApplicable, Preprocess, config_hash
+from biasbench.registry import loading
+from biasbench.registry.spec import CheckpointSpec
+
+
+@dataclass(frozen=True)
+class ResolvedDataset:
+    request: DatasetRequest
+    preprocess: Preprocess | None  # effective (None: as stored)
+    manifest: str
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.request.name,
+            "manifest": self.manifest,
+            "preprocess": self.preprocess.to_json() if self.preprocess else "as-stored",
+        }
+
+
+@dataclass
+class PlannedJob:
+    spec: CheckpointSpec
+    metric: Metric
+    status: str  # todo | stored | n/a | error
+    key: JobKey | None = None
+    datasets: dict[str, ResolvedDataset] = field(default_factory=dict)
+    reason: str = ""
+    trace: str = ""
+
+
+@dataclass
+class CheckpointPlan:
+    spec: CheckpointSpec
+    jobs: list[PlannedJob]
+    preprocess: Preprocess | None = None
+    weights_sha256: str | None = None
+    error: str | None = None
+
+    @property
+    def todo(self) -> list[PlannedJob]:
+        return [j for j in self.jobs if j.status == "todo"]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    data_root: Path
+    cache_dir: Path
+    trust: bool = False
+    force: bool = False
+    seed: int = 0
+
+
+def _resolve_datasets(metric: Metric, label_space: str, ckpt_pre: Preprocess,
+                      opts: PlanOptions, manifests: dict[tuple[str, Any], str]) -> dict[str, ResolvedDataset]:
+    out: dict[str, ResolvedDataset] = {}
+    for role, req in metric.datasets(label_space).items():
+        entry = catalog.get(req.name)
+        pre = None if entry.as_stored else (req.preprocess or ckpt_pre)
+        mkey = (req.name, pre)
+        if mkey not in manifests:
+            manifests[mkey] = entry.manifest(opts.data_root, pre)
+        out[role] = ResolvedDataset(req, pre, manifests[mkey])
+    return out
+
+
+def job_hash(spec: CheckpointSpec, weights_sha256: str, pre: Preprocess, metric: Metric,
+             datasets: dict[str, ResolvedDataset], seed: int) -> str:
+    return config_hash(
+        {
+            "weights": weights_sha256,
+            "preprocess": pre.to_json(),
+            "labels": spec.labels,
+            "metric": metric.name,
+            "version": metric.version,
+            "params": metric.params_json(),
+            "seed": seed,
+            "datasets": {role: d.describe() for role, d in sorted(datasets.items())},
+        }
+    )
+
+
+def plan(specs: list[CheckpointSpec], metrics: list[Metric], opts: PlanOptions,
+         stored: set[JobKey]) -> list[CheckpointPlan]:
+    plans: list[CheckpointPlan] = []
+    manifests: dict[tuple[str, Any], str] = {}
+    for spec in specs:
+        cp = CheckpointPlan(spec=spec, jobs=[])
+        try:
+            cp.preprocess = loading.resolve_preprocess(spec)
+            cp.weights_sha256 = loading.weights_fingerprint(spec, cache_dir=opts.cache_dir, trust=opts.trust)
+        except Exception as e:  # noqa: BLE001 - any failure here fails every job of this checkpoint
+            cp.error = str(e)
+            cp.jobs = [PlannedJob(spec, m, "error", reason=str(e), trace=traceback.format_exc()) for m in metrics]
+            plans.append(cp)
+            continue
+        for m in metrics:
+            job = PlannedJob(spec, m, "todo")
+            try:
+                job.datasets = _resolve_datasets(m, spec.labels, cp.preprocess, opts, manifests)
+            except NotApplicable as e:
+                job.status, job.reason = "n/a", str(e)
+            except Exception as e:  # noqa: BLE001 - a missing dataset fails this job only
+                job.status, job.reason, job.trace = "error", str(e), traceback.format_exc()
+            else:
+                h = job_hash(spec, cp.weights_sha256, cp.preprocess, m, job.datasets, opts.seed)
+                job.key = JobKey(spec.id, m.name, h)
+                if job.key in stored and not opts.force:
+                    job.status = "stored"
+            cp.jobs.append(job)
+        plans.append(cp)
+    return plans
