@@ -22,7 +22,7 @@ from biasbench.harness.datasets import catalog
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
 from biasbench.harness.store import Store
-from biasbench.metrics.base import EvalContext, ImageSet, ModelWrapper
+from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, EvalContext, ImageSet, ModelWrapper
 from biasbench.registry import loading
 from biasbench.registry.spec import LoadedCheckpoint
 
@@ -73,12 +73,23 @@ class DatasetCache:
         return self._sets[key]
 
 
+def label_space_size(label_space: str, default: int) -> int:
+    """The class count a label space demands (the model's logits are checked against it)."""
+    if label_space == IMAGENET_1K:
+        return 1000
+    if label_space == DEMO_WORLD:
+        from biasbench.registry import zoo
+
+        return int(zoo.NUM_CLASSES)
+    return default
+
+
 def wrap_model(loaded: LoadedCheckpoint, device: torch.device) -> ModelWrapper:
     model = ModelWrapper(
         loaded.net,
         mean=loaded.preprocess.mean,
         std=loaded.preprocess.std,
-        num_classes=loaded.num_classes,
+        num_classes=label_space_size(loaded.label_space, default=loaded.num_classes),
         label_space=loaded.label_space,
         checkpoint_id=loaded.spec.id,
     )

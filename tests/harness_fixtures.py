@@ -1,0 +1,45 @@
+"""Helpers for end-to-end tests: tiny real checkpoints on disk and registry files that use them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import timm
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A real timm ``test_resnet`` state dict (1000 classes, random weights) saved with torch.save."""
+    torch.manual_seed(seed)
+    net = timm.create_model("test_resnet", pretrained=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def tiny_registry(dirpath: Path, n: int = 2, extra: str = "") -> Path:
+    """A registry TOML of ``n`` tiny checkpoints (64 px preprocessing, so runs take seconds)."""
+    entries = []
+    for i in range(n):
+        w = tiny_checkpoint(dirpath / f"w{i}.pth", seed=i)
+        entries.append(
+            f'[[checkpoint]]\nid = "tiny{i}"\narch = "timm:test_resnet"\nweights = "{w}"\n'
+            'labels = "imagenet-1k"\n'
+            'preprocess = { resize = 64, crop = 64, mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5] }\n'
+            f'tags = {{ seed = {i} }}\n'
+        )
+    path = dirpath / "tiny.toml"
+    path.write_text("\n".join(entries) + extra)
+    return path
+
+
+def bench(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `bench` CLI in a subprocess (python -m biasbench.cli)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "biasbench.cli", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
