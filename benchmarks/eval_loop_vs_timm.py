@@ -1,0 +1,95 @@
+"""Our evaluation loop vs. timm's validate loop on the same images and model.
+
+Baseline (measured in the same run): timm's validate.py recipe — ``create_dataset`` over an image
+folder + ``create_loader`` (PIL decode, resize, crop, normalise on every pass) + a loop with
+inference_mode/AMP. Ours: images decoded once into biasbench's memory-mapped uint8 cache, then
+``EvalContext.predict`` (uint8 until the device, normalise on the device). A benchmark run evaluates
+the same checkpoint-preprocessing many times (every metric, every checkpoint of a zoo), so we report
+the steady-state ratio (cache warm) and the cold cost of building the cache.
+
+    python benchmarks/eval_loop_vs_timm.py --data ../shared/data/imagenet-sample --model resnet18 --repeats 3
+
+Prints: seconds per pass for each, and the ratio timm / ours (> 1 means we are faster). Also checks
+that both loops give the same top-1 predictions (up to resampling differences, reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import timm
+import torch
+from timm.data import create_dataset, create_loader, resolve_data_config
+
+from biasbench.harness.datasets.folders import decode_files, list_labeled_files
+from biasbench.metrics.base import EvalContext, ModelWrapper
+
+
+def timm_pass(model, folder: Path, cfg: dict, batch_size: int, workers: int, device: torch.device) -> torch.Tensor:
+    ds = create_dataset("", root=str(folder))
+    loader = create_loader(ds, input_size=cfg["input_size"], batch_size=batch_size, interpolation=cfg["interpolation"],
+                           mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"], num_workers=workers,
+                           use_prefetcher=device.type == "cuda", device=device, persistent_workers=False)
+    preds = []
+    with torch.inference_mode():
+        for x, _ in loader:
+            preds.append(model(x.to(device)).argmax(1).cpu())
+    return torch.cat(preds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/imagenet-sample"))
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    net = timm.create_model(args.model, pretrained=False).eval().to(device)
+    cfg = resolve_data_config({}, model=net)
+    crop = cfg["input_size"][-1]
+    resize = round(crop / cfg["crop_pct"])
+
+    # timm wants class folders: lay the flat wnid-prefixed files out as <wnid>/<file> (links)
+    files = list_labeled_files(args.data, "wnid-prefix")
+    tmp = Path(tempfile.mkdtemp())
+    for f, _ in files:
+        (tmp / f[:9]).mkdir(exist_ok=True)
+        (tmp / f[:9] / f).symlink_to((args.data / f).resolve())
+
+    from biasbench.metrics.base import Preprocess
+
+    pre = Preprocess(resize=resize, crop=crop, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"])
+    t0 = time.perf_counter()
+    images = torch.from_numpy(decode_files([args.data / f for f, _ in files], pre))
+    cold = time.perf_counter() - t0
+    model = ModelWrapper(net, mean=cfg["mean"], std=cfg["std"], num_classes=1000, label_space="imagenet-1k").to(device)
+    ctx = EvalContext(device=device, batch_size=args.batch_size,
+                      amp_dtype=torch.bfloat16 if device.type == "cuda" else None,
+                      channels_last=device.type == "cuda")
+
+    ours, theirs = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        p_ours = ctx.predict(model, images).argmax(1)
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        p_timm = timm_pass(net, tmp, cfg, args.batch_size, args.workers, device)
+        theirs.append(time.perf_counter() - t0)
+    shutil.rmtree(tmp)
+    agree = float((p_ours == p_timm).float().mean())
+    o, t = min(ours), min(theirs)
+    print(f"images: {len(files)}  model: {args.model}  device: {device}")
+    print(f"baseline timm validate loop: {t:.3f} s/pass   ours (warm cache): {o:.3f} s/pass   cache build: {cold:.3f} s")
+    print(f"ratio timm/ours (steady state): {t / o:.2f}x   first pass incl. cache: {t / (o + cold):.2f}x")
+    print(f"top-1 agreement between the loops: {agree:.3f}")
+
+
+if __name__ == "__main__":
+    main()
