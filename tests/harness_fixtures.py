@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -38,8 +39,32 @@ def tiny_registry(dirpath: Path, n: int = 2, extra: str = "") -> Path:
     return path
 
 
-def bench(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def bench_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+                     timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real `bench` CLI in a subprocess (python -m biasbench.cli)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "biasbench.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def bench(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> CliResult:
+    """Run the `bench` CLI in this process (typer's CliRunner) with ``env`` set and ``cwd`` as the
+    working directory; faster than a subprocess, same code path."""
+    from typer.testing import CliRunner
+
+    from biasbench.cli import app
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        r = CliRunner().invoke(app, args, env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    return CliResult(r.exit_code, r.stdout, r.stderr)
