@@ -51,7 +51,8 @@ class CheckpointSpec:
 @dataclass
 class LoadedCheckpoint:
     """A checkpoint ready to run: the network with its weights, the resolved preprocessing, and the
-    identity of the weight bytes."""
+    identity of the weight bytes. ``notes`` say where the weights came from, which nested-dict rule
+    found the state dict, and what each adapter did."""
 
     spec: CheckpointSpec
     net: nn.Module
@@ -59,6 +60,8 @@ class LoadedCheckpoint:
     num_classes: int
     label_space: str
     weights_sha256: str
+    #: How the weights were found and adapted (source, nested-dict rule, adapters), for logs and reports.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def identity(self) -> str:

@@ -1,0 +1,443 @@
+"""From a :class:`CheckpointSpec` to a network with its weights: build the architecture, get the
+weight bytes, find the state dict, apply the named adapters, load strictly.
+
+Architectures (``arch``):
+
+* ``timm:<name>`` — ``timm.create_model(name, pretrained=False, num_classes=…)``;
+* ``torchvision:<name>`` — ``torchvision.models.get_model(name, weights=None, num_classes=…)``;
+* ``zoo:<name>`` — ``biasbench.registry.zoo.ARCHITECTURES[name](num_classes)`` (the demo mini zoo).
+
+Weights (``weights``, see :mod:`biasbench.registry.sources`); when absent, the architecture's own
+pretrained weights: ``timm:<name>`` for timm, the weights enum's ``DEFAULT`` for torchvision.
+
+Loading is strict: after the adapters, the checkpoint's keys must equal the architecture's and every
+shape must agree; otherwise a :class:`CheckpointError` names the missing and unexpected keys (the
+first 10 of each, with counts) and the shape mismatches. The one tolerance is the one
+``torch.nn.Module.load_state_dict`` itself has: ``*.num_batches_tracked`` buffers absent from old
+checkpoints are kept at the architecture's value (they do not affect evaluation).
+
+timm's own pretrained weights loaded into the same timm architecture with no adapters go through
+timm's loader (``pretrained_cfg_overlay``), so its per-model checkpoint filters and custom loaders
+apply exactly as in ``timm.create_model(name, pretrained=True)``; the bytes are still read by us
+(``weights_only`` unless trusted) and fingerprinted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, Preprocess
+from biasbench.registry import adapters as _adapters
+from biasbench.registry import sources
+from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheckpoint
+
+ARCH_FAMILIES = ("timm", "torchvision", "zoo")
+
+#: Class counts of the label spaces we know; other label spaces need an explicit ``num_classes``.
+LABEL_SPACE_CLASSES = {IMAGENET_1K: 1000}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Architectures
+# ----------------------------------------------------------------------------------------------------
+
+
+def split_arch(spec: CheckpointSpec) -> tuple[str, str]:
+    """``"timm:resnet50"`` -> ``("timm", "resnet50")``; an unknown family is an error."""
+    family, sep, name = spec.arch.partition(":")
+    if not sep or family not in ARCH_FAMILIES or not name:
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: unknown arch {spec.arch!r}; write timm:<name>, torchvision:<name> or "
+            f"zoo:<name>"
+        )
+    return family, name
+
+
+def _zoo() -> Any:
+    from biasbench.registry import zoo
+
+    return zoo
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def check_arch(spec: CheckpointSpec) -> None:
+    """Fail early, with a suggestion, on an architecture name its library does not know."""
+    family, name = split_arch(spec)
+    if family == "timm":
+        import timm
+
+        if not timm.is_model(name):
+            raise CheckpointError(
+                f"checkpoint {spec.id!r}: unknown timm architecture {name!r}{_suggest(name, timm.list_models())}"
+            )
+    elif family == "torchvision":
+        import torchvision
+
+        known = torchvision.models.list_models()
+        if name not in known:
+            raise CheckpointError(f"checkpoint {spec.id!r}: unknown torchvision architecture {name!r}{_suggest(name, known)}")
+    else:
+        archs = getattr(_zoo(), "ARCHITECTURES", None)
+        if archs is None:
+            raise CheckpointError(f"checkpoint {spec.id!r}: the demo zoo defines no ARCHITECTURES (not installed yet?)")
+        if name not in archs:
+            raise CheckpointError(
+                f"checkpoint {spec.id!r}: unknown zoo architecture {name!r}; known: {', '.join(sorted(archs))}"
+            )
+
+
+def build_arch(spec: CheckpointSpec, num_classes: int) -> nn.Module:
+    """The architecture of ``spec`` with random weights and ``num_classes`` outputs."""
+    check_arch(spec)
+    family, name = split_arch(spec)
+    try:
+        if family == "timm":
+            import timm
+
+            return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        if family == "torchvision":
+            import torchvision
+
+            return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        return _zoo().ARCHITECTURES[name](num_classes)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - constructors raise anything
+        raise CheckpointError(f"checkpoint {spec.id!r}: cannot build arch {spec.arch!r}: {type(e).__name__}: {e}") from e
+
+
+# ----------------------------------------------------------------------------------------------------
+# Label spaces and weights defaults
+# ----------------------------------------------------------------------------------------------------
+
+
+def num_classes_for(label_space: str) -> int:
+    """Class count of a label space: ``imagenet-1k`` -> 1000, ``demo-world`` -> the zoo's ``NUM_CLASSES``."""
+    if label_space in LABEL_SPACE_CLASSES:
+        return LABEL_SPACE_CLASSES[label_space]
+    if label_space == DEMO_WORLD:
+        return int(_zoo().NUM_CLASSES)
+    raise CheckpointError(
+        f"unknown label space {label_space!r} (known: {', '.join([*LABEL_SPACE_CLASSES, DEMO_WORLD])}); "
+        f"give the checkpoint an explicit num_classes"
+    )
+
+
+def spec_num_classes(spec: CheckpointSpec) -> int:
+    """``spec.num_classes`` when given, else the class count of its label space."""
+    if spec.num_classes is not None:
+        return int(spec.num_classes)
+    try:
+        return num_classes_for(spec.labels)
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint {spec.id!r}: {e}") from e
+
+
+def effective_weights(spec: CheckpointSpec) -> str:
+    """The weights string to load: ``spec.weights``, else the architecture's own pretrained weights."""
+    if spec.weights:
+        return spec.weights
+    family, name = split_arch(spec)
+    if family == "timm":
+        return f"timm:{name}"
+    if family == "torchvision":
+        import torchvision
+
+        try:
+            default = torchvision.models.get_model_weights(name).DEFAULT
+        except (ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint {spec.id!r}: torchvision has no pretrained weights for {name!r}") from e
+        return f"torchvision:{default}"
+    raise CheckpointError(f"checkpoint {spec.id!r}: a zoo architecture needs explicit weights (weights = \"zoo:<name>\")")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Preprocessing
+# ----------------------------------------------------------------------------------------------------
+
+
+def _timm_cfg_name(spec: CheckpointSpec) -> str:
+    """The timm model name whose pretrained config describes this checkpoint: the weights' tag when
+    the weights are timm's own for this architecture, else the arch name (with its tag if any)."""
+    from timm.models import split_model_name_tag
+
+    _, name = split_arch(spec)
+    if spec.weights and spec.weights.startswith("timm:"):
+        wname = spec.weights[len("timm:"):]
+        if split_model_name_tag(wname)[0] == split_model_name_tag(name)[0]:
+            return wname
+    return name
+
+
+def timm_preprocess(model_name: str) -> Preprocess:
+    """timm's eval data config for ``model_name`` (``resolve_data_config`` on its pretrained config):
+    crop = input size, resize = round(crop / crop_pct), the config's interpolation, mean and std.
+    (Every crop mode is read as resize-short-side + centre-crop.)"""
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name, allow_unregistered=True)
+    data = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else None)
+    crop = int(data["input_size"][-1])
+    interpolation = data.get("interpolation") or "bilinear"
+    if interpolation not in ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming"):
+        interpolation = "bilinear"  # e.g. "random" (a training setting)
+    return Preprocess(
+        resize=int(round(crop / float(data["crop_pct"]))),
+        crop=crop,
+        mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+        interpolation=interpolation,
+    )
+
+
+def torchvision_preprocess(enum_member: Any) -> Preprocess:
+    """The eval transform of a torchvision weights enum member as a :class:`Preprocess`."""
+    t = enum_member.transforms()
+    crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
+    resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
+    return Preprocess(
+        resize=int(resize),
+        crop=int(crop),
+        mean=tuple(float(v) for v in t.mean),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in t.std),  # type: ignore[arg-type]
+        interpolation=str(getattr(t.interpolation, "value", t.interpolation)),
+    )
+
+
+def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
+    """The checkpoint's preprocessing, without downloading anything:
+
+    1. ``spec.preprocess`` when the registry entry gives one;
+    2. timm architectures: timm's data config (see :func:`timm_preprocess`) of the weights' tag when the
+       weights are timm's own, else of the arch name;
+    3. torchvision architectures: the eval transform of the ``torchvision:`` weights enum when the
+       weights are one, else of the architecture's first (original) weights enum member;
+    4. zoo architectures: ``zoo.WORLD_PREPROCESS``;
+    5. otherwise the classic ImageNet recipe (:class:`Preprocess` defaults: 256 / 224, bilinear).
+    """
+    if spec.preprocess is not None:
+        return spec.preprocess
+    family, name = split_arch(spec)
+    try:
+        if family == "timm":
+            return timm_preprocess(_timm_cfg_name(spec))
+        if family == "torchvision":
+            import torchvision
+
+            if spec.weights and spec.weights.startswith("torchvision:"):
+                member = sources.torchvision_weights_enum(spec.weights[len("torchvision:"):], spec.id)
+            else:
+                try:
+                    member = next(iter(torchvision.models.get_model_weights(name)))
+                except (ValueError, KeyError, StopIteration):
+                    return Preprocess()
+            return torchvision_preprocess(member)
+        return _zoo().WORLD_PREPROCESS
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: cannot resolve the preprocessing of {spec.arch!r}: {type(e).__name__}: {e}"
+        ) from e
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fingerprint
+# ----------------------------------------------------------------------------------------------------
+
+
+def _resolve_and_hash(spec: CheckpointSpec, cache_dir: Path) -> tuple[sources.ResolvedWeights, str]:
+    weights = effective_weights(spec)
+    rw = sources.resolve_weights(weights, spec.id, sha256=spec.sha256, cache_dir=Path(cache_dir))
+    if rw.path is not None:
+        digest = sources.cached_sha256(rw.path, Path(cache_dir))
+    else:
+        assert rw.state_dict is not None
+        digest = sources.state_dict_sha256(rw.state_dict)
+    if spec.sha256 and digest != spec.sha256.lower():
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: sha256 mismatch for {rw.description}: the registry says {spec.sha256.lower()}, "
+            f"the weights are {digest}; refusing to use them"
+        )
+    return rw, digest
+
+
+def weights_fingerprint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = False) -> str:
+    """sha256 of the checkpoint's weight bytes (the file's; for a state dict handed over by a package
+    callable, a hash of its keys, dtypes, shapes and bytes). Cached in a sidecar keyed by
+    path + size + mtime, so repeated runs do not re-hash. May download the weights to the cache.
+    A declared ``sha256`` that does not match is an error. ``trust`` is accepted for symmetry with
+    :func:`load_checkpoint`; hashing never unpickles."""
+    del trust
+    return _resolve_and_hash(spec, Path(cache_dir))[1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _fmt_keys(keys: list[str], n: int = 10) -> str:
+    shown = ", ".join(keys[:n])
+    return f"[{shown}{', …' if len(keys) > n else ''}]"
+
+
+def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpec, notes: list[str]) -> None:
+    """``net.load_state_dict(sd, strict=True)`` with our own message naming the missing and
+    unexpected keys and the shape mismatches."""
+    model_sd = net.state_dict()
+    missing = [k for k in model_sd if k not in sd]
+    unexpected = [k for k in sd if k not in model_sd]
+    tracked = [k for k in missing if k.endswith("num_batches_tracked")]
+    if tracked:
+        sd = dict(sd)
+        for k in tracked:
+            sd[k] = model_sd[k]
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        notes.append(f"{len(tracked)} num_batches_tracked buffers absent from the checkpoint kept at their defaults")
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs arch {tuple(v.shape)}"
+        for k, v in model_sd.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys {_fmt_keys(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys {_fmt_keys(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches [{'; '.join(shapes[:10])}{'; …' if len(shapes) > 10 else ''}]")
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: the weights do not fit arch {spec.arch!r} (strict load): " + "; ".join(parts)
+            + ". Adapters (strip-prefix:, rename:A=B, drop:regex, by-position) map a checkpoint's keys onto "
+            "the architecture's"
+        )
+    try:
+        net.load_state_dict(sd, strict=True)
+    except Exception as e:  # noqa: BLE001 - dtype/complex errors
+        raise CheckpointError(f"checkpoint {spec.id!r}: loading the state dict failed: {e}") from e
+
+
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _torchvision_densenet_fix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """torchvision's own fix for its DenseNet weight files (``norm.1`` -> ``norm1``), as in
+    ``torchvision.models.densenet._load_state_dict``."""
+    out, n = {}, 0
+    for k, v in sd.items():
+        m = _DENSENET_OLD_KEY.match(k)
+        if m:
+            k = m.group(1) + m.group(2)
+            n += 1
+        out[k] = v
+    return out, n
+
+
+def _timm_native(spec: CheckpointSpec, source: sources.WeightSource, adapters: list) -> bool:
+    """timm's own weights into the same timm architecture, no adapters: use timm's loader."""
+    if source.kind != "timm" or adapters or not spec.arch.startswith("timm:"):
+        return False
+    from timm.models import split_model_name_tag
+
+    return split_model_name_tag(source.value)[0] == split_model_name_tag(spec.arch[len("timm:"):])[0]
+
+
+def _load_timm_native(
+    spec: CheckpointSpec, rw: sources.ResolvedWeights, sd: dict[str, torch.Tensor], num_classes: int
+) -> nn.Module:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    name = rw.source.value
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {spec.id!r}: {e}") from e
+    if cfg is None:
+        raise CheckpointError(f"checkpoint {spec.id!r}: timm has no pretrained config for {name!r}")
+    if cfg.num_classes and cfg.num_classes != num_classes:
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: timm's weights {name!r} have {cfg.num_classes} classes but label space "
+            f"{spec.labels!r} has {num_classes}; timm would replace the classifier with a random one"
+        )
+    overlay: dict[str, Any] = {"file": str(rw.path)} if cfg.custom_load and not sd else {"state_dict": sd}
+    try:
+        net = timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay)
+    except Exception as e:  # noqa: BLE001 - timm's loader raises RuntimeError (keys) and others
+        msg = " ".join(str(e).split())
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: timm could not load its weights {name!r} into {spec.arch!r}: "
+            f"{msg[:1500]}"
+        ) from e
+    cfg_now = getattr(net, "pretrained_cfg", None)
+    if isinstance(cfg_now, dict) and "state_dict" in cfg_now:
+        cfg_now["state_dict"] = None  # do not keep a second copy of the weights alive
+    return net
+
+
+def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = False) -> LoadedCheckpoint:
+    """Build the architecture, fetch and verify the weights, read them (``weights_only`` unless
+    ``trust``), find the state dict, apply the adapters, load strictly, and switch to eval mode."""
+    num_classes = spec_num_classes(spec)
+    check_arch(spec)
+    preprocess = resolve_preprocess(spec)
+    adapters = _adapters.parse_adapters(spec.adapter, spec.id)
+    rw, digest = _resolve_and_hash(spec, Path(cache_dir))
+    notes = [f"weights: {rw.description}", f"sha256: {digest}"]
+
+    native = _timm_native(spec, rw.source, adapters)
+    if native and rw.path is not None and rw.path.suffix == ".npz":
+        # timm's custom loaders (e.g. original JAX .npz files) read these with numpy, no pickles
+        net = _load_timm_native(spec, rw, {}, num_classes)
+        notes.append("loaded by timm's own custom (.npz) loader")
+        net.eval()
+        return LoadedCheckpoint(spec, net, preprocess, num_classes, spec.labels, digest, notes)
+
+    select = adapters[0].arg if adapters and adapters[0].name == "select" else None
+    if rw.state_dict is not None:
+        raw: Any = rw.state_dict
+    else:
+        assert rw.path is not None
+        raw = sources.read_weights_file(rw.path, spec.id, trust=trust)
+    sd, rule = sources.extract_state_dict(raw, spec.id, select=select)
+    del raw
+    notes.append(f"state dict found by rule: {rule} ({len(sd)} tensors)")
+
+    if native:
+        net = _load_timm_native(spec, rw, sd, num_classes)
+        notes.append("loaded by timm's own pretrained loader (its checkpoint filter applies; strict)")
+    else:
+        net = build_arch(spec, num_classes)
+        family, name = split_arch(spec)
+        if family == "torchvision" and rw.source.kind == "torchvision" and name.startswith("densenet"):
+            sd, n = _torchvision_densenet_fix(sd)
+            if n:
+                notes.append(f"torchvision densenet key fix: {n} keys")
+        sd, adapter_notes = _adapters.apply_adapters(sd, adapters, net.state_dict(), spec.id)
+        notes.extend(f"adapter {n}" for n in adapter_notes)
+        strict_load(net, sd, spec, notes)
+    net.eval()
+    return LoadedCheckpoint(
+        spec=spec,
+        net=net,
+        preprocess=preprocess,
+        num_classes=num_classes,
+        label_space=spec.labels,
+        weights_sha256=digest,
+        notes=notes,
+    )

@@ -1,0 +1,418 @@
+"""Registry files (TOML), the registries we ship, and bare command-line targets.
+
+A registry file is a list of ``[[checkpoint]]`` tables (DESIGN §2)::
+
+    [[checkpoint]]
+    id = "resnet50_trained_on_SIN"           # required, unique across everything resolved together
+    arch = "timm:resnet50"                   # required: timm:<name> | torchvision:<name> | zoo:<name>
+    weights = "https://…/resnet50_sin.pth.tar"   # optional: default = the arch's own pretrained weights
+    sha256 = "…"                             # required for URLs; verified for every source when given
+    adapter = "strip-prefix:module."         # a string or a list, applied in order
+    preprocess = { resize = 256, crop = 224, mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225],
+                   interpolation = "bilinear" }
+        # optional. Absent: the architecture's defaults (timm's data config, …; see
+        # loading.resolve_preprocess). A partial table: the missing fields take the classic ImageNet
+        # values above (not the architecture's), so a table means the same under every timm version.
+    labels = "imagenet-1k"                   # label space (default imagenet-1k)
+    num_classes = 1000                       # optional; default from the label space
+    tags = { category = "stylized", paper = "gavrikov2024" }   # free-form covariates for reports
+
+Unknown keys (top level or in an entry) are errors naming the key and the file. Relative weight
+paths are relative to the registry file. Duplicate ids are errors naming both places
+(``<file>:[[checkpoint]] #<n>``, n counted from 1).
+
+Bare targets on the command line (:func:`resolve_targets`), tried in this order:
+
+1. the name of a shipped registry (``biasbench/registry/files/<name>.toml``: ``efficientnet-lite``, …);
+2. a path to a ``.toml`` registry file;
+3. ``ARCH@WEIGHTS``: an architecture and a weight source, e.g. ``timm:resnet18@/x/w.pth``,
+   ``torchvision:resnet50@./sin.pth.tar``, ``timm:resnet50@hf-hub:org/repo/model.safetensors``
+   (a bare arch name means timm; the id is derived from the weights, e.g. the file stem ``w``);
+4. a timm model name with pretrained weights, ``resnet50``, ``timm:resnet50`` or
+   ``timm:resnet50.a1_in1k`` (id = the name), or ``torchvision:<model>`` (its DEFAULT weights;
+   id ``torchvision_<model>.<MEMBER>``).
+
+A weights file alone is refused (it needs an architecture: ``ARCH@PATH``); a URL needs a sha256, so
+it goes in a registry file. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, Preprocess
+from biasbench.registry import sources
+from biasbench.registry.adapters import parse_adapters
+from biasbench.registry.spec import CheckpointError, CheckpointSpec
+
+FILES_DIR = Path(__file__).resolve().parent / "files"
+
+ENTRY_KEYS = ("id", "arch", "weights", "sha256", "adapter", "preprocess", "labels", "num_classes", "tags")
+TOP_LEVEL_KEYS = ("checkpoint",)
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-=@]*$")
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class RegistryError(CheckpointError):
+    """A registry file or a command-line target is invalid (the message names the file/entry or target)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shipped registries
+# ----------------------------------------------------------------------------------------------------
+
+
+def shipped_registries() -> dict[str, Path]:
+    """Registries shipped with the package: name (file stem) -> TOML file in ``registry/files/``."""
+    if not FILES_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(FILES_DIR.glob("*.toml"))}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Registry files
+# ----------------------------------------------------------------------------------------------------
+
+
+def _where(path: Path, index: int) -> str:
+    return f"{path}:[[checkpoint]] #{index}"
+
+
+def _jsonable_tag(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable_tag(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_jsonable_tag(x) for x in v]
+    if isinstance(v, (_dt.date, _dt.time, _dt.datetime)):
+        return v.isoformat()
+    return v
+
+
+def _parse_preprocess(table: Any, where: str) -> Preprocess:
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where}: preprocess must be a table, got {type(table).__name__}")
+    known = [f for f in Preprocess.__dataclass_fields__]
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        raise RegistryError(f"{where}: unknown preprocess key {unknown[0]!r}; known: {', '.join(known)}")
+    for k in ("resize", "crop"):
+        if k in table and (not isinstance(table[k], int) or isinstance(table[k], bool) or table[k] <= 0):
+            raise RegistryError(f"{where}: preprocess.{k} must be a positive integer, got {table[k]!r}")
+    for k in ("mean", "std"):
+        if k in table:
+            v = table[k]
+            if (
+                not isinstance(v, list) or len(v) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            ):
+                raise RegistryError(f"{where}: preprocess.{k} must be a list of 3 numbers, got {v!r}")
+            if k == "std" and any(x <= 0 for x in v):
+                raise RegistryError(f"{where}: preprocess.std must be positive, got {v!r}")
+    if "interpolation" in table and table["interpolation"] not in INTERPOLATIONS:
+        raise RegistryError(
+            f"{where}: preprocess.interpolation {table['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)}"
+        )
+    pre = Preprocess.from_mapping(table)  # missing fields: the classic ImageNet recipe (Preprocess defaults)
+    if pre.resize < pre.crop:
+        raise RegistryError(f"{where}: preprocess.resize ({pre.resize}) is smaller than crop ({pre.crop})")
+    return pre
+
+
+def _resolve_weights_path(weights: str, base_dir: Path, where_or_id: str) -> str:
+    src = sources.parse_weights(weights, where_or_id)
+    if src.kind != "path":
+        return weights
+    p = Path(src.value).expanduser()
+    if not p.is_absolute():
+        p = base_dir / p
+    return str(p.resolve())
+
+
+def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
+    where = _where(path, index)
+    if not isinstance(entry, dict):
+        raise RegistryError(f"{where}: an entry must be a table")
+    unknown = [k for k in entry if k not in ENTRY_KEYS]
+    if unknown:
+        raise RegistryError(f"{where}: unknown key {unknown[0]!r} in {path}; known keys: {', '.join(ENTRY_KEYS)}")
+    for k in ("id", "arch"):
+        if k not in entry:
+            raise RegistryError(f"{where}: missing required key {k!r}")
+    for k in ("id", "arch", "weights", "sha256", "labels"):
+        if k in entry and not isinstance(entry[k], str):
+            raise RegistryError(f"{where}: {k} must be a string, got {entry[k]!r}")
+    cid = entry["id"]
+    if not _ID_RE.match(cid):
+        raise RegistryError(
+            f"{where}: invalid id {cid!r} (letters, digits and _ . + - = @; no spaces or slashes)"
+        )
+    arch = entry["arch"]
+    family, sep, name = arch.partition(":")
+    if not sep or family not in ("timm", "torchvision", "zoo") or not name:
+        raise RegistryError(f"{where}: arch {arch!r} must be timm:<name>, torchvision:<name> or zoo:<name>")
+    sha = entry.get("sha256")
+    if sha is not None and not _SHA_RE.match(sha):
+        raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
+    weights = entry.get("weights")
+    try:
+        if weights is not None:
+            src = sources.parse_weights(weights, cid)
+            if src.kind == "url" and not sha:
+                raise RegistryError(f"{where}: weights from a URL need a sha256 ({weights})")
+            weights = _resolve_weights_path(weights, path.parent, cid)
+        adapter = entry.get("adapter", [])
+        if isinstance(adapter, str):
+            adapter = [adapter]
+        if not isinstance(adapter, list) or not all(isinstance(a, str) for a in adapter):
+            raise RegistryError(f"{where}: adapter must be a string or a list of strings, got {adapter!r}")
+        parse_adapters(adapter, cid)
+    except RegistryError:
+        raise
+    except CheckpointError as e:
+        raise RegistryError(f"{where}: {e}") from e
+    num_classes = entry.get("num_classes")
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0):
+        raise RegistryError(f"{where}: num_classes must be a positive integer, got {num_classes!r}")
+    labels = entry.get("labels", IMAGENET_1K)
+    if num_classes is None and labels not in (IMAGENET_1K, DEMO_WORLD):
+        raise RegistryError(
+            f"{where}: label space {labels!r} is not one we know ({IMAGENET_1K}, {DEMO_WORLD}); give num_classes"
+        )
+    tags = entry.get("tags", {})
+    if not isinstance(tags, dict):
+        raise RegistryError(f"{where}: tags must be a table, got {tags!r}")
+    spec = CheckpointSpec(
+        id=cid,
+        arch=arch,
+        weights=weights,
+        sha256=sha.lower() if sha else None,
+        adapter=tuple(adapter),
+        preprocess=None,
+        labels=labels,
+        num_classes=num_classes,
+        tags=_jsonable_tag(tags),
+        source=where,
+    )
+    if "preprocess" in entry:
+        try:
+            pre = _parse_preprocess(entry["preprocess"], where)
+        except RegistryError:
+            raise
+        except (CheckpointError, ValueError, TypeError) as e:
+            raise RegistryError(f"{where}: {e}") from e
+        spec = CheckpointSpec(**{**spec.__dict__, "preprocess": pre})
+    return spec
+
+
+def load_registry_file(path: Path) -> list[CheckpointSpec]:
+    """Parse and validate one registry file (no weights are touched). Errors name the file, the entry
+    (``[[checkpoint]] #n``, from 1) and the offending key; duplicate ids name both entries."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RegistryError(f"cannot read registry file {path}: {e}") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RegistryError(f"registry file {path} is not valid TOML: {e}") from e
+    unknown = [k for k in data if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise RegistryError(
+            f"registry file {path}: unknown top-level key {unknown[0]!r} (a registry is a list of [[checkpoint]] tables)"
+        )
+    entries = data.get("checkpoint", [])
+    if not isinstance(entries, list):
+        raise RegistryError(f"registry file {path}: 'checkpoint' must be an array of tables ([[checkpoint]])")
+    specs: list[CheckpointSpec] = []
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(entries, start=1):
+        spec = _parse_entry(entry, path, i)
+        if spec.id in seen:
+            raise RegistryError(f"duplicate checkpoint id {spec.id!r}: {seen[spec.id]} and {spec.source}")
+        seen[spec.id] = spec.source
+        specs.append(spec)
+    return specs
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bare command-line targets
+# ----------------------------------------------------------------------------------------------------
+
+
+def _strip_weight_suffixes(name: str) -> str:
+    stem = name
+    while True:
+        p = Path(stem)
+        if p.suffix in sources.WEIGHT_SUFFIXES:
+            stem = p.stem
+        else:
+            return stem
+
+
+def _sanitize_id(s: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.+\-=@]", "_", s)
+    return s if s and _ID_RE.match(s) else f"_{s}"
+
+
+def _id_for_weights(src: sources.WeightSource) -> str:
+    if src.kind == "path":
+        return _sanitize_id(_strip_weight_suffixes(Path(src.value).name))
+    if src.kind == "hf-hub":
+        parts = src.value.split("/", 2)
+        repo = parts[1].partition("@")[0] if len(parts) > 1 else src.value
+        file_stem = _strip_weight_suffixes(Path(parts[-1]).name)
+        return _sanitize_id(f"{repo}.{file_stem}")
+    if src.kind == "package":
+        return _sanitize_id(src.value.partition(":")[0])
+    if src.kind == "torchvision":
+        return _sanitize_id(f"torchvision_{src.value}")
+    return _sanitize_id(src.value)
+
+
+def _arch_of(text: str) -> str | None:
+    """``timm:x`` / ``torchvision:x`` / ``zoo:x`` as given; a bare known timm name -> ``timm:<name>``."""
+    family, sep, name = text.partition(":")
+    if sep:
+        return text if family in ("timm", "torchvision", "zoo") and name else None
+    if re.fullmatch(r"[A-Za-z0-9_.\-]+", text):
+        import timm
+
+        return f"timm:{text}" if timm.is_model(text) else None
+    return None
+
+
+def _arch_at_weights(target: str, arch: str, weights: str) -> CheckpointSpec:
+    where = f"command line target {target!r}"
+    src = sources.parse_weights(weights, where)
+    if src.kind == "url":
+        raise RegistryError(
+            f"{where}: weights from a URL need a sha256; put them in a registry .toml file with sha256 = \"…\""
+        )
+    if src.kind == "path":
+        p = Path(src.value).expanduser()
+        if not p.is_file():
+            raise RegistryError(f"{where}: weights file {p} not found")
+        weights = str(p.resolve())
+    family, _, name = arch.partition(":")
+    if family == "timm":
+        import timm
+
+        if not timm.is_model(name):
+            raise RegistryError(f"{where}: unknown timm architecture {name!r}")
+    elif family == "torchvision":
+        import torchvision
+
+        if name not in torchvision.models.list_models():
+            raise RegistryError(f"{where}: unknown torchvision architecture {name!r}")
+    return CheckpointSpec(id=_id_for_weights(src), arch=arch, weights=weights, source=where)
+
+
+def _timm_pretrained_target(target: str, name: str) -> CheckpointSpec | None:
+    import timm
+    from timm.models import get_pretrained_cfg, split_model_name_tag
+
+    if not timm.is_model(name):
+        return None
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError:  # invalid tag
+        return None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        return None
+    base = split_model_name_tag(name)[0]
+    return CheckpointSpec(
+        id=_sanitize_id(name), arch=f"timm:{base}", weights=f"timm:{name}", source=f"command line target {target!r}"
+    )
+
+
+def _torchvision_target(target: str, name: str) -> CheckpointSpec | None:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        return None
+    try:
+        default = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
+    return CheckpointSpec(
+        id=_sanitize_id(f"torchvision_{name}.{default.name}"),
+        arch=f"torchvision:{name}",
+        weights=f"torchvision:{default}",
+        source=f"command line target {target!r}",
+    )
+
+
+def _resolve_one(target: str) -> list[CheckpointSpec]:
+    t = target.strip()
+    shipped = shipped_registries()
+    if t in shipped:
+        return load_registry_file(shipped[t])
+    tried = [f"a shipped registry (known: {', '.join(sorted(shipped)) or 'none'})"]
+    p = Path(t).expanduser()
+    if t.endswith(".toml"):
+        if p.is_file():
+            return load_registry_file(p)
+        raise RegistryError(f"target {t!r}: registry file {p} not found")
+    tried.append("a registry .toml file")
+    arch_text, at, weights = t.partition("@")
+    if at and weights:
+        arch = _arch_of(arch_text)
+        if arch is not None:
+            return [_arch_at_weights(t, arch, weights)]
+    tried.append("ARCH@WEIGHTS (e.g. timm:resnet18@/path/w.pth)")
+    if p.is_file() or p.suffix in sources.WEIGHT_SUFFIXES:
+        state = "a weights file" if p.is_file() else "a weights file path that does not exist"
+        raise RegistryError(
+            f"target {t!r} is {state}; a weights file needs an architecture: write ARCH@PATH, "
+            f"e.g. timm:resnet50@{t}"
+        )
+    tried.append("a weights file")
+    family, sep, name = t.partition(":")
+    if sep and family == "torchvision":
+        spec = _torchvision_target(t, name)
+        if spec is not None:
+            return [spec]
+        tried.append("a torchvision model with pretrained weights")
+    elif (sep and family == "timm") or (not sep and "/" not in t):
+        name = name if sep else t
+        spec = _timm_pretrained_target(t, name)
+        if spec is not None:
+            return [spec]
+        import timm
+
+        hint = difflib_hint(name, sorted({n.split('.')[0] for n in timm.list_models(pretrained=True)}))
+        tried.append(f"a timm model name with pretrained weights{hint}")
+    raise RegistryError(f"unknown target {t!r}: it is not " + ", not ".join(tried))
+
+
+def difflib_hint(name: str, choices: list[str]) -> str:
+    """`` (did you mean a, b?)`` for close matches, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.7)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def resolve_targets(targets: list[str]) -> list[CheckpointSpec]:
+    """Resolve command-line targets (see the module docstring) into checkpoint specs, in order.
+    Duplicate ids across targets are an error naming both sources."""
+    specs: list[CheckpointSpec] = []
+    seen: dict[str, str] = {}
+    for t in targets:
+        for spec in _resolve_one(t):
+            if spec.id in seen:
+                raise RegistryError(f"duplicate checkpoint id {spec.id!r}: {seen[spec.id]} and {spec.source}")
+            seen[spec.id] = spec.source
+            specs.append(spec)
+    return specs
