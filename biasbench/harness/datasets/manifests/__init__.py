@@ -1,0 +1,1 @@
+"""Dataset manifests (package data): one JSON file per downloadable dataset; see ``fetch.py``."""
