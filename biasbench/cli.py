@@ -372,21 +372,37 @@ def ls_datasets(data_root: DataRootOpt = None) -> None:
     out.print(t)
 
 
+def _require_manifest(name: str, manifests: dict[str, Any]) -> None:
+    """Datasets without a download manifest (e.g. imagenet-val) get their how-to-get text instead."""
+    if name in manifests:
+        return
+    from biasbench.harness.datasets.catalog import catalog
+
+    entries = catalog()
+    if name in entries:
+        _fail(f"{name} cannot be downloaded automatically. {entries[name].how_to_get or entries[name].description}")
+    _fail(f"unknown dataset {name!r}; downloadable: {', '.join(sorted(manifests))}")
+
+
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name (see `bench ls datasets`).")],
     data_root: DataRootOpt = None,
     mirror: Annotated[
-        str | None, typer.Option(help="Base URL of a mirror laid out like the source (or $BIASBENCH_MIRROR).")
+        str | None, typer.Option(help="Base URL of a mirror laid out like a data root (or $BIASBENCH_MIRROR).")
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="Expected sha256 of a release archive whose manifest pins none.")
     ] = None,
 ) -> None:
     """Download a dataset, verify every file's sha256, and put it under the data root."""
-    from biasbench.harness.datasets.fetch import fetch_dataset
+    from biasbench.harness.datasets.fetch import dataset_manifests, fetch_dataset
     from biasbench.registry.download import DownloadError
 
+    _require_manifest(name, dataset_manifests())
     try:
         path = fetch_dataset(name, _data_root(data_root), mirror=mirror or os.environ.get("BIASBENCH_MIRROR"),
-                             log=err.print)
+                             log=err.print, sha256=sha256)
     except (DownloadError, KeyError, ValueError, OSError) as e:
         _fail(str(e))
     err.print(f"[green]ok[/green]: {name} at {path}")
@@ -395,8 +411,9 @@ def data_fetch(
 @data_app.command("verify")
 def data_verify(name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRootOpt = None) -> None:
     """Check a dataset's files against its manifest (sha256 of every file)."""
-    from biasbench.harness.datasets.fetch import verify_dataset
+    from biasbench.harness.datasets.fetch import dataset_manifests, verify_dataset
 
+    _require_manifest(name, dataset_manifests())
     try:
         problems = verify_dataset(name, _data_root(data_root))
     except (KeyError, ValueError, OSError) as e:
