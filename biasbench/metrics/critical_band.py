@@ -1,0 +1,323 @@
+"""Critical-band masking: which spatial-frequency band of noise a model is most sensitive to.
+
+Citation: A. Subramanian, E. Sizikova, N. J. Majaj and D. G. Pelli, "Spatial-frequency channels,
+shape bias, and adversarial robustness", NeurIPS 2023 — as used by P. Gavrikov and J. Keuper, "Can
+Biases in ImageNet Models Explain Generalization?", CVPR 2024.
+
+Definition (DESIGN §5, the study's constants). Per image: Resize(256), CenterCrop(224), grayscale with
+PIL's "L" conversion (``(R·19595 + G·38470 + B·7471 + 2¹⁵) >> 16``, i.e. 0.299/0.587/0.114 rounded as
+PIL rounds — computed on the device from the uint8 RGB batch), ``x / 255``, contrast reduction
+``(x − mean(x)) · 0.2 + 0.449``. Noise: white ``N(0, sd²)`` → Laplacian pyramid (pyrtools
+``LaplacianPyramid``: binom5, reflect1, auto height = 7 levels at 224 px) → keep only band ``f``
+(``recon_pyr(levels=6 − f)``), rescaled to the RMS of the level-0 band (per image) → added to the
+image. Out-of-range pixels (ε = 0.1): where image + noise < 0 the image pixel becomes ε − noise
+(so the pixel shows ε), where > 1 it becomes 1 − ε − noise; if that new image value would itself
+leave [0, 1], the pixel's noise is redrawn from ``N(0, sd²)`` until image + noise fits. The gray
+result is stacked to 3 channels. Grid: bands f = 0 … 6 (centre 1.75·2^f cycles/image), sd ∈
+{0.02, 0.04, 0.08, 0.16}, plus the clean condition (sd = 0): 29 conditions, 1000-class top-1.
+
+Thresholds and fit (:mod:`biasbench.metrics.band_thresholds`): with ``M`` the accuracy matrix (rows sd
+= 0, .02, .04, .08, .16), ``t_i`` = first ``j ∈ 0…4`` with ``M[4 − j, i] > 50 %`` (raw) or ``> 50 %`` of
+the clean accuracy (normalised), else 4. ``A·exp(−(x − μ)²/(2σ²))`` fitted to ``t`` with scipy's
+``curve_fit`` (p0 = [1, 0, 1], A ∈ [0, 4]): bandwidth = 2·sqrt(ln 4)·|σ| octaves, centre_frequency =
+1.75·2^μ cycles/image, peak_noise_sensitivity = 2^(A − 4).
+
+Keys: ``clean_acc``; ``acc@f{f}_sd{sd}`` for every band and noise level (e.g. ``acc@f3_sd0.08``);
+``threshold_raw@f{f}`` and ``threshold_norm@f{f}``; for ``v ∈ {raw, norm}``: ``bandwidth_v``,
+``centre_frequency_v``, ``peak_noise_sensitivity_v`` and the fitted ``fit_A_v``, ``fit_mu_v``,
+``fit_sigma_v``; ``n_bands``; ``out_of_range_pixel_fraction`` and ``redrawn_pixel_fraction`` (over all
+noisy conditions). Per-item outputs: label and one 0/1 column per condition.
+
+Other image sizes (the demo world is ≤ 64 px): the pyramid has pyrtools' auto height for the size
+(``max_pyr_height + 1``: 7 levels at 224 px, 5 at 64 px, 4 at 32 px), and there is one band per level,
+so the band count shrinks with the image: f = 0 … n−1, coarse to fine, band f = pyramid level
+n − 1 − f. Band centres stay an octave apart with the finest at H/2 cycles/image, i.e. band 0 is
+centred on ``f₀ = (H/2) / 2^(n−1)`` (1.75 at 224 px, 2 at 64 px) and centre_frequency = f₀·2^μ. The
+noise levels, ε, contrast and the threshold rule (0 … 4) are unchanged. ImageNet datasets are
+decoded at the fixed Resize(256) + CenterCrop(224) (``interpolation`` parameter, default bilinear);
+the demo world's ``demo-world/test`` is used as stored.
+
+Implementation: grayscale, contrast, white noise, the pyramid (a few batched matmuls with exact
+pyrtools operators, :mod:`biasbench.metrics.laplacian_pyramid`), the RMS equalisation and the
+out-of-range rule (vectorised, with a redraw loop over only the pixels that need it) all run batched on
+the device inside the ``transform`` given to ``EvalContext.predict``, in float32 with autocast off.
+Noise is seeded per image and condition (``ctx.generator`` salted with band, sd and the image's index
+in the dataset): results do not depend on batch size or worker count (they do on the device type,
+whose random streams differ).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from biasbench.metrics.accuracy import topk_correct
+from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
+from biasbench.metrics.base import (
+    DatasetRequest,
+    EvalContext,
+    ImageSet,
+    Metric,
+    MetricError,
+    MetricResult,
+    ModelWrapper,
+)
+from biasbench.metrics.laplacian_pyramid import LaplacianBands, band_centre_frequency, equalised_band_noise
+from biasbench.metrics.spectral import check_labels, default_datasets, no_autocast
+
+NOISE_SDS: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16)
+CONTRAST = 0.2
+MEAN_LEVEL = 0.449  # ImageNet mean (gray)
+EPSILON = 0.1
+MAX_REDRAW_ROUNDS = 10_000
+
+
+def pil_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """PIL ``convert("L")`` of a float RGB batch that holds uint8 values / 255: (N, 3, H, W) → (N, H, W) in [0, 1].
+
+    PIL computes ``L = (R·19595 + G·38470 + B·7471 + 0x8000) >> 16`` on the uint8 values.
+    """
+    u8 = (x * 255.0).round_().to(torch.int32)
+    lum = (u8[:, 0] * 19595 + u8[:, 1] * 38470 + u8[:, 2] * 7471 + 0x8000) >> 16
+    return lum.to(torch.float32) / 255.0
+
+
+def reduce_contrast(
+    gray: torch.Tensor, contrast: float = CONTRAST, mean_level: float = MEAN_LEVEL
+) -> torch.Tensor:
+    """``(x − mean(x)) · contrast + mean_level`` per image over its last two dimensions."""
+    return (gray - gray.mean(dim=(-2, -1), keepdim=True)) * contrast + mean_level
+
+
+def apply_out_of_range_rule(
+    image: torch.Tensor,
+    noise: torch.Tensor,
+    draw: Callable[[int, int], torch.Tensor],
+    sd: float,
+    epsilon: float = EPSILON,
+) -> tuple[torch.Tensor, int, int]:
+    """Subramanian et al.'s out-of-range fix for ``image + noise`` (both (N, H, W)).
+
+    Where ``image + noise < 0`` the image pixel becomes ``ε − noise``; where ``> 1`` it becomes
+    ``1 − ε − noise``; if that new image value would leave [0, 1], the image pixel is kept and its
+    noise is redrawn as ``sd · draw(i, k)`` (``k`` standard normals for image ``i``, in raster order of
+    the pixels still out of range) until ``image + noise`` lies in [0, 1]. Returns the noisy image,
+    the number of out-of-range pixels and the number that needed redraws.
+    """
+    noise = noise.clone()
+    noisy = image + noise
+    low, high = noisy < 0, noisy > 1
+    shift_low, shift_high = epsilon - noise, (1.0 - epsilon) - noise
+    redraw = (low & (shift_low > 1)) | (high & (shift_high < 0))
+    image = torch.where(low & ~redraw, shift_low, image)
+    image = torch.where(high & ~redraw, shift_high, image)
+    n_oob = int((low | high).sum())
+    n_redraw = int(redraw.sum()) if n_oob else 0
+    bad = redraw
+    rounds = 0
+    while n_redraw and bool(bad.any()):
+        rounds += 1
+        if rounds > MAX_REDRAW_ROUNDS:
+            raise MetricError(
+                f"critical_band: out-of-range redraws did not settle after {MAX_REDRAW_ROUNDS} rounds"
+            )
+        for i, k in enumerate(bad.flatten(1).sum(dim=1).tolist()):
+            if k:
+                noise[i][bad[i]] = draw(i, int(k)).to(noise.dtype) * sd
+        out = image + noise
+        bad = bad & ((out < 0) | (out > 1))
+    return image + noise, n_oob, n_redraw
+
+
+@contextlib.contextmanager
+def full_fp32_matmul() -> Iterator[None]:
+    """No TF32 / bf16 shortcuts in float32 matmuls while the pyramid runs (restored afterwards)."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@dataclass
+class NoiseStats:
+    pixels: int = 0
+    out_of_range: int = 0
+    redrawn: int = 0
+
+
+class CriticalBandTransform:
+    """The per-batch stimulus of one condition: gray, contrast-reduced, plus band-limited noise.
+
+    ``level`` is the pyramid level (0 = finest; band f = levels − 1 − f); ``sd = 0`` is the clean
+    condition. ``index`` maps batch rows (by the slice ``predict`` passes) to the images' dataset
+    indices, which seed their generators.
+    """
+
+    def __init__(
+        self,
+        ctx: EvalContext,
+        bands: LaplacianBands,
+        level: int,
+        sd: float,
+        index: list[int],
+        *,
+        contrast: float = CONTRAST,
+        mean_level: float = MEAN_LEVEL,
+        epsilon: float = EPSILON,
+        stats: NoiseStats | None = None,
+    ) -> None:
+        self.ctx, self.bands, self.level, self.sd = ctx, bands, level, float(sd)
+        self.index, self.contrast, self.mean_level, self.epsilon = index, contrast, mean_level, epsilon
+        self.stats = stats if stats is not None else NoiseStats()
+
+    def salt(self, i: int) -> str:
+        return f"critical_band:f={self.bands.levels - 1 - self.level}:sd={self.sd:g}:image={i}"
+
+    def gray(self, x: torch.Tensor) -> torch.Tensor:
+        return reduce_contrast(pil_grayscale(x), self.contrast, self.mean_level)
+
+    def noise(self, gens: list[torch.Generator], device: torch.device) -> torch.Tensor:
+        """Band-limited, RMS-equalised noise (N, H, W) from each image's own generator."""
+        h, w = self.bands.h, self.bands.w
+        white = torch.stack([torch.randn(h, w, generator=g, device=device) for g in gens]) * self.sd
+        return equalised_band_noise(white, self.level, self.bands)
+
+    def __call__(self, x: torch.Tensor, sl: slice) -> torch.Tensor:
+        with no_autocast(x.device), full_fp32_matmul():
+            img = self.gray(x.float())
+            if self.sd > 0:
+                gens = [self.ctx.generator(self.salt(i)) for i in self.index[sl]]
+                noise = self.noise(gens, x.device)
+
+                def draw(i: int, k: int) -> torch.Tensor:
+                    return torch.randn(k, generator=gens[i], device=x.device)
+
+                img, n_oob, n_redraw = apply_out_of_range_rule(img, noise, draw, self.sd, self.epsilon)
+                self.stats.pixels += img.numel()
+                self.stats.out_of_range += n_oob
+                self.stats.redrawn += n_redraw
+            out = img[:, None].expand(-1, 3, -1, -1)
+            fmt = torch.channels_last if self.ctx.channels_last else torch.contiguous_format
+            return out.contiguous(memory_format=fmt)
+
+
+def fit_keys(fit: BandFit | None, suffix: str) -> dict[str, float]:
+    if fit is None:
+        return {}
+    return {
+        f"bandwidth_{suffix}": fit.bandwidth,
+        f"centre_frequency_{suffix}": fit.centre_frequency,
+        f"peak_noise_sensitivity_{suffix}": fit.peak_noise_sensitivity,
+        f"fit_A_{suffix}": fit.a,
+        f"fit_mu_{suffix}": fit.mu,
+        f"fit_sigma_{suffix}": fit.sigma,
+    }
+
+
+class CriticalBand(Metric):
+    """Critical-band masking (Subramanian et al. 2023): noise thresholds per spatial-frequency band and
+    the fitted channel's bandwidth, centre frequency and peak noise sensitivity (raw and normalised)."""
+
+    name = "critical_band"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        dataset: str | None = None  # None: imagenet-val (ImageNet) / demo-world/test (demo world)
+        interpolation: str = "bilinear"  # Resize(256) of the fixed ImageNet geometry
+        noise_sds: tuple[float, ...] = NOISE_SDS
+        contrast: float = CONTRAST
+        mean_level: float = MEAN_LEVEL
+        epsilon: float = EPSILON
+
+    def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
+        return default_datasets(self.name, label_space, self.params.dataset, self.params.interpolation)
+
+    def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
+        p = self.params
+        ds = data["images"]
+        keep = check_labels(ds, model, self.name)
+        index = torch.nonzero(keep).flatten().tolist()
+        images, labels = ds.images[keep], ds.labels[keep]
+        h, w = images.shape[-2:]
+        bands = LaplacianBands(h, w)
+        n_bands, sds = bands.levels, tuple(float(s) for s in p.noise_sds)
+        stats = NoiseStats()
+
+        def transform(level: int, sd: float) -> CriticalBandTransform:
+            return CriticalBandTransform(
+                ctx,
+                bands,
+                level,
+                sd,
+                index,
+                contrast=p.contrast,
+                mean_level=p.mean_level,
+                epsilon=p.epsilon,
+                stats=stats,
+            )
+
+        correct: dict[str, torch.Tensor] = {}
+        logits = ctx.predict(
+            model, images, transform=transform(0, 0.0), description=f"critical band: clean ({ds.name})"
+        )
+        correct["clean"] = topk_correct(logits, labels, 1)
+        acc = np.zeros((len(sds) + 1, n_bands))
+        acc[0, :] = float(correct["clean"].float().mean())
+        for f in range(n_bands):
+            for j, sd in enumerate(sds, start=1):
+                logits = ctx.predict(
+                    model,
+                    images,
+                    transform=transform(n_bands - 1 - f, sd),
+                    description=f"critical band: f={f} sd={sd:g}",
+                )
+                key = f"f{f}_sd{sd:g}"
+                correct[key] = topk_correct(logits, labels, 1)
+                acc[j, f] = float(correct[key].float().mean())
+
+        clean = float(acc[0, 0])
+        scalars: dict[str, float] = {"clean_acc": clean, "n_bands": float(n_bands)}
+        for f in range(n_bands):
+            for j, sd in enumerate(sds, start=1):
+                scalars[f"acc@f{f}_sd{sd:g}"] = float(acc[j, f])
+        flags: list[str] = []
+        base = band_centre_frequency(0, min(h, w), n_bands)
+        for suffix, criterion in (("raw", 0.5), ("norm", 0.5 * clean)):
+            t = thresholds(acc, criterion)
+            scalars.update({f"threshold_{suffix}@f{f}": float(t[f]) for f in range(n_bands)})
+            fit: BandFit | None = None
+            try:
+                fit = fit_thresholds(t, base_frequency=base, a_max=float(len(sds)))
+            except (RuntimeError, ValueError) as e:
+                flags.append(
+                    f"critical_band: Gaussian fit of the {suffix} thresholds {t.tolist()} failed: {e}"
+                )
+            if fit is not None and len(set(t.tolist())) == 1:
+                flags.append(
+                    f"critical_band: {suffix} thresholds are flat ({t.tolist()}); the Gaussian fit is degenerate"
+                )
+            scalars.update(fit_keys(fit, suffix))
+        if stats.pixels:
+            scalars["out_of_range_pixel_fraction"] = stats.out_of_range / stats.pixels
+            scalars["redrawn_pixel_fraction"] = stats.redrawn / stats.pixels
+        if clean <= 0.5:
+            flags.append(
+                f"critical_band: clean accuracy {clean:.3f} ≤ 50 %: the raw thresholds are uninformative"
+            )
+
+        items = pd.DataFrame(
+            {
+                "item": [ds.item_ids[i] for i in index],
+                "label": labels.numpy(),
+                **{f"correct_{k}": v.numpy().astype(np.int8) for k, v in correct.items()},
+            }
+        )
+        return MetricResult(scalars=scalars, n=len(index), items=items, flags=flags)
