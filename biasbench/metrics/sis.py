@@ -1,0 +1,330 @@
+"""SIS sufficiency (Carter et al. 2019, "What made you do this?"; Carter et al. 2021, "Overinterpretation
+reveals image classification model pathologies"): how few pixels does a model need to stay confident?
+
+Definition (DESIGN §5). ``f(x)`` = fp32 softmax probability of ``c0`` = argmax on the clean image,
+model in eval mode. Features are pixels: a mask ``M`` (1, H, W) per image, broadcast over the channels;
+a masked pixel takes the baseline value (default: the dataset mean in pixel space, ``model.pixel_mean``,
+which is 0 after the model's own normalisation). BackSelect masks pixels in ``T = ceil(HW / k)`` steps,
+recording the confidence *before* each step; the SIS at threshold ``τ`` is the set of pixels still
+unmasked in the last recorded state whose confidence is ``≥ τ`` (images whose clean confidence is below
+``τ`` have none). The exact conventions (what ``order`` and
+``conf`` hold, ``t*``, empty SIS, uncovered images) are written down in
+:mod:`biasbench.metrics.sis_traces`; the algorithms in :mod:`biasbench.metrics.sis_backselect`.
+
+Parameters (``SIS.Params``):
+
+* ``tau``: SIS threshold. ``None``: 0.9 for ImageNet models, 0.99 for every other label space (the demo
+  world's small inputs).
+* ``k``: pixels masked per Batched-Gradient step. ``None``: ImageNet: ``round(100·HW/224²)`` (100 at
+  224 px — about 502 steps at any size); other label spaces: ``round(HW/50)`` (about 50 steps: 20 at
+  the demo world's 32 px, so SIS fractions resolve to 2 % and 32 images cost ~1,600 forward+backward
+  passes per checkpoint — a small share of the demo suite's minute on 2 CPU cores).
+* ``method``: ``"batched-gradient"`` (default; ``T`` forward+backward passes per image) or ``"exact"``
+  (exact BackSelect, one pixel per step, every candidate evaluated; ``1 + HW(HW+1)/2`` forward passes,
+  inputs of ≤ 1024 pixels only).
+* ``n_images``: a seeded random subset of the dataset (sorted by dataset index). ``None``: 256 for
+  ImageNet (a ResNet-50 on one H100 takes a few minutes), 32 otherwise.
+* ``baseline``: ``"mean"`` (``model.pixel_mean``), ``"black"`` (0) or ``"gray"`` (0.5), in pixel space.
+* ``seed``: picks the image subset and the random ``q`` subsets. ``q``: subset fraction (0.05) for the
+  sufficiency rate and the top-``q`` subset comparison.
+* ``dataset``: ``None``: ``imagenet-val`` (checkpoint preprocessing) for ImageNet models,
+  ``demo-world/test`` for the demo world; any registered name otherwise (e.g. ``imagenet-sample``).
+
+The model runs in fp32 whatever the harness's AMP setting (traces are compared against thresholds and
+against the exact oracle). A model whose eval-mode forward is stochastic (two passes over the same batch
+differ) is refused. Outputs: one row per image in ``MetricResult.items`` with its full trace
+(``order``: int16/int32 array of length HW, ``conf``: float32 array of length T+1) and its top-``q``
+subset evaluations; every scalar is computed from those rows by
+:func:`biasbench.metrics.sis_traces.scalars_from_traces`, which recomputes them for any ``τ`` and ``q``
+without the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from biasbench.metrics.base import (
+    DEMO_WORLD,
+    IMAGENET_1K,
+    DatasetRequest,
+    EvalContext,
+    ImageSet,
+    Metric,
+    MetricError,
+    MetricResult,
+    ModelWrapper,
+    NotApplicable,
+)
+from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
+from biasbench.metrics.sis_traces import (
+    counts_from_traces,
+    flags_from_scalars,
+    num_steps,
+    order_dtype,
+    scalars_from_traces,
+    subset_size,
+    top_subset,
+)
+
+METHODS = ("batched-gradient", "exact")
+BASELINES = ("mean", "black", "gray")
+EXACT_MAX_PIXELS = 1024
+
+
+def default_tau(label_space: str) -> float:
+    """0.9 for ImageNet-1k, 0.99 for every other label space (small inputs such as the demo world)."""
+    return 0.9 if label_space == IMAGENET_1K else 0.99
+
+
+def default_k(label_space: str, height: int, width: int) -> int:
+    """100 at 224 px scaled with the image area for ImageNet; ``HW/50`` (≈ 50 steps) otherwise."""
+    area = height * width
+    k = round(100 * area / 224**2) if label_space == IMAGENET_1K else round(area / 50)
+    return max(1, int(k))
+
+
+def default_n_images(label_space: str) -> int:
+    return 256 if label_space == IMAGENET_1K else 32
+
+
+def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``min(n, n_total)`` items (all of them if n ≥ n_total)."""
+    if n >= n_total:
+        return np.arange(n_total)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5151]))
+    return np.sort(rng.choice(n_total, size=n, replace=False))
+
+
+def _item_seed(seed: int, item: str) -> int:
+    return int(hashlib.sha256(f"sis-random-subset:{seed}:{item}".encode()).hexdigest()[:15], 16)
+
+
+def random_subset(num_pixels: int, n: int, seed: int, item: str) -> np.ndarray:
+    """``n`` flat pixel indices drawn without replacement, seeded by ``(seed, item id)`` only."""
+    g = torch.Generator().manual_seed(_item_seed(seed, item))
+    return torch.randperm(num_pixels, generator=g)[:n].numpy()
+
+
+def resolve_baseline(kind: str, model: ModelWrapper, device: torch.device) -> torch.Tensor:
+    """The masked-pixel value in pixel space, shape (1, 3, 1, 1), on ``device``."""
+    if kind == "mean":
+        return model.pixel_mean.detach().to(device, torch.float32).reshape(1, 3, 1, 1)
+    if kind == "black":
+        return torch.zeros(1, 3, 1, 1, device=device)
+    if kind == "gray":
+        return torch.full((1, 3, 1, 1), 0.5, device=device)
+    raise MetricError(f"unknown SIS baseline {kind!r}; choose one of {', '.join(BASELINES)}")
+
+
+@torch.no_grad()
+def refuse_stochastic(model: torch.nn.Module, x: torch.Tensor, atol: float = 1e-5) -> None:
+    """Raise :class:`MetricError` if two eval-mode forward passes over ``x`` disagree."""
+    a = model(x).float().softmax(dim=1)
+    b = model(x).float().softmax(dim=1)
+    diff = float((a - b).abs().max()) if a.numel() else 0.0
+    if not diff <= atol:
+        raise MetricError(
+            f"SIS refuses a model that is stochastic in eval mode: two forward passes over the same batch "
+            f"differ by up to {diff:.3g} in softmax probability (dropout or noise active in eval mode?). "
+            "BackSelect needs a deterministic f; make the model deterministic (e.g. average it) first."
+        )
+
+
+class SIS(Metric):
+    """SIS sufficiency (Carter et al.): size of the smallest pixel subset that keeps the prediction ≥ τ.
+
+    Batched Gradient BackSelect (k pixels per step, gradient of the fp32 softmax probability of the
+    clean prediction with respect to a pixel mask; masked pixels at the dataset mean) or exact
+    BackSelect (≤ 1024 pixels) on a seeded subset of images. Keys: coverage (fraction with clean
+    confidence ≥ τ); over covered images sis_frac_{mean,median,q25,q75} (SIS size / pixels),
+    sufficiency_rate (SIS ≤ q of the pixels), confidence and top-1 on the top-q backselect subset vs a
+    random q subset vs clean; fully-masked confidence (flagged when ≥ τ); passes and seconds per image.
+    Every image's trace is stored; ``scalars_from_traces`` recomputes all keys for any τ and q.
+    """
+
+    name = "sis"
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        tau: float | None = None  # None: 0.9 (imagenet-1k) / 0.99 (other label spaces)
+        k: int | None = None  # None: 100·HW/224² (imagenet-1k) / HW/50 (others)
+        method: str = "batched-gradient"  # or "exact" (≤ 1024 pixels)
+        n_images: int | None = None  # None: 256 (imagenet-1k) / 32 (others)
+        baseline: str = "mean"  # "mean" = model.pixel_mean | "black" | "gray"
+        seed: int = 0
+        q: float = 0.05
+        dataset: str | None = None  # None: imagenet-val / demo-world/test
+
+    def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
+        if self.params.dataset:
+            return {"images": DatasetRequest(self.params.dataset)}
+        if label_space == IMAGENET_1K:
+            return {"images": DatasetRequest("imagenet-val")}
+        if label_space == DEMO_WORLD:
+            return {"images": DatasetRequest("demo-world/test")}
+        raise NotApplicable(f"sis has no default dataset for label space {label_space!r} (pass dataset=…)")
+
+    def _check_params(self) -> None:
+        p = self.params
+        if p.method not in METHODS:
+            raise MetricError(f"unknown SIS method {p.method!r}; choose one of {', '.join(METHODS)}")
+        if p.baseline not in BASELINES:
+            raise MetricError(f"unknown SIS baseline {p.baseline!r}; choose one of {', '.join(BASELINES)}")
+        if p.tau is not None and not 0.0 < p.tau <= 1.0:
+            raise MetricError(f"SIS tau must be in (0, 1], got {p.tau}")
+        if p.k is not None and p.k < 1:
+            raise MetricError(f"SIS k must be ≥ 1, got {p.k}")
+        if not 0.0 < p.q <= 1.0:
+            raise MetricError(f"SIS q must be in (0, 1], got {p.q}")
+        if p.n_images is not None and p.n_images < 1:
+            raise MetricError(f"SIS n_images must be ≥ 1, got {p.n_images}")
+
+    def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
+        self._check_params()
+        p = self.params
+        ds = data["images"]
+        if ds.label_space != model.label_space:
+            raise MetricError(
+                f"dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts {model.label_space!r}"
+            )
+        if len(ds) == 0:
+            raise MetricError(f"dataset {ds.name!r} is empty")
+        _, _, h, w = ds.images.shape
+        n_pix = h * w
+        tau = p.tau if p.tau is not None else default_tau(model.label_space)
+        k = 1 if p.method == "exact" else (p.k if p.k is not None else default_k(model.label_space, h, w))
+        if p.method == "exact" and n_pix > EXACT_MAX_PIXELS:
+            raise MetricError(
+                f"SIS method 'exact' is limited to inputs of ≤ {EXACT_MAX_PIXELS} pixels; {ds.name!r} has "
+                f"{h}×{w} = {n_pix}. Use method='batched-gradient'."
+            )
+        n_images = p.n_images if p.n_images is not None else default_n_images(model.label_space)
+        idx = seeded_subset(len(ds), n_images, p.seed)
+        images = ds.images[torch.as_tensor(idx, dtype=torch.long)]
+        labels = ds.labels[torch.as_tensor(idx, dtype=torch.long)].numpy()
+        items = [ds.item_ids[i] for i in idx.tolist()]
+        n_q = subset_size(n_pix, p.q)
+        steps = num_steps(n_pix, k)
+        odt = order_dtype(steps)
+
+        was_training = model.training
+        model.eval()
+        try:
+            baseline = resolve_baseline(p.baseline, model, ctx.device)
+            refuse_stochastic(model, ctx.to_device(images[: min(8, len(images))]))
+            rows: list[dict] = []
+            handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
+            start = 0
+            while start < len(images):
+                bs = max(1, ctx.batch_size)
+                sl = slice(start, min(start + bs, len(images)))
+                try:
+                    rows.extend(
+                        self._one_batch(
+                            model, ctx.to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt
+                        )
+                    )
+                except torch.cuda.OutOfMemoryError:
+                    if bs <= 1:
+                        raise
+                    ctx.batch_size = max(1, bs // 2)
+                    torch.cuda.empty_cache()
+                    continue
+                handle.advance(sl.stop - sl.start)
+                start = sl.stop
+        finally:
+            model.train(was_training)
+
+        traces = pd.DataFrame(rows)
+        return summarize_traces(traces, tau, p.q)
+
+    def _one_batch(
+        self,
+        model: ModelWrapper,
+        x: torch.Tensor,
+        baseline: torch.Tensor,
+        k: int,
+        n_q: int,
+        items: list[str],
+        labels: np.ndarray,
+        odt: np.dtype,
+    ) -> list[dict]:
+        p = self.params
+        t0 = time.perf_counter()
+        tr: Trace
+        if p.method == "exact":
+            tr = exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
+        else:
+            tr = batched_gradient_backselect(model, x, baseline, k)
+        bsz, _, h, w = x.shape
+        n_pix = h * w
+        order = tr.order.numpy()
+        keep = np.zeros((2 * bsz, n_pix), dtype=bool)
+        for b in range(bsz):
+            keep[b, top_subset(order[b], n_q)] = True
+            keep[bsz + b, random_subset(n_pix, n_q, p.seed, items[b])] = True
+        keep_t = torch.from_numpy(keep).to(x.device).view(2 * bsz, 1, h, w)
+        with torch.no_grad():
+            xx = torch.cat([x, x])
+            subset_imgs = torch.where(keep_t, xx, baseline.to(x.dtype).expand_as(xx))
+            logits = model(subset_imgs).float()
+            c0 = tr.c0.to(x.device)
+            sub_conf = logits.softmax(dim=1).gather(1, torch.cat([c0, c0])[:, None]).squeeze(1).cpu().numpy()
+            sub_pred = logits.argmax(dim=1).cpu().numpy()
+        seconds = (time.perf_counter() - t0) / bsz
+        conf = tr.conf.numpy().astype(np.float32)
+        c0n = tr.c0.numpy()
+        return [
+            {
+                "item": items[b],
+                "label": int(labels[b]),
+                "c0": int(c0n[b]),
+                "clean_conf": float(conf[b, 0]),
+                "order": order[b].astype(odt),
+                "conf": conf[b].copy(),
+                "height": h,
+                "width": w,
+                "k": int(tr.k),
+                "method": p.method,
+                "n_forward": int(tr.n_forward + 2),
+                "n_backward": int(tr.n_backward),
+                "zero_grad_steps": int(tr.zero_grad_steps[b]) if tr.zero_grad_steps is not None else 0,
+                "seconds": float(seconds),
+                "subset_q": float(p.q),
+                "backselect_subset_conf": float(sub_conf[b]),
+                "backselect_subset_pred": int(sub_pred[b]),
+                "random_subset_conf": float(sub_conf[bsz + b]),
+                "random_subset_pred": int(sub_pred[bsz + b]),
+            }
+            for b in range(bsz)
+        ]
+
+
+def summarize_traces(traces: pd.DataFrame, tau: float, q: float) -> MetricResult:
+    """A :class:`MetricResult` from stored traces alone: scalars, per-key counts, flags, the traces."""
+    scalars = scalars_from_traces(traces, tau, q)
+    return MetricResult(
+        scalars=scalars,
+        n=counts_from_traces(traces, tau, list(scalars)),
+        items=traces,
+        flags=flags_from_scalars(scalars, tau),
+    )
+
+
+__all__ = [
+    "SIS",
+    "default_k",
+    "default_n_images",
+    "default_tau",
+    "random_subset",
+    "scalars_from_traces",
+    "seeded_subset",
+    "summarize_traces",
+]

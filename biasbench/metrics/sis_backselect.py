@@ -1,0 +1,239 @@
+"""BackSelect on the device: Batched Gradient BackSelect (many images, k pixels per step) and exact
+BackSelect (one pixel per step, every candidate evaluated), both batched over images.
+
+Both return a :class:`Trace` in the conventions of :mod:`biasbench.metrics.sis_traces`:
+``order[b, i] = t`` ⇔ pixel ``i`` of image ``b`` was masked at step ``t``; ``conf[b, t]`` = ``f`` of
+image ``b`` with the pixels of order ``< t`` masked (``conf[:, 0]`` clean, ``conf[:, T]`` fully masked).
+
+``f(x) = softmax(model(x))[c0]`` in fp32, ``c0`` = argmax on the clean image. Features are pixels: a
+mask ``M`` of shape (B, 1, H, W), broadcast over the channels; the masked input is
+``(1 − M)·x + M·baseline`` (``torch.lerp``, exact at M ∈ {0, 1}). The model must not mix images of a
+batch (eval-mode BatchNorm is fine): then one backward of ``Σ_b`` gives every image's own gradient.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from biasbench.metrics.base import MetricError, check_finite
+from biasbench.metrics.sis_traces import num_steps
+
+
+@dataclass
+class Trace:
+    """BackSelect traces of a batch (on the CPU).
+
+    ``order``: int32 (B, P); ``conf``: float32 (B, T + 1); ``c0``: int64 (B,); ``k`` pixels per step;
+    ``n_forward`` / ``n_backward``: model passes per image spent on BackSelect (the clean pass included);
+    ``seconds``: wall time of the whole batch; ``zero_grad_steps``: int (B,), Batched-Gradient steps at
+    which the gradient was exactly 0 on every unmasked pixel of the image (no signal: the selection fell
+    back to index order — a piecewise-constant model; always 0 for exact BackSelect). A trace cut short by ``max_steps`` has ``order = −1`` for
+    the pixels never masked and ``conf`` of length ``max_steps + 1`` (benchmarks only).
+    """
+
+    order: torch.Tensor
+    conf: torch.Tensor
+    c0: torch.Tensor
+    k: int
+    n_forward: int
+    n_backward: int
+    seconds: float
+    zero_grad_steps: torch.Tensor | None = None
+
+
+def _require_eval(model: nn.Module) -> None:
+    if model.training:
+        raise MetricError("SIS needs the model in eval mode (call model.eval()); it is in training mode")
+
+
+def select_largest(g: torch.Tensor, n: int) -> torch.Tensor:
+    """Column indices (B, n) of the ``n`` largest entries of each row of ``g``; ties → lowest index.
+
+    ``torch.topk`` leaves the order of ties unspecified; here the row's ``n``-th largest value ``v``
+    is found, every entry ``> v`` is taken, and the remaining slots go to the entries ``== v`` with the
+    lowest indices. Rows of ``g`` must have at least ``n`` finite entries (masked entries = −inf).
+    """
+    b = g.shape[0]
+    if n == 1:
+        return g.argmax(dim=1, keepdim=True)  # documented: the first maximal index
+    v = g.topk(n, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+    gt = g > v
+    need = n - gt.sum(dim=1, keepdim=True)
+    eq = g == v
+    take = gt | (eq & (eq.cumsum(dim=1) <= need))
+    return take.nonzero()[:, 1].view(b, n)
+
+
+def _confidence(logits: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    return logits.float().softmax(dim=1).gather(1, c0[:, None]).squeeze(1)
+
+
+@torch.inference_mode(False)
+def batched_gradient_backselect(
+    model: nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    k: int,
+    *,
+    c0: torch.Tensor | None = None,
+    max_steps: int | None = None,
+) -> Trace:
+    """Batched Gradient BackSelect (Carter et al. 2021) for a batch ``x`` (B, 3, H, W) in [0, 1].
+
+    ``M = 0``; for ``t = 0 … T−1``: ``p = f((1 − M)·x + M·baseline)``, record ``conf[:, t] = p``
+    (confidence before this step), ``g = ∂p/∂M``, mask the ``k`` unmasked pixels with the largest ``g``
+    (ties → lowest flat index; the last step takes what is left), ``order[them] = t``. Then one more
+    forward gives ``conf[:, T]`` (fully masked). The clean pass (``t = 0``) also fixes ``c0`` unless it
+    is given. ``T + 1`` forward and ``T`` backward passes per image.
+
+    The ranking uses ``∂ log p / ∂M = (∂p/∂M) / p``: per image the same ranking as ``∂p/∂M`` (one
+    positive factor), but it does not vanish when ``p`` rounds to 1 in fp32. Model parameters get no
+    gradients (``requires_grad`` is switched off for the call). ``max_steps`` cuts the trace short
+    (benchmarks only).
+    """
+    _require_eval(model)
+    t0 = time.perf_counter()
+    if x.is_inference():
+        x = x.clone()
+    bsz, _, h, w = x.shape
+    p_total = h * w
+    steps = num_steps(p_total, k)
+    run_steps = steps if max_steps is None else min(steps, max_steps)
+    dev = x.device
+    base = baseline.to(dev, x.dtype).expand_as(x)
+    mask = torch.zeros(bsz, 1, h, w, device=dev, dtype=x.dtype)
+    mask_flat = mask.view(bsz, p_total)
+    removed = torch.zeros(bsz, p_total, device=dev, dtype=torch.bool)
+    order = torch.full((bsz, p_total), -1, device=dev, dtype=torch.int32)
+    conf = torch.empty(bsz, run_steps + 1, device=dev, dtype=torch.float32)
+    zero_steps = torch.zeros(bsz, device=dev, dtype=torch.int32)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        for t in range(run_steps + 1):
+            last = t == run_steps
+            m = mask.detach().requires_grad_(not last)
+            with torch.set_grad_enabled(not last):
+                # lerp is exact at M ∈ {0, 1}: a masked pixel is exactly the baseline
+                logits = model(torch.lerp(x, base, m)).float()
+                check_finite(logits, "logits")
+                if c0 is None:
+                    c0 = logits.argmax(dim=1)
+                conf[:, t] = _confidence(logits.detach(), c0)
+                logp = logits.log_softmax(dim=1).gather(1, c0[:, None]).squeeze(1)
+                if last:
+                    break
+                if logp.requires_grad:
+                    (g,) = torch.autograd.grad(logp.sum(), m, allow_unused=True)
+                else:
+                    g = None  # the output does not depend differentiably on the input at all
+                if g is None:
+                    g = torch.zeros_like(m)
+            g = g.view(bsz, p_total)
+            check_finite(g, "gradient with respect to the SIS mask")
+            zero_steps += (g.masked_fill(removed, 0.0) == 0).all(dim=1).int()
+            n_t = min(k, p_total - t * k)
+            sel = select_largest(g.masked_fill(removed, float("-inf")), n_t)
+            order.scatter_(1, sel, t)
+            removed.scatter_(1, sel, True)
+            mask_flat.scatter_(1, sel, 1.0)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    assert c0 is not None
+    out = Trace(
+        order=order.cpu(),
+        conf=conf.cpu(),
+        c0=c0.cpu(),
+        k=k,
+        n_forward=run_steps + 1,
+        n_backward=run_steps,
+        seconds=0.0,
+        zero_grad_steps=zero_steps.cpu(),
+    )
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+@torch.inference_mode()
+def exact_backselect(
+    model: nn.Module,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    *,
+    c0: torch.Tensor | None = None,
+    chunk_size: int = 4096,
+    max_pixels: int | None = 1024,
+) -> Trace:
+    """Exact BackSelect (Carter et al. 2019) for a batch ``x`` (B, 3, H, W), one pixel per step.
+
+    At step ``t`` every unmasked pixel of every image is a candidate: all candidates (``B·(P − t)``
+    masked images, built on the device by writing one baseline pixel into a copy of the current image)
+    are evaluated in one batch (chunks of at most ``chunk_size`` images); each image masks the candidate
+    whose removal keeps ``f`` highest (ties → lowest flat index, since candidates are in index order and
+    ``argmax`` returns the first maximum). ``conf[:, t + 1]`` is that best value, ``conf[:, 0]`` the
+    clean confidence. ``1 + P(P+1)/2`` forward passes per image, no backward.
+
+    ``max_pixels`` refuses larger inputs (the cost grows as P²); ``None`` lifts the limit.
+    """
+    _require_eval(model)
+    t0 = time.perf_counter()
+    bsz, ch, h, w = x.shape
+    p_total = h * w
+    if max_pixels is not None and p_total > max_pixels:
+        raise MetricError(
+            f"exact BackSelect is limited to inputs of ≤ {max_pixels} pixels (cost grows as P²); this input "
+            f"has {h}×{w} = {p_total}. Use method='batched-gradient'."
+        )
+    dev = x.device
+    base = baseline.to(dev, x.dtype).expand_as(x).reshape(bsz, ch, p_total)
+    cur = x.reshape(bsz, ch, p_total).clone()
+    removed = torch.zeros(bsz, p_total, device=dev, dtype=torch.bool)
+    order = torch.full((bsz, p_total), -1, device=dev, dtype=torch.int32)
+    conf = torch.empty(bsz, p_total + 1, device=dev, dtype=torch.float32)
+    logits = model(x).float()
+    check_finite(logits, "logits")
+    if c0 is None:
+        c0 = logits.argmax(dim=1)
+    conf[:, 0] = _confidence(logits, c0)
+    per_chunk = max(1, chunk_size // bsz)
+    c0_rep: dict[int, torch.Tensor] = {}
+    for t in range(p_total):
+        n_cand = p_total - t
+        cand_idx = (~removed).nonzero()[:, 1].view(bsz, n_cand)  # ascending per row
+        vals = torch.empty(bsz, n_cand, device=dev, dtype=torch.float32)
+        for s in range(0, n_cand, per_chunk):
+            ids = cand_idx[:, s : s + per_chunk]  # (B, m)
+            m = ids.shape[1]
+            batch = cur[:, None].expand(bsz, m, ch, p_total).clone()
+            where = ids[:, :, None, None].expand(bsz, m, ch, 1)
+            batch.scatter_(3, where, base[:, None].expand(bsz, m, ch, p_total).gather(3, where))
+            out = model(batch.view(bsz * m, ch, h, w)).float()
+            if m not in c0_rep:
+                c0_rep[m] = c0.repeat_interleave(m)
+            vals[:, s : s + m] = _confidence(out, c0_rep[m]).view(bsz, m)
+        # first maximum → lowest pixel index among ties; a NaN is taken as the maximum, so a non-finite
+        # candidate always reaches ``conf`` and is caught by the check below
+        best = vals.argmax(dim=1, keepdim=True)
+        pix = cand_idx.gather(1, best)  # (B, 1)
+        order.scatter_(1, pix, t)
+        removed.scatter_(1, pix, True)
+        at = pix[:, None, :].expand(bsz, ch, 1)
+        cur.scatter_(2, at, base.gather(2, at))
+        conf[:, t + 1] = vals.gather(1, best).squeeze(1)
+    check_finite(conf, "softmax confidences during exact BackSelect")
+    return Trace(
+        order=order.cpu(),
+        conf=conf.cpu(),
+        c0=c0.cpu(),
+        k=1,
+        n_forward=1 + p_total * (p_total + 1) // 2,
+        n_backward=0,
+        seconds=time.perf_counter() - t0,
+        zero_grad_steps=torch.zeros(bsz, dtype=torch.int32),
+    )
