@@ -211,6 +211,10 @@ def results(
     metric: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics (repeatable).")] = None,
     checkpoint: Annotated[list[str] | None, typer.Option("--checkpoint", help="Only these checkpoints.")] = None,
     all_versions: Annotated[bool, typer.Option("--all", help="Every stored job, not only the newest.")] = False,
+    sis_tau: Annotated[
+        float | None, typer.Option("--sis-tau", help="Recompute the sis rows for this τ from the stored traces.")
+    ] = None,
+    sis_q: Annotated[float | None, typer.Option("--sis-q", help="…and this q (with --sis-tau).")] = None,
 ) -> None:
     """Print stored results: checkpoint, metric, key, value, n."""
     from biasbench.harness.store import Store
@@ -221,6 +225,8 @@ def results(
         _fail(str(e))
     with store:
         df = store.results(latest=not all_versions, metrics=metric, checkpoints=checkpoint)
+        if sis_tau is not None:
+            df = _recompute_sis(store, df, sis_tau, sis_q)
     df = df[["checkpoint", "metric", "key", "value", "n"]]
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
@@ -235,6 +241,23 @@ def results(
         out.print(t)
     else:
         _fail(f"unknown format {fmt!r} (table, csv, json)")
+
+
+def _recompute_sis(store: Any, df: Any, tau: float, q: float | None) -> Any:
+    """Replace each checkpoint's sis rows by scalars recomputed from its stored traces (no model)."""
+    import pandas as pd
+
+    from biasbench.metrics.sis_traces import scalars_from_traces
+
+    rows = []
+    for ckpt in sorted(df.loc[df.metric == "sis", "checkpoint"].unique()):
+        traces = store.items(ckpt, "sis")
+        stored_q = df[(df.checkpoint == ckpt) & (df.metric == "sis") & (df.key == "q")]["value"]
+        q_used = q if q is not None else (float(stored_q.iloc[0]) if len(stored_q) else 0.05)
+        for k, v in scalars_from_traces(traces, tau=tau, q=q_used).items():
+            rows.append({"checkpoint": ckpt, "metric": "sis", "key": k, "value": float(v), "n": len(traces)})
+    return pd.concat([df[df.metric != "sis"], pd.DataFrame(rows)], ignore_index=True).sort_values(
+        ["checkpoint", "metric", "key"])
 
 
 @app.command()
