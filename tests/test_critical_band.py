@@ -10,7 +10,15 @@ from PIL import Image
 from torch import nn
 
 from biasbench.metrics.band_thresholds import fit_thresholds, thresholds
-from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, EvalContext, ImageSet, ModelWrapper, Preprocess
+from biasbench.metrics.base import (
+    DEMO_WORLD,
+    IMAGENET_1K,
+    EvalContext,
+    ImageSet,
+    MetricError,
+    ModelWrapper,
+    Preprocess,
+)
 from biasbench.metrics.critical_band import (
     CriticalBand,
     CriticalBandTransform,
@@ -168,6 +176,26 @@ def test_noisy_stimulus_stays_in_unit_range_for_extreme_images() -> None:
         assert torch.equal(out[:, 0], out[:, 2])  # gray, stacked to 3 channels
 
 
+def test_colour_stimulus_adds_the_same_achromatic_noise_to_every_channel() -> None:
+    torch.manual_seed(9)
+    x = 0.2 + 0.6 * torch.rand(5, 3, 32, 32)  # in range after the noise almost everywhere
+    x[4] = torch.rand(3, 32, 32)  # a full-range image: the per-channel rule must act
+    bands, ctx = LaplacianBands(32, 32), EvalContext(seed=2)
+    gray = CriticalBandTransform(ctx, bands, 0, 0.08, list(range(5)))
+    colour = CriticalBandTransform(ctx, bands, 0, 0.08, list(range(5)), colour=True)
+    out = colour(x, slice(0, 5))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out[:, 0], out[:, 1])  # colour kept
+    # the noise is the gray condition's noise (same generator, same band), shared by the channels
+    noise = gray.noise([ctx.generator(gray.salt(i)) for i in range(5)], x.device)
+    inside = ((x + noise[:, None]) >= 0) & ((x + noise[:, None]) <= 1)
+    expected = (x + noise[:, None])[inside]
+    assert torch.allclose(out[inside], expected, atol=1e-6)
+    assert (~inside[4]).any()  # and the out-of-range pixels were moved into [0, 1]
+    clean = CriticalBandTransform(ctx, bands, 0, 0.0, list(range(5)), colour=True)(x, slice(0, 5))
+    assert torch.equal(clean, x)  # the clean colour stimulus is the image as stored
+
+
 def test_noise_depends_on_the_image_index_not_on_the_batch() -> None:
     torch.manual_seed(6)
     x = torch.rand(6, 3, 32, 32)
@@ -285,12 +313,51 @@ def test_all_29_conditions_and_the_fit_are_stored_at_224_px() -> None:
     assert len([c for c in result.items.columns if c.startswith("correct_")]) == 29
     for suffix in ("raw", "norm"):
         assert all(f"threshold_{suffix}@f{f}" in s for f in range(7))
-        assert {
-            f"bandwidth_{suffix}",
-            f"centre_frequency_{suffix}",
-            f"peak_noise_sensitivity_{suffix}",
-        } <= set(s)
+        fit_keys = {f"bandwidth_{suffix}", f"centre_frequency_{suffix}", f"peak_noise_sensitivity_{suffix}"}
+        flat = len({s[f"threshold_{suffix}@f{f}"] for f in range(7)}) == 1
+        # a fit where the thresholds vary; none (and a flag) where they are flat
+        assert (fit_keys <= set(s)) != flat
+        assert any(f"{suffix} thresholds are flat" in fl for fl in result.flags) == flat
     result.validate("critical_band")
+
+
+def test_flat_thresholds_store_no_degenerate_fit() -> None:
+    """A model that ignores its input (always class 0, always right): no noise level reaches it, so
+    every band's threshold is 0 — flat, nothing to fit."""
+    images = torch.full((4, 3, 32, 32), 128, dtype=torch.uint8)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2))
+    nn.init.zeros_(net[1].weight)
+    with torch.no_grad():
+        net[1].bias.copy_(torch.tensor([1.0, 0.0]))
+    model = ModelWrapper(net, mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=2, label_space="toy")
+    result = CriticalBand().evaluate(
+        model, {"images": image_set(images, torch.tensor([0, 0, 0, 0]), "toy", 2)}, EvalContext()
+    )
+    s = result.scalars
+    assert s["clean_acc"] == 1.0 and all(s[f"threshold_raw@f{f}"] == 0 for f in range(4))
+    assert not any(k.startswith(("bandwidth_", "centre_frequency_", "peak_noise", "fit_")) for k in s)
+    assert sum("thresholds are flat" in f for f in result.flags) == 2
+    result.validate("critical_band")
+
+
+def test_demo_world_models_get_the_colour_stimulus_by_default() -> None:
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
+    for space, colour in ((DEMO_WORLD, 1.0), ("toy", 0.0)):
+        model = ModelWrapper(net, mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10, label_space=space)
+        result = CriticalBand().evaluate(
+            model, {"images": image_set(images, torch.tensor([0, 1]), space, 10)}, EvalContext()
+        )
+        assert result.scalars["colour_stimulus"] == colour
+    model = ModelWrapper(net, mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10, label_space=DEMO_WORLD)
+    gray = CriticalBand(stimulus="gray-low-contrast").evaluate(
+        model, {"images": image_set(images, torch.tensor([0, 1]), DEMO_WORLD, 10)}, EvalContext()
+    )
+    assert gray.scalars["colour_stimulus"] == 0.0
+    with pytest.raises(MetricError, match="unknown stimulus"):
+        CriticalBand(stimulus="sepia").evaluate(
+            model, {"images": image_set(images, torch.tensor([0, 1]), DEMO_WORLD, 10)}, EvalContext()
+        )
 
 
 def test_dataset_requests_follow_the_design() -> None:

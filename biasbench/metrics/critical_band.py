@@ -25,8 +25,20 @@ the clean accuracy (normalised), else 4. ``A·exp(−(x − μ)²/(2σ²))`` fit
 Keys: ``clean_acc``; ``acc@f{f}_sd{sd}`` for every band and noise level (e.g. ``acc@f3_sd0.08``);
 ``threshold_raw@f{f}`` and ``threshold_norm@f{f}``; for ``v ∈ {raw, norm}``: ``bandwidth_v``,
 ``centre_frequency_v``, ``peak_noise_sensitivity_v`` and the fitted ``fit_A_v``, ``fit_mu_v``,
-``fit_sigma_v``; ``n_bands``; ``out_of_range_pixel_fraction`` and ``redrawn_pixel_fraction`` (over all
+``fit_sigma_v``; ``n_bands``; ``colour_stimulus`` (1 for the colour rendering, 0 for the study's); ``out_of_range_pixel_fraction`` and ``redrawn_pixel_fraction`` (over all
 noisy conditions). Per-item outputs: label and one 0/1 column per condition.
+
+Stimulus (parameter ``stimulus``): ``gray-low-contrast`` is the study's rendering above and the
+default for every label space except the demo world, whose default is ``colour``: the image as
+stored (colour, full contrast), with the same achromatic band noise added to all three channels and
+the out-of-range rule applied per channel (a redraw there draws that channel's noise alone). Why:
+the world's classes are drawn in random colours whose luminances may coincide, and its zoo never saw
+gray or low-contrast images, so the study's rendering leaves every zoo model near chance (clean
+accuracy 0.10–0.34 measured; thresholds flat, fits degenerate), while in colour the same noise grid
+separates the recipes (e.g. blur-trained models fail on fine-band noise, noise-trained ones do not).
+
+Flat thresholds (every band equal) carry no channel: the fit keys are then omitted and a flag says
+so, rather than storing a degenerate fit (σ → ∞).
 
 Other image sizes (the demo world is ≤ 64 px): the pyramid has pyrtools' auto height for the size
 (``max_pyr_height + 1``: 7 levels at 224 px, 5 at 64 px, 4 at 32 px), and there is one band per level,
@@ -36,6 +48,7 @@ centred on ``f₀ = (H/2) / 2^(n−1)`` (1.75 at 224 px, 2 at 64 px) and centre_
 noise levels, ε, contrast and the threshold rule (0 … 4) are unchanged. ImageNet datasets are
 decoded at the fixed Resize(256) + CenterCrop(224) (``interpolation`` parameter, default bilinear);
 the demo world's ``demo-world/test`` is used as stored.
+``n_images``: as in :mod:`biasbench.metrics.spectral` (all images; a seeded 500 on the demo world).
 
 Implementation: grayscale, contrast, white noise, the pyramid (a few batched matmuls with exact
 pyrtools operators, :mod:`biasbench.metrics.laplacian_pyramid`), the RMS equalisation and the
@@ -59,6 +72,7 @@ import torch
 from biasbench.metrics.accuracy import topk_correct
 from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
 from biasbench.metrics.base import (
+    DEMO_WORLD,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -68,12 +82,14 @@ from biasbench.metrics.base import (
     ModelWrapper,
 )
 from biasbench.metrics.laplacian_pyramid import LaplacianBands, band_centre_frequency, equalised_band_noise
-from biasbench.metrics.spectral import check_labels, default_datasets, no_autocast
+from biasbench.metrics.spectral import default_datasets, eval_index, no_autocast
 
 NOISE_SDS: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16)
 CONTRAST = 0.2
 MEAN_LEVEL = 0.449  # ImageNet mean (gray)
 EPSILON = 0.1
+GRAY_LOW_CONTRAST = "gray-low-contrast"
+STIMULI = (GRAY_LOW_CONTRAST, "colour")
 MAX_REDRAW_ROUNDS = 10_000
 
 
@@ -172,10 +188,12 @@ class CriticalBandTransform:
         mean_level: float = MEAN_LEVEL,
         epsilon: float = EPSILON,
         stats: NoiseStats | None = None,
+        colour: bool = False,
     ) -> None:
         self.ctx, self.bands, self.level, self.sd = ctx, bands, level, float(sd)
         self.index, self.contrast, self.mean_level, self.epsilon = index, contrast, mean_level, epsilon
         self.stats = stats if stats is not None else NoiseStats()
+        self.colour = colour
 
     def salt(self, i: int) -> str:
         return f"critical_band:f={self.bands.levels - 1 - self.level}:sd={self.sd:g}:image={i}"
@@ -191,10 +209,14 @@ class CriticalBandTransform:
 
     def __call__(self, x: torch.Tensor, sl: slice) -> torch.Tensor:
         with no_autocast(x.device), full_fp32_matmul():
-            img = self.gray(x.float())
+            # (N, C·H, W): gray is one plane; colour stacks its channels so the rule runs per channel
+            n, c, h, w = x.shape
+            img = x.float().reshape(n, c * h, w) if self.colour else self.gray(x.float())
             if self.sd > 0:
                 gens = [self.ctx.generator(self.salt(i)) for i in self.index[sl]]
                 noise = self.noise(gens, x.device)
+                if self.colour:
+                    noise = noise[:, None].expand(-1, c, -1, -1).reshape(n, c * h, w)
 
                 def draw(i: int, k: int) -> torch.Tensor:
                     return torch.randn(k, generator=gens[i], device=x.device)
@@ -203,7 +225,7 @@ class CriticalBandTransform:
                 self.stats.pixels += img.numel()
                 self.stats.out_of_range += n_oob
                 self.stats.redrawn += n_redraw
-            out = img[:, None].expand(-1, 3, -1, -1)
+            out = img.reshape(n, c, h, w) if self.colour else img[:, None].expand(-1, 3, -1, -1)
             fmt = torch.channels_last if self.ctx.channels_last else torch.contiguous_format
             return out.contiguous(memory_format=fmt)
 
@@ -226,7 +248,8 @@ class CriticalBand(Metric):
     the fitted channel's bandwidth, centre frequency and peak noise sensitivity (raw and normalised)."""
 
     name = "critical_band"
-    version = "1"
+    version = "2"
+    headline = ("clean_acc", "bandwidth_norm", "centre_frequency_norm", "peak_noise_sensitivity_norm")
 
     @dataclass(frozen=True)
     class Params:
@@ -236,6 +259,8 @@ class CriticalBand(Metric):
         contrast: float = CONTRAST
         mean_level: float = MEAN_LEVEL
         epsilon: float = EPSILON
+        stimulus: str | None = None  # None: gray-low-contrast (the study) / colour (demo world)
+        n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return default_datasets(self.name, label_space, self.params.dataset, self.params.interpolation)
@@ -243,13 +268,18 @@ class CriticalBand(Metric):
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
         ds = data["images"]
-        keep = check_labels(ds, model, self.name)
-        index = torch.nonzero(keep).flatten().tolist()
+        keep = eval_index(ds, model, self.name, p.n_images, ctx.seed)
+        index = keep.tolist()
         images, labels = ds.images[keep], ds.labels[keep]
         h, w = images.shape[-2:]
         bands = LaplacianBands(h, w)
         n_bands, sds = bands.levels, tuple(float(s) for s in p.noise_sds)
         stats = NoiseStats()
+        stimulus = p.stimulus or ("colour" if model.label_space == DEMO_WORLD else GRAY_LOW_CONTRAST)
+        if stimulus not in STIMULI:
+            raise MetricError(
+                f"critical_band: unknown stimulus {stimulus!r}; choose one of {', '.join(STIMULI)}"
+            )
 
         def transform(level: int, sd: float) -> CriticalBandTransform:
             return CriticalBandTransform(
@@ -262,6 +292,7 @@ class CriticalBand(Metric):
                 mean_level=p.mean_level,
                 epsilon=p.epsilon,
                 stats=stats,
+                colour=stimulus == "colour",
             )
 
         correct: dict[str, torch.Tensor] = {}
@@ -284,7 +315,11 @@ class CriticalBand(Metric):
                 acc[j, f] = float(correct[key].float().mean())
 
         clean = float(acc[0, 0])
-        scalars: dict[str, float] = {"clean_acc": clean, "n_bands": float(n_bands)}
+        scalars: dict[str, float] = {
+            "clean_acc": clean,
+            "n_bands": float(n_bands),
+            "colour_stimulus": float(stimulus == "colour"),
+        }
         for f in range(n_bands):
             for j, sd in enumerate(sds, start=1):
                 scalars[f"acc@f{f}_sd{sd:g}"] = float(acc[j, f])
@@ -302,8 +337,10 @@ class CriticalBand(Metric):
                 )
             if fit is not None and len(set(t.tolist())) == 1:
                 flags.append(
-                    f"critical_band: {suffix} thresholds are flat ({t.tolist()}); the Gaussian fit is degenerate"
+                    f"critical_band: {suffix} thresholds are flat ({t.tolist()}): no channel to fit, "
+                    f"bandwidth / centre frequency / peak sensitivity ({suffix}) omitted"
                 )
+                fit = None
             scalars.update(fit_keys(fit, suffix))
         if stats.pixels:
             scalars["out_of_range_pixel_fraction"] = stats.out_of_range / stats.pixels

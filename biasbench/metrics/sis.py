@@ -60,6 +60,7 @@ from biasbench.metrics.base import (
     MetricResult,
     ModelWrapper,
     NotApplicable,
+    seeded_subset,
 )
 from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
 from biasbench.metrics.sis_traces import (
@@ -91,14 +92,6 @@ def default_k(label_space: str, height: int, width: int) -> int:
 
 def default_n_images(label_space: str) -> int:
     return 256 if label_space == IMAGENET_1K else 32
-
-
-def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded random subset of ``min(n, n_total)`` items (all of them if n ≥ n_total)."""
-    if n >= n_total:
-        return np.arange(n_total)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5151]))
-    return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
 def _item_seed(seed: int, item: str) -> int:
@@ -150,6 +143,7 @@ class SIS(Metric):
 
     name = "sis"
     version = "1"
+    headline = ("coverage", "sis_frac_median", "sufficiency_rate", "backselect_subset_top1")
 
     @dataclass(frozen=True)
     class Params:
