@@ -468,7 +468,7 @@ def zoo_train(
         path = training.train(recipe, dest, steps=steps, log=err.print)
         err.print(f"[green]ok[/green]: {path}")
     else:
-        training.train_all(dest, log=err.print)
+        training.train_all(dest, log=err.print, steps=steps)
 
 
 def main() -> None:

@@ -272,6 +272,22 @@ def shipped_state(net: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def write_weights(state: dict[str, torch.Tensor], path: Path, recipe: str) -> Path:
+    """Write a zoo checkpoint atomically with reproducible bytes.
+
+    safetensors stores ``__metadata__`` as a hash map whose key order varies from call to call, so
+    the metadata is ONE key (``biasbench``: sorted JSON of arch and recipe): same tensors, same bytes.
+    """
+    from safetensors.torch import save_file
+
+    meta = {"biasbench": json.dumps({"arch": zoo.ARCH_NAME, "recipe": recipe}, sort_keys=True)}
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # package data: readable by everyone
+    os.replace(tmp, path)
+    return path
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -312,7 +328,7 @@ def train(
     steps can visit). ``threads`` fixes torch's CPU thread count during training (None: leave it).
     Returns the path of the weights file.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     if recipe not in _RECIPES:
         raise KeyError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
@@ -368,11 +384,7 @@ def train(
         train_seconds = time.perf_counter() - t0
         cpu_seconds = time.process_time() - c0
 
-    path = out_dir / f"{recipe}.safetensors"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(shipped_state(net), str(tmp), metadata={"arch": zoo.ARCH_NAME, "recipe": recipe})
-    tmp.chmod(0o644)  # package data: readable by everyone
-    os.replace(tmp, path)
+    path = write_weights(shipped_state(net), out_dir / f"{recipe}.safetensors", recipe)
     entry: dict[str, Any] = {
         "file": path.name,
         "sha256": _sha256(path),
@@ -402,10 +414,12 @@ def train(
     return path
 
 
-def train_all(out_dir: Path, log: Log = print, threads: int | None = 1) -> list[Path]:
+def train_all(
+    out_dir: Path, log: Log = print, threads: int | None = 1, steps: int | None = None
+) -> list[Path]:
     """Train every recipe in order (``RECIPES``); returns the weight files. Logs the total time."""
     t0 = time.perf_counter()
-    paths = [train(r, out_dir, log=log, threads=threads) for r in RECIPES]
+    paths = [train(r, out_dir, steps=steps, log=log, threads=threads) for r in RECIPES]
     total = time.perf_counter() - t0
     log(f"trained {len(paths)} recipes in {total:.0f} s")
     path = Path(out_dir) / "manifest.json"
