@@ -331,6 +331,25 @@ def status(db: DbOpt = Path(DEFAULT_DB), failures: Annotated[int, typer.Option(h
             out.print(t)
 
 
+@app.command()
+def merge(
+    shards: Annotated[list[Path], typer.Argument(help="Databases to merge in (their .items folders beside them).")],
+    db: DbOpt = Path(DEFAULT_DB),
+) -> None:
+    """Merge shard databases into --db: jobs not stored there yet (with results and per-item files),
+    checkpoints, runs and failures. Merging the same shard twice adds nothing."""
+    from biasbench.harness.store import Store
+
+    with Store(db) as store:
+        for shard in shards:
+            try:
+                counts = store.merge(shard)
+            except (FileNotFoundError, ValueError) as e:
+                _fail(str(e))
+            added = ", ".join(f"{k} {v}" for k, v in counts.items())
+            err.print(f"merged {shard} into {db}: added {added}")
+
+
 @ls_app.command("checkpoints")
 def ls_checkpoints(
     registry: Annotated[list[str] | None, typer.Argument(help="Registry names or files (default: all shipped).")] = None,

@@ -148,3 +148,34 @@ def test_third_party_plugin_installed_with_pip_runs_through_bench_run(tmp_path, 
                        env={**os.environ, **penv})
     assert r.returncode == 0, r.stderr
     assert _jobs(tmp_path / "b.duckdb") == [("tiny0", "mean_conf")]
+
+
+def test_shards_merge_into_one_database_and_remerging_adds_nothing(tmp_path, env) -> None:
+    """Two machines run different checkpoints (one overlapping) into their own DBs; `bench merge`
+    brings jobs, results and per-item files together; the overlap and a second merge add nothing."""
+    reg_a = tiny_registry(tmp_path / "a", n=1)  # tiny0
+    reg_b = tiny_registry(tmp_path / "b", n=2)  # tiny0 (same weights, same job) and tiny1
+    common = ["-m", "accuracy", "-p", "accuracy.dataset=imagenet-sample"]
+    for reg, db in ((reg_a, "a.duckdb"), (reg_b, "b.duckdb")):
+        r = bench(["run", str(reg), *common, "--db", str(tmp_path / "shards" / db)], tmp_path, env)
+        assert r.returncode == 0, r.stderr
+    merged = tmp_path / "all.duckdb"
+    r = bench(["merge", str(tmp_path / "shards" / "a.duckdb"), str(tmp_path / "shards" / "b.duckdb"),
+               "--db", str(merged)], tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())  # rich wraps long paths
+    assert said.count("added runs 1, checkpoints") == 2 and said.count("jobs 1, results 2, item_outputs 1") == 2
+    assert _jobs(merged) == [("tiny0", "accuracy"), ("tiny1", "accuracy")]
+    from biasbench.harness.store import Store
+
+    with Store(merged, read_only=True) as st:
+        assert len(st.results()) == 4 and len(st.checkpoints()) == 2 and len(st.runs()) == 2
+        items = st.items("tiny1", "accuracy")  # copied beside the merged DB, readable from there
+        assert len(items) == 300 and str(st.items_dir) in str(merged) + ".items"
+    again = bench(["merge", str(tmp_path / "shards" / "b.duckdb"), "--db", str(merged)], tmp_path, env)
+    assert again.returncode == 0 and "jobs 0, results 0" in " ".join(again.stderr.split())
+    # the merged DB is a normal results DB: a rerun of shard b's registry against it computes nothing
+    rerun = bench(["run", str(reg_b), *common, "--db", str(merged)], tmp_path, env)
+    assert rerun.returncode == 0 and "Nothing to compute" in rerun.stderr
+    missing = bench(["merge", str(tmp_path / "nope.duckdb"), "--db", str(merged)], tmp_path, env)
+    assert missing.returncode == 2 and "no results database" in " ".join(missing.stderr.split())

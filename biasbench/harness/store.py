@@ -21,8 +21,10 @@ a kill between the rename and the commit leaves at most an orphan file that the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -203,6 +205,82 @@ class Store:
             "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
             [checkpoint_id, metric, config_hash, error, traceback, run_id, _now()],
         )
+
+    # -- merging shards ------------------------------------------------------------------------
+    def merge(self, other: str | Path) -> dict[str, int]:
+        """Copy another database's jobs (with their results, per-item files and checkpoints), runs and
+        failures into this one — how shards of a zoo run on several machines come together.
+
+        A job already stored here (same checkpoint, metric, config_hash) is kept as is; merging the
+        same shard twice adds nothing. A checkpoint row is taken from the shard when it is new here or
+        newer there. Per-item Parquet files are copied into this database's items folder first (an
+        interrupted merge leaves at most unreferenced files); the table rows go in one transaction.
+        Returns the number of rows added per table.
+        """
+        other = Path(other)
+        if not other.exists():
+            raise FileNotFoundError(f"no results database at {other.resolve()}")
+        if other.resolve() == self.path.resolve():
+            raise ValueError(f"cannot merge {other} into itself")
+        con = self.con
+        con.execute(f"ATTACH '{_sql_str(other)}' AS shard (READ_ONLY)")
+        try:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE merge_keys AS "
+                "SELECT checkpoint_id, metric, config_hash FROM shard.jobs "
+                "EXCEPT SELECT checkpoint_id, metric, config_hash FROM jobs"
+            )
+            items = con.execute(
+                "SELECT i.* FROM shard.item_outputs i JOIN merge_keys USING (checkpoint_id, metric, config_hash)"
+            ).df()
+            other_items_root = other.parent
+            paths: list[str] = []
+            for row in items.itertuples():
+                src = other_items_root / row.path
+                if not src.is_file():
+                    raise FileNotFoundError(f"{other}: per-item file {src} is missing (copy the shard's "
+                                            f"{other.name}.items folder along with it)")
+                dest = self.items_dir / row.metric / src.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
+                paths.append(str(dest.relative_to(self.items_dir.parent)))
+            items["path"] = paths
+            con.register("merge_items", items)
+            counts: dict[str, int] = {}
+            con.execute("BEGIN TRANSACTION")
+            try:
+                def add(table: str, sql: str) -> None:
+                    before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    con.execute(sql)
+                    counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
+
+                add("runs", "INSERT INTO runs SELECT * FROM shard.runs "
+                            "WHERE run_id NOT IN (SELECT run_id FROM runs)")
+                before = con.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+                con.execute(
+                    "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
+                    "LEFT JOIN checkpoints c ON c.id = o.id WHERE c.id IS NULL OR o.updated_at > c.updated_at"
+                )
+                counts["checkpoints"] = con.execute("SELECT count(*) FROM checkpoints").fetchone()[0] - before
+                add("jobs", "INSERT INTO jobs SELECT j.* FROM shard.jobs j "
+                            "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
+                add("results", "INSERT INTO results SELECT r.* FROM shard.results r "
+                               "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
+                add("item_outputs", "INSERT INTO item_outputs SELECT * FROM merge_items")
+                add("failures", "INSERT INTO failures SELECT * FROM shard.failures "
+                                "EXCEPT SELECT * FROM failures")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return counts
+        finally:
+            con.execute("DROP TABLE IF EXISTS merge_keys")
+            with contextlib.suppress(duckdb.Error):
+                con.unregister("merge_items")
+            con.execute("DETACH shard")
 
     # -- reading -------------------------------------------------------------------------------
     def results(self, *, latest: bool = True, metrics: list[str] | None = None,
