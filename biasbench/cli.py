@@ -270,6 +270,9 @@ def report(
     ] = None,
     figure: Annotated[Path | None, typer.Option("--figure", help="Also write a Spearman heatmap PNG here.")] = None,
     top: Annotated[int, typer.Option(help="Show the N strongest correlations.")] = 50,
+    across_metrics: Annotated[
+        bool, typer.Option("--across-metrics", help="Only pairs of keys from different metrics (bias vs accuracy).")
+    ] = False,
 ) -> None:
     """Correlations between every pair of stored scalar keys across checkpoints (Spearman ρ, p)."""
     from biasbench.harness.store import Store
@@ -284,7 +287,7 @@ def report(
     with store:
         df = store.results()
     key_list = [k.strip() for k in keys.split(",")] if keys else None
-    text = markdown_report(df, key_list, top=top)
+    text = markdown_report(df, key_list, top=top, across_metrics=across_metrics)
     if out_file:
         out_file.write_text(text)
         err.print(f"report written to {out_file}")

@@ -45,3 +45,11 @@ def test_markdown_report_lists_scores_and_correlations(tmp_path):
 def test_report_with_too_few_checkpoints_says_so():
     df = _results()
     assert "at least 3 checkpoints" in markdown_report(df[df.checkpoint.isin(["c0", "c1"])])
+
+
+def test_across_metrics_report_drops_pairs_within_one_metric():
+    text = markdown_report(_results(), across_metrics=True)
+    corr_part = text.split("## Spearman correlations")[1]
+    assert "| m2.b | m2.neg |" not in corr_part and "| m2.neg | m2.b |" not in corr_part
+    assert "m1.a" in corr_part and "of different metrics" in corr_part
+    assert "| m2.b" in markdown_report(_results()).split("## Spearman correlations")[1]

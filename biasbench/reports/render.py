@@ -24,11 +24,16 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_report(results: pd.DataFrame, keys: list[str] | None = None, top: int = 50) -> str:
-    """The correlation report: scores per checkpoint, then Spearman ρ (p) for every pair of keys."""
+def markdown_report(
+    results: pd.DataFrame, keys: list[str] | None = None, top: int = 50, across_metrics: bool = False
+) -> str:
+    """The correlation report: scores per checkpoint, then Spearman ρ (p) for every pair of keys
+    (``across_metrics``: only pairs of keys from different metrics, e.g. a bias vs an accuracy)."""
     matrix = score_matrix(results)
     cols = keys or list(matrix.columns)
     corr = pairwise_spearman(matrix, cols)
+    if across_metrics and len(corr):
+        corr = corr[corr.x.str.split(".").str[0] != corr.y.str.split(".").str[0]]
     n_ckpt = len(matrix)
     out = [
         "# biasbench correlation report",
@@ -40,7 +45,8 @@ def markdown_report(results: pd.DataFrame, keys: list[str] | None = None, top: i
         _md_table(matrix[[c for c in cols if c in matrix.columns]].reset_index()) if n_ckpt else "_(no results)_\n",
         "## Spearman correlations across checkpoints",
         "",
-        "Every pair of non-constant keys, over the checkpoints that have both; sorted by |ρ|"
+        ("Every pair of non-constant keys of different metrics" if across_metrics else "Every pair of non-constant keys")
+        + ", over the checkpoints that have both; sorted by |ρ|"
         + (f"; the {top} strongest shown." if len(corr) > top else "."),
         "",
     ]
