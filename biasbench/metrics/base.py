@@ -31,12 +31,14 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+_T = TypeVar("_T")
 
 # ----------------------------------------------------------------------------------------------------
 # Label spaces
@@ -251,6 +253,28 @@ class EvalContext:
             sl = slice(start, min(start + bs, images.shape[0]))
             yield sl, self.to_device(images[sl])
 
+    def map_batches(self, n: int, fn: Callable[[slice], _T], handle: Any = None) -> list[_T]:
+        """``fn(sl)`` over consecutive slices of ``batch_size`` items out of ``n``, in order. On CUDA
+        out-of-memory the batch size is halved and the slice retried; the halved size sticks for the
+        rest of the run. ``handle.advance`` (a progress task) is told of every finished slice."""
+        out: list[_T] = []
+        start = 0
+        while start < n:
+            bs = max(1, self.batch_size)
+            sl = slice(start, min(start + bs, n))
+            try:
+                out.append(fn(sl))
+            except torch.cuda.OutOfMemoryError:
+                if bs <= 1:
+                    raise
+                self.batch_size = max(1, bs // 2)
+                torch.cuda.empty_cache()
+                continue
+            if handle is not None:
+                handle.advance(sl.stop - sl.start)
+            start = sl.stop
+        return out
+
     def predict(
         self,
         model: nn.Module,
@@ -265,28 +289,18 @@ class EvalContext:
         retried; the halved size sticks for the rest of the run.
         """
         n = images.shape[0]
-        out: list[torch.Tensor] = []
         handle = self.task(description, n) if description else _NullTask()
-        start = 0
-        while start < n:
-            bs = self.batch_size
-            sl = slice(start, min(start + bs, n))
-            try:
-                with torch.inference_mode(), self.autocast():
-                    x = self.to_device(images[sl])
-                    if transform is not None:
-                        x = transform(x, sl)
-                    logits = model(x).float()
-            except torch.cuda.OutOfMemoryError:
-                if bs <= 1:
-                    raise
-                self.batch_size = max(1, bs // 2)
-                torch.cuda.empty_cache()
-                continue
+
+        def run(sl: slice) -> torch.Tensor:
+            with torch.inference_mode(), self.autocast():
+                x = self.to_device(images[sl])
+                if transform is not None:
+                    x = transform(x, sl)
+                logits = model(x).float()
             check_finite(logits, "logits")
-            out.append(logits.cpu())
-            handle.advance(sl.stop - sl.start)
-            start = sl.stop
+            return logits.cpu()
+
+        out = self.map_batches(n, run, handle)
         if not out:
             return torch.empty(0, getattr(model, "num_classes", 0))
         return torch.cat(out)

@@ -213,26 +213,15 @@ class SIS(Metric):
         try:
             baseline = resolve_baseline(p.baseline, model, ctx.device)
             refuse_stochastic(model, ctx.to_device(images[: min(8, len(images))]))
-            rows: list[dict] = []
             handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
-            start = 0
-            while start < len(images):
-                bs = max(1, ctx.batch_size)
-                sl = slice(start, min(start + bs, len(images)))
-                try:
-                    rows.extend(
-                        self._one_batch(
-                            model, ctx.to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt
-                        )
-                    )
-                except torch.cuda.OutOfMemoryError:
-                    if bs <= 1:
-                        raise
-                    ctx.batch_size = max(1, bs // 2)
-                    torch.cuda.empty_cache()
-                    continue
-                handle.advance(sl.stop - sl.start)
-                start = sl.stop
+            batches = ctx.map_batches(
+                len(images),
+                lambda sl: self._one_batch(
+                    model, ctx.to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt
+                ),
+                handle,
+            )
+            rows = [row for batch in batches for row in batch]
         finally:
             model.train(was_training)
 
