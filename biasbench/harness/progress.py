@@ -27,23 +27,22 @@ class _RichTask:
 
 
 class _PlainTask:
-    """A line at most every ``interval`` seconds across all tasks of the run (``clock[0]``: when the
-    last line was printed), so logs stay short; each job's own ✓ line reports its end."""
+    """A line at most every ``interval`` seconds across the whole run (``ui.last_line``: when any
+    line was last printed), so logs stay short; each job's own ✓ line reports its end."""
 
     interval = 10.0
 
-    def __init__(self, console: Console, description: str, total: int, clock: list[float]) -> None:
-        self.console, self.description, self.total = console, description, max(1, total)
-        self.done, self.t0, self.clock = 0, time.perf_counter(), clock
+    def __init__(self, ui: RunUI, description: str, total: int) -> None:
+        self.ui, self.description, self.total = ui, description, max(1, total)
+        self.done, self.t0 = 0, time.perf_counter()
 
     def advance(self, n: int = 1) -> None:
         self.done += n
         now = time.perf_counter()
-        if now - self.clock[0] >= self.interval:
-            self.clock[0] = now
+        if now - self.ui.last_line >= self.interval:
             el, frac = now - self.t0, self.done / self.total
             eta = el / frac * (1 - frac) if frac > 0 else 0.0
-            self.console.print(f"    {self.description}: {self.done}/{self.total} ({el:.0f}s, eta {eta:.0f}s)")
+            self.ui.print(f"    {self.description}: {self.done}/{self.total} ({el:.0f}s, eta {eta:.0f}s)")
 
 
 class RunUI:
@@ -53,7 +52,7 @@ class RunUI:
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal if live is None else live
         self.progress: Progress | None = None
-        self.clock = [time.perf_counter()]
+        self.last_line = time.perf_counter()
         if self.live:
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -77,12 +76,12 @@ class RunUI:
 
     def print(self, *args: Any, **kw: Any) -> None:
         self.console.print(*args, **kw)
-        self.clock[0] = time.perf_counter()
+        self.last_line = time.perf_counter()
 
     def task(self, description: str, total: int) -> _RichTask | _PlainTask:
         if self.progress is not None:
             return _RichTask(self.progress, description, total)
-        return _PlainTask(self.console, description, total, self.clock)
+        return _PlainTask(self, description, total)
 
     def finish_task(self, task: Any) -> None:
         if isinstance(task, _RichTask):

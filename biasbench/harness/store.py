@@ -258,12 +258,9 @@ class Store:
 
                 add("runs", "INSERT INTO runs SELECT * FROM shard.runs "
                             "WHERE run_id NOT IN (SELECT run_id FROM runs)")
-                before = con.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-                con.execute(
-                    "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
-                    "LEFT JOIN checkpoints c ON c.id = o.id WHERE c.id IS NULL OR o.updated_at > c.updated_at"
-                )
-                counts["checkpoints"] = con.execute("SELECT count(*) FROM checkpoints").fetchone()[0] - before
+                add("checkpoints", "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
+                                   "LEFT JOIN checkpoints c ON c.id = o.id "
+                                   "WHERE c.id IS NULL OR o.updated_at > c.updated_at")
                 add("jobs", "INSERT INTO jobs SELECT j.* FROM shard.jobs j "
                             "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
                 add("results", "INSERT INTO results SELECT r.* FROM shard.results r "
