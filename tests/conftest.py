@@ -72,3 +72,12 @@ def http_server():
     for s in servers:
         s.shutdown()
         s.server_close()
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread for tests of tiny models: avoids OpenMP barrier stalls on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

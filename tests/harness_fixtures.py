@@ -11,7 +11,22 @@ from pathlib import Path
 import timm
 import torch
 
+from biasbench.metrics.base import ImageSet
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def image_set(images: torch.Tensor, labels: torch.Tensor, label_space: str, n_classes: int) -> ImageSet:
+    """A constructed labeled set (classes named "0" … "n−1") for metric tests."""
+    return ImageSet(
+        name="constructed",
+        images=images,
+        labels=labels,
+        class_names=[str(i) for i in range(n_classes)],
+        label_space=label_space,
+        item_ids=[f"img{i}" for i in range(len(labels))],
+        manifest_hash="constructed",
+    )
 
 
 def tiny_checkpoint(path: Path, seed: int = 0) -> Path:

@@ -14,7 +14,6 @@ from biasbench.metrics.base import (
     DEMO_WORLD,
     IMAGENET_1K,
     EvalContext,
-    ImageSet,
     MetricError,
     ModelWrapper,
     Preprocess,
@@ -33,20 +32,9 @@ from biasbench.metrics.laplacian_pyramid import (
     pyramid_levels,
     rms,
 )
+from tests.harness_fixtures import image_set
 
 pt = pytest.importorskip("pyrtools")
-
-
-def image_set(images: torch.Tensor, labels: torch.Tensor, label_space: str, n_classes: int) -> ImageSet:
-    return ImageSet(
-        name="constructed",
-        images=images,
-        labels=labels,
-        class_names=[str(i) for i in range(n_classes)],
-        label_space=label_space,
-        item_ids=[f"img{i}" for i in range(len(labels))],
-        manifest_hash="constructed",
-    )
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -46,12 +46,7 @@ from biasbench.metrics.sis_traces import sis_mask  # noqa: E402
 MEAN = (0.5, 0.49, 0.5)  # about the world's pixel mean
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def wrap(net: torch.nn.Module) -> ModelWrapper:

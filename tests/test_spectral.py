@@ -12,7 +12,6 @@ from biasbench.metrics.base import (
     DEMO_WORLD,
     IMAGENET_1K,
     EvalContext,
-    ImageSet,
     ModelWrapper,
     NotApplicable,
     Preprocess,
@@ -27,6 +26,7 @@ from biasbench.metrics.fourier_filters import (
     shifted_mask,
 )
 from biasbench.metrics.spectral import CUTOFFS, Spectral
+from tests.harness_fixtures import image_set
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
@@ -45,18 +45,6 @@ def box_sets(size: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     mirror_idx = (2 * (size // 2) - idx) % size  # index of frequency -k
     mirrored = box[mirror_idx][:, mirror_idx]
     return box, mirrored
-
-
-def image_set(images: torch.Tensor, labels: torch.Tensor, label_space: str, n_classes: int) -> ImageSet:
-    return ImageSet(
-        name="constructed",
-        images=images,
-        labels=labels,
-        class_names=[str(i) for i in range(n_classes)],
-        label_space=label_space,
-        item_ids=[f"img{i}" for i in range(len(labels))],
-        manifest_hash="constructed",
-    )
 
 
 # ----------------------------------------------------------------------------------------------------
