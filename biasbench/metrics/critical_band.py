@@ -26,7 +26,7 @@ Keys: ``clean_acc``; ``acc@f{f}_sd{sd}`` for every band and noise level (e.g. ``
 ``threshold_raw@f{f}`` and ``threshold_norm@f{f}``; for ``v ∈ {raw, norm}``: ``bandwidth_v``,
 ``centre_frequency_v``, ``peak_noise_sensitivity_v`` and the fitted ``fit_A_v``, ``fit_mu_v``,
 ``fit_sigma_v``; ``n_bands``; ``colour_stimulus`` (1 for the colour rendering, 0 for the study's); ``out_of_range_pixel_fraction`` and ``redrawn_pixel_fraction`` (over all
-noisy conditions). Per-item outputs: label and one 0/1 column per condition.
+noisy conditions; over channel values for the colour stimulus). Per-item outputs: label and one 0/1 column per condition.
 
 Stimulus (parameter ``stimulus``): ``gray-low-contrast`` is the study's rendering above and the
 default for every label space except the demo world, whose default is ``colour``: the image as
