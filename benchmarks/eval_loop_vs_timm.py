@@ -63,7 +63,7 @@ def main() -> None:
         (tmp / f[:9]).mkdir(exist_ok=True)
         (tmp / f[:9] / f).symlink_to((args.data / f).resolve())
 
-    from biasbench.metrics.base import Preprocess
+    from biasbench.core.preprocess import Preprocess
 
     pre = Preprocess(resize=resize, crop=crop, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"])
     t0 = time.perf_counter()

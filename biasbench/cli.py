@@ -43,7 +43,7 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _data_root(p: Path | None) -> Path:
-    from biasbench.harness.datasets.catalog import default_data_root
+    from biasbench.core.paths import default_data_root
 
     return p if p is not None else default_data_root()
 
@@ -64,8 +64,9 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _build_metrics(names: list[str] | None, params: dict[str, dict[str, Any]]) -> list[Any]:
-    import dataclasses
-
+    """The metrics of this run with their parameters, checked now: a bad ``-p`` is an error before any
+    checkpoint is resolved or model loaded."""
+    from biasbench.metrics.base import ParamError
     from biasbench.metrics.discovery import all_metrics, load_metric
 
     classes = [load_metric(n) for n in names] if names else list(all_metrics().values())
@@ -74,12 +75,10 @@ def _build_metrics(names: list[str] | None, params: dict[str, dict[str, Any]]) -
         _fail(f"--param for metrics not in this run: {', '.join(sorted(unknown))}")
     metrics = []
     for cls in classes:
-        over = params.get(cls.name, {})
-        fields = {f.name for f in dataclasses.fields(cls.Params)}
-        bad = set(over) - fields
-        if bad:
-            _fail(f"metric {cls.name!r} has no parameter {', '.join(sorted(bad))}; it has: {', '.join(sorted(fields))}")
-        metrics.append(cls(**over))
+        try:
+            metrics.append(cls(**params.get(cls.name, {})))
+        except ParamError as e:
+            _fail(str(e))
     return metrics
 
 
@@ -115,7 +114,7 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for every random choice of the metrics.")] = 0,
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
-    from biasbench.harness.datasets.catalog import default_cache_dir
+    from biasbench.core.paths import default_cache_dir
     from biasbench.harness.environment import (
         describe_device,
         git_sha,
@@ -353,25 +352,44 @@ def merge(
             err.print(f"merged {shard} into {db}: added {added}")
 
 
+def _print_entry(head: list[tuple[str, int]], details: list[str]) -> None:
+    """One listing entry in any terminal width: a head line of padded fields (never truncated; a field
+    longer than its pad just pushes the next one) and indented, dim detail lines that wrap."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    line = Text()
+    for i, (value, pad) in enumerate(head):
+        line.append(value.ljust(pad), style="bold" if i == 0 else "")
+        line.append("  ")
+    out.print(line.rstrip() or line)
+    for d in details:
+        out.print(Padding(Text(d, style="dim", overflow="fold"), (0, 0, 0, 4)))
+
+
 @ls_app.command("checkpoints")
 def ls_checkpoints(
     registry: Annotated[list[str] | None, typer.Argument(help="Registry names or files (default: all shipped).")] = None,
 ) -> None:
     """Checkpoints of the shipped registries (or of the given ones)."""
+    from rich.text import Text
+
     from biasbench.registry.registry_files import resolve_targets, shipped_registries
 
-    names = registry or sorted(shipped_registries())
-    t = Table()
-    for c in ("registry", "id", "arch", "weights", "labels", "tags"):
-        t.add_column(c)
-    for name in names:
+    for name in registry or sorted(shipped_registries()):
         try:
             specs = resolve_targets([name])
         except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
             _fail(str(e))
-        for s in specs:
-            t.add_row(name, s.id, s.arch, str(s.weights), s.labels, json.dumps(s.tags))
-    out.print(t)
+        out.print(Text(f"{name}: {len(specs)} checkpoint{'s' * (len(specs) != 1)}", style="bold underline"))
+        w_id = max((len(sp.id) for sp in specs), default=0)
+        w_arch = max((len(sp.arch) for sp in specs), default=0)
+        for sp in specs:
+            details = [f"weights: {sp.weights or '(the architecture’s own pretrained weights)'}"]
+            if sp.tags:
+                details.append("tags: " + " ".join(f"{k}={v}" for k, v in sp.tags.items()))
+            _print_entry([(sp.id, w_id), (sp.arch, w_arch), (sp.labels, 0)], details)
+        out.print()
 
 
 @ls_app.command("metrics")
@@ -382,39 +400,53 @@ def ls_metrics(
     import dataclasses
     import inspect
 
-    from biasbench.metrics.discovery import PluginError, providers
+    from rich.padding import Padding
+    from rich.text import Text
 
-    for name, prov in sorted(providers().items()):
+    from biasbench.core.plugins import PluginError
+    from biasbench.metrics.discovery import METRICS
+
+    for name, prov in sorted(METRICS.providers().items()):
         try:
-            cls = prov.load()
+            cls = METRICS.load(prov)
         except PluginError as e:
-            out.print(f"[red]{name}[/red] ({prov.provider}): {e}")
+            out.print(Text(f"{name} ({prov.provider}): {e}", style="red"))
             continue
+        head = Text(name, style="bold")
+        head.append(f" v{cls.version} ({prov.provider})", style="dim")
+        out.print(head)
         params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Params))
-        out.print(f"[bold]{name}[/bold] v{cls.version} ({prov.provider}) — {cls.summary()}")
-        out.print(f"    params: {params or '-'}")
+        out.print(Padding(Text(cls.summary()), (0, 0, 0, 4)))
+        out.print(Padding(Text(f"params: {params or '-'}", style="dim"), (0, 0, 0, 4)))
         if full:
             mod = inspect.getmodule(cls)
             out.print(inspect.cleandoc(mod.__doc__ or cls.__doc__ or ""), markup=False)
-            out.print()
+        out.print()
 
 
 @ls_app.command("datasets")
 def ls_datasets(data_root: DataRootOpt = None) -> None:
-    """Registered datasets and whether they are present under the data root."""
-    from biasbench.harness.datasets.catalog import catalog
+    """Registered datasets (a family of splits is one entry), where each is looked for, and whether it is there."""
+    from rich.text import Text
+
+    from biasbench.harness.datasets.catalog import DATASETS, DatasetFamily
 
     root = _data_root(data_root)
-    t = Table(caption=f"data root: {root.resolve()}")
-    for c in ("name", "label space", "present", "description"):
-        t.add_column(c)
-    for name, e in sorted(catalog().items()):
-        if e.location is None:
-            present = "generated"
+    entries = [(name, p, DATASETS.load(p)) for name, p in sorted(DATASETS.providers().items())]
+    shown = {name: f"{name}/<split>" if isinstance(d, DatasetFamily) else name for name, _, d in entries}
+    w_name = max((len(v) for v in shown.values()), default=0)
+    w_labels = max((len(d.label_space) for _, _, d in entries), default=0)
+    for name, p, d in entries:
+        if d.location is None:
+            status, where = "generated", ""
         else:
-            present = "yes" if e.location(root).exists() else "no"
-        t.add_row(name, e.label_space, present, e.description)
-    out.print(t)
+            loc = d.location(root)
+            status, where = ("present" if loc.exists() else "missing"), f"at {loc}"
+        details = [d.description + ("" if p.provider == "package biasbench" else f" (from {p.provider})")]
+        if isinstance(d, DatasetFamily):
+            details.append(f"splits: {d.summary}")
+        _print_entry([(shown[name], w_name), (d.label_space, w_labels), (status, 9), (where, 0)], details)
+    out.print(Text(f"data root: {root.resolve()} (--data-root or $BIASBENCH_DATA)", style="dim"))
 
 
 def _require_manifest(name: str, manifests: dict[str, Any]) -> None:
@@ -478,8 +510,8 @@ def zoo_train(
     steps: Annotated[int | None, typer.Option(help="Override the number of training steps (for a quick try).")] = None,
 ) -> None:
     """Train the demo zoo's checkpoints deterministically from scratch."""
-    from biasbench.harness import training
     from biasbench.registry import zoo
+    from biasbench.registry.zoo import training
 
     if bool(recipe) == all_recipes:
         _fail("give exactly one of --recipe R or --all")
@@ -494,7 +526,14 @@ def zoo_train(
 
 
 def main() -> None:
-    app()
+    """The `bench` entry point: a broken, duplicated or unknown plugin anywhere ends in one clear line."""
+    from biasbench.core.plugins import PluginError
+
+    try:
+        app()
+    except PluginError as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biasbench.harness.datasets import synthetic as world
+from biasbench.core import world
 
 FG_THRESHOLD = 0.2  # L2 colour distance from the background plane (fills are >= 0.4 away)
 TEXTURED_BORDER_RMS = 0.05  # border residual RMS above this: no background (texture-only frame)

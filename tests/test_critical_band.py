@@ -9,13 +9,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from biasbench.core.labels import DEMO_WORLD, IMAGENET_1K
 from biasbench.metrics.band_thresholds import fit_thresholds, thresholds
 from biasbench.metrics.base import (
-    DEMO_WORLD,
-    IMAGENET_1K,
     EvalContext,
-    MetricError,
     ModelWrapper,
+    ParamError,
     Preprocess,
 )
 from biasbench.metrics.critical_band import (
@@ -342,10 +341,8 @@ def test_demo_world_models_get_the_colour_stimulus_by_default() -> None:
         model, {"images": image_set(images, torch.tensor([0, 1]), DEMO_WORLD, 10)}, EvalContext()
     )
     assert gray.scalars["colour_stimulus"] == 0.0
-    with pytest.raises(MetricError, match="unknown stimulus"):
-        CriticalBand(stimulus="sepia").evaluate(
-            model, {"images": image_set(images, torch.tensor([0, 1]), DEMO_WORLD, 10)}, EvalContext()
-        )
+    with pytest.raises(ParamError, match="parameter stimulus = 'sepia' is unknown"):
+        CriticalBand(stimulus="sepia")  # when the job is built, before any model or data
 
 
 def test_dataset_requests_follow_the_design() -> None:

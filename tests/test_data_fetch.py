@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from biasbench.core.label_spaces.imagenet import categories16
+from biasbench.harness.datasets import catalog
 from biasbench.harness.datasets import fetch as F
-from biasbench.harness.datasets import stimuli
-from biasbench.metrics.shape_bias import categories16
 from biasbench.registry.download import ChecksumMismatch, DownloadError
 
 COMMIT = "ccd0c01d42c0a8a834e90ec141e7f24fa915dc23"
@@ -79,7 +79,7 @@ def test_fetch_verify_flipped_byte_and_repair(shared_data: Path, tmp_path: Path,
         F.get_manifest("edges").files
     )
     assert any("160/160" in line for line in logs) and any("verified" in line for line in logs)
-    assert len(stimuli.STIMULUS_SETS["edges"].load(root, None, cache_dir)) == 160
+    assert len(catalog.get("edges").load(root, None, cache_dir)) == 160
 
     # one flipped byte in one stimulus is detected, and only that one
     victim = out / "cat" / "cat7.png"
@@ -140,7 +140,7 @@ def test_fetch_cue_conflict_full(shared_data: Path, tmp_path: Path, http_server,
     root = tmp_path / "data"
     F.fetch_dataset("cue-conflict", root, mirror=http_server(shared_data), log=quiet)
     assert F.verify_dataset("cue-conflict", root) == []
-    entry = stimuli.STIMULUS_SETS["cue-conflict"]
+    entry = catalog.get("cue-conflict")
     assert entry.manifest(root, None) == entry.manifest(shared_data, None)
 
 
@@ -203,7 +203,7 @@ def test_archive_fetch_with_digest(tmp_path: Path, http_server, cache_dir: Path)
     record = json.loads((out / F.LOCAL_RECORD).read_text())
     assert record["archive_sha256"] == digest and len(record["files"]) == 800
     assert F.verify_dataset("stylized-16", root) == []
-    ds = stimuli.STIMULUS_SETS["stylized-16"].load(root, None, cache_dir)
+    ds = catalog.get("stylized-16").load(root, None, cache_dir)
     assert len(ds) == 800 and ds.labels.bincount(minlength=16).tolist() == [50] * 16
     assert not list(root.glob(".stylized-16.*"))  # no temporary directories left
 

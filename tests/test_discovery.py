@@ -26,5 +26,5 @@ def test_duplicate_metric_names_are_an_error_naming_both(monkeypatch):
 
 
 def test_unknown_metric_lists_the_installed_ones():
-    with pytest.raises(discovery.PluginError, match="installed: .*accuracy"):
+    with pytest.raises(discovery.PluginError, match="known: .*accuracy"):
         discovery.load_metric("nope")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from biasbench.harness.datasets import synthetic as W
-from biasbench.metrics.base import DEMO_WORLD, EvalContext, ModelWrapper
+from biasbench.core import world as W
+from biasbench.core.labels import DEMO_WORLD
+from biasbench.metrics.base import EvalContext, ModelWrapper
 from tests.oracles import ShapeOnlyOracle, TextureOnlyOracle, segment
 
 K = W.NUM_CLASSES

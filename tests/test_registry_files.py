@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from biasbench.metrics.base import Preprocess
+from biasbench.core.preprocess import Preprocess
 from biasbench.registry import loading
 from biasbench.registry.registry_files import (
     RegistryError,

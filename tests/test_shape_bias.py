@@ -12,18 +12,17 @@ import pytest
 import torch
 from torch import nn
 
-from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, EvalContext, ImageSet, ModelWrapper, NotApplicable
+from biasbench.core.cue_conflict import parse_cue_conflict_name
+from biasbench.core.label_spaces.imagenet import categories16, imagenet16_table
+from biasbench.core.labels import DEMO_WORLD, IMAGENET16, IMAGENET_1K
+from biasbench.metrics.base import EvalContext, ImageSet, ModelWrapper, NotApplicable
 from biasbench.metrics.shape_bias import (
-    IMAGENET16,
     Acc16,
     ShapeBias,
-    aggregate_imagenet16,
-    categories16,
+    aggregate_groups,
     count_cue_conflict,
     count_named,
     decide,
-    imagenet16_table,
-    parse_cue_conflict_name,
 )
 
 CATS = categories16()
@@ -103,10 +102,10 @@ def test_count_cue_conflict_by_hand() -> None:
 def test_aggregate_uniform() -> None:
     p = torch.full((2, 1000), 1e-3, dtype=torch.float64)
     sizes = torch.tensor([len(v) for v in imagenet16_table().values()], dtype=torch.float64)
-    torch.testing.assert_close(aggregate_imagenet16(p, "mean"), torch.full((2, 16), 1e-3, dtype=torch.float64))
-    torch.testing.assert_close(aggregate_imagenet16(p, "sum"), (sizes * 1e-3).expand(2, 16))
+    torch.testing.assert_close(aggregate_groups(p, imagenet16_table().values(), "mean"), torch.full((2, 16), 1e-3, dtype=torch.float64))
+    torch.testing.assert_close(aggregate_groups(p, imagenet16_table().values(), "sum"), (sizes * 1e-3).expand(2, 16))
     with pytest.raises(ValueError, match="aggregation"):
-        aggregate_imagenet16(p, "max")
+        aggregate_groups(p, imagenet16_table().values(), "max")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,7 +308,7 @@ def test_demo_world_identity_path(pixel: int, expected: float) -> None:
 
 
 def _oracles():
-    oracles = pytest.importorskip("tests.oracles", reason="tests/oracles.py (demo-world oracles) not present yet")
+    from tests import oracles
     for name in ("TextureOnlyOracle", "ShapeOnlyOracle"):
         if not hasattr(oracles, name):
             pytest.skip(f"tests/oracles.py has no {name}")
@@ -319,7 +318,7 @@ def _oracles():
 def _oracle_model(cls: type) -> ModelWrapper:
     """An oracle (an nn.Module: float [0, 1] images -> logits over the world's classes) behind the
     identity normalisation, labeled in the demo world's label space."""
-    from biasbench.harness.datasets import synthetic
+    from biasbench.core import world as synthetic
 
     k = synthetic.NUM_CLASSES
     return ModelWrapper(cls(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=k, label_space=DEMO_WORLD).eval()
@@ -393,12 +392,12 @@ def load_lite0(cache_dir: Path) -> ModelWrapper:
 @pytest.fixture(scope="session")
 def lite0_results(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """shape_bias and acc16 of efficientnet-lite0 on the real stimuli, computed once per session."""
-    from biasbench.harness.datasets import stimuli
+    from biasbench.harness.datasets import catalog
 
     cache = tmp_path_factory.mktemp("cache")
     model = load_lite0(cache)
     ctx = EvalContext(batch_size=64)
-    sets = {n: stimuli.STIMULUS_SETS[n].load(shared_data, None, cache) for n in ("cue-conflict", "edges", "filled-silhouettes")}
+    sets = {n: catalog.get(n).load(shared_data, None, cache) for n in ("cue-conflict", "edges", "filled-silhouettes")}
     return {
         "shape_bias": ShapeBias().evaluate(model, {"cue_conflict": sets["cue-conflict"]}, ctx),
         "acc16": Acc16().evaluate(model, {"edges": sets["edges"], "silhouettes": sets["filled-silhouettes"]}, ctx),

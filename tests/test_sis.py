@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from biasbench.core.labels import DEMO_WORLD, IMAGENET_1K
 from biasbench.metrics.base import (
-    DEMO_WORLD,
-    IMAGENET_1K,
     EvalContext,
     ImageSet,
     MetricError,
     ModelWrapper,
     NotApplicable,
+    ParamError,
     seeded_subset,
 )
 from biasbench.metrics.sis import SIS, default_k, default_tau, random_subset
@@ -432,8 +432,8 @@ def test_exact_refuses_large_inputs_and_bad_params():
     with pytest.raises(MetricError, match="1024 pixels"):
         SIS(method="exact").evaluate(model, {"images": imageset(x)}, EvalContext())
     for bad in ({"method": "greedy"}, {"baseline": "blue"}, {"k": 0}, {"tau": 1.5}, {"q": 0.0}):
-        with pytest.raises(MetricError):
-            SIS(**bad).evaluate(model, {"images": imageset(x[:, :, :8, :8])}, EvalContext())
+        with pytest.raises(ParamError, match=f"parameter {next(iter(bad))}"):
+            SIS(**bad)  # rejected when built, before any model or data
 
 
 def test_scalars_rest_on_covered_images_and_count_them():

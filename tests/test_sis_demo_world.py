@@ -35,13 +35,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-oracles = pytest.importorskip("tests.oracles")
-world = pytest.importorskip("biasbench.harness.datasets.synthetic")
-
-from biasbench.metrics.base import DEMO_WORLD, EvalContext, ModelWrapper  # noqa: E402
+from biasbench.core import world  # noqa: E402
+from biasbench.core.labels import DEMO_WORLD  # noqa: E402
+from biasbench.metrics.base import EvalContext, ModelWrapper  # noqa: E402
 from biasbench.metrics.sis import SIS  # noqa: E402
 from biasbench.metrics.sis_backselect import exact_backselect  # noqa: E402
 from biasbench.metrics.sis_traces import sis_mask  # noqa: E402
+from tests import oracles  # noqa: E402
 
 MEAN = (0.5, 0.49, 0.5)  # about the world's pixel mean
 

@@ -12,16 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from biasbench.harness.datasets import stimuli
+from biasbench.core.cue_conflict import parse_cue_conflict_name
+from biasbench.core.label_spaces.imagenet import categories16
+from biasbench.core.labels import IMAGENET16
+from biasbench.core.preprocess import Preprocess
+from biasbench.harness.datasets import catalog
 from biasbench.harness.datasets.catalog import DatasetMissing
-from biasbench.metrics.base import Preprocess
-from biasbench.metrics.shape_bias import IMAGENET16, categories16, parse_cue_conflict_name
 
 CATS = categories16()
 
 
 def load(name: str, root: Path, cache: Path, pre: Preprocess | None = None):
-    return stimuli.STIMULUS_SETS[name].load(root, pre, cache)
+    return catalog.get(name).load(root, pre, cache)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def test_registered_in_catalog() -> None:
 
     for name in ("cue-conflict", "edges", "filled-silhouettes", "stylized-16"):
         entry = catalog.get(name)
-        assert entry is stimuli.STIMULUS_SETS[name]
+        assert entry is catalog.get(name)
         assert entry.as_stored and entry.label_space == IMAGENET16
         assert f"bench data fetch {name}" in entry.how_to_get
 
@@ -69,7 +71,7 @@ def test_shape_only_sets(name: str, shared_data: Path, cache_dir: Path) -> None:
 
 
 def test_manifest_hash_is_cheap_and_stable(shared_data: Path) -> None:
-    entry = stimuli.STIMULUS_SETS["edges"]
+    entry = catalog.get("edges")
     assert entry.manifest(shared_data, None) == entry.manifest(shared_data, Preprocess())
 
 
@@ -79,7 +81,7 @@ def test_missing_dataset(tmp_path: Path, cache_dir: Path) -> None:
     msg = str(e.value)
     assert str((tmp_path / "cue-conflict").resolve()) in msg and "bench data fetch cue-conflict" in msg
     with pytest.raises(DatasetMissing, match="--sha256"):
-        stimuli.STIMULUS_SETS["stylized-16"].manifest(tmp_path, None)
+        catalog.get("stylized-16").manifest(tmp_path, None)
 
 
 def test_incomplete_or_extra_files(shared_data: Path, tmp_path: Path, cache_dir: Path) -> None:

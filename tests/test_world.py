@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from biasbench.harness import corruptions as C
+from biasbench.core import corruptions as C
+from biasbench.core import world as W
+from biasbench.core.labels import DEMO_WORLD
 from biasbench.harness.datasets import catalog
-from biasbench.harness.datasets import synthetic as W
-from biasbench.metrics.base import DEMO_WORLD
 
 SMALL = W.WorldConfig(
     n_train=64, n_test=100, n_per_pair=2, n_silhouette=40, n_texture_only=40, n_edges=40, n_corrupt=40

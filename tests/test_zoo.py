@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from biasbench.harness import training
-from biasbench.harness.datasets import synthetic as W
-from biasbench.metrics.base import DEMO_WORLD, EvalContext, ModelWrapper
+from biasbench.core import world as W
+from biasbench.core.labels import DEMO_WORLD
+from biasbench.metrics.base import EvalContext, ModelWrapper
 from biasbench.registry import zoo
+from biasbench.registry.zoo import training
 
 MANIFEST = zoo.weights_dir() / "manifest.json"
 

@@ -19,11 +19,13 @@ from typing import Any
 
 import torch
 
+from biasbench.core import labels
+from biasbench.core.images import ImageSet
 from biasbench.harness.datasets import catalog
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
 from biasbench.harness.store import Store
-from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, EvalContext, ImageSet, ModelWrapper
+from biasbench.metrics.base import EvalContext, ModelWrapper
 from biasbench.registry import loading
 from biasbench.registry.spec import LoadedCheckpoint
 
@@ -74,23 +76,14 @@ class DatasetCache:
         return self._sets[key]
 
 
-def label_space_size(label_space: str, default: int) -> int:
-    """The class count a label space demands (the model's logits are checked against it)."""
-    if label_space == IMAGENET_1K:
-        return 1000
-    if label_space == DEMO_WORLD:
-        from biasbench.registry import zoo
-
-        return int(zoo.NUM_CLASSES)
-    return default
-
-
 def wrap_model(loaded: LoadedCheckpoint, device: torch.device) -> ModelWrapper:
     model = ModelWrapper(
         loaded.net,
         mean=loaded.preprocess.mean,
         std=loaded.preprocess.std,
-        num_classes=label_space_size(loaded.label_space, default=loaded.num_classes),
+        # the label space's class count (the logits are checked against it); a label space no plugin
+        # declares: the checkpoint's own num_classes
+        num_classes=labels.num_classes(loaded.label_space) or loaded.num_classes,
         label_space=loaded.label_space,
         checkpoint_id=loaded.spec.id,
     )
@@ -159,7 +152,7 @@ def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: Exe
     try:
         inputs = {role: data.get(rd) for role, rd in job.datasets.items()}
         result = job.metric.evaluate(model, inputs, ctx)
-        result.validate(job.metric.name)
+        result.validate(job.metric.name, job.metric.item_columns)
         seconds = time.perf_counter() - t0
         n = {k: result.n_for(k) for k in result.scalars}
         store.write_job(

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biasbench.core.hashing import config_hash
+from biasbench.core.preprocess import Preprocess
 from biasbench.harness.datasets import catalog
 from biasbench.harness.store import JobKey
-from biasbench.metrics.base import DatasetRequest, Metric, NotApplicable, Preprocess, config_hash
+from biasbench.metrics.base import DatasetRequest, Metric, NotApplicable
 from biasbench.registry import loading
 from biasbench.registry.spec import CheckpointSpec
 

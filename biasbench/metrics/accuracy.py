@@ -14,26 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 
 from biasbench.metrics.base import (
-    DEMO_WORLD,
-    IMAGENET_1K,
     DatasetRequest,
     EvalContext,
     ImageSet,
     Metric,
-    MetricError,
     MetricResult,
     ModelWrapper,
-    NotApplicable,
 )
-
-
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean (N,): label among the top-k logits."""
-    k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+from biasbench.metrics.common import check_labels, dataset_request, topk_correct
 
 
 class Accuracy(Metric):
@@ -41,29 +31,18 @@ class Accuracy(Metric):
 
     name = "accuracy"
     version = "1"
+    item_columns = ("label", "prediction", "confidence")
 
     @dataclass(frozen=True)
     class Params:
         dataset: str | None = None  # None: imagenet-val (ImageNet) / demo-world/test (demo world)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        if self.params.dataset:
-            return {"images": DatasetRequest(self.params.dataset)}
-        if label_space == IMAGENET_1K:
-            return {"images": DatasetRequest("imagenet-val")}
-        if label_space == DEMO_WORLD:
-            return {"images": DatasetRequest("demo-world/test")}
-        raise NotApplicable(f"accuracy has no default dataset for label space {label_space!r}")
+        return {"images": dataset_request(self.name, label_space, self.params.dataset)}
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         ds = data["images"]
-        if ds.label_space != model.label_space:
-            raise MetricError(
-                f"dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts {model.label_space!r}"
-            )
-        keep = ds.labels >= 0
-        if not bool(keep.any()):
-            raise MetricError(f"dataset {ds.name!r} has no labeled images")
+        keep = check_labels(ds, model, self.name)
         logits = ctx.predict(model, ds.images, description=f"accuracy on {ds.name}")
         labels = ds.labels
         top1 = topk_correct(logits[keep], labels[keep], 1)

@@ -19,16 +19,19 @@ Third-party metrics register with the entry-point group ``biasbench.metrics``::
     [project.entry-points."biasbench.metrics"]
     my_metric = "my_package.my_module:MyMetric"
 
-Metrics never touch the store, the CLI or the network.
+``ImageSet`` and ``Preprocess`` are foundations (:mod:`biasbench.core`), re-exported here so a plugin
+needs one import. Label spaces (class names, default datasets per purpose, decision rules, per-metric
+defaults) come from :mod:`biasbench.core.labels`. Metrics never touch the store, the CLI or the network;
+see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import math
+import types
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -38,15 +41,27 @@ import pandas as pd
 import torch
 from torch import nn
 
+from biasbench.core.hashing import jsonable, sha256_text
+from biasbench.core.images import ImageSet
+from biasbench.core.plugins import first_paragraph
+from biasbench.core.preprocess import Preprocess
+
+__all__ = [
+    "DatasetRequest",
+    "EvalContext",
+    "ImageSet",
+    "Metric",
+    "MetricError",
+    "MetricResult",
+    "ModelWrapper",
+    "NotApplicable",
+    "ParamError",
+    "Preprocess",
+    "check_finite",
+    "seeded_subset",
+]
+
 _T = TypeVar("_T")
-
-# ----------------------------------------------------------------------------------------------------
-# Label spaces
-# ----------------------------------------------------------------------------------------------------
-
-IMAGENET_1K = "imagenet-1k"
-DEMO_WORLD = "demo-world"
-
 
 class MetricError(RuntimeError):
     """A metric could not produce a valid result (the message says why)."""
@@ -62,32 +77,6 @@ class NotApplicable(MetricError):
 
 
 @dataclass(frozen=True)
-class Preprocess:
-    """How a checkpoint wants its images: resize the short side, centre-crop, then normalise."""
-
-    resize: int = 256
-    crop: int = 224
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_mapping(cls, m: dict[str, Any]) -> Preprocess:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(m) - known
-        if unknown:
-            raise ValueError(f"unknown preprocess keys {sorted(unknown)}; known: {sorted(known)}")
-        kw = dict(m)
-        for k in ("mean", "std"):
-            if k in kw:
-                kw[k] = tuple(float(v) for v in kw[k])
-        return cls(**kw)
-
-
-@dataclass(frozen=True)
 class DatasetRequest:
     """A metric's request for a dataset by registry name.
 
@@ -98,57 +87,6 @@ class DatasetRequest:
 
     name: str
     preprocess: Preprocess | None = None
-
-
-@dataclass
-class ImageSet:
-    """Images for a metric: uint8 (N, 3, H, W) on the CPU (possibly memory-mapped), with labels.
-
-    ``labels``: int64 (N,) indices into ``class_names`` (-1 = unknown). ``meta`` holds extra per-item
-    columns (e.g. ``texture`` labels of cue-conflict stimuli, a corruption ``severity``).
-    ``manifest_hash`` identifies the exact content (part of every result's ``config_hash``).
-    """
-
-    name: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    class_names: list[str]
-    label_space: str
-    item_ids: list[str]
-    manifest_hash: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(
-                f"dataset {self.name!r}: images must be uint8 (N, 3, H, W), got "
-                f"{tuple(self.images.shape)} {self.images.dtype}"
-            )
-        n = self.images.shape[0]
-        if self.labels.shape != (n,):
-            raise ValueError(f"dataset {self.name!r}: {n} images but labels of shape {tuple(self.labels.shape)}")
-        if len(self.item_ids) != n:
-            raise ValueError(f"dataset {self.name!r}: {n} images but {len(self.item_ids)} item ids")
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
-        idx = torch.as_tensor(index, dtype=torch.long)
-        meta = {
-            k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in idx.tolist()])
-            for k, v in self.meta.items()
-        }
-        return ImageSet(
-            name=self.name,
-            images=self.images[idx],
-            labels=self.labels[idx],
-            class_names=self.class_names,
-            label_space=self.label_space,
-            item_ids=[self.item_ids[i] for i in idx.tolist()],
-            manifest_hash=_sha(self.manifest_hash + ":" + ",".join(map(str, idx.tolist()))),
-            meta=meta,
-        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -236,7 +174,7 @@ class EvalContext:
     def generator(self, salt: str = "") -> torch.Generator:
         """A seeded generator on the device, independent of batch size (seed = ctx.seed + salt)."""
         g = torch.Generator(device=self.device)
-        g.manual_seed(int(_sha(f"{self.seed}:{salt}")[:12], 16))
+        g.manual_seed(int(sha256_text(f"{self.seed}:{salt}")[:12], 16))
         return g
 
     def to_device(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -336,7 +274,15 @@ class MetricResult:
             return int(self.n.get(key, 0))
         return int(self.n)
 
-    def validate(self, metric: str) -> None:
+    def validate(self, metric: str, item_columns: tuple[str, ...] = ()) -> None:
+        """Raise :class:`MetricError` unless every scalar is a number other than NaN under
+        a non-empty key and the items (if any) are a DataFrame with ``item`` and ``item_columns``."""
+        if self.items is not None:
+            if not isinstance(self.items, pd.DataFrame):
+                raise MetricError(f"metric {metric!r} returned items of type {type(self.items).__name__}, not a DataFrame")
+            missing = [c for c in ("item", *item_columns) if c not in self.items.columns]
+            if missing:
+                raise MetricError(f"metric {metric!r}: its per-item table lacks the declared columns {missing}")
         if not self.scalars:
             raise MetricError(f"metric {metric!r} returned no scalars")
         for k, v in self.scalars.items():
@@ -350,6 +296,11 @@ class MetricResult:
                 raise MetricError(f"metric {metric!r}: scalar {k!r} is NaN")
 
 
+class ParamError(ValueError):
+    """A metric parameter has a wrong type or value (the message names the metric and the parameter);
+    raised when the metric is built, i.e. when the job is planned, before any model loads."""
+
+
 class Metric:
     """Base class for metric plugins. Subclasses set ``name``, ``version``, ``Params`` and implement
     ``datasets`` and ``evaluate``. The class docstring is the metric's definition (shown by
@@ -359,6 +310,8 @@ class Metric:
     version: ClassVar[str] = "1"
     #: the keys worth a glance, printed when a job ends (default: the first three scalars)
     headline: ClassVar[tuple[str, ...]] = ()
+    #: columns every per-item table of this metric has besides ``item`` (checked on every result)
+    item_columns: ClassVar[tuple[str, ...]] = ()
 
     @dataclass(frozen=True)
     class Params:
@@ -366,7 +319,23 @@ class Metric:
 
     def __init__(self, params: Any | None = None, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
-        self.params = dataclasses.replace(base, **overrides) if overrides else base
+        if overrides:
+            known = {f.name for f in dataclasses.fields(base)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ParamError(
+                    f"metric {self.name!r} has no parameter {', '.join(unknown)}; it has: {', '.join(sorted(known)) or 'none'}"
+                )
+            try:
+                base = dataclasses.replace(base, **overrides)
+            except (TypeError, ValueError) as e:
+                raise ParamError(f"metric {self.name!r}: {e}") from e
+        self.params = coerce_params(self.name, base)
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Reject bad parameter values (raise :class:`ParamError` naming the parameter). The types
+        were already checked against the ``Params`` annotations; override for value ranges."""
 
     # -- to implement ---------------------------------------------------------------------------
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
@@ -378,22 +347,65 @@ class Metric:
 
     # -- provided -------------------------------------------------------------------------------
     def params_json(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self.params))
+        return jsonable(dataclasses.asdict(self.params))
 
     @classmethod
     def summary(cls) -> str:
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        """The first paragraph of the class docstring, as one line."""
+        return first_paragraph(cls.__doc__)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
+def _matches(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(does ``value`` fit the annotation ``hint``, the value normalised: lists -> tuples, int -> float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for a in args:
+            ok, v = _matches(value, a)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [_matches(v, args[0]) for v in value]
+            return all(ok for ok, _ in items), tuple(v for _, v in items)
+        if len(args) == len(value):
+            items = [_matches(v, a) for v, a in zip(value, args, strict=True)]
+            return all(ok for ok, _ in items), tuple(v for _, v in items)
+        return False, value
+    return True, value  # an annotation we do not check
+
+
+def coerce_params(metric: str, params: Any) -> Any:
+    """Check every parameter against its ``Params`` annotation (``-p`` values arrive parsed from
+    JSON or as strings) and normalise lists to tuples; a mismatch is a :class:`ParamError` naming the
+    parameter, its value and the expected type."""
+    try:
+        hints = typing.get_type_hints(type(params))
+    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+        return params
+    changes = {}
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        ok, norm = _matches(value, hints.get(f.name, Any))
+        if not ok:
+            expected = str(hints[f.name]).replace("typing.", "").replace("NoneType", "None")
+            raise ParamError(f"metric {metric!r}: parameter {f.name} = {value!r} is not {expected}")
+        if norm is not value and norm != value or type(norm) is not type(value):
+            changes[f.name] = norm
+    return dataclasses.replace(params, **changes) if changes else params
 
 
 def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -402,12 +414,3 @@ def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
         return np.arange(n_total)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5151]))
     return np.sort(rng.choice(n_total, size=n, replace=False))
-
-
-def _sha(s: str) -> str:
-    return hashlib.sha256(s.encode()).hexdigest()
-
-
-def config_hash(parts: dict[str, Any]) -> str:
-    """Content key of a job: sha256 of the canonical JSON of its parts (first 16 hex digits)."""
-    return _sha(json.dumps(_jsonable(parts), sort_keys=True, separators=(",", ":")))[:16]

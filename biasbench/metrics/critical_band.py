@@ -69,10 +69,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from biasbench.metrics.accuracy import topk_correct
 from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
 from biasbench.metrics.base import (
-    DEMO_WORLD,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -80,9 +78,17 @@ from biasbench.metrics.base import (
     MetricError,
     MetricResult,
     ModelWrapper,
+    ParamError,
+)
+from biasbench.metrics.common import (
+    dataset_request,
+    eval_index,
+    fixed_geometry,
+    no_autocast,
+    space_default,
+    topk_correct,
 )
 from biasbench.metrics.laplacian_pyramid import LaplacianBands, band_centre_frequency, equalised_band_noise
-from biasbench.metrics.spectral import default_datasets, eval_index, no_autocast
 
 NOISE_SDS: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16)
 CONTRAST = 0.2
@@ -243,12 +249,119 @@ def fit_keys(fit: BandFit | None, suffix: str) -> dict[str, float]:
     }
 
 
+def _predict_conditions(
+    model: ModelWrapper,
+    ctx: EvalContext,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    transform: Callable[[int, float], CriticalBandTransform],
+    n_bands: int,
+    sds: tuple[float, ...],
+    dataset_name: str,
+) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Top-1 correctness of every condition and the accuracy matrix.
+
+    Conditions run clean first, then band by band (coarse to fine), each band at every noise level.
+    Returns (``{"clean": …, "f{f}_sd{sd}": …}`` bool (N,) tensors in that order, accuracy matrix (sd
+    rows: clean, then ``sds``; band columns) with the clean accuracy in every column of row 0).
+    """
+    correct: dict[str, torch.Tensor] = {}
+    logits = ctx.predict(
+        model, images, transform=transform(0, 0.0), description=f"critical band: clean ({dataset_name})"
+    )
+    correct["clean"] = topk_correct(logits, labels, 1)
+    acc = np.zeros((len(sds) + 1, n_bands))
+    acc[0, :] = float(correct["clean"].float().mean())
+    for f in range(n_bands):
+        for j, sd in enumerate(sds, start=1):
+            logits = ctx.predict(
+                model,
+                images,
+                transform=transform(n_bands - 1 - f, sd),
+                description=f"critical band: f={f} sd={sd:g}",
+            )
+            key = f"f{f}_sd{sd:g}"
+            correct[key] = topk_correct(logits, labels, 1)
+            acc[j, f] = float(correct[key].float().mean())
+    return correct, acc
+
+
+def _threshold_fit(
+    acc: np.ndarray, criterion: float, suffix: str, base_frequency: float, a_max: float
+) -> tuple[dict[str, float], list[str]]:
+    """``threshold_{suffix}@f{f}`` per band plus the Gaussian fit's keys, and the flags they raise.
+
+    The fit keys are omitted (with a flag) when the fit fails or the thresholds are flat.
+    """
+    n_bands = acc.shape[1]
+    flags: list[str] = []
+    t = thresholds(acc, criterion)
+    scalars = {f"threshold_{suffix}@f{f}": float(t[f]) for f in range(n_bands)}
+    fit: BandFit | None = None
+    try:
+        fit = fit_thresholds(t, base_frequency=base_frequency, a_max=a_max)
+    except (RuntimeError, ValueError) as e:
+        flags.append(f"critical_band: Gaussian fit of the {suffix} thresholds {t.tolist()} failed: {e}")
+    if fit is not None and len(set(t.tolist())) == 1:
+        flags.append(
+            f"critical_band: {suffix} thresholds are flat ({t.tolist()}): no channel to fit, "
+            f"bandwidth / centre frequency / peak sensitivity ({suffix}) omitted"
+        )
+        fit = None
+    scalars.update(fit_keys(fit, suffix))
+    return scalars, flags
+
+
+def _scalars_and_flags(
+    acc: np.ndarray, sds: tuple[float, ...], image_size: int, colour: bool, stats: NoiseStats
+) -> tuple[dict[str, float], list[str]]:
+    """The result's scalars (in the documented key order) and flags from the accuracy matrix."""
+    n_bands = acc.shape[1]
+    clean = float(acc[0, 0])
+    scalars: dict[str, float] = {
+        "clean_acc": clean,
+        "n_bands": float(n_bands),
+        "colour_stimulus": float(colour),
+    }
+    for f in range(n_bands):
+        for j, sd in enumerate(sds, start=1):
+            scalars[f"acc@f{f}_sd{sd:g}"] = float(acc[j, f])
+    flags: list[str] = []
+    base = band_centre_frequency(0, image_size, n_bands)
+    for suffix, criterion in (("raw", 0.5), ("norm", 0.5 * clean)):
+        fit_scalars, fit_flags = _threshold_fit(acc, criterion, suffix, base, float(len(sds)))
+        scalars.update(fit_scalars)
+        flags.extend(fit_flags)
+    if stats.pixels:
+        scalars["out_of_range_pixel_fraction"] = stats.out_of_range / stats.pixels
+        scalars["redrawn_pixel_fraction"] = stats.redrawn / stats.pixels
+    if clean <= 0.5:
+        flags.append(
+            f"critical_band: clean accuracy {clean:.3f} ≤ 50 %: the raw thresholds are uninformative"
+        )
+    return scalars, flags
+
+
+def _items(
+    ds: ImageSet, index: list[int], labels: torch.Tensor, correct: dict[str, torch.Tensor]
+) -> pd.DataFrame:
+    """Per-item outputs: item id, label and one 0/1 ``correct_<condition>`` column per condition."""
+    return pd.DataFrame(
+        {
+            "item": [ds.item_ids[i] for i in index],
+            "label": labels.numpy(),
+            **{f"correct_{k}": v.numpy().astype(np.int8) for k, v in correct.items()},
+        }
+    )
+
+
 class CriticalBand(Metric):
     """Critical-band masking (Subramanian et al. 2023): noise thresholds per spatial-frequency band and
     the fitted channel's bandwidth, centre frequency and peak noise sensitivity (raw and normalised)."""
 
     name = "critical_band"
     version = "2"
+    item_columns = ("label", "correct_clean")
     headline = ("clean_acc", "bandwidth_norm", "centre_frequency_norm", "peak_noise_sensitivity_norm")
 
     @dataclass(frozen=True)
@@ -263,7 +376,19 @@ class CriticalBand(Metric):
         n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        return default_datasets(self.name, label_space, self.params.dataset, self.params.interpolation)
+        return {"images": dataset_request(self.name, label_space, self.params.dataset,
+                                          preprocess=fixed_geometry(self.params.interpolation))}
+
+    def check_params(self) -> None:
+        p = self.params
+        if p.stimulus is not None and p.stimulus not in STIMULI:
+            raise ParamError(
+                f"critical_band: parameter stimulus = {p.stimulus!r} is unknown; choose one of {', '.join(STIMULI)}"
+            )
+        if p.n_images is not None and p.n_images < 1:
+            raise ParamError(f"critical_band: parameter n_images must be ≥ 1, got {p.n_images}")
+        if not p.noise_sds or any(s <= 0 for s in p.noise_sds):
+            raise ParamError(f"critical_band: parameter noise_sds must be positive numbers, got {p.noise_sds}")
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
@@ -275,11 +400,9 @@ class CriticalBand(Metric):
         bands = LaplacianBands(h, w)
         n_bands, sds = bands.levels, tuple(float(s) for s in p.noise_sds)
         stats = NoiseStats()
-        stimulus = p.stimulus or ("colour" if model.label_space == DEMO_WORLD else GRAY_LOW_CONTRAST)
-        if stimulus not in STIMULI:
-            raise MetricError(
-                f"critical_band: unknown stimulus {stimulus!r}; choose one of {', '.join(STIMULI)}"
-            )
+        stimulus = p.stimulus or space_default(self.name, model.label_space, "stimulus", GRAY_LOW_CONTRAST)
+        if stimulus not in STIMULI:  # a label space's default (the parameter was checked when built)
+            raise MetricError(f"critical_band: unknown stimulus {stimulus!r}; choose one of {', '.join(STIMULI)}")
 
         def transform(level: int, sd: float) -> CriticalBandTransform:
             return CriticalBandTransform(
@@ -295,66 +418,7 @@ class CriticalBand(Metric):
                 colour=stimulus == "colour",
             )
 
-        correct: dict[str, torch.Tensor] = {}
-        logits = ctx.predict(
-            model, images, transform=transform(0, 0.0), description=f"critical band: clean ({ds.name})"
-        )
-        correct["clean"] = topk_correct(logits, labels, 1)
-        acc = np.zeros((len(sds) + 1, n_bands))
-        acc[0, :] = float(correct["clean"].float().mean())
-        for f in range(n_bands):
-            for j, sd in enumerate(sds, start=1):
-                logits = ctx.predict(
-                    model,
-                    images,
-                    transform=transform(n_bands - 1 - f, sd),
-                    description=f"critical band: f={f} sd={sd:g}",
-                )
-                key = f"f{f}_sd{sd:g}"
-                correct[key] = topk_correct(logits, labels, 1)
-                acc[j, f] = float(correct[key].float().mean())
-
-        clean = float(acc[0, 0])
-        scalars: dict[str, float] = {
-            "clean_acc": clean,
-            "n_bands": float(n_bands),
-            "colour_stimulus": float(stimulus == "colour"),
-        }
-        for f in range(n_bands):
-            for j, sd in enumerate(sds, start=1):
-                scalars[f"acc@f{f}_sd{sd:g}"] = float(acc[j, f])
-        flags: list[str] = []
-        base = band_centre_frequency(0, min(h, w), n_bands)
-        for suffix, criterion in (("raw", 0.5), ("norm", 0.5 * clean)):
-            t = thresholds(acc, criterion)
-            scalars.update({f"threshold_{suffix}@f{f}": float(t[f]) for f in range(n_bands)})
-            fit: BandFit | None = None
-            try:
-                fit = fit_thresholds(t, base_frequency=base, a_max=float(len(sds)))
-            except (RuntimeError, ValueError) as e:
-                flags.append(
-                    f"critical_band: Gaussian fit of the {suffix} thresholds {t.tolist()} failed: {e}"
-                )
-            if fit is not None and len(set(t.tolist())) == 1:
-                flags.append(
-                    f"critical_band: {suffix} thresholds are flat ({t.tolist()}): no channel to fit, "
-                    f"bandwidth / centre frequency / peak sensitivity ({suffix}) omitted"
-                )
-                fit = None
-            scalars.update(fit_keys(fit, suffix))
-        if stats.pixels:
-            scalars["out_of_range_pixel_fraction"] = stats.out_of_range / stats.pixels
-            scalars["redrawn_pixel_fraction"] = stats.redrawn / stats.pixels
-        if clean <= 0.5:
-            flags.append(
-                f"critical_band: clean accuracy {clean:.3f} ≤ 50 %: the raw thresholds are uninformative"
-            )
-
-        items = pd.DataFrame(
-            {
-                "item": [ds.item_ids[i] for i in index],
-                "label": labels.numpy(),
-                **{f"correct_{k}": v.numpy().astype(np.int8) for k, v in correct.items()},
-            }
-        )
+        correct, acc = _predict_conditions(model, ctx, images, labels, transform, n_bands, sds, ds.name)
+        scalars, flags = _scalars_and_flags(acc, sds, min(h, w), stimulus == "colour", stats)
+        items = _items(ds, index, labels, correct)
         return MetricResult(scalars=scalars, n=len(index), items=items, flags=flags)

@@ -1,94 +1,52 @@
-"""Metric discovery through the entry-point group ``biasbench.metrics``.
+"""Metric discovery: the entry-point group ``biasbench.metrics`` through the shared plugin registry.
 
 Our own metrics register exactly like third-party ones (``pyproject.toml``). During development a
 plugin can also be named in the environment variable ``BIASBENCH_METRICS`` as
 ``module:Class[,module:Class…]`` without installing it. Two providers of the same metric name are an
-error that names both. A plugin that fails to import is reported with its provider and the error.
+error that names both; a plugin that fails to import is reported with its provider and the error
+(:mod:`biasbench.core.plugins`).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-from dataclasses import dataclass
-from importlib.metadata import entry_points
+from typing import Any
 
+from biasbench.core.plugins import PluginError, PluginRegistry, Provider
 from biasbench.metrics.base import Metric
 
 GROUP = "biasbench.metrics"
 ENV_VAR = "BIASBENCH_METRICS"
 
-
-class PluginError(RuntimeError):
-    """A metric plugin is broken, duplicated or unknown."""
+__all__ = ["ENV_VAR", "GROUP", "METRICS", "PluginError", "all_metrics", "load_metric", "providers"]
 
 
-@dataclass(frozen=True)
-class MetricProvider:
-    name: str
-    target: str  # "module:Class"
-    provider: str  # the distribution (package) that declares it, or the env var
-
-    def load(self) -> type[Metric]:
-        module, _, attr = self.target.partition(":")
-        try:
-            obj = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except Exception as e:  # noqa: BLE001 - any import error of a plugin is reported the same way
-            raise PluginError(f"metric {self.name!r} from {self.provider} ({self.target}) failed to load: {e!r}") from e
-        if not (isinstance(obj, type) and issubclass(obj, Metric)):
-            raise PluginError(f"metric {self.name!r} from {self.provider}: {self.target} is not a Metric subclass")
-        if obj.name != self.name:
-            raise PluginError(
-                f"metric entry point {self.name!r} from {self.provider} points to {self.target}, whose name is {obj.name!r}"
-            )
-        return obj
+def _check(name: str, obj: Any, p: Provider) -> type[Metric]:
+    if not (isinstance(obj, type) and issubclass(obj, Metric)):
+        raise PluginError(f"metric {name!r} from {p.provider}: {p.target} is not a Metric subclass")
+    if obj.name != name:
+        raise PluginError(f"metric entry point {name!r} from {p.provider} points to {p.target}, whose name is {obj.name!r}")
+    return obj
 
 
-def providers() -> dict[str, MetricProvider]:
-    """All declared metrics by name (nothing is imported yet)."""
-    found: dict[str, MetricProvider] = {}
-
-    def add(p: MetricProvider) -> None:
-        if p.name in found and found[p.name].target != p.target:
-            other = found[p.name]
-            raise PluginError(
-                f"metric name {p.name!r} is provided twice: by {other.provider} ({other.target}) and by "
-                f"{p.provider} ({p.target}); uninstall one of them"
-            )
-        found[p.name] = p
-
-    for ep in entry_points(group=GROUP):
-        dist = getattr(ep, "dist", None)
-        provider = f"package {dist.name}" if dist is not None else "an installed package"
-        add(MetricProvider(ep.name, ep.value, provider))
-    for item in filter(None, (s.strip() for s in os.environ.get(ENV_VAR, "").split(","))):
-        module, _, attr = item.partition(":")
-        if not attr:
-            raise PluginError(f"{ENV_VAR}: {item!r} is not of the form module:Class")
-        cls_name = _metric_name_of(item)
-        add(MetricProvider(cls_name, item, f"${ENV_VAR}"))
-    return found
-
-
-def _metric_name_of(target: str) -> str:
-    module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+def _env_name(obj: Any) -> str:
     name = getattr(obj, "name", "")
     if not name:
-        raise PluginError(f"{ENV_VAR}: {target} has no metric name")
-    return name
+        raise PluginError(f"{ENV_VAR}: {obj!r} has no metric name")
+    return str(name)
+
+
+#: Every installed metric plugin.
+METRICS: PluginRegistry[type[Metric]] = PluginRegistry("metric", GROUP, _check, env_var=ENV_VAR, env_name=_env_name)
+
+
+def providers() -> dict[str, Provider]:
+    """All declared metrics by name (entry points and ``$BIASBENCH_METRICS``)."""
+    return METRICS.providers()
 
 
 def load_metric(name: str) -> type[Metric]:
-    provs = providers()
-    if name not in provs:
-        raise PluginError(f"unknown metric {name!r}; installed: {', '.join(sorted(provs)) or 'none'}")
-    return provs[name].load()
+    return METRICS.get(name)
 
 
 def all_metrics() -> dict[str, type[Metric]]:
-    return {name: p.load() for name, p in sorted(providers().items())}
+    return METRICS.all()

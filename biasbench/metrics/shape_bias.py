@@ -7,7 +7,7 @@ al., NeurIPS 2021):
 1. Stimuli: the 1280 cue-conflict PNGs ``<shape>/<shape><i>-<texture><j>.png`` (224 x 224), used as
    stored: no resize, no crop, only the model's own normalisation (inside :class:`ModelWrapper`).
 2. Decision of an ImageNet-1k model: softmax over its 1000 logits; for each of the 16 entry-level
-   categories the MEAN of the probabilities of its ImageNet indices (table :data:`TABLE_FILE`, 207
+   categories the MEAN of the probabilities of its ImageNet indices (the ``imagenet-1k`` label space's decision rule onto ``imagenet16``, :mod:`biasbench.core.label_spaces.imagenet`; 207
    indices in all, identical to model-vs-human's ``human_categories.py``); argmax over the 16
    (ties: the first category in alphabetical order). ``aggregation="sum"`` sums instead of averaging
    (the rule of the original paper's first version); it is off by default because the mean is the
@@ -46,21 +46,18 @@ recomputed from the stored items).
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import pandas as pd
 import torch
 
+from biasbench.core import labels
+from biasbench.core.cue_conflict import parse_cue_conflict_name
+from biasbench.core.labels import IMAGENET16
 from biasbench.metrics.base import (
-    DEMO_WORLD,
-    IMAGENET_1K,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -71,56 +68,16 @@ from biasbench.metrics.base import (
     NotApplicable,
 )
 
-#: Label space of the 16-class stimulus datasets (cue-conflict, edges, silhouettes, Stylized-16).
-IMAGENET16 = "imagenet16"
-#: The one place the 16-category -> ImageNet-1k index table lives (package data).
-TABLE_FILE = "imagenet16.json"
 AGGREGATIONS = ("mean", "sum")
 
-_CUE_NAME = re.compile(r"(?:^|_)([a-z]+)(\d+)-([a-z]+)(\d+)\.png$")
 
 
-# ----------------------------------------------------------------------------------------------------
-# The 16-category table
-# ----------------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def imagenet16_table() -> dict[str, tuple[int, ...]]:
-    """``{category: ImageNet-1k indices}`` in category order (alphabetical, 16 entries, 207 indices)."""
-    raw = json.loads(resources.files("biasbench.metrics").joinpath(TABLE_FILE).read_text())
-    table = {name: tuple(int(i) for i in idx) for name, idx in raw["categories"].items()}
-    if list(table) != sorted(table) or len(table) != 16:
-        raise RuntimeError(f"{TABLE_FILE}: expected 16 categories in alphabetical order, got {list(table)}")
-    return table
-
-
-def categories16() -> list[str]:
-    """The 16 category names; index i of a 16-class dataset label is ``categories16()[i]``."""
-    return list(imagenet16_table())
-
-
-def parse_cue_conflict_name(name: str) -> tuple[str, str]:
-    """``(shape, texture)`` from a cue-conflict file name ``[...]_<shape><i>-<texture><j>.png``.
-
-    Accepts a bare name (``cat7-elephant1.png``), a relative path, and the long names of the
-    texture-vs-shape raw data (``0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png``).
-    """
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    m = _CUE_NAME.search(base)
-    if not m:
-        raise ValueError(f"{name!r} is not a cue-conflict stimulus name '<shape><i>-<texture><j>.png'")
-    return m.group(1), m.group(3)
-
-
-def aggregate_imagenet16(probs: torch.Tensor, aggregation: str = "mean") -> torch.Tensor:
-    """(N, 1000) ImageNet probabilities -> (N, 16) category scores (mean or sum over each category)."""
+def aggregate_groups(probs: torch.Tensor, groups: Sequence[Sequence[int]], aggregation: str = "mean") -> torch.Tensor:
+    """(N, C) probabilities -> (N, len(groups)) scores: mean (or sum) over each group of class indices."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; known: {', '.join(AGGREGATIONS)}")
-    if probs.ndim != 2 or probs.shape[1] != 1000:
-        raise MetricError(f"16-class aggregation needs (N, 1000) ImageNet-1k probabilities, got {tuple(probs.shape)}")
     cols = []
-    for idx in imagenet16_table().values():
+    for idx in groups:
         sel = probs[:, list(idx)]
         cols.append(sel.mean(dim=1) if aggregation == "mean" else sel.sum(dim=1))
     return torch.stack(cols, dim=1)
@@ -142,31 +99,41 @@ class Decisions:
     decision: torch.Tensor
     scores: torch.Tensor
     top1: torch.Tensor
+    #: item column of the scores: ``probs`` (the model's own classes) or ``p<K>`` (aggregated onto K)
+    scores_name: str = "probs"
 
 
 def decide(logits: torch.Tensor, model_label_space: str, ds: ImageSet, aggregation: str = "mean") -> Decisions:
     """Decisions of a model on ``ds`` in the dataset's label space.
 
-    An ImageNet-1k model on a 16-class set: softmax over the 1000 classes, ``aggregation`` over each
-    category's indices, argmax. A model whose label space is the dataset's (the demo world): argmax
-    of the logits (the aggregation is the identity).
+    A model whose label space is the dataset's (the demo world): argmax of the logits (the aggregation
+    is the identity). A model whose label space declares a decision rule onto the dataset's (ImageNet-1k
+    onto the 16 categories, :meth:`~biasbench.core.labels.LabelSpace.decision_groups`): softmax over
+    its classes, ``aggregation`` over each target class's group of indices, argmax.
     """
     logits = logits.float()
     top1 = logits.argmax(dim=1)
-    if ds.label_space == IMAGENET16 and model_label_space == IMAGENET_1K:
-        if ds.class_names != categories16():
-            raise MetricError(f"dataset {ds.name!r}: its class order differs from the 16-category table")
-        probs = logits.double().softmax(dim=1)
-        scores = aggregate_imagenet16(probs, aggregation)
-        decision = scores.argmax(dim=1)
-        mean_scores = scores if aggregation == "mean" else aggregate_imagenet16(probs, "mean")
-        return Decisions(decision=decision, scores=mean_scores.float(), top1=top1)
     if ds.label_space == model_label_space:
         if logits.shape[1] != len(ds.class_names):
             raise MetricError(
                 f"dataset {ds.name!r} has {len(ds.class_names)} classes but the model returns {logits.shape[1]}"
             )
         return Decisions(decision=top1, scores=logits.softmax(dim=1), top1=top1)
+    space = labels.find(model_label_space)
+    groups = space.decision_groups(ds.label_space) if space is not None else None
+    if space is not None and groups is not None:
+        if list(ds.class_names) != list(labels.get(ds.label_space).class_names):
+            raise MetricError(f"dataset {ds.name!r}: its class order differs from the label space {ds.label_space!r}")
+        if logits.shape[1] != space.num_classes:
+            raise MetricError(
+                f"the {ds.label_space} decision rule needs (N, {space.num_classes}) {space.name} probabilities, "
+                f"got {tuple(logits.shape)}"
+            )
+        probs = logits.double().softmax(dim=1)
+        scores = aggregate_groups(probs, groups, aggregation)
+        decision = scores.argmax(dim=1)
+        mean_scores = scores if aggregation == "mean" else aggregate_groups(probs, groups, "mean")
+        return Decisions(decision=decision, scores=mean_scores.float(), top1=top1, scores_name=f"p{len(groups)}")
     raise MetricError(
         f"no decision rule from a {model_label_space!r} model to dataset {ds.name!r} ({ds.label_space!r})"
     )
@@ -238,7 +205,7 @@ def count_named(decisions: Sequence[str], image_names: Sequence[str]) -> CueConf
     and the stimulus file names (its ``imagename``), through :func:`count_cue_conflict`."""
     if len(decisions) != len(image_names):
         raise ValueError(f"{len(decisions)} decisions but {len(image_names)} image names")
-    names = categories16()
+    names = list(labels.get(IMAGENET16).class_names)
     index = {c: i for i, c in enumerate(names)}
     pairs = [parse_cue_conflict_name(n) for n in image_names]
     for s, t in pairs:
@@ -290,7 +257,7 @@ def _items(ds: ImageSet, dec: Decisions, labels: torch.Tensor, texture: torch.Te
     if outcome is not None:
         cols["outcome"] = [OUTCOMES[i] for i in outcome.tolist()]
     cols["top1"] = dec.top1.numpy()
-    cols["p16" if ds.label_space == IMAGENET16 else "probs"] = list(dec.scores.numpy())
+    cols[dec.scores_name] = list(dec.scores.numpy())
     return pd.DataFrame(cols)
 
 
@@ -299,6 +266,7 @@ class ShapeBias(Metric):
 
     name = "shape_bias"
     version = "1"
+    item_columns = ("label", "texture", "decision", "correct", "outcome", "top1")
 
     @dataclass(frozen=True)
     class Params:
@@ -308,11 +276,11 @@ class ShapeBias(Metric):
             _check_aggregation(self.aggregation)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        if label_space == IMAGENET_1K:
-            return {"cue_conflict": DatasetRequest("cue-conflict")}
-        if label_space == DEMO_WORLD:
-            return {"cue_conflict": DatasetRequest("demo-world/cue-conflict")}
-        raise NotApplicable(f"shape_bias has no cue-conflict stimuli for label space {label_space!r}")
+        space = labels.find(label_space)
+        name = space.dataset("cue-conflict") if space is not None else None
+        if name is None:
+            raise NotApplicable(f"shape_bias has no cue-conflict stimuli for label space {label_space!r}")
+        return {"cue_conflict": DatasetRequest(name)}
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         ds = data["cue_conflict"]
@@ -341,19 +309,13 @@ class ShapeBias(Metric):
         return MetricResult(scalars=scalars, n=n, items=items)
 
 
-@dataclass(frozen=True)
-class _SetInfo:
-    key: str  # scalar key prefix and dataset role
-    imagenet: str  # dataset name for ImageNet-1k models
-    demo: str | None  # dataset name on the demo world (None: no counterpart)
-
-
-#: The 16-class sets ``acc16`` knows, by the name used in its ``sets`` parameter.
-ACC16_SETS: dict[str, _SetInfo] = {
-    "edges": _SetInfo("edges", "edges", "demo-world/edges"),
-    "filled-silhouettes": _SetInfo("silhouettes", "filled-silhouettes", "demo-world/silhouette"),
-    "stylized-16": _SetInfo("stylized16", "stylized-16", None),
-    "cue-conflict": _SetInfo("cue_conflict", "cue-conflict", "demo-world/cue-conflict"),
+#: The 16-class sets ``acc16`` knows: the name used in its ``sets`` parameter (also the dataset
+#: *purpose* looked up in the model's label space) -> scalar key prefix and dataset role.
+ACC16_SETS: dict[str, str] = {
+    "edges": "edges",
+    "filled-silhouettes": "silhouettes",
+    "stylized-16": "stylized16",
+    "cue-conflict": "cue_conflict",
 }
 
 
@@ -362,6 +324,7 @@ class Acc16(Metric):
 
     name = "acc16"
     version = "1"
+    item_columns = ("set", "label", "decision", "correct", "top1")
 
     @dataclass(frozen=True)
     class Params:
@@ -381,15 +344,13 @@ class Acc16(Metric):
             _check_aggregation(self.aggregation)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        if label_space == IMAGENET_1K:
-            return {ACC16_SETS[s].key: DatasetRequest(ACC16_SETS[s].imagenet) for s in self.params.sets}
-        if label_space == DEMO_WORLD:
-            out = {ACC16_SETS[s].key: DatasetRequest(ACC16_SETS[s].demo) for s in self.params.sets
-                   if ACC16_SETS[s].demo is not None}
-            if not out:
-                raise NotApplicable(f"acc16: none of the sets {list(self.params.sets)} exists in the demo world")
-            return out
-        raise NotApplicable(f"acc16 has no 16-class sets for label space {label_space!r}")
+        space = labels.find(label_space)
+        if space is None or not any(space.dataset(s) for s in ACC16_SETS):
+            raise NotApplicable(f"acc16 has no 16-class sets for label space {label_space!r}")
+        out = {ACC16_SETS[s]: DatasetRequest(space.dataset(s)) for s in self.params.sets if space.dataset(s)}
+        if not out:
+            raise NotApplicable(f"acc16: none of the sets {list(self.params.sets)} exists in label space {label_space!r}")
+        return out
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         scalars: dict[str, float] = {}
@@ -397,16 +358,17 @@ class Acc16(Metric):
         frames: list[pd.DataFrame] = []
         flags: list[str] = []
         for set_name in self.params.sets:
-            info = ACC16_SETS[set_name]
-            if info.key not in data:
-                if model.label_space == DEMO_WORLD and info.demo is None:
-                    flags.append(f"{set_name} has no demo-world counterpart; skipped")
+            role = ACC16_SETS[set_name]
+            if role not in data:
+                space = labels.find(model.label_space)
+                if space is not None and space.dataset(set_name) is None:
+                    flags.append(f"{set_name} has no {model.label_space} counterpart; skipped")
                     continue
-                raise MetricError(f"acc16: dataset for {set_name!r} (role {info.key!r}) was not provided")
-            ds = data[info.key]
+                raise MetricError(f"acc16: dataset for {set_name!r} (role {role!r}) was not provided")
+            ds = data[role]
             logits = ctx.predict(model, ds.images, description=f"acc16 on {ds.name}")
             dec = decide(logits, model.label_space, ds, self.params.aggregation)
-            key = f"{info.key}_acc16"
+            key = f"{role}_acc16"
             if set_name == "cue-conflict":
                 texture = torch.as_tensor(ds.meta["texture"], dtype=torch.long)
                 counts = count_cue_conflict(dec.decision, ds.labels, texture)

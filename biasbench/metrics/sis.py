@@ -50,8 +50,6 @@ import pandas as pd
 import torch
 
 from biasbench.metrics.base import (
-    DEMO_WORLD,
-    IMAGENET_1K,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -59,9 +57,10 @@ from biasbench.metrics.base import (
     MetricError,
     MetricResult,
     ModelWrapper,
-    NotApplicable,
+    ParamError,
     seeded_subset,
 )
+from biasbench.metrics.common import dataset_request, space_default
 from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
 from biasbench.metrics.sis_traces import (
     counts_from_traces,
@@ -78,20 +77,27 @@ BASELINES = ("mean", "black", "gray")
 EXACT_MAX_PIXELS = 1024
 
 
+#: Defaults where the label space sets none (small inputs such as the demo world); ImageNet-1k sets
+#: tau 0.9, 224²/100 pixels per step (k = 100 at 224 px) and 256 images (:mod:`biasbench.core.labels`).
+FALLBACK_TAU = 0.99
+FALLBACK_PIXELS_PER_STEP = 50.0
+FALLBACK_N_IMAGES = 32
+
+
 def default_tau(label_space: str) -> float:
-    """0.9 for ImageNet-1k, 0.99 for every other label space (small inputs such as the demo world)."""
-    return 0.9 if label_space == IMAGENET_1K else 0.99
+    """The label space's SIS τ (ImageNet-1k: 0.9), else 0.99 (small inputs such as the demo world)."""
+    return float(space_default("sis", label_space, "tau", FALLBACK_TAU))  # type: ignore[arg-type]
 
 
 def default_k(label_space: str, height: int, width: int) -> int:
-    """100 at 224 px scaled with the image area for ImageNet; ``HW/50`` (≈ 50 steps) otherwise."""
-    area = height * width
-    k = round(100 * area / 224**2) if label_space == IMAGENET_1K else round(area / 50)
-    return max(1, int(k))
+    """Pixels removed per step: the image area over the label space's ``pixels_per_step`` (ImageNet-1k:
+    224²/100, i.e. k = 100 at 224 px), else ``HW/50`` (≈ 50 steps)."""
+    per_step = float(space_default("sis", label_space, "pixels_per_step", FALLBACK_PIXELS_PER_STEP))  # type: ignore[arg-type]
+    return max(1, int(round(height * width / per_step)))
 
 
 def default_n_images(label_space: str) -> int:
-    return 256 if label_space == IMAGENET_1K else 32
+    return int(space_default("sis", label_space, "n_images", FALLBACK_N_IMAGES))  # type: ignore[arg-type]
 
 
 def _item_seed(seed: int, item: str) -> int:
@@ -143,6 +149,7 @@ class SIS(Metric):
 
     name = "sis"
     version = "1"
+    item_columns = ("label", "c0", "clean_conf", "order", "conf")
     headline = ("coverage", "sis_frac_median", "sufficiency_rate", "backselect_subset_top1")
 
     @dataclass(frozen=True)
@@ -157,36 +164,29 @@ class SIS(Metric):
         dataset: str | None = None  # None: imagenet-val / demo-world/test
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        if self.params.dataset:
-            return {"images": DatasetRequest(self.params.dataset)}
-        if label_space == IMAGENET_1K:
-            return {"images": DatasetRequest("imagenet-val")}
-        if label_space == DEMO_WORLD:
-            return {"images": DatasetRequest("demo-world/test")}
-        raise NotApplicable(f"sis has no default dataset for label space {label_space!r} (pass dataset=…)")
+        return {"images": dataset_request(self.name, label_space, self.params.dataset)}
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
         p = self.params
         if p.method not in METHODS:
-            raise MetricError(f"unknown SIS method {p.method!r}; choose one of {', '.join(METHODS)}")
+            raise ParamError(f"sis: parameter method = {p.method!r} is unknown; choose one of {', '.join(METHODS)}")
         if p.baseline not in BASELINES:
-            raise MetricError(f"unknown SIS baseline {p.baseline!r}; choose one of {', '.join(BASELINES)}")
+            raise ParamError(f"sis: parameter baseline = {p.baseline!r} is unknown; choose one of {', '.join(BASELINES)}")
         if p.tau is not None and not 0.0 < p.tau <= 1.0:
-            raise MetricError(f"SIS tau must be in (0, 1], got {p.tau}")
+            raise ParamError(f"sis: parameter tau must be in (0, 1], got {p.tau}")
         if p.k is not None and p.k < 1:
-            raise MetricError(f"SIS k must be ≥ 1, got {p.k}")
+            raise ParamError(f"sis: parameter k must be ≥ 1, got {p.k}")
         if not 0.0 < p.q <= 1.0:
-            raise MetricError(f"SIS q must be in (0, 1], got {p.q}")
+            raise ParamError(f"sis: parameter q must be in (0, 1], got {p.q}")
         if p.n_images is not None and p.n_images < 1:
-            raise MetricError(f"SIS n_images must be ≥ 1, got {p.n_images}")
+            raise ParamError(f"sis: parameter n_images must be ≥ 1, got {p.n_images}")
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
-        self._check_params()
         p = self.params
         ds = data["images"]
         if ds.label_space != model.label_space:
             raise MetricError(
-                f"dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts {model.label_space!r}"
+                f"sis: dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts {model.label_space!r}"
             )
         if len(ds) == 0:
             raise MetricError(f"dataset {ds.name!r} is empty")

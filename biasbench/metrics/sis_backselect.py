@@ -13,7 +13,9 @@ batch (eval-mode BatchNorm is fine): then one backward of ``Σ_b`` gives every i
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +74,64 @@ def _confidence(logits: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(dim=1).gather(1, c0[:, None]).squeeze(1)
 
 
+@contextlib.contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Switch ``requires_grad`` off for the model's trainable parameters; switch it back on afterwards."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _masked_logits(
+    model: nn.Module, x: torch.Tensor, base: torch.Tensor, m: torch.Tensor, c0: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 logits of ``(1 − m)·x + m·baseline`` (checked finite) and ``c0`` (their argmax unless given)."""
+    # lerp is exact at M ∈ {0, 1}: a masked pixel is exactly the baseline
+    logits = model(torch.lerp(x, base, m)).float()
+    check_finite(logits, "logits")
+    if c0 is None:
+        c0 = logits.argmax(dim=1)
+    return logits, c0
+
+
+def _mask_gradient(logp: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``∂ Σ_b logp[b] / ∂m`` (one backward gives every image its own gradient); zeros if there is none."""
+    if logp.requires_grad:
+        (g,) = torch.autograd.grad(logp.sum(), m, allow_unused=True)
+    else:
+        g = None  # the output does not depend differentiably on the input at all
+    if g is None:
+        g = torch.zeros_like(m)
+    return g
+
+
+def _mask_largest(
+    g: torch.Tensor,
+    n: int,
+    t: int,
+    removed: torch.Tensor,
+    order: torch.Tensor,
+    mask_flat: torch.Tensor,
+    zero_steps: torch.Tensor,
+) -> None:
+    """Step ``t``: mask the ``n`` unmasked pixels of each image with the largest gradient ``g`` (B, P).
+
+    Updates ``removed``, ``order``, ``mask_flat`` and ``zero_steps`` (images whose gradient is 0 on
+    every unmasked pixel) in place.
+    """
+    check_finite(g, "gradient with respect to the SIS mask")
+    zero_steps += (g.masked_fill(removed, 0.0) == 0).all(dim=1).int()
+    sel = select_largest(g.masked_fill(removed, float("-inf")), n)
+    order.scatter_(1, sel, t)
+    removed.scatter_(1, sel, True)
+    mask_flat.scatter_(1, sel, 1.0)
+
+
 @torch.inference_mode(False)
 def batched_gradient_backselect(
     model: nn.Module,
@@ -111,40 +171,19 @@ def batched_gradient_backselect(
     order = torch.full((bsz, p_total), -1, device=dev, dtype=torch.int32)
     conf = torch.empty(bsz, run_steps + 1, device=dev, dtype=torch.float32)
     zero_steps = torch.zeros(bsz, device=dev, dtype=torch.int32)
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
+    with _frozen_parameters(model):
         for t in range(run_steps + 1):
             last = t == run_steps
             m = mask.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
-                # lerp is exact at M ∈ {0, 1}: a masked pixel is exactly the baseline
-                logits = model(torch.lerp(x, base, m)).float()
-                check_finite(logits, "logits")
-                if c0 is None:
-                    c0 = logits.argmax(dim=1)
+                logits, c0 = _masked_logits(model, x, base, m, c0)
                 conf[:, t] = _confidence(logits.detach(), c0)
                 logp = logits.log_softmax(dim=1).gather(1, c0[:, None]).squeeze(1)
                 if last:
                     break
-                if logp.requires_grad:
-                    (g,) = torch.autograd.grad(logp.sum(), m, allow_unused=True)
-                else:
-                    g = None  # the output does not depend differentiably on the input at all
-                if g is None:
-                    g = torch.zeros_like(m)
-            g = g.view(bsz, p_total)
-            check_finite(g, "gradient with respect to the SIS mask")
-            zero_steps += (g.masked_fill(removed, 0.0) == 0).all(dim=1).int()
+                g = _mask_gradient(logp, m)
             n_t = min(k, p_total - t * k)
-            sel = select_largest(g.masked_fill(removed, float("-inf")), n_t)
-            order.scatter_(1, sel, t)
-            removed.scatter_(1, sel, True)
-            mask_flat.scatter_(1, sel, 1.0)
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+            _mask_largest(g.view(bsz, p_total), n_t, t, removed, order, mask_flat, zero_steps)
     assert c0 is not None
     out = Trace(
         order=order.cpu(),

@@ -45,10 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from biasbench.metrics.accuracy import topk_correct
 from biasbench.metrics.base import (
-    DEMO_WORLD,
-    IMAGENET_1K,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -56,10 +53,9 @@ from biasbench.metrics.base import (
     MetricError,
     MetricResult,
     ModelWrapper,
-    NotApplicable,
-    Preprocess,
-    seeded_subset,
+    ParamError,
 )
+from biasbench.metrics.common import dataset_request, eval_index, fixed_geometry, no_autocast, topk_correct
 from biasbench.metrics.fourier_filters import HIGHPASS, LOWPASS, box_filter
 
 CUTOFFS: tuple[float, ...] = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
@@ -70,67 +66,13 @@ def fmt_cutoff(c: float) -> str:
     return f"{c:g}"
 
 
-def check_labels(ds: ImageSet, model: ModelWrapper, metric: str) -> torch.Tensor:
-    """Boolean mask of labeled images; raises if the label spaces differ or nothing is labeled."""
-    if ds.label_space != model.label_space:
-        raise MetricError(
-            f"{metric}: dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts "
-            f"{model.label_space!r}"
-        )
-    keep = ds.labels >= 0
-    if not bool(keep.any()):
-        raise MetricError(f"{metric}: dataset {ds.name!r} has no labeled images")
-    return keep
-
-
-#: Images per evaluation when ``n_images`` is None: all of an ImageNet-style set; a seeded 500 of the
-#: demo world's 1000 test images (keeps the demo suite near a minute on 2 CPU cores; ±2.2 % SE at 50 %).
-DEMO_WORLD_N_IMAGES = 500
-
-
-def eval_index(ds: ImageSet, model: ModelWrapper, metric: str, n_images: int | None, seed: int) -> torch.Tensor:
-    """Dataset indices (sorted) of the labeled images to evaluate: all of them, or a seeded subset of
-    ``n_images`` (``None``: every image, except :data:`DEMO_WORLD_N_IMAGES` on the demo world)."""
-    labeled = torch.nonzero(check_labels(ds, model, metric)).flatten()
-    if n_images is None and model.label_space == DEMO_WORLD:
-        n_images = DEMO_WORLD_N_IMAGES
-    if n_images is None:
-        return labeled
-    if n_images < 1:
-        raise MetricError(f"{metric}: n_images must be ≥ 1, got {n_images}")
-    return labeled[torch.as_tensor(seeded_subset(len(labeled), n_images, seed), dtype=torch.long)]
-
-
-def fixed_geometry(interpolation: str) -> Preprocess:
-    """Resize(256) + CenterCrop(224) (mean/std are irrelevant to decoding; the defaults keep the
-    dataset cache shared with other metrics that ask for the same geometry)."""
-    return Preprocess(resize=256, crop=224, interpolation=interpolation)
-
-
-def default_datasets(
-    metric: str, label_space: str, dataset: str | None, interpolation: str
-) -> dict[str, DatasetRequest]:
-    """The dataset request shared by ``spectral`` and ``critical_band``."""
-    if label_space == DEMO_WORLD:
-        return {"images": DatasetRequest(dataset or "demo-world/test")}
-    if label_space == IMAGENET_1K or dataset:
-        return {"images": DatasetRequest(dataset or "imagenet-val", fixed_geometry(interpolation))}
-    raise NotApplicable(
-        f"{metric} has no default dataset for label space {label_space!r} (set the `dataset` parameter)"
-    )
-
-
-def no_autocast(device: torch.device) -> torch.autocast:
-    """Filters and noise are computed in float32 even when the model runs under AMP."""
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
 class Spectral(Metric):
     """Spectral bias (Gavrikov & Keuper 2024): top-1 under box low-/high-pass filters; LPP, HPP,
     spectral_bias = HPP / (LPP + HPP)."""
 
     name = "spectral"
     version = "2"
+    item_columns = ("label", "prediction", "correct_clean")
     headline = ("clean_acc", "LPP", "HPP", "spectral_bias")
 
     @dataclass(frozen=True)
@@ -142,7 +84,17 @@ class Spectral(Metric):
         n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        return default_datasets(self.name, label_space, self.params.dataset, self.params.interpolation)
+        return {"images": dataset_request(self.name, label_space, self.params.dataset,
+                                          preprocess=fixed_geometry(self.params.interpolation))}
+
+    def check_params(self) -> None:
+        p = self.params
+        for name in ("cutoffs", "summary_cutoffs"):
+            values = getattr(p, name)
+            if not values or any(not 0.0 <= c <= 1.0 for c in values):
+                raise ParamError(f"spectral: parameter {name} must be cutoffs in [0, 1], got {values}")
+        if p.n_images is not None and p.n_images < 1:
+            raise ParamError(f"spectral: parameter n_images must be ≥ 1, got {p.n_images}")
 
     def conditions(self) -> list[tuple[str, float]]:
         cutoffs = sorted(set(self.params.cutoffs) | set(self.params.summary_cutoffs))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -83,4 +84,25 @@ def fetch(url: str, dest: Path, sha256: str | None, *, timeout: float = 60.0, qu
             f"and nothing was written to {dest}"
         )
     os.replace(part, dest)
+    return dest
+
+
+def download_url_to_hub_cache(url: str) -> Path:
+    """Download ``url`` into ``<torch.hub dir>/checkpoints/<basename>`` (resumable, atomic) and check
+    the sha256 prefix that torchvision/timm file names carry (``resnet50-0676ba61.pth``)."""
+    import torch.hub
+
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?", 1)[0])
+    if dest.exists():  # like torch.hub: a file in the cache was checked when it was downloaded
+        return dest
+    fetch(apply_mirror(url, os.environ.get("BIASBENCH_MIRROR")), dest, None)
+    m = re.search(r"-([a-f0-9]{6,})\.", dest.name)
+    if m:
+        got = sha256_file(dest)
+        if not got.startswith(m.group(1)):
+            dest.unlink(missing_ok=True)
+            raise DownloadError(
+                f"sha256 of {url} is {got}, which does not start with the prefix {m.group(1)} in its "
+                f"file name; the download was deleted"
+            )
     return dest

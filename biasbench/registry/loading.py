@@ -24,7 +24,6 @@ apply exactly as in ``timm.create_model(name, pretrained=True)``; the bytes are 
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -32,15 +31,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, Preprocess
+from biasbench.core import labels
+from biasbench.core.plugins import suggest
+from biasbench.core.preprocess import Preprocess
 from biasbench.registry import adapters as _adapters
 from biasbench.registry import sources
 from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheckpoint
+from biasbench.registry.weight_sources.torchvision_enum import torchvision_weights_enum
 
 ARCH_FAMILIES = ("timm", "torchvision", "zoo")
-
-#: Class counts of the label spaces we know; other label spaces need an explicit ``num_classes``.
-LABEL_SPACE_CLASSES = {IMAGENET_1K: 1000}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -65,11 +64,6 @@ def _zoo() -> Any:
     return zoo
 
 
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
 def check_arch(spec: CheckpointSpec) -> None:
     """Fail early, with a suggestion, on an architecture name its library does not know."""
     family, name = split_arch(spec)
@@ -78,14 +72,14 @@ def check_arch(spec: CheckpointSpec) -> None:
 
         if not timm.is_model(name):
             raise CheckpointError(
-                f"checkpoint {spec.id!r}: unknown timm architecture {name!r}{_suggest(name, timm.list_models())}"
+                f"checkpoint {spec.id!r}: unknown timm architecture {name!r}{suggest(name, timm.list_models())}"
             )
     elif family == "torchvision":
         import torchvision
 
         known = torchvision.models.list_models()
         if name not in known:
-            raise CheckpointError(f"checkpoint {spec.id!r}: unknown torchvision architecture {name!r}{_suggest(name, known)}")
+            raise CheckpointError(f"checkpoint {spec.id!r}: unknown torchvision architecture {name!r}{suggest(name, known)}")
     else:
         archs = getattr(_zoo(), "ARCHITECTURES", None)
         if archs is None:
@@ -121,26 +115,17 @@ def build_arch(spec: CheckpointSpec, num_classes: int) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------
 
 
-def num_classes_for(label_space: str) -> int:
-    """Class count of a label space: ``imagenet-1k`` -> 1000, ``demo-world`` -> the zoo's ``NUM_CLASSES``."""
-    if label_space in LABEL_SPACE_CLASSES:
-        return LABEL_SPACE_CLASSES[label_space]
-    if label_space == DEMO_WORLD:
-        return int(_zoo().NUM_CLASSES)
-    raise CheckpointError(
-        f"unknown label space {label_space!r} (known: {', '.join([*LABEL_SPACE_CLASSES, DEMO_WORLD])}); "
-        f"give the checkpoint an explicit num_classes"
-    )
-
-
 def spec_num_classes(spec: CheckpointSpec) -> int:
     """``spec.num_classes`` when given, else the class count of its label space."""
     if spec.num_classes is not None:
         return int(spec.num_classes)
-    try:
-        return num_classes_for(spec.labels)
-    except CheckpointError as e:
-        raise CheckpointError(f"checkpoint {spec.id!r}: {e}") from e
+    n = labels.num_classes(spec.labels)
+    if n is None:
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: unknown label space {spec.labels!r} (known: {', '.join(labels.known())}); "
+            f"give the checkpoint an explicit num_classes"
+        )
+    return n
 
 
 def effective_weights(spec: CheckpointSpec) -> str:
@@ -236,7 +221,7 @@ def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
             import torchvision
 
             if spec.weights and spec.weights.startswith("torchvision:"):
-                member = sources.torchvision_weights_enum(spec.weights[len("torchvision:"):], spec.id)
+                member = torchvision_weights_enum(spec.weights[len("torchvision:"):], spec.id)
             else:
                 try:
                     member = next(iter(torchvision.models.get_model_weights(name)))

@@ -48,7 +48,9 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from biasbench.metrics.base import DEMO_WORLD, IMAGENET_1K, Preprocess
+from biasbench.core import labels
+from biasbench.core.labels import IMAGENET_1K
+from biasbench.core.preprocess import Preprocess
 from biasbench.registry import sources
 from biasbench.registry.adapters import parse_adapters
 from biasbench.registry.spec import CheckpointError, CheckpointSpec
@@ -130,7 +132,7 @@ def _parse_preprocess(table: Any, where: str) -> Preprocess:
 
 def _resolve_weights_path(weights: str, base_dir: Path, where_or_id: str) -> str:
     src = sources.parse_weights(weights, where_or_id)
-    if src.kind != "path":
+    if src.kind != sources.PATH_KIND:
         return weights
     p = Path(src.value).expanduser()
     if not p.is_absolute():
@@ -167,8 +169,9 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
     try:
         if weights is not None:
             src = sources.parse_weights(weights, cid)
-            if src.kind == "url" and not sha:
-                raise RegistryError(f"{where}: weights from a URL need a sha256 ({weights})")
+            source = sources.source_of(src)
+            if source.requires_sha256 and not sha:
+                raise RegistryError(f"{where}: weights from {source.noun()} need a sha256 ({weights})")
             weights = _resolve_weights_path(weights, path.parent, cid)
         adapter = entry.get("adapter", [])
         if isinstance(adapter, str):
@@ -183,10 +186,10 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
     num_classes = entry.get("num_classes")
     if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0):
         raise RegistryError(f"{where}: num_classes must be a positive integer, got {num_classes!r}")
-    labels = entry.get("labels", IMAGENET_1K)
-    if num_classes is None and labels not in (IMAGENET_1K, DEMO_WORLD):
+    space = entry.get("labels", IMAGENET_1K)
+    if num_classes is None and labels.find(space) is None:
         raise RegistryError(
-            f"{where}: label space {labels!r} is not one we know ({IMAGENET_1K}, {DEMO_WORLD}); give num_classes"
+            f"{where}: label space {space!r} is not one we know ({', '.join(labels.known())}); give num_classes"
         )
     tags = entry.get("tags", {})
     if not isinstance(tags, dict):
@@ -198,7 +201,7 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
         sha256=sha.lower() if sha else None,
         adapter=tuple(adapter),
         preprocess=None,
-        labels=labels,
+        labels=space,
         num_classes=num_classes,
         tags=_jsonable_tag(tags),
         source=where,
@@ -250,34 +253,13 @@ def load_registry_file(path: Path) -> list[CheckpointSpec]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _strip_weight_suffixes(name: str) -> str:
-    stem = name
-    while True:
-        p = Path(stem)
-        if p.suffix in sources.WEIGHT_SUFFIXES:
-            stem = p.stem
-        else:
-            return stem
-
-
 def _sanitize_id(s: str) -> str:
     s = re.sub(r"[^A-Za-z0-9_.+\-=@]", "_", s)
     return s if s and _ID_RE.match(s) else f"_{s}"
 
 
 def _id_for_weights(src: sources.WeightSource) -> str:
-    if src.kind == "path":
-        return _sanitize_id(_strip_weight_suffixes(Path(src.value).name))
-    if src.kind == "hf-hub":
-        parts = src.value.split("/", 2)
-        repo = parts[1].partition("@")[0] if len(parts) > 1 else src.value
-        file_stem = _strip_weight_suffixes(Path(parts[-1]).name)
-        return _sanitize_id(f"{repo}.{file_stem}")
-    if src.kind == "package":
-        return _sanitize_id(src.value.partition(":")[0])
-    if src.kind == "torchvision":
-        return _sanitize_id(f"torchvision_{src.value}")
-    return _sanitize_id(src.value)
+    return _sanitize_id(sources.source_of(src).default_id(src.value))
 
 
 def _arch_of(text: str) -> str | None:
@@ -295,11 +277,12 @@ def _arch_of(text: str) -> str | None:
 def _arch_at_weights(target: str, arch: str, weights: str) -> CheckpointSpec:
     where = f"command line target {target!r}"
     src = sources.parse_weights(weights, where)
-    if src.kind == "url":
+    source = sources.source_of(src)
+    if source.requires_sha256:
         raise RegistryError(
-            f"{where}: weights from a URL need a sha256; put them in a registry .toml file with sha256 = \"…\""
+            f"{where}: weights from {source.noun()} need a sha256; put them in a registry .toml file with sha256 = \"…\""
         )
-    if src.kind == "path":
+    if src.kind == sources.PATH_KIND:
         p = Path(src.value).expanduser()
         if not p.is_file():
             raise RegistryError(f"{where}: weights file {p} not found")

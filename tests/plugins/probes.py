@@ -1,4 +1,5 @@
-"""Test-only metrics: a slow probe (for the kill test), a NaN probe and a mean-logit probe."""
+"""Test-only metrics: a slow probe (for the kill test), a NaN probe, and a well-behaved third-party
+metric (mean confidence) for the plugin contract tests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from biasbench.metrics.base import DatasetRequest, Metric, MetricResult
+import pandas as pd
+
+from biasbench.metrics.base import DatasetRequest, Metric, MetricResult, ParamError
+from biasbench.metrics.common import dataset_request
 
 
 class SlowProbe(Metric):
@@ -48,6 +52,33 @@ class NanProbe(Metric):
 
     def evaluate(self, model, data, ctx):
         return MetricResult({"value": float("nan")}, n=1)
+
+
+class MeanConfidence(Metric):
+    """Mean max-softmax confidence on the label space's clean set: a third-party metric in one file."""
+
+    name = "mean_confidence"
+    version = "1"
+    item_columns = ("confidence",)
+
+    @dataclass(frozen=True)
+    class Params:
+        dataset: str | None = None
+        n_images: int = 200
+
+    def check_params(self) -> None:
+        if self.params.n_images < 1:
+            raise ParamError(f"mean_confidence: parameter n_images must be ≥ 1, got {self.params.n_images}")
+
+    def datasets(self, label_space):
+        return {"images": dataset_request(self.name, label_space, self.params.dataset)}
+
+    def evaluate(self, model, data, ctx):
+        ds = data["images"]
+        n = min(self.params.n_images, len(ds))
+        conf = ctx.predict(model, ds.images[:n]).softmax(1).max(1).values
+        items = pd.DataFrame({"item": ds.item_ids[:n], "confidence": conf.numpy()})
+        return MetricResult({"mean_confidence": float(conf.mean())}, n=n, items=items)
 
 
 def marker_lines(path: Path) -> list[str]:

@@ -1,75 +1,146 @@
-"""The dataset registry: every dataset a metric can ask for, by name.
+"""The dataset registry: every dataset a metric can ask for, by name (entry-point group ``biasbench.datasets``).
 
-An entry knows how to fingerprint its content cheaply (``manifest_hash``, part of every result's
-``config_hash``) and how to load it as an :class:`~biasbench.metrics.base.ImageSet`. Names are
-unique: registering a name twice is an error naming both places.
+A plugin of the group is either
+
+* a :class:`DatasetEntry` — one dataset: how to fingerprint its content cheaply (``manifest``, part of
+  every result's ``config_hash``), how to load it as an :class:`~biasbench.core.images.ImageSet`, where
+  it is looked for, and how to get it; or
+* a :class:`DatasetFamily` — several datasets under one name, looked up as ``<family>/<member>``
+  (the demo world's splits: ``demo-world/test``, ``demo-world/gaussian_blur-3`` …) and listed as one
+  row.
+
+Ours are declared in ``pyproject.toml`` exactly like a third party's::
+
+    [project.entry-points."biasbench.datasets"]
+    my-set = "my_package.my_datasets:MY_SET"
+
+A name declared twice is an error naming both providers (:mod:`biasbench.core.plugins`). See
+``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from biasbench.metrics.base import ImageSet, Preprocess
+from biasbench.core.images import ImageSet
+from biasbench.core.plugins import PluginError, PluginRegistry, Provider, suggest
+from biasbench.core.preprocess import Preprocess
+
+GROUP = "biasbench.datasets"
 
 
 class DatasetMissing(FileNotFoundError):
     """A dataset is not where it was looked for; the message says where and how to get it."""
 
 
+class UnknownDataset(PluginError, KeyError):
+    """No installed dataset plugin has this name (the message lists the known ones)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
+    """One dataset. ``manifest(data_root, preprocess)`` -> content hash and ``load(data_root,
+    preprocess, cache_dir)`` -> ImageSet both raise :class:`DatasetMissing` when it is absent.
+    ``as_stored``: images are used as stored (the preprocessing is ignored). ``location(data_root)``:
+    where it is looked for (``None``: generated, nothing on disk)."""
+
     name: str
     description: str
     label_space: str
-    # (data_root, preprocess) -> content hash; raises DatasetMissing
     manifest: Callable[[Path, Preprocess | None], str]
-    # (data_root, preprocess, cache_dir) -> ImageSet; raises DatasetMissing
     load: Callable[[Path, Preprocess | None, Path], ImageSet]
-    as_stored: bool = False  # True: images used as stored, preprocess ignored
+    as_stored: bool = False
     how_to_get: str = ""
     location: Callable[[Path], Path] | None = None
-    registered_at: str = ""
 
 
-_CATALOG: dict[str, DatasetEntry] = {}
+@dataclass(frozen=True)
+class DatasetFamily:
+    """Datasets under one name, ``<name>/<member>``. ``members()`` -> ``{member: DatasetEntry}`` (each
+    entry's own ``name`` is ``<name>/<member>``); ``summary`` describes the members in one line."""
+
+    name: str
+    description: str
+    label_space: str
+    members: Callable[[], Mapping[str, DatasetEntry]]
+    summary: str = ""
+    how_to_get: str = ""
+    location: Callable[[Path], Path] | None = None
 
 
-def register(entry: DatasetEntry) -> DatasetEntry:
-    import inspect
+Dataset = DatasetEntry | DatasetFamily
 
-    frame = inspect.stack()[1]
-    where = f"{frame.filename}:{frame.lineno}"
-    if entry.name in _CATALOG:
-        raise ValueError(
-            f"dataset {entry.name!r} registered twice: at {_CATALOG[entry.name].registered_at} and at {where}"
+
+def _check(name: str, obj: Any, p: Provider) -> Dataset:
+    if not isinstance(obj, (DatasetEntry, DatasetFamily)):
+        raise PluginError(
+            f"dataset {name!r} from {p.provider}: {p.target} is a {type(obj).__name__}, not a DatasetEntry "
+            "or DatasetFamily"
         )
-    _CATALOG[entry.name] = DatasetEntry(**{**entry.__dict__, "registered_at": where})
-    return _CATALOG[entry.name]
+    if obj.name != name:
+        raise PluginError(f"dataset entry point {name!r} from {p.provider} points to {p.target}, named {obj.name!r}")
+    return obj
 
 
-def catalog() -> dict[str, DatasetEntry]:
-    """All registered datasets (imports the modules that register them)."""
-    from biasbench.harness.datasets import builtin  # noqa: F401  (registers on import)
+#: Every installed dataset and dataset family.
+DATASETS: PluginRegistry[Dataset] = PluginRegistry("dataset", GROUP, _check)
 
-    return dict(_CATALOG)
+
+def _members(family: DatasetFamily) -> Mapping[str, DatasetEntry]:
+    members = family.members()
+    for key, entry in members.items():
+        if entry.name != f"{family.name}/{key}":
+            raise PluginError(f"dataset family {family.name!r}: member {key!r} is named {entry.name!r}")
+    return members
 
 
 def get(name: str) -> DatasetEntry:
-    entries = catalog()
-    if name not in entries:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(entries))}")
-    return entries[name]
+    """The dataset called ``name`` (``<family>/<member>`` for a member of a family)."""
+    provs = DATASETS.providers()
+    if name in provs:
+        obj = DATASETS.load(provs[name])
+        if isinstance(obj, DatasetFamily):
+            examples = ", ".join(f"{name}/{m}" for m in list(_members(obj))[:3])
+            raise UnknownDataset(f"{name!r} is a family of datasets; name one of its members, e.g. {examples}")
+        return obj
+    family, sep, member = name.partition("/")
+    if sep and family in provs:
+        obj = DATASETS.load(provs[family])
+        if isinstance(obj, DatasetFamily):
+            members = _members(obj)
+            if member in members:
+                return members[member]
+            raise UnknownDataset(
+                f"unknown dataset {name!r}{suggest(member, list(members))}: the family {family!r} has "
+                f"{', '.join(members)}"
+            )
+    names = sorted(catalog())
+    raise UnknownDataset(f"unknown dataset {name!r}{suggest(name, names)}; known: {', '.join(names)}")
 
 
-def default_data_root() -> Path:
-    return Path(os.environ.get("BIASBENCH_DATA", "./data")).expanduser()
+def families() -> dict[str, Dataset]:
+    """Every installed dataset plugin by its registered name (families as one item), sorted."""
+    return DATASETS.all()
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("BIASBENCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "biasbench"
-    )
-    return Path(base)
+def catalog() -> dict[str, DatasetEntry]:
+    """Every dataset by name, family members included (``demo-world/test`` …), sorted."""
+    out: dict[str, DatasetEntry] = {}
+    for name, obj in families().items():
+        if isinstance(obj, DatasetFamily):
+            out.update({m.name: m for m in _members(obj).values()})
+        else:
+            out[name] = obj
+    return dict(sorted(out.items()))
+
+
+def provider_of(name: str) -> Provider:
+    """Who declares dataset ``name`` (for a family member: the family's provider)."""
+    provs = DATASETS.providers()
+    return provs.get(name) or provs[name.partition("/")[0]]

@@ -14,46 +14,24 @@ reads the memory-mapped array.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from torchvision.transforms import v2 as T
-from torchvision.transforms.functional import InterpolationMode
 
-from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing, register
-from biasbench.metrics.base import IMAGENET_1K, ImageSet, Preprocess
+from biasbench.core import labels
+from biasbench.core.images import ImageSet, cached_array, decode_files, manifest_of
+from biasbench.core.labels import IMAGENET_1K
+from biasbench.core.preprocess import Preprocess, preprocess_key
+from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 _WNID = re.compile(r"^(n\d{8})")
 
 
-@lru_cache(maxsize=1)
-def imagenet_wnids() -> tuple[str, ...]:
-    from timm.data import ImageNetInfo
-
-    return tuple(ImageNetInfo().label_names())
-
-
-@lru_cache(maxsize=1)
-def imagenet_class_names() -> tuple[str, ...]:
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i).split(",")[0] for i in range(info.num_classes()))
-
-
 def list_labeled_files(root: Path, layout: str) -> list[tuple[str, int]]:
     """(relative path, ImageNet-1k index) for every image under ``root``, sorted by path."""
-    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    index = {w: i for i, w in enumerate(labels.get(IMAGENET_1K).class_ids)}
     out: list[tuple[str, int]] = []
     if layout == "wnid-folders":
         for d in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -72,70 +50,6 @@ def list_labeled_files(root: Path, layout: str) -> list[tuple[str, int]]:
     else:
         raise ValueError(f"unknown layout {layout!r}")
     return out
-
-
-def manifest_of(root: Path, files: list[tuple[str, int]]) -> str:
-    h = hashlib.sha256()
-    for rel, label in files:
-        h.update(f"{rel}\t{label}\t{(root / rel).stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _interp(name: str) -> InterpolationMode:
-    try:
-        return InterpolationMode(name)
-    except ValueError as e:
-        raise ValueError(f"unknown interpolation {name!r}") from e
-
-
-def decode_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
-    tf = T.Compose(
-        [
-            T.PILToTensor(),
-            T.Resize(pre.resize, interpolation=_interp(pre.interpolation), antialias=True),
-            T.CenterCrop(pre.crop),
-        ]
-    )
-
-    def run(img: Image.Image) -> torch.Tensor:
-        return tf(img.convert("RGB"))
-
-    return run
-
-
-def decode_files(paths: list[Path], pre: Preprocess | None) -> np.ndarray:
-    """Decode images to uint8 (N, 3, H, W); ``pre=None`` keeps them as stored (all the same size)."""
-    tf = decode_transform(pre) if pre is not None else (lambda im: T.PILToTensor()(im.convert("RGB")))
-
-    def one(p: Path) -> np.ndarray:
-        with Image.open(p) as im:
-            return tf(im).numpy()
-
-    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(one, paths))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"images differ in size ({sorted(shapes)[:3]}…); give a preprocessing with a crop")
-    return np.stack(arrays) if arrays else np.zeros((0, 3, 1, 1), np.uint8)
-
-
-def cached_array(cache_dir: Path, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
-    """Memory-mapped uint8 array under ``cache_dir/datasets/<key>.npy``, built once, written atomically."""
-    path = cache_dir / "datasets" / f"{key}.npy"
-    if path.exists():
-        return np.load(path, mmap_mode="c")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = build()
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-    return np.load(path, mmap_mode="c")
-
-
-def preprocess_key(pre: Preprocess | None) -> str:
-    if pre is None:
-        return "stored"
-    return hashlib.sha256(json.dumps(pre.to_json(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def imagenet_folder_dataset(
@@ -169,7 +83,7 @@ def imagenet_folder_dataset(
             name=name,
             images=torch.from_numpy(arr),
             labels=torch.tensor([lab for _, lab in files], dtype=torch.long),
-            class_names=list(imagenet_class_names()),
+            class_names=list(labels.get(IMAGENET_1K).class_names),
             label_space=IMAGENET_1K,
             item_ids=[f for f, _ in files],
             manifest_hash=mh,
@@ -186,22 +100,18 @@ def imagenet_folder_dataset(
     )
 
 
-register(
-    imagenet_folder_dataset(
-        "imagenet-val",
-        "imagenet/val",
-        "wnid-folders",
-        "ImageNet-1k validation set (50,000 images), <data-root>/imagenet/val/<wnid>/*.JPEG",
-        "Get ILSVRC2012_img_val.tar from image-net.org (registration required) and sort it into "
-        "WordNet-id folders (e.g. with the valprep.sh script of the PyTorch ImageNet example).",
-    )
+IMAGENET_VAL = imagenet_folder_dataset(
+    "imagenet-val",
+    "imagenet/val",
+    "wnid-folders",
+    "ImageNet-1k validation set (50,000 images), <data-root>/imagenet/val/<wnid>/*.JPEG",
+    "Get ILSVRC2012_img_val.tar from image-net.org (registration required) and sort it into "
+    "WordNet-id folders (e.g. with the valprep.sh script of the PyTorch ImageNet example).",
 )
-register(
-    imagenet_folder_dataset(
-        "imagenet-sample",
-        "imagenet-sample",
-        "wnid-prefix",
-        "ImageNet sample photos, one per class, flat files <data-root>/imagenet-sample/<wnid>_<name>.JPEG",
-        "These are the EliSchwartz/imagenet-sample-images photos; put them in <data-root>/imagenet-sample/.",
-    )
+IMAGENET_SAMPLE = imagenet_folder_dataset(
+    "imagenet-sample",
+    "imagenet-sample",
+    "wnid-prefix",
+    "ImageNet sample photos, one per class, flat files <data-root>/imagenet-sample/<wnid>_<name>.JPEG",
+    "These are the EliSchwartz/imagenet-sample-images photos; put them in <data-root>/imagenet-sample/.",
 )

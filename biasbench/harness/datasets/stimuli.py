@@ -14,7 +14,7 @@ and what ``bench data fetch <name>`` writes):
   ``_``-separated field of the file name, as in model-vs-human's ``InfoMappingWithSessions``.
 
 Label space ``imagenet16``; ``class_names`` = the 16 categories in alphabetical order (the order of
-:func:`biasbench.metrics.shape_bias.categories16`). Images are 224 x 224 and used as stored
+:func:`biasbench.core.labels.get` ``("imagenet16").class_names``). Images are 224 x 224 and used as stored
 (``as_stored=True``: no resize, no crop; any preprocessing is ignored), decoded once and cached as a
 memory-mapped uint8 array. Item ids are paths relative to the dataset directory.
 
@@ -30,14 +30,21 @@ from pathlib import Path
 
 import torch
 
-from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing, register
+from biasbench.core import labels
+from biasbench.core.cue_conflict import parse_cue_conflict_name
+from biasbench.core.images import ImageSet, cached_array, decode_files, manifest_of
+from biasbench.core.labels import IMAGENET16
+from biasbench.core.preprocess import Preprocess
+from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing
 from biasbench.harness.datasets.fetch import get_manifest
-from biasbench.harness.datasets.folders import cached_array, decode_files, manifest_of
-from biasbench.metrics.base import ImageSet, Preprocess
-from biasbench.metrics.shape_bias import IMAGENET16, categories16, parse_cue_conflict_name
 
 # one labeled file: (relative path, label index, texture index or -1)
 Row = tuple[str, int, int]
+
+
+def _index16() -> dict[str, int]:
+    """Category name -> class index in the ``imagenet16`` label space."""
+    return {c: i for i, c in enumerate(labels.get(IMAGENET16).class_names)}
 
 
 def _get_hint(name: str) -> str:
@@ -57,7 +64,7 @@ def _png_files(root: Path) -> list[str]:
 
 
 def _class_folder_rows(root: Path, rels: list[str], name: str) -> list[Row]:
-    index = {c: i for i, c in enumerate(categories16())}
+    index = _index16()
     rows: list[Row] = []
     for rel in rels:
         parts = rel.split("/")
@@ -68,7 +75,7 @@ def _class_folder_rows(root: Path, rels: list[str], name: str) -> list[Row]:
 
 
 def _cue_conflict_rows(root: Path, rels: list[str], name: str) -> list[Row]:
-    index = {c: i for i, c in enumerate(categories16())}
+    index = _index16()
     rows: list[Row] = []
     for rel in rels:
         folder = rel.split("/")[0]
@@ -82,7 +89,7 @@ def _cue_conflict_rows(root: Path, rels: list[str], name: str) -> list[Row]:
 
 
 def _stylized_rows(root: Path, rels: list[str], name: str) -> list[Row]:
-    index = {c: i for i, c in enumerate(categories16())}
+    index = _index16()
     rows: list[Row] = []
     for rel in rels:
         fields = rel.rsplit("/", 1)[-1].split("_")
@@ -123,14 +130,6 @@ def _check_complete(name: str, root: Path, rels: list[str], rows: list[Row]) -> 
         )
 
 
-#: The entries this module registers, by name (also reachable through the catalog).
-STIMULUS_SETS: dict[str, DatasetEntry] = {}
-
-
-def _register(entry: DatasetEntry) -> None:
-    STIMULUS_SETS[entry.name] = register(entry)
-
-
 def stimulus_dataset(
     name: str,
     description: str,
@@ -169,7 +168,7 @@ def stimulus_dataset(
             name=name,
             images=torch.from_numpy(arr),
             labels=torch.tensor([lab for _, lab, _ in rows], dtype=torch.long),
-            class_names=categories16(),
+            class_names=list(labels.get(IMAGENET16).class_names),
             label_space=IMAGENET16,
             item_ids=[r for r, _, _ in rows],
             manifest_hash=mh,
@@ -188,38 +187,30 @@ def stimulus_dataset(
     )
 
 
-_register(
-    stimulus_dataset(
-        "cue-conflict",
-        "Geirhos et al. cue-conflict stimuli (1280, 16 classes; shape label, texture in meta), "
-        "<data-root>/cue-conflict/<shape>/<shape><i>-<texture><j>.png",
-        "<shape>/<shape><i>-<texture><j>.png",
-        _cue_conflict_rows,
-        with_texture=True,
-    )
+CUE_CONFLICT = stimulus_dataset(
+    "cue-conflict",
+    "Geirhos et al. cue-conflict stimuli (1280, 16 classes; shape label, texture in meta), "
+    "<data-root>/cue-conflict/<shape>/<shape><i>-<texture><j>.png",
+    "<shape>/<shape><i>-<texture><j>.png",
+    _cue_conflict_rows,
+    with_texture=True,
 )
-_register(
-    stimulus_dataset(
-        "edges",
-        "Geirhos et al. edge drawings (160, 16 classes), <data-root>/edges/<class>/<class><i>.png",
-        "<class>/<class><i>.png",
-        _class_folder_rows,
-    )
+EDGES = stimulus_dataset(
+    "edges",
+    "Geirhos et al. edge drawings (160, 16 classes), <data-root>/edges/<class>/<class><i>.png",
+    "<class>/<class><i>.png",
+    _class_folder_rows,
 )
-_register(
-    stimulus_dataset(
-        "filled-silhouettes",
-        "Geirhos et al. filled silhouettes (160, 16 classes), <data-root>/filled-silhouettes/<class>/<class><i>.png",
-        "<class>/<class><i>.png",
-        _class_folder_rows,
-    )
+FILLED_SILHOUETTES = stimulus_dataset(
+    "filled-silhouettes",
+    "Geirhos et al. filled silhouettes (160, 16 classes), <data-root>/filled-silhouettes/<class>/<class><i>.png",
+    "<class>/<class><i>.png",
+    _class_folder_rows,
 )
-_register(
-    stimulus_dataset(
-        "stylized-16",
-        "Stylized-16: model-vs-human's 'stylized' set (800, 16 classes), "
-        "<data-root>/stylized-16/**/<nnnn>_sty_dnn_0_<class>_00_<name>.png",
-        "<nnnn>_sty_dnn_0_<class>_00_<name>.png (model-vs-human 'stylized' layout)",
-        _stylized_rows,
-    )
+STYLIZED_16 = stimulus_dataset(
+    "stylized-16",
+    "Stylized-16: model-vs-human's 'stylized' set (800, 16 classes), "
+    "<data-root>/stylized-16/**/<nnnn>_sty_dnn_0_<class>_00_<name>.png",
+    "<nnnn>_sty_dnn_0_<class>_00_<name>.png (model-vs-human 'stylized' layout)",
+    _stylized_rows,
 )

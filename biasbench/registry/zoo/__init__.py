@@ -11,7 +11,7 @@ Contract used by the registry loader (``zoo:`` arch and weight sources):
 The architecture (``arch.py``: ``resnet50-w8``, ResNet-50 topology at 1/8 width, 32-px stem), the
 recipes (``recipes.py``) and the shipped weights (``weights/<recipe>.safetensors``, fp16, with
 ``weights/manifest.json``: recipe, seed, steps, epochs, sha256, test accuracy, training seconds) are
-described in their modules; ``biasbench.harness.training`` reproduces every file (``bench zoo train``).
+described in their modules; ``biasbench.registry.zoo.training`` reproduces every file (``bench zoo train``).
 The demo registry ``registry/files/demo.toml`` lists one checkpoint ``zoo-<recipe>`` per recipe.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from torch import nn
 
-from biasbench.harness.datasets.synthetic import NUM_CLASSES as NUM_CLASSES
-from biasbench.metrics.base import Preprocess
+from biasbench.core.preprocess import Preprocess
+from biasbench.core.world import NUM_CLASSES as NUM_CLASSES
 from biasbench.registry.zoo.arch import ARCH_NAME, resnet50_w8
 from biasbench.registry.zoo.recipes import RECIPES
 

@@ -1,6 +1,6 @@
 """The zoo's training recipes: one architecture (``resnet50-w8``), one schedule, different data/augmentation.
 
-Shared schedule (``harness/training.py``): AdamW (lr 4e-3 one-cycle, weight decay 0.05), batch 128,
+Shared schedule (``registry/zoo/training.py``): AdamW (lr 4e-3 one-cycle, weight decay 0.05), batch 128,
 800 steps over a pool of ``WorldConfig.n_train`` = 20,000 rendered images (5.1 epochs; the
 plain-distribution pool is exactly ``demo-world/train``), cross-entropy, seeded, deterministic. (At 400
 steps over 10,000 images the harder recipes — texture-/shape-randomised, adversarial, CutMix — stayed

@@ -26,13 +26,13 @@ Splits (``SPLITS``; registered in the dataset catalog as ``demo-world/<split>``,
 * ``train`` (``n_train`` = 20,000), ``test`` (``n_test`` = 1,000): shape k with texture k, label k,
   classes cycling (image i has class ``i mod K``: balanced). The zoo's plain recipes train on ``train``
   itself; the texture-/shape-randomised recipes on pools rendered the same way with re-drawn ids
-  (``biasbench.harness.training.training_pool``).
+  (``biasbench.registry.zoo.training.training_pool``).
 * ``cue-conflict``: every ordered pair (shape i, texture j ≠ i), ``n_per_pair`` images each
   (K·(K−1)·n_per_pair = 900 by default, balanced); label = shape class, ``meta["texture"]`` = texture.
 * ``silhouette``: the shape filled flat with c1 (label = shape, no texture).
 * ``texture-only``: the texture fills the whole frame (label = texture, no shape, no background).
 * ``edges``: the shape's outline (≈1 px, colour c1) on the background (label = shape).
-* ``<corruption>-<severity>`` for every corruption of :mod:`biasbench.harness.corruptions` and severity
+* ``<corruption>-<severity>`` for every corruption of :mod:`biasbench.core.corruptions` and severity
   1…5: the first ``n_corrupt`` images of ``test`` (balanced), corrupted by the same code the ImageNet
   path uses, with a generator seeded by (world seed, corruption, severity), stored as uint8.
 
@@ -70,9 +70,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from biasbench.harness.corruptions import gaussian_blur
-from biasbench.harness.datasets.catalog import DatasetEntry, register
-from biasbench.metrics.base import DEMO_WORLD, ImageSet, Preprocess
+from biasbench.core.corruptions import gaussian_blur
+from biasbench.core.images import ImageSet, cached_array
+from biasbench.core.labels import DEMO_WORLD
 
 WORLD_VERSION = "3"
 CHUNK = 1024  # images per random-number chunk (part of the definition: changing it changes the images)
@@ -115,7 +115,7 @@ class WorldConfig:
 
 
 def corruption_splits() -> list[str]:
-    from biasbench.harness.corruptions import CORRUPTIONS, SEVERITIES
+    from biasbench.core.corruptions import CORRUPTIONS, SEVERITIES
 
     return [f"{name}-{s}" for name in CORRUPTIONS for s in SEVERITIES]
 
@@ -480,8 +480,8 @@ def render_split(split: str, cfg: WorldConfig = WorldConfig(), limit: int | None
     return render_pool(split, s, t, cfg, mode, limit)
 
 
-def _parse_corruption(split: str) -> tuple[str, int] | None:
-    from biasbench.harness.corruptions import CORRUPTIONS, SEVERITIES
+def parse_corruption(split: str) -> tuple[str, int] | None:
+    from biasbench.core.corruptions import CORRUPTIONS, SEVERITIES
 
     name, _, sev = split.rpartition("-")
     if name in CORRUPTIONS and sev.isdigit() and int(sev) in SEVERITIES:
@@ -491,10 +491,10 @@ def _parse_corruption(split: str) -> tuple[str, int] | None:
 
 def _images(split: str, cfg: WorldConfig) -> np.ndarray:
     """uint8 (N, 3, H, W) of any split (no caching)."""
-    parsed = _parse_corruption(split)
+    parsed = parse_corruption(split)
     if parsed is None:
         return to_uint8(render_split(split, cfg).images).numpy()
-    from biasbench.harness.corruptions import corrupt
+    from biasbench.core.corruptions import corrupt
 
     name, sev = parsed
     base = torch.from_numpy(_cached_or_built("test", cfg, None)[: cfg.n_corrupt].copy())
@@ -509,7 +509,6 @@ def _images(split: str, cfg: WorldConfig) -> np.ndarray:
 def _cached_or_built(split: str, cfg: WorldConfig, cache_dir: Path | None) -> np.ndarray:
     if cache_dir is None:
         return _images(split, cfg)
-    from biasbench.harness.datasets.folders import cached_array
 
     key = f"demo-world-{split}-{manifest_hash(split, cfg)}"
     return cached_array(Path(cache_dir), key, lambda: _images(split, cfg))
@@ -517,7 +516,7 @@ def _cached_or_built(split: str, cfg: WorldConfig, cache_dir: Path | None) -> np
 
 def generate(split: str, cfg: WorldConfig = WorldConfig(), cache_dir: Path | None = None) -> ImageSet:
     """The ``demo-world/<split>`` ImageSet (rendered now, or memory-mapped from ``cache_dir``)."""
-    parsed = _parse_corruption(split)
+    parsed = parse_corruption(split)
     base = "test" if parsed else split
     s, t, mode = split_labels(base, cfg)
     if parsed:
@@ -543,42 +542,3 @@ def generate(split: str, cfg: WorldConfig = WorldConfig(), cache_dir: Path | Non
         manifest_hash=manifest_hash(split, cfg),
         meta=meta,
     )
-
-
-_DESCRIPTIONS = {
-    "train": "demo world: training-distribution sample (shape k filled with texture k)",
-    "test": "demo world: test set, same distribution as train (balanced, 100 per class)",
-    "cue-conflict": "demo world: shape i filled with texture j != i, every ordered pair, label = shape, meta texture",
-    "silhouette": "demo world: shapes with a flat fill (label = shape)",
-    "texture-only": "demo world: textures filling the frame (label = texture)",
-    "edges": "demo world: shape outlines (label = shape)",
-}
-
-
-def _entry(split: str) -> DatasetEntry:
-    parsed = _parse_corruption(split)
-    desc = _DESCRIPTIONS.get(split) or (
-        f"demo world: test images (first n_corrupt) with {parsed[0]} at severity {parsed[1]}"
-        if parsed
-        else split
-    )
-
-    def manifest(data_root: Path, pre: Preprocess | None) -> str:
-        return manifest_hash(split)
-
-    def load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
-        return generate(split, WorldConfig(), cache_dir)
-
-    return DatasetEntry(
-        name=f"{DEMO_WORLD}/{split}",
-        description=desc,
-        label_space=DEMO_WORLD,
-        manifest=manifest,
-        load=load,
-        as_stored=True,
-        how_to_get="generated deterministically on first use (nothing to download); cached under <cache>/datasets",
-    )
-
-
-for _split in SPLITS:
-    register(_entry(_split))

