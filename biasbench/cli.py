@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-ls_app = typer.Typer(help="List checkpoints, metrics or datasets.", no_args_is_help=True)
+ls_app = typer.Typer(help="List checkpoints, metrics, datasets, weight sources or label spaces.", no_args_is_help=True)
 data_app = typer.Typer(help="Fetch and verify datasets (checksum-verified downloads).", no_args_is_help=True)
 zoo_app = typer.Typer(help="The demo mini zoo: reproduce its checkpoints.", no_args_is_help=True)
 app.add_typer(ls_app, name="ls")
@@ -38,7 +38,10 @@ DataRootOpt = Annotated[
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}")
+    """One clear error line (the message is printed as text: a key like ``[/fc.weight]`` is no markup)."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(msg)}")
     raise typer.Exit(code)
 
 
@@ -115,53 +118,21 @@ def run(
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
     from biasbench.core.paths import default_cache_dir
-    from biasbench.harness.environment import (
-        describe_device,
-        git_sha,
-        hostname,
-        package_versions,
-        select_device,
-    )
-    from biasbench.harness.executor import ExecOptions, execute
+    from biasbench.harness.executor import ExecOptions
     from biasbench.harness.plan import PlanOptions, plan
-    from biasbench.harness.progress import RunUI
     from biasbench.harness.store import Store
-    from biasbench.metrics.discovery import PluginError
-    from biasbench.registry.registry_files import resolve_targets
 
-    targets = targets or ["demo"]
     root = _data_root(data_root)
     cache = cache_dir or default_cache_dir()
-    try:
-        specs = resolve_targets(targets)
-        metric_objs = _build_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-                                     _parse_params(param or []))
-        dev = select_device(device)
-    except (PluginError, RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
+    specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device)
     with Store(db) as store:
         plans = plan(specs, metric_objs, PlanOptions(root, cache, trust_checkpoints, force, seed), store.stored_jobs())
         _print_plan(plans, dry_run)
         if dry_run:
             return
-        n_todo = sum(len(cp.todo) for cp in plans)
-        n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
-        n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
-        if n_todo == 0 and n_err == 0:
-            err.print(f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).")
-            _next_steps(db)
-            return
-        run_id = store.start_run(argv=sys.argv, git_sha=git_sha(), versions=package_versions(),
-                                 device=describe_device(dev), host=hostname())
-        err.print(f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(dev)}")
-        status = "interrupted"
-        try:
-            with RunUI(err) as ui:
-                summary = execute(plans, ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed),
-                                  store, run_id, ui)
-            status = "failed" if summary.failed else "ok"
-        finally:
-            store.finish_run(run_id, status)
+        summary = _execute_plans(store, plans, db, ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed))
+    if summary is None:
+        return
     _print_summary(summary)
     if summary.failed:
         err.print(f"[red]{summary.failed} job(s) failed[/red]; details: `bench status --db {db}`. "
@@ -169,6 +140,49 @@ def run(
         _next_steps(db)
         raise typer.Exit(1)
     _next_steps(db)
+
+
+def _run_inputs(targets: list[str], metrics: str | None, param: list[str], device: str) -> tuple[list, list, Any]:
+    """Checkpoint specs, metrics (parameters checked) and the device of a run; any error ends the
+    command with one message before anything is downloaded or loaded."""
+    from biasbench.core.plugins import PluginError
+    from biasbench.harness.environment import select_device
+    from biasbench.registry.registry_files import resolve_targets
+
+    try:
+        metric_objs = _build_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+                                     _parse_params(param))
+        specs = resolve_targets(targets)
+        dev = select_device(device)
+    except (PluginError, RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    return specs, metric_objs, dev
+
+
+def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any) -> Any:
+    """Run the planned jobs as one recorded run; ``None`` when there is nothing to compute."""
+    from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
+    from biasbench.harness.executor import execute
+    from biasbench.harness.progress import RunUI
+
+    n_todo = sum(len(cp.todo) for cp in plans)
+    n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
+    n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
+    if n_todo == 0 and n_err == 0:
+        err.print(f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).")
+        _next_steps(db)
+        return None
+    run_id = store.start_run(argv=sys.argv, git_sha=git_sha(), versions=package_versions(),
+                             device=describe_device(opts.device), host=hostname())
+    err.print(f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(opts.device)}")
+    status = "interrupted"
+    try:
+        with RunUI(err) as ui:
+            summary = execute(plans, opts, store, run_id, ui)
+        status = "failed" if summary.failed else "ok"
+    finally:
+        store.finish_run(run_id, status)
+    return summary
 
 
 def _print_plan(plans: list[Any], verbose: bool) -> None:
@@ -447,6 +461,38 @@ def ls_datasets(data_root: DataRootOpt = None) -> None:
             details.append(f"splits: {d.summary}")
         _print_entry([(shown[name], w_name), (d.label_space, w_labels), (status, 9), (where, 0)], details)
     out.print(Text(f"data root: {root.resolve()} (--data-root or $BIASBENCH_DATA)", style="dim"))
+
+
+@ls_app.command("sources")
+def ls_sources() -> None:
+    """Installed weight sources (the `weights = "<scheme>:…"` prefixes) and their providers."""
+    from biasbench.registry.sources import SOURCES
+
+    provs = SOURCES.providers()
+    width = max((len(n) for n in provs), default=0)
+    for name, p in sorted(provs.items()):
+        src = SOURCES.load(p)
+        alias = f" (alias of {src.scheme})" if name != src.scheme else ""
+        _print_entry([(name, width), (src.syntax + alias, 0)], [f"{src.summary()} [{p.provider}]"])
+
+
+@ls_app.command("labels")
+def ls_labels() -> None:
+    """Installed label spaces: class count, default dataset per purpose, subsets, providers."""
+    from biasbench.core.labels import LABEL_SPACES
+
+    provs = LABEL_SPACES.providers()
+    width = max((len(n) for n in provs), default=0)
+    for name, p in sorted(provs.items()):
+        space = LABEL_SPACES.load(p)
+        details = [f"{space.description} [{p.provider}]"]
+        if space.datasets:
+            details.append("datasets: " + ", ".join(f"{k}={v}" for k, v in space.datasets.items()))
+        extras = [*(f"subset {k}" for k in space.subsets), *(f"decisions onto {k}" for k in space.decisions),
+                  *(f"multi-label {k}" for k in space.multi_labels)]
+        if extras:
+            details.append("; ".join(extras))
+        _print_entry([(name, width), (f"{space.num_classes} classes", 0)], details)
 
 
 def _require_manifest(name: str, manifests: dict[str, Any]) -> None:

@@ -83,3 +83,26 @@ def bench(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> CliR
     finally:
         os.chdir(old)
     return CliResult(r.exit_code, r.stdout, r.stderr)
+
+
+def install_throwaway_package(where: Path, dist: str, package: str, files: dict[str, str], entry_points: str) -> Path:
+    """Write a tiny distribution ``dist`` (import package ``package`` with ``files``, and the
+    ``[project.entry-points…]`` tables in ``entry_points``) under ``where`` and pip-install it into
+    ``where/site``, which is returned (put it on PYTHONPATH to use the plugins)."""
+    import textwrap
+
+    proj = where / f"{dist}-project"
+    (proj / package).mkdir(parents=True)
+    (proj / package / "__init__.py").write_text("")
+    for name, text in files.items():
+        (proj / package / name).write_text(textwrap.dedent(text).lstrip())
+    (proj / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{dist}"\nversion = "0.1"\n{textwrap.dedent(entry_points).strip()}\n'
+    )
+    site = where / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--target", str(site), str(proj)], capture_output=True, text=True, timeout=300)
+    if pip.returncode != 0:
+        raise RuntimeError(f"pip install of the test package {dist} failed: {pip.stderr}")
+    return site

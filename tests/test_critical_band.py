@@ -1,4 +1,4 @@
-"""Critical-band masking (DESIGN §5): grayscale, the pyramid against pyrtools, RMS equalisation, the
+"""Critical-band masking (Subramanian et al. 2023): grayscale, the pyramid against pyrtools, RMS equalisation, the
 out-of-range rule, thresholds + Gaussian fit, and known answers."""
 
 from __future__ import annotations

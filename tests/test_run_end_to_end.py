@@ -11,7 +11,7 @@ import time
 import duckdb
 import pytest
 
-from tests.harness_fixtures import REPO, bench, tiny_registry
+from tests.harness_fixtures import REPO, bench, install_throwaway_package, tiny_registry
 from tests.plugins.probes import marker_lines
 
 
@@ -114,30 +114,27 @@ def test_sigkill_mid_run_leaves_whole_jobs_and_the_rerun_finishes_the_rest(tmp_p
 
 
 def test_third_party_plugin_installed_with_pip_runs_through_bench_run(tmp_path, env):
-    proj = tmp_path / "plugin_project"
-    (proj / "bb_extra").mkdir(parents=True)
-    (proj / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "bb-extra"\nversion = "0.1"\n'
-        '[project.entry-points."biasbench.metrics"]\nmean_conf = "bb_extra.metric:MeanConfidence"\n')
-    (proj / "bb_extra" / "__init__.py").write_text("")
-    (proj / "bb_extra" / "metric.py").write_text(
-        '"""Mean softmax confidence on imagenet-sample: a third-party metric."""\n'
-        "from dataclasses import dataclass\n"
-        "from biasbench.metrics.base import DatasetRequest, Metric, MetricResult\n\n"
-        "class MeanConfidence(Metric):\n"
-        '    """Mean max-softmax confidence."""\n'
-        '    name = "mean_conf"\n    version = "1"\n\n'
-        "    @dataclass(frozen=True)\n    class Params:\n        pass\n\n"
-        "    def datasets(self, label_space):\n"
-        '        return {"images": DatasetRequest("imagenet-sample")}\n\n'
-        "    def evaluate(self, model, data, ctx):\n"
-        '        p = ctx.predict(model, data["images"].images).softmax(1).max(1).values\n'
-        '        return MetricResult({"mean_conf": float(p.mean())}, n=len(p))\n')
-    site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--target", str(site), str(proj)], capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
+    site = install_throwaway_package(tmp_path, "bb-extra", "bb_extra", {"metric.py": """
+        \"\"\"Mean softmax confidence on imagenet-sample: a third-party metric.\"\"\"
+        from dataclasses import dataclass
+        from biasbench.metrics.base import DatasetRequest, Metric, MetricResult
+
+        class MeanConfidence(Metric):
+            \"\"\"Mean max-softmax confidence.\"\"\"
+            name = "mean_conf"
+            version = "1"
+
+            @dataclass(frozen=True)
+            class Params:
+                pass
+
+            def datasets(self, label_space):
+                return {"images": DatasetRequest("imagenet-sample")}
+
+            def evaluate(self, model, data, ctx):
+                p = ctx.predict(model, data["images"].images).softmax(1).max(1).values
+                return MetricResult({"mean_conf": float(p.mean())}, n=len(p))
+    """}, '[project.entry-points."biasbench.metrics"]\nmean_conf = "bb_extra.metric:MeanConfidence"')
     reg = tiny_registry(tmp_path, n=1)
     penv = {**env, "PYTHONPATH": f"{REPO}{os.pathsep}{site}"}
     ls = subprocess.run([sys.executable, "-m", "biasbench.cli", "ls", "metrics"], cwd=tmp_path, capture_output=True,

@@ -1,4 +1,4 @@
-"""SIS sufficiency (DESIGN §5): BackSelect traces, SIS_τ, scalars recomputed from traces."""
+"""SIS sufficiency (Carter et al.): BackSelect traces, SIS_τ, scalars recomputed from traces."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spectral bias (DESIGN §5): the box filters, the metric's keys and known answers."""
+"""Spectral bias (Gavrikov & Keuper 2024): the box filters, the metric's keys and known answers."""
 
 from __future__ import annotations
 

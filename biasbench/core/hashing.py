@@ -1,4 +1,4 @@
-"""Content keys: canonical JSON of a job's parts, hashed (``config_hash``, DESIGN §3)."""
+"""Content keys: canonical JSON of a job's parts, hashed (``config_hash``, ``docs/architecture.md`` §5)."""
 
 from __future__ import annotations
 

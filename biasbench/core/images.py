@@ -1,6 +1,6 @@
 """Image sets: uint8 images on the CPU with their labels, and the helpers that make them.
 
-An :class:`ImageSet` is what a dataset loads and a metric receives (DESIGN §4): uint8 (N, 3, H, W)
+An :class:`ImageSet` is what a dataset loads and a metric receives (``docs/architecture.md`` §3): uint8 (N, 3, H, W)
 (possibly memory-mapped), int64 labels in a label space (:mod:`biasbench.core.labels`), item ids and
 per-item metadata, and a manifest hash that identifies its exact content. Images stay uint8 until the
 device (``docs/architecture.md``, speed principles). :func:`decode_files` decodes image files once

@@ -1,6 +1,6 @@
 """How a checkpoint wants its images: resize the short side, centre-crop, then normalise.
 
-A checkpoint concept (the registry resolves it per checkpoint; DESIGN §2) that datasets use to decode
+A checkpoint concept (the registry resolves it per checkpoint; README, "Adding checkpoints") that datasets use to decode
 and metrics use to ask for a fixed geometry (``DatasetRequest``). See ``docs/architecture.md``.
 """
 

@@ -1,4 +1,4 @@
-"""The synthetic shape–texture demo world (DESIGN §6, issue 3): a model organism of ImageNet's cue conflict.
+"""The synthetic shape–texture demo world (README, "The demo world and its mini zoo"): a model organism of ImageNet's cue conflict.
 
 Definition
 ----------
@@ -42,7 +42,7 @@ splits also carry ``meta["corruption"]`` (list of str) and ``meta["severity"]`` 
 Why 32 px
 ---------
 The zoo is trained and evaluated on 2 CPU cores: at 32 px a narrow ResNet-50 trains at ~1,000 images/s
-and infers at ~2,500 images/s, SIS (DESIGN §5) can run *exact* BackSelect (32·32 = 1024 pixels, the
+and infers at ~2,500 images/s, SIS (:mod:`biasbench.metrics.sis`) can run *exact* BackSelect (32·32 = 1024 pixels, the
 design's limit for exact search), and the textures (periods 4–7 px) and shapes (18–27 px across) are
 still unambiguous (the oracles in ``tests/oracles.py`` classify them at ~100 %). 48 px costs 2.25× in
 every metric for no new phenomenon.

@@ -1,4 +1,4 @@
-"""The DuckDB store (DESIGN §3): one file, one writer, one transaction per job.
+"""The DuckDB store (``docs/architecture.md`` §4): one file, one writer, one transaction per job.
 
 Tables
 ------

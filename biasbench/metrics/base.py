@@ -1,4 +1,4 @@
-"""The metric plugin API (DESIGN §4).
+"""The metric plugin API (``docs/architecture.md`` §3).
 
 A metric is a class with
 
@@ -312,6 +312,9 @@ class Metric:
     headline: ClassVar[tuple[str, ...]] = ()
     #: columns every per-item table of this metric has besides ``item`` (checked on every result)
     item_columns: ClassVar[tuple[str, ...]] = ()
+    #: scalar keys that measure the run (e.g. seconds per image), not the model: they are stored like
+    #: any key but are not expected to repeat exactly on a rerun
+    run_measurements: ClassVar[tuple[str, ...]] = ()
 
     @dataclass(frozen=True)
     class Params:
@@ -377,7 +380,9 @@ def _matches(value: Any, hint: Any) -> tuple[bool, Any]:
         return ok, float(value) if ok else value
     if hint is str:
         return isinstance(value, str), value
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
         if len(args) == 2 and args[1] is Ellipsis:
             items = [_matches(v, args[0]) for v in value]
             return all(ok for ok, _ in items), tuple(v for _, v in items)
@@ -385,7 +390,9 @@ def _matches(value: Any, hint: Any) -> tuple[bool, Any]:
             items = [_matches(v, a) for v, a in zip(value, args, strict=True)]
             return all(ok for ok, _ in items), tuple(v for _, v in items)
         return False, value
-    return True, value  # an annotation we do not check
+    if isinstance(origin, type) or isinstance(hint, type):
+        return isinstance(value, origin or hint), value
+    return True, value  # an annotation we do not check (a TypeVar, a Literal, …)
 
 
 def coerce_params(metric: str, params: Any) -> Any:

@@ -4,7 +4,7 @@ Citation: A. Subramanian, E. Sizikova, N. J. Majaj and D. G. Pelli, "Spatial-fre
 shape bias, and adversarial robustness", NeurIPS 2023 — as used by P. Gavrikov and J. Keuper, "Can
 Biases in ImageNet Models Explain Generalization?", CVPR 2024.
 
-Definition (DESIGN §5, the study's constants). Per image: Resize(256), CenterCrop(224), grayscale with
+Definition (the study's constants). Per image: Resize(256), CenterCrop(224), grayscale with
 PIL's "L" conversion (``(R·19595 + G·38470 + B·7471 + 2¹⁵) >> 16``, i.e. 0.299/0.587/0.114 rounded as
 PIL rounds — computed on the device from the uint8 RGB batch), ``x / 255``, contrast reduction
 ``(x − mean(x)) · 0.2 + 0.449``. Noise: white ``N(0, sd²)`` → Laplacian pyramid (pyrtools

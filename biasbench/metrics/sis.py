@@ -1,7 +1,7 @@
 """SIS sufficiency (Carter et al. 2019, "What made you do this?"; Carter et al. 2021, "Overinterpretation
 reveals image classification model pathologies"): how few pixels does a model need to stay confident?
 
-Definition (DESIGN §5). ``f(x)`` = fp32 softmax probability of ``c0`` = argmax on the clean image,
+Definition. ``f(x)`` = fp32 softmax probability of ``c0`` = argmax on the clean image,
 model in eval mode. Features are pixels: a mask ``M`` (1, H, W) per image, broadcast over the channels;
 a masked pixel takes the baseline value (default: the dataset mean in pixel space, ``model.pixel_mean``,
 which is 0 after the model's own normalisation). BackSelect masks pixels in ``T = ceil(HW / k)`` steps,
@@ -150,6 +150,7 @@ class SIS(Metric):
     name = "sis"
     version = "1"
     item_columns = ("label", "c0", "clean_conf", "order", "conf")
+    run_measurements = ("seconds_per_image",)
     headline = ("coverage", "sis_frac_median", "sufficiency_rate", "backselect_subset_top1")
 
     @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Citation: P. Gavrikov and J. Keuper, "Can Biases in ImageNet Models Explain Generalization?",
 CVPR 2024 (the low-/high-frequency preference measurements of their §3).
 
-Definition (DESIGN §5, constants of the study). ImageNet val, Resize(256) + CenterCrop(224), pixel
+Definition (the constants of the study). ImageNet val, Resize(256) + CenterCrop(224), pixel
 space [0, 1], all 3 channels. ``F = fftshift(fft2(x))``, centre ``c0 = 112``. A low-pass with cutoff ``c``
 keeps the square box ``ky, kx ∈ [c0 − r, c0 + r)`` with ``r = floor(c · 112)``; a high-pass with cutoff
 ``c`` zeroes the box of ``r = floor((1 − c) · 112)``. The filtered image is

@@ -1,6 +1,6 @@
 """Registry files (TOML), the registries we ship, and bare command-line targets.
 
-A registry file is a list of ``[[checkpoint]]`` tables (DESIGN §2)::
+A registry file is a list of ``[[checkpoint]]`` tables (README, "Adding checkpoints")::
 
     [[checkpoint]]
     id = "resnet50_trained_on_SIN"           # required, unique across everything resolved together

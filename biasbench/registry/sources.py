@@ -1,6 +1,6 @@
 """Weight sources: where a checkpoint's weight bytes come from, and how they are read safely.
 
-A checkpoint's ``weights`` string names one source by its scheme (DESIGN §2). Every source is a
+A checkpoint's ``weights`` string names one source by its scheme (README, "Adding checkpoints"). Every source is a
 plugin of the entry-point group ``biasbench.sources`` (a :class:`Source` subclass; ours are declared in
 ``pyproject.toml`` like a third party's, one module each under :mod:`biasbench.registry.weight_sources`):
 

@@ -1,4 +1,4 @@
-"""Checkpoint specifications: what is benchmarked, as data (DESIGN §2)."""
+"""Checkpoint specifications: what is benchmarked, as data (README, "Adding checkpoints")."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class LoadedCheckpoint:
 
     @property
     def identity(self) -> str:
-        """sha256 of the weight bytes plus the resolved preprocessing (DESIGN §2)."""
+        """sha256 of the weight bytes plus the resolved preprocessing (README, "Adding checkpoints")."""
         blob = json.dumps({"w": self.weights_sha256, "p": self.preprocess.to_json()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
