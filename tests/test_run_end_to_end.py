@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
 
 from tests.harness_fixtures import REPO, bench, install_throwaway_package, tiny_registry
+from tests.plugins import probes
 from tests.plugins.probes import marker_lines
 
 
@@ -114,37 +116,21 @@ def test_sigkill_mid_run_leaves_whole_jobs_and_the_rerun_finishes_the_rest(tmp_p
 
 
 def test_third_party_plugin_installed_with_pip_runs_through_bench_run(tmp_path, env):
-    site = install_throwaway_package(tmp_path, "bb-extra", "bb_extra", {"metric.py": """
-        \"\"\"Mean softmax confidence on imagenet-sample: a third-party metric.\"\"\"
-        from dataclasses import dataclass
-        from biasbench.metrics.base import DatasetRequest, Metric, MetricResult
-
-        class MeanConfidence(Metric):
-            \"\"\"Mean max-softmax confidence.\"\"\"
-            name = "mean_conf"
-            version = "1"
-
-            @dataclass(frozen=True)
-            class Params:
-                pass
-
-            def datasets(self, label_space):
-                return {"images": DatasetRequest("imagenet-sample")}
-
-            def evaluate(self, model, data, ctx):
-                p = ctx.predict(model, data["images"].images).softmax(1).max(1).values
-                return MetricResult({"mean_conf": float(p.mean())}, n=len(p))
-    """}, '[project.entry-points."biasbench.metrics"]\nmean_conf = "bb_extra.metric:MeanConfidence"')
+    # the package's one module is the source of tests/plugins/probes.py (MeanConfidence among others)
+    site = install_throwaway_package(tmp_path, "bb-extra", "bb_extra", {"metric.py": Path(probes.__file__).read_text()},
+                                     '[project.entry-points."biasbench.metrics"]\n'
+                                     'mean_confidence = "bb_extra.metric:MeanConfidence"')
     reg = tiny_registry(tmp_path, n=1)
     penv = {**env, "PYTHONPATH": f"{REPO}{os.pathsep}{site}"}
     ls = subprocess.run([sys.executable, "-m", "biasbench.cli", "ls", "metrics"], cwd=tmp_path, capture_output=True,
                         text=True, env={**os.environ, **penv, "COLUMNS": "200"})
-    assert "mean_conf" in ls.stdout and "bb-extra" in ls.stdout
-    r = subprocess.run([sys.executable, "-m", "biasbench.cli", "run", str(reg), "-m", "mean_conf", "--db",
+    assert "mean_confidence" in ls.stdout and "bb-extra" in ls.stdout
+    r = subprocess.run([sys.executable, "-m", "biasbench.cli", "run", str(reg), "-m", "mean_confidence",
+                        "-p", "mean_confidence.dataset=imagenet-sample", "--db",
                         str(tmp_path / "b.duckdb")], cwd=tmp_path, capture_output=True, text=True,
                        env={**os.environ, **penv})
     assert r.returncode == 0, r.stderr
-    assert _jobs(tmp_path / "b.duckdb") == [("tiny0", "mean_conf")]
+    assert _jobs(tmp_path / "b.duckdb") == [("tiny0", "mean_confidence")]
 
 
 def test_shards_merge_into_one_database_and_remerging_adds_nothing(tmp_path, env) -> None:
