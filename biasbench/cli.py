@@ -37,6 +37,20 @@ DataRootOpt = Annotated[
 ]
 
 
+def _row(table: Table, *cells: Any) -> None:
+    """``table.add_row`` with every cell shown as text (ids, paths and error messages are no markup)."""
+    from rich.text import Text
+
+    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
+
+
+def _esc(value: Any) -> str:
+    """``value`` as text to embed in a markup string (a ``[`` in a path or message stays a ``[``)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _fail(msg: str, code: int = 2) -> None:
     """One clear error line (the message is printed as text: a key like ``[/fc.weight]`` is no markup)."""
     from rich.markup import escape
@@ -115,6 +129,15 @@ def run(
         list[str] | None, typer.Option("--param", "-p", help="Metric parameter METRIC.KEY=VALUE (repeatable).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice of the metrics.")] = 0,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads for the models (default: $BIASBENCH_THREADS, else every CPU this process may "
+            "use). On a machine shared with other jobs, 1 is often fastest.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
     from biasbench.core.paths import default_cache_dir
@@ -124,9 +147,10 @@ def run(
 
     root = _data_root(data_root)
     cache = cache_dir or default_cache_dir()
-    specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device)
+    specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device, threads)
     with Store(db) as store:
-        plans = plan(specs, metric_objs, PlanOptions(root, cache, trust_checkpoints, force, seed), store.stored_jobs())
+        plans = plan(specs, metric_objs, PlanOptions(root, cache, trust_checkpoints, force, seed, dry_run),
+                     store.stored_jobs())
         _print_plan(plans, dry_run)
         if dry_run:
             return
@@ -135,27 +159,36 @@ def run(
         return
     _print_summary(summary)
     if summary.failed:
-        err.print(f"[red]{summary.failed} job(s) failed[/red]; details: `bench status --db {db}`. "
+        err.print(f"[red]{summary.failed} job(s) failed[/red]; details: `bench status --db {_esc(db)}`. "
                   "Every other result is stored.")
         _next_steps(db)
         raise typer.Exit(1)
     _next_steps(db)
 
 
-def _run_inputs(targets: list[str], metrics: str | None, param: list[str], device: str) -> tuple[list, list, Any]:
-    """Checkpoint specs, metrics (parameters checked) and the device of a run; any error ends the
-    command with one message before anything is downloaded or loaded."""
+def _run_inputs(
+    targets: list[str], metrics: str | None, param: list[str], device: str, threads: int | None
+) -> tuple[list, list, Any]:
+    """Checkpoint specs, metrics (parameters checked), the device and the CPU threads of a run; any
+    error ends the command with one message before anything is downloaded or loaded."""
+    import torch
+
     from biasbench.core.plugins import PluginError
-    from biasbench.harness.environment import select_device
+    from biasbench.harness.environment import default_threads, select_device
     from biasbench.registry.registry_files import resolve_targets
 
+    names = list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip())) if metrics else None
     try:
-        metric_objs = _build_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-                                     _parse_params(param))
+        metric_objs = _build_metrics(names, _parse_params(param))
         specs = resolve_targets(targets)
         dev = select_device(device)
+        torch.set_num_threads(threads or default_threads())
     except (PluginError, RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
+    if not specs:
+        _fail(f"no checkpoints in {', '.join(targets)}: nothing to benchmark")
+    if metrics is not None and not names:
+        _fail("--metrics names no metric")
     return specs, metric_objs, dev
 
 
@@ -169,12 +202,14 @@ def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any) -> Any:
     n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
     n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
     if n_todo == 0 and n_err == 0:
-        err.print(f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).")
+        err.print(f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).",
+                  markup=False)
         _next_steps(db)
         return None
     run_id = store.start_run(argv=sys.argv, git_sha=git_sha(), versions=package_versions(),
                              device=describe_device(opts.device), host=hostname())
-    err.print(f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(opts.device)}")
+    err.print(f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(opts.device)}",
+              markup=False)
     status = "interrupted"
     try:
         with RunUI(err) as ui:
@@ -196,25 +231,27 @@ def _print_plan(plans: list[Any], verbose: bool) -> None:
             ds = ", ".join(rd.request.name for rd in j.datasets.values())
             cost = getattr(j.metric, "cost_per_image", None)
             note = j.reason or (f"≈{cost:g} passes/image" if cost else "")
-            t.add_row(cp.spec.id, j.metric.name, j.status, ds, j.key.config_hash if j.key else "", note)
+            _row(t, cp.spec.id, j.metric.name, j.status, ds, j.key.config_hash if j.key else "", note)
     out.print(t)
 
 
 def _print_summary(summary: Any) -> None:
+    from rich.text import Text
+
     t = Table(title="summary")
     for c in ("checkpoint", "metric", "status", "seconds", "result"):
         t.add_column(c)
     colors = {"done": "green", "failed": "red", "stored": "dim", "n/a": "dim"}
     for o in summary.outcomes:
-        t.add_row(o.checkpoint, o.metric, f"[{colors.get(o.status, '')}]{o.status}[/]",
-                  f"{o.seconds:.1f}" if o.seconds else "", o.summary[:80])
+        _row(t, o.checkpoint, o.metric, Text(o.status, style=colors.get(o.status, "")),
+             f"{o.seconds:.1f}" if o.seconds else "", o.summary[:80])
     err.print(t)
 
 
 def _next_steps(db: Path) -> None:
     flag = "" if str(db) == DEFAULT_DB else f" --db {db}"
-    err.print(f"Results are in [bold]{db.resolve()}[/bold]. Next: `bench report{flag}` (correlations) or "
-              f"`bench results{flag}`.")
+    err.print(f"Results are in [bold]{_esc(db.resolve())}[/bold]. Next: `bench report{_esc(flag)}` (correlations) "
+              f"or `bench results{_esc(flag)}`.")
 
 
 @app.command()
@@ -230,11 +267,16 @@ def results(
     sis_q: Annotated[float | None, typer.Option("--sis-q", help="…and this q (with --sis-tau).")] = None,
 ) -> None:
     """Print stored results: checkpoint, metric, key, value, n."""
-    from biasbench.harness.store import Store
+    from biasbench.harness.store import Store, StoreError
 
+    for flag, v in (("--sis-tau", sis_tau), ("--sis-q", sis_q)):
+        if v is not None and not 0.0 < v <= 1.0:
+            _fail(f"{flag} must be in (0, 1], got {v}")
+    if sis_q is not None and sis_tau is None:
+        _fail("--sis-q needs --sis-tau")
     try:
         store = Store(db, read_only=True)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StoreError) as e:
         _fail(str(e))
     with store:
         df = store.results(latest=not all_versions, metrics=metric, checkpoints=checkpoint)
@@ -250,7 +292,7 @@ def results(
         for c in df.columns:
             t.add_column(c, justify="right" if c in ("value", "n") else "left")
         for row in df.itertuples(index=False):
-            t.add_row(row.checkpoint, row.metric, row.key, f"{row.value:.6g}", str(row.n))
+            _row(t, row.checkpoint, row.metric, row.key, f"{row.value:.6g}", str(row.n))
         out.print(t)
     else:
         _fail(f"unknown format {fmt!r} (table, csv, json)")
@@ -260,15 +302,17 @@ def _recompute_sis(store: Any, df: Any, tau: float, q: float | None) -> Any:
     """Replace each checkpoint's sis rows by scalars recomputed from its stored traces (no model)."""
     import pandas as pd
 
-    from biasbench.metrics.sis_traces import scalars_from_traces
+    from biasbench.metrics.sis_traces import counts_from_traces, scalars_from_traces
 
     rows = []
     for ckpt in sorted(df.loc[df.metric == "sis", "checkpoint"].unique()):
         traces = store.items(ckpt, "sis")
         stored_q = df[(df.checkpoint == ckpt) & (df.metric == "sis") & (df.key == "q")]["value"]
         q_used = q if q is not None else (float(stored_q.iloc[0]) if len(stored_q) else 0.05)
-        for k, v in scalars_from_traces(traces, tau=tau, q=q_used).items():
-            rows.append({"checkpoint": ckpt, "metric": "sis", "key": k, "value": float(v), "n": len(traces)})
+        scalars = scalars_from_traces(traces, tau=tau, q=q_used)
+        n = counts_from_traces(traces, tau, list(scalars))  # what each key rests on, as the metric counts
+        for k, v in scalars.items():
+            rows.append({"checkpoint": ckpt, "metric": "sis", "key": k, "value": float(v), "n": n[k]})
     return pd.concat([df[df.metric != "sis"], pd.DataFrame(rows)], ignore_index=True).sort_values(
         ["checkpoint", "metric", "key"])
 
@@ -288,14 +332,14 @@ def report(
     ] = False,
 ) -> None:
     """Correlations between every pair of stored scalar keys across checkpoints (Spearman ρ, p)."""
-    from biasbench.harness.store import Store
+    from biasbench.harness.store import Store, StoreError
     from biasbench.reports.render import heatmap, markdown_report
 
     if fmt != "md":
         _fail(f"unknown format {fmt!r} (md)")
     try:
         store = Store(db, read_only=True)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StoreError) as e:
         _fail(str(e))
     with store:
         df = store.results()
@@ -303,7 +347,7 @@ def report(
     text = markdown_report(df, key_list, top=top, across_metrics=across_metrics)
     if out_file:
         out_file.write_text(text)
-        err.print(f"report written to {out_file}")
+        err.print(f"report written to {out_file}", markup=False)
     else:
         sys.stdout.write(text)
     if figure:
@@ -311,31 +355,33 @@ def report(
 
         cols = key_list or list(score_matrix(df).columns)
         heatmap(df, cols, figure)
-        err.print(f"figure written to {figure}")
+        err.print(f"figure written to {figure}", markup=False)
 
 
 @app.command()
 def status(db: DbOpt = Path(DEFAULT_DB), failures: Annotated[int, typer.Option(help="Show the last N failures.")] = 10) -> None:
-    """What the database holds: runs, jobs, results, and the latest failures with their errors."""
-    from biasbench.harness.store import Store
+    """What the database holds: runs, jobs, results, and the latest failures with their errors. A
+    `running` run on this host whose process is gone is marked `interrupted` (when the file is writable)."""
+    from biasbench.harness.store import Store, StoreError
 
     try:
         store = Store(db, read_only=True)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StoreError) as e:
         _fail(str(e))
     with store:
+        store.mark_interrupted()
         counts = store.query(
             "SELECT (SELECT count(*) FROM runs) runs, (SELECT count(*) FROM checkpoints) checkpoints, "
             "(SELECT count(*) FROM jobs) jobs, (SELECT count(*) FROM results) results, "
             "(SELECT count(*) FROM failures) failures"
         ).iloc[0]
-        out.print(f"{db.resolve()}: " + ", ".join(f"{k} {int(v)}" for k, v in counts.items()))
+        out.print(f"{db.resolve()}: " + ", ".join(f"{k} {int(v)}" for k, v in counts.items()), markup=False)
         runs = store.runs().tail(5)
         t = Table(title="recent runs")
         for c in ("run_id", "status", "started_at", "device"):
             t.add_column(c)
         for r in runs.itertuples():
-            t.add_row(r.run_id, str(r.status), str(r.started_at)[:19], str(r.device))
+            _row(t, r.run_id, str(r.status), str(r.started_at)[:19], str(r.device))
         out.print(t)
         f = store.failures().tail(failures)
         if len(f):
@@ -343,7 +389,7 @@ def status(db: DbOpt = Path(DEFAULT_DB), failures: Annotated[int, typer.Option(h
             for c in ("checkpoint", "metric", "error"):
                 t.add_column(c)
             for r in f.itertuples():
-                t.add_row(r.checkpoint_id, r.metric, r.error)
+                _row(t, r.checkpoint_id, r.metric, r.error)
             out.print(t)
 
 
@@ -354,16 +400,20 @@ def merge(
 ) -> None:
     """Merge shard databases into --db: jobs not stored there yet (with results and per-item files),
     checkpoints, runs and failures. Merging the same shard twice adds nothing."""
-    from biasbench.harness.store import Store
+    from biasbench.harness.store import Store, StoreError
 
-    with Store(db) as store:
+    try:
+        store = Store(db)
+    except StoreError as e:
+        _fail(str(e))
+    with store:
         for shard in shards:
             try:
                 counts = store.merge(shard)
-            except (FileNotFoundError, ValueError) as e:
+            except (FileNotFoundError, ValueError, StoreError) as e:
                 _fail(str(e))
             added = ", ".join(f"{k} {v}" for k, v in counts.items())
-            err.print(f"merged {shard} into {db}: added {added}")
+            err.print(f"merged {shard} into {db}: added {added}", markup=False)
 
 
 def _print_entry(head: list[tuple[str, int]], details: list[str]) -> None:
@@ -528,7 +578,7 @@ def data_fetch(
                              log=err.print, sha256=sha256)
     except (DownloadError, KeyError, ValueError, OSError) as e:
         _fail(str(e))
-    err.print(f"[green]ok[/green]: {name} at {path}")
+    err.print(f"[green]ok[/green]: {_esc(name)} at {_esc(path)}")
 
 
 @data_app.command("verify")
@@ -543,9 +593,9 @@ def data_verify(name: Annotated[str, typer.Argument(help="Dataset name.")], data
         _fail(str(e))
     if problems:
         for p in problems[:50]:
-            err.print(f"[red]✗[/red] {p}")
+            err.print(f"[red]✗[/red] {_esc(p)}")
         _fail(f"{name}: {len(problems)} problem(s)", code=1)
-    err.print(f"[green]ok[/green]: every file of {name} matches its manifest")
+    err.print(f"[green]ok[/green]: every file of {_esc(name)} matches its manifest")
 
 
 @zoo_app.command("train")
@@ -566,18 +616,23 @@ def zoo_train(
         if recipe not in training.RECIPES:
             _fail(f"unknown recipe {recipe!r}; recipes: {', '.join(training.RECIPES)}")
         path = training.train(recipe, dest, steps=steps, log=err.print)
-        err.print(f"[green]ok[/green]: {path}")
+        err.print(f"[green]ok[/green]: {_esc(path)}")
     else:
         training.train_all(dest, log=err.print, steps=steps)
 
 
 def main() -> None:
-    """The `bench` entry point: a broken, duplicated or unknown plugin anywhere ends in one clear line."""
+    """The `bench` entry point: a broken, duplicated or unknown plugin anywhere, or a results database
+    that cannot be used (not a DuckDB file, not writable, locked by another process), ends in one clear
+    line and exit code 2."""
     from biasbench.core.plugins import PluginError
 
     try:
         app()
-    except PluginError as e:
+    except Exception as e:
+        store = sys.modules.get("biasbench.harness.store")  # a StoreError needs the store loaded; don't load it here
+        if not isinstance(e, PluginError) and not (store is not None and isinstance(e, store.StoreError)):
+            raise
         err.print(f"error: {e}", markup=False, highlight=False)
         sys.exit(2)
 

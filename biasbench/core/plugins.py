@@ -96,10 +96,11 @@ class PluginRegistry(Generic[T]):
         self._loaded: dict[tuple[str, str, str], T] = {}
 
     # -- declaring ---------------------------------------------------------------------------------
-    def register(self, name: str, obj: Any, provider: str = RUNTIME) -> None:
-        """Add a plugin object at run time (a duplicate name is an error naming both providers)."""
+    def register(self, name: str, obj: Any, provider: str = RUNTIME, target: str | None = None) -> None:
+        """Add a plugin object at run time (a duplicate name is an error naming both providers);
+        ``target`` names where it lives (default: the object's module and qualified name)."""
         module = getattr(obj, "__module__", None) or type(obj).__module__
-        p = Provider(name, f"{module}:{getattr(obj, '__qualname__', name)}", provider, obj)
+        p = Provider(name, target or f"{module}:{getattr(obj, '__qualname__', name)}", provider, obj)
         found = self.providers()
         if name in found:
             raise self._duplicate(found[name], p)

@@ -35,14 +35,45 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:<N>")
+
+
 def select_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    """``auto``: CUDA when available, else CPU; ``cpu``; ``cuda`` / ``cuda:N`` (an error without that
+    GPU). Any other device type is refused here, not after every job has failed on it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r} is not a device; choose one of {', '.join(DEVICES)}") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: only {', '.join(DEVICES)} are supported")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+def default_threads() -> int:
+    """CPU threads for a run: ``$BIASBENCH_THREADS``, else the CPUs this process may use."""
+    import os
+
+    env = os.environ.get("BIASBENCH_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError as e:
+            raise ValueError(f"BIASBENCH_THREADS={env!r} is not a whole number") from e
+        if n < 1:
+            raise ValueError(f"BIASBENCH_THREADS={env!r} must be ≥ 1")
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def describe_device(dev: torch.device) -> str:

@@ -6,6 +6,12 @@ autocast on CUDA (inference_mode inside the metrics' ``ctx.predict``); the batch
 ``failures`` with its error and traceback, and the run goes on; a checkpoint that fails to load fails
 all its pending jobs. Datasets are loaded once per (name, preprocessing) and shared by all
 checkpoints of the run.
+
+The store is shared: another ``bench run`` may write to the same database meanwhile. A job that it
+stored since this run planned is skipped (checked before each checkpoint loads, and again inside
+the job's write transaction), so no job is computed into the database twice unless ``--force`` asked
+for it. A database problem (:class:`~biasbench.harness.store.StoreError`: a lock held too long, a
+file that cannot be written) is not a job failure: it ends the run with its message.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from biasbench.core import labels
 from biasbench.core.images import ImageSet
 from biasbench.harness.datasets import catalog
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
-from biasbench.harness.store import Store
+from biasbench.harness.store import JobKey, Store, StoreError
 from biasbench.metrics.base import EvalContext, ModelWrapper
 from biasbench.registry import loading
 from biasbench.registry.spec import LoadedCheckpoint
@@ -99,16 +106,18 @@ def _first_line(e: BaseException) -> str:
 def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id: str, ui: RunUI) -> RunSummary:
     summary = RunSummary()
     data = DatasetCache(opts.data_root, opts.cache_dir)
+    # a todo job whose key is stored now is a forced recompute; one stored later came from another run
+    known = store.stored_jobs()
     for cp in plans:
         for job in cp.jobs:
             if job.status in ("stored", "n/a"):
                 summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason))
             elif job.status == "error":
                 _fail(store, run_id, ui, summary, job, job.reason, job.trace)
-        todo = cp.todo
+        todo = _not_stored_meanwhile(cp.todo, known, store, ui, summary)
         if not todo:
             continue
-        ui.print(f"[bold]{cp.spec.id}[/bold]: {', '.join(j.metric.name for j in todo)}")
+        ui.print(f"[bold]{escape(cp.spec.id)}[/bold]: {escape(', '.join(j.metric.name for j in todo))}")
         try:
             loaded = loading.load_checkpoint(cp.spec, cache_dir=opts.cache_dir, trust=opts.trust)
             model = wrap_model(loaded, opts.device)
@@ -116,13 +125,15 @@ def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id
                 {**cp.spec.to_row(), "weights_sha256": loaded.weights_sha256, "identity": loaded.identity,
                  "preprocess": _json(loaded.preprocess.to_json())}
             )
+        except StoreError:
+            raise
         except Exception as e:  # noqa: BLE001 - a checkpoint that cannot load fails its jobs only
             tb = traceback.format_exc()
             for job in todo:
                 _fail(store, run_id, ui, summary, job, _first_line(e), tb)
             continue
         for job in todo:
-            _run_job(job, model, data, opts, store, run_id, ui, summary)
+            _run_job(job, model, data, opts, store, run_id, ui, summary, known)
         del model, loaded
         gc.collect()
         if opts.device.type == "cuda":
@@ -130,8 +141,26 @@ def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id
     return summary
 
 
+def _not_stored_meanwhile(todo: list[PlannedJob], known: set[JobKey], store: Store, ui: RunUI,
+                          summary: RunSummary) -> list[PlannedJob]:
+    """``todo`` less the jobs another run stored since this one started."""
+    if not todo:
+        return todo
+    now = store.stored_jobs()
+    keep = []
+    for job in todo:
+        if job.key is not None and job.key in now and job.key not in known:
+            ui.print(f"  [dim]{escape(job.spec.id)} · {escape(job.metric.name)}: stored meanwhile by another "
+                     "run[/dim]")
+            summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "stored",
+                                               summary="stored meanwhile by another run"))
+        else:
+            keep.append(job)
+    return keep
+
+
 def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: ExecOptions, store: Store,
-             run_id: str, ui: RunUI, summary: RunSummary) -> None:
+             run_id: str, ui: RunUI, summary: RunSummary, known: set[JobKey]) -> None:
     assert job.key is not None
     tasks: list[Any] = []
 
@@ -155,7 +184,7 @@ def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: Exe
         result.validate(job.metric.name, job.metric.item_columns)
         seconds = time.perf_counter() - t0
         n = {k: result.n_for(k) for k in result.scalars}
-        store.write_job(
+        written = store.write_job(
             job.key,
             metric_version=job.metric.version,
             params=job.metric.params_json(),
@@ -166,23 +195,33 @@ def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: Exe
             flags=result.flags,
             seconds=seconds,
             run_id=run_id,
+            timings={k: float(v) for k, v in result.timings.items()},
+            if_absent=job.key not in known,  # a forced recompute replaces; otherwise another run's copy stays
         )
+    except StoreError:
+        raise
     except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
         _fail(store, run_id, ui, summary, job, _first_line(e), traceback.format_exc())
         return
     finally:
         for t in tasks:
             ui.finish_task(t)
+    if not written:
+        ui.print(f"  [dim]{escape(job.spec.id)} · {escape(job.metric.name)}: stored meanwhile by another run "
+                 "(its copy kept)[/dim]")
+        summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "stored", seconds,
+                                           "stored meanwhile by another run"))
+        return
     keys = [k for k in job.metric.headline if k in result.scalars] or list(result.scalars)[:3]
     head = ", ".join(f"{k}={result.scalars[k]:.4g}" for k in keys)
-    flags = f" [yellow]flags: {'; '.join(result.flags)}[/yellow]" if result.flags else ""
-    ui.print(f"  [green]✓[/green] {job.metric.name} ({seconds:.1f}s) {head}{flags}")
+    flags = f" [yellow]flags: {escape('; '.join(result.flags))}[/yellow]" if result.flags else ""
+    ui.print(f"  [green]✓[/green] {escape(job.metric.name)} ({seconds:.1f}s) {escape(head)}{flags}")
     summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "done", seconds, head))
 
 
 def _fail(store: Store, run_id: str, ui: RunUI, summary: RunSummary, job: PlannedJob, error: str, tb: str) -> None:
     store.record_failure(job.spec.id, job.metric.name, job.key.config_hash if job.key else None, error, tb, run_id)
-    ui.print(f"  [red]✗[/red] {job.spec.id} · {job.metric.name}: {error}")
+    ui.print(f"  [red]✗[/red] {escape(job.spec.id)} · {escape(job.metric.name)}: {escape(error)}")
     summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "failed", summary=error))
 
 

@@ -68,6 +68,9 @@ class PlanOptions:
     trust: bool = False
     force: bool = False
     seed: int = 0
+    #: plan without fetching: weights that are remote or come from code are not resolved (their jobs
+    #: are listed as todo without a config hash)
+    dry_run: bool = False
 
 
 def _resolve_datasets(metric: Metric, label_space: str, ckpt_pre: Preprocess,
@@ -99,6 +102,22 @@ def job_hash(spec: CheckpointSpec, weights_sha256: str, pre: Preprocess, metric:
     )
 
 
+def _unresolved_plan(cp: CheckpointPlan, metrics: list[Metric], opts: PlanOptions,
+                     manifests: dict[tuple[str, Any], str]) -> CheckpointPlan:
+    """A dry run's plan of a checkpoint whose weights it may not fetch (remote or from code)."""
+    note = "dry run: weights not fetched (remote or from code), so the job's config hash is unknown"
+    for m in metrics:
+        job = PlannedJob(cp.spec, m, "todo", reason=note)
+        try:
+            job.datasets = _resolve_datasets(m, cp.spec.labels, cp.preprocess, opts, manifests)
+        except NotApplicable as e:
+            job.status, job.reason = "n/a", str(e)
+        except Exception as e:  # noqa: BLE001 - a missing dataset shows up in the plan
+            job.status, job.reason = "error", str(e)
+        cp.jobs.append(job)
+    return cp
+
+
 def plan(specs: list[CheckpointSpec], metrics: list[Metric], opts: PlanOptions,
          stored: set[JobKey]) -> list[CheckpointPlan]:
     plans: list[CheckpointPlan] = []
@@ -107,6 +126,9 @@ def plan(specs: list[CheckpointSpec], metrics: list[Metric], opts: PlanOptions,
         cp = CheckpointPlan(spec=spec, jobs=[])
         try:
             cp.preprocess = loading.resolve_preprocess(spec)
+            if opts.dry_run and not loading.resolves_locally(spec):
+                plans.append(_unresolved_plan(cp, metrics, opts, manifests))
+                continue
             cp.weights_sha256 = loading.weights_fingerprint(spec, cache_dir=opts.cache_dir, trust=opts.trust)
         except Exception as e:  # noqa: BLE001 - any failure here fails every job of this checkpoint
             cp.error = str(e)

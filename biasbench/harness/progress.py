@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,7 +21,7 @@ from rich.progress import (
 class _RichTask:
     def __init__(self, progress: Progress, description: str, total: int) -> None:
         self.progress = progress
-        self.id = progress.add_task(description, total=total)
+        self.id = progress.add_task(escape(description), total=total)  # ids and names are text, not markup
 
     def advance(self, n: int = 1) -> None:
         self.progress.advance(self.id, n)
@@ -42,7 +43,7 @@ class _PlainTask:
         if now - self.ui.last_line >= self.interval:
             el, frac = now - self.t0, self.done / self.total
             eta = el / frac * (1 - frac) if frac > 0 else 0.0
-            self.ui.print(f"    {self.description}: {self.done}/{self.total} ({el:.0f}s, eta {eta:.0f}s)")
+            self.ui.print(f"    {self.description}: {self.done}/{self.total} ({el:.0f}s, eta {eta:.0f}s)", markup=False)
 
 
 class RunUI:

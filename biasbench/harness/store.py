@@ -1,12 +1,14 @@
-"""The DuckDB store (``docs/architecture.md`` §4): one file, one writer, one transaction per job.
+"""The DuckDB store (``docs/architecture.md`` §4): one file, one transaction per job, held only while
+it is read or written.
 
 Tables
 ------
 ``checkpoints(id, arch, weights, source, weights_sha256, identity, preprocess JSON, labels, tags JSON)``
-``runs(run_id, started_at, finished_at, status, argv JSON, git_sha, versions JSON, device, host)``
+``runs(run_id, started_at, finished_at, status, argv JSON, git_sha, versions JSON, device, host, pid)``
 ``jobs(checkpoint_id, metric, config_hash, metric_version, params JSON, datasets JSON, seconds, flags
-JSON, run_id, created_at)`` — one row per finished job; its presence is what "stored" means (a rerun
-skips it unless ``--force``).
+JSON, run_id, created_at, timings JSON)`` — one row per finished job; its presence is what "stored"
+means (a rerun skips it unless ``--force``). ``timings``: what the job measured about the run
+(e.g. SIS ``seconds_per_image``), never a result.
 ``results(checkpoint_id, metric, key, value DOUBLE, n, config_hash, metric_version, run_id,
 created_at)`` unique on ``(checkpoint_id, metric, key, config_hash)``.
 ``item_outputs(checkpoint_id, metric, config_hash, path, n_rows, run_id, created_at)`` — per-item
@@ -15,18 +17,36 @@ outputs live in Parquet files beside the database (``<db>.items/<metric>/<checkp
 View ``latest_results``: for each (checkpoint, metric, key) the row of the newest job.
 
 A job's rows (jobs, results, item_outputs) are written in one transaction: a killed run leaves whole
-jobs or nothing. The Parquet file is written first under a temporary name and renamed into place, so
-a kill between the rename and the commit leaves at most an orphan file that the rerun overwrites.
+jobs or nothing. The Parquet file is written first under a temporary name and renamed into place just
+before the commit, so a kill between the rename and the commit leaves at most an orphan file that
+the rerun overwrites.
+
+Sharing the file. DuckDB locks the file for one read-write process (or any number of read-only
+ones). A writing ``Store`` therefore connects for each write (``start_run``, ``upsert_checkpoint``,
+``write_job``, ``record_failure``, ``finish_run``) and each read, and disconnects right after: between
+writes, ``bench status`` / ``results`` / ``report`` open the file read-only, and two ``bench run``
+on one database take turns. Whoever meets the lock retries with backoff (writers up to
+``WRITE_LOCK_TIMEOUT`` s, readers ``READ_LOCK_TIMEOUT`` s; ``$BIASBENCH_LOCK_TIMEOUT`` overrides
+both) and then raises :class:`StoreError` naming the holder's PID. Every other reason the file cannot
+be used (a directory, not a DuckDB file, not writable) is a :class:`StoreError` naming the file and
+the cause, too.
+
+A run records its PID and host; a ``running`` run on this host whose process is gone is marked
+``interrupted`` when a store opens for writing (and by ``bench status``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +76,8 @@ CREATE TABLE IF NOT EXISTS item_outputs (
 CREATE TABLE IF NOT EXISTS failures (
   checkpoint_id VARCHAR, metric VARCHAR, config_hash VARCHAR, error VARCHAR, traceback VARCHAR,
   run_id VARCHAR, created_at TIMESTAMPTZ);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid BIGINT;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS timings JSON;
 CREATE OR REPLACE VIEW latest_jobs AS
   SELECT * EXCLUDE (rn) FROM (
     SELECT *, row_number() OVER (PARTITION BY checkpoint_id, metric ORDER BY created_at DESC) AS rn
@@ -63,6 +85,19 @@ CREATE OR REPLACE VIEW latest_jobs AS
 CREATE OR REPLACE VIEW latest_results AS
   SELECT r.* FROM results r JOIN latest_jobs j USING (checkpoint_id, metric, config_hash);
 """
+#: the tables every results database has (a DuckDB file without them is someone else's database)
+TABLES = ("checkpoints", "runs", "jobs", "results", "item_outputs", "failures")
+
+#: seconds a writer / a reader waits for another process's lock before giving up
+WRITE_LOCK_TIMEOUT = 60.0
+READ_LOCK_TIMEOUT = 10.0
+LOCK_TIMEOUT_ENV = "BIASBENCH_LOCK_TIMEOUT"
+
+
+class StoreError(RuntimeError):
+    """The results database cannot be used: not a DuckDB file, a directory, not writable, or locked
+    by another process for too long. The message names the file and the cause (and the holder's PID
+    for a lock)."""
 
 
 def _now() -> datetime:
@@ -77,25 +112,44 @@ class JobKey:
 
 
 class Store:
-    """The results database. Open with ``Store(path)``; use as a context manager to close it."""
+    """The results database. ``Store(path)`` for writing (creates the file and its tables),
+    ``Store(path, read_only=True)`` for reading; either holds no connection between calls (each call
+    connects, retrying while another process holds the lock). Use as a context manager if you like;
+    ``close`` only marks the store closed."""
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, lock_timeout: float | None = None) -> None:
         self.path = Path(path)
-        if read_only and not self.path.exists():
-            raise FileNotFoundError(f"no results database at {self.path.resolve()} (run `bench run` first)")
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if lock_timeout is None:
+            env = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+            try:
+                lock_timeout = float(env) if env else None
+            except ValueError:
+                raise StoreError(f"${LOCK_TIMEOUT_ENV} = {env!r} is not a number of seconds") from None
+        self.lock_timeout = (
+            lock_timeout if lock_timeout is not None else READ_LOCK_TIMEOUT if read_only else WRITE_LOCK_TIMEOUT
+        )
+        if self.path.is_dir():
+            raise StoreError(f"the results database {self.path} is a directory, not a database file "
+                             "(give --db a file path, e.g. bench.duckdb)")
+        if read_only:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no results database at {self.path.resolve()} (run `bench run` first)")
+            with self._connect() as con:
+                self._check_tables(con, writing=False)
+            return
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as e:
-            raise RuntimeError(
-                f"cannot open the results database {self.path}: {e} (is another `bench run` writing to it?)"
-            ) from e
-        if not read_only:
-            self.con.execute(SCHEMA)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder of the results database {self.path}: "
+                             f"{e.strerror or e} (choose a writable --db location)") from e
+        with self._connect() as con:
+            self._check_tables(con, writing=True)
+            con.execute(SCHEMA)
+            self._mark_interrupted(con)
 
     def close(self) -> None:
-        self.con.close()
+        """Nothing to release: connections last one call (kept for ``with Store(...)``)."""
 
     def __enter__(self) -> Store:
         return self
@@ -107,40 +161,118 @@ class Store:
     def items_dir(self) -> Path:
         return self.path.with_name(self.path.name + ".items")
 
+    # -- connections ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connect(self, read_only: bool | None = None, lock_timeout: float | None = None,
+                 ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one call; another process's lock is waited out with backoff (up to
+        ``lock_timeout`` s), every other failure to open is a :class:`StoreError`."""
+        ro = self.read_only if read_only is None else read_only
+        timeout = self.lock_timeout if lock_timeout is None else lock_timeout
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=ro)
+                break
+            except duckdb.Error as e:
+                if not _is_lock_error(e):
+                    raise StoreError(_explain(self.path, e, writing=not ro)) from e
+                if time.monotonic() >= deadline:
+                    raise StoreError(_lock_message(self.path, e, timeout)) from e
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 1.6, 1.0)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _check_tables(self, con: duckdb.DuckDBPyConnection, *, writing: bool) -> None:
+        """Refuse a DuckDB file that is someone else's database (reading: any missing table;
+        writing: tables, but not ours — an empty file becomes a results database)."""
+        names = {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+        missing = [t for t in TABLES if t not in names]
+        if not missing or (writing and not names - set(TABLES)):
+            return
+        if writing and "jobs" in names:
+            return  # an older results database: its missing tables are created
+        has = ", ".join(sorted(names)) or "no tables"
+        raise StoreError(f"{self.path} is a DuckDB database but not a biasbench results database (it has "
+                         f"{has}; missing {', '.join(missing)}); point --db at a results database or a new file")
+
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, *, argv: list[str], git_sha: str | None, versions: dict[str, str], device: str,
-                  host: str) -> str:
+                  host: str | None = None) -> str:
+        """A new ``running`` run of this process (its PID and ``host``, default this machine's name)."""
         run_id = _now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-        self.con.execute(
-            "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?)",
-            [run_id, _now(), json.dumps(argv), git_sha, json.dumps(versions), device, host],
-        )
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO runs (run_id, started_at, finished_at, status, argv, git_sha, versions, device, host, pid) "
+                "VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?)",
+                [run_id, _now(), json.dumps(argv), git_sha, json.dumps(versions), device,
+                 host or socket.gethostname(), os.getpid()],
+            )
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
-        self.con.execute("UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", [_now(), status, run_id])
+        with self._connect() as con:
+            con.execute("UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", [_now(), status, run_id])
+
+    def _stale_runs(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        """``running`` runs on this host whose process is gone (none in a database too old to have
+        ``runs.pid``, opened read-only)."""
+        has_pid = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+                              "AND table_name = 'runs' AND column_name = 'pid'").fetchone()[0]
+        if not has_pid:
+            return []
+        rows = con.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+                           [socket.gethostname()]).fetchall()
+        return [run_id for run_id, pid in rows if not pid_alive(int(pid))]
+
+    def _mark_interrupted(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        stale = self._stale_runs(con)
+        if stale:
+            con.executemany("UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                            [[r] for r in stale])
+        return stale
+
+    def mark_interrupted(self, lock_timeout: float = 2.0) -> list[str]:
+        """Mark ``running`` runs on this host whose process is gone as ``interrupted`` and return their
+        ids. Best effort from a read-only store: when the file cannot be written (a read-only
+        location, a lock held past ``lock_timeout``) nothing is written, and :meth:`runs` still
+        reports them as interrupted."""
+        if not self.read_only:
+            with self._connect() as con:
+                return self._mark_interrupted(con)
+        with self._connect() as con:
+            if not self._stale_runs(con):
+                return []
+        try:
+            with self._connect(read_only=False, lock_timeout=min(lock_timeout, self.lock_timeout)) as con:
+                return self._mark_interrupted(con)
+        except StoreError:
+            return []
 
     # -- checkpoints ---------------------------------------------------------------------------
     def upsert_checkpoint(self, row: dict[str, Any]) -> None:
         cols = ["id", "arch", "weights", "source", "weights_sha256", "identity", "preprocess", "labels", "tags"]
         values = [row.get(c) for c in cols] + [_now()]
-        self.con.execute(
-            f"INSERT OR REPLACE INTO checkpoints ({', '.join(cols)}, updated_at) VALUES ({', '.join('?' * (len(cols) + 1))})",
-            values,
-        )
+        with self._connect() as con:
+            con.execute(
+                f"INSERT OR REPLACE INTO checkpoints ({', '.join(cols)}, updated_at) "
+                f"VALUES ({', '.join('?' * (len(cols) + 1))})",
+                values,
+            )
 
     # -- jobs ----------------------------------------------------------------------------------
     def has_job(self, key: JobKey) -> bool:
-        return (
-            self.con.execute(
-                "SELECT count(*) FROM jobs WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?",
-                [key.checkpoint_id, key.metric, key.config_hash],
-            ).fetchone()[0]
-            > 0
-        )
+        with self._connect() as con:
+            return _has_job(con, key)
 
     def stored_jobs(self) -> set[JobKey]:
-        rows = self.con.execute("SELECT checkpoint_id, metric, config_hash FROM jobs").fetchall()
+        with self._connect() as con:
+            rows = con.execute("SELECT checkpoint_id, metric, config_hash FROM jobs").fetchall()
         return {JobKey(*r) for r in rows}
 
     def write_job(
@@ -156,55 +288,85 @@ class Store:
         flags: Iterable[str],
         seconds: float,
         run_id: str,
-    ) -> None:
-        """Write one job's rows atomically (replacing an earlier copy of the same job)."""
-        items_path = None
+        timings: dict[str, float] | None = None,
+        if_absent: bool = False,
+    ) -> bool:
+        """Write one job's rows atomically, replacing an earlier copy of the same job — or, with
+        ``if_absent``, leaving an existing copy (another process's) alone. Returns whether it wrote.
+
+        ``timings`` (e.g. seconds per image) go to ``jobs.timings``, not to ``results``."""
+        tmp = dest = None
         if items is not None and len(items):
-            items_path = self._write_items(key, items)
+            tmp, dest = self._write_items_tmp(key, items)
         now = _now()
         where = [key.checkpoint_id, key.metric, key.config_hash]
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("jobs", "results", "item_outputs"):
-                con.execute(f"DELETE FROM {table} WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?", where)
-            con.execute(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [*where, metric_version, json.dumps(params, sort_keys=True), json.dumps(datasets, sort_keys=True),
-                 seconds, json.dumps(list(flags)), run_id, now],
-            )
-            rows = [
-                (key.checkpoint_id, key.metric, k, float(v), int(n.get(k, 0)), key.config_hash, metric_version,
-                 run_id, now)
-                for k, v in scalars.items()
-            ]
-            con.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            if items_path is not None:
-                con.execute(
-                    "INSERT INTO item_outputs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [*where, str(items_path.relative_to(self.items_dir.parent)), len(items), run_id, now],
-                )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            with self._connect() as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    if if_absent and _has_job(con, key):
+                        con.execute("ROLLBACK")
+                        return False
+                    for table in ("jobs", "results", "item_outputs"):
+                        con.execute(f"DELETE FROM {table} WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?",
+                                    where)
+                    con.execute(
+                        "INSERT INTO jobs (checkpoint_id, metric, config_hash, metric_version, params, datasets, "
+                        "seconds, flags, run_id, created_at, timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [*where, metric_version, json.dumps(params, sort_keys=True),
+                         json.dumps(datasets, sort_keys=True), seconds, json.dumps(list(flags)), run_id, now,
+                         json.dumps({k: float(v) for k, v in (timings or {}).items()}, sort_keys=True)],
+                    )
+                    rows = [
+                        (key.checkpoint_id, key.metric, k, float(v), int(n.get(k, 0)), key.config_hash,
+                         metric_version, run_id, now)
+                        for k, v in scalars.items()
+                    ]
+                    con.executemany(
+                        "INSERT INTO results (checkpoint_id, metric, key, value, n, config_hash, metric_version, "
+                        "run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    if tmp is not None and dest is not None:
+                        con.execute(
+                            "INSERT INTO item_outputs (checkpoint_id, metric, config_hash, path, n_rows, run_id, "
+                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [*where, str(dest.relative_to(self.items_dir.parent)), len(items), run_id, now],
+                        )
+                        os.replace(tmp, dest)
+                    con.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):
+                        con.execute("ROLLBACK")
+                    raise
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        return True
 
-    def _write_items(self, key: JobKey, items: pd.DataFrame) -> Path:
+    def _write_items_tmp(self, key: JobKey, items: pd.DataFrame) -> tuple[Path, Path]:
+        """The per-item Parquet file under a temporary name beside its destination (written with an
+        in-memory DuckDB: the results database is not held meanwhile)."""
         safe_ckpt = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.checkpoint_id)
+        if safe_ckpt != key.checkpoint_id:  # ids differing only in replaced characters keep apart
+            safe_ckpt += "-" + hashlib.sha256(key.checkpoint_id.encode()).hexdigest()[:8]
         dest = self.items_dir / key.metric / f"{safe_ckpt}__{key.config_hash}.parquet"
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the per-item folder {dest.parent} of {self.path}: {e.strerror or e}") from e
         tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-        frame = items  # noqa: F841 - referenced by name in the SQL below
-        self.con.execute(f"COPY (SELECT * FROM frame) TO '{_sql_str(tmp)}' (FORMAT parquet)")
-        os.replace(tmp, dest)
-        return dest
+        with duckdb.connect() as mem:
+            mem.register("frame", items)
+            mem.execute(f"COPY (SELECT * FROM frame) TO '{_sql_str(tmp)}' (FORMAT parquet)")
+        return tmp, dest
 
     def record_failure(self, checkpoint_id: str, metric: str, config_hash: str | None, error: str,
                        traceback: str, run_id: str) -> None:
-        self.con.execute(
-            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [checkpoint_id, metric, config_hash, error, traceback, run_id, _now()],
-        )
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [checkpoint_id, metric, config_hash, error, traceback, run_id, _now()],
+            )
 
     # -- merging shards ------------------------------------------------------------------------
     def merge(self, other: str | Path) -> dict[str, int]:
@@ -215,6 +377,7 @@ class Store:
         same shard twice adds nothing. A checkpoint row is taken from the shard when it is new here or
         newer there. Per-item Parquet files are copied into this database's items folder first (an
         interrupted merge leaves at most unreferenced files); the table rows go in one transaction.
+        Columns a shard from an older version lacks (``runs.pid``, ``jobs.timings``) stay NULL.
         Returns the number of rows added per table.
         """
         other = Path(other)
@@ -222,62 +385,69 @@ class Store:
             raise FileNotFoundError(f"no results database at {other.resolve()}")
         if other.resolve() == self.path.resolve():
             raise ValueError(f"cannot merge {other} into itself")
-        con = self.con
-        con.execute(f"ATTACH '{_sql_str(other)}' AS shard (READ_ONLY)")
-        try:
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE merge_keys AS "
-                "SELECT checkpoint_id, metric, config_hash FROM shard.jobs "
-                "EXCEPT SELECT checkpoint_id, metric, config_hash FROM jobs"
-            )
-            items = con.execute(
-                "SELECT i.* FROM shard.item_outputs i JOIN merge_keys USING (checkpoint_id, metric, config_hash)"
-            ).df()
-            other_items_root = other.parent
-            paths: list[str] = []
-            for row in items.itertuples():
-                src = other_items_root / row.path
-                if not src.is_file():
-                    raise FileNotFoundError(f"{other}: per-item file {src} is missing (copy the shard's "
-                                            f"{other.name}.items folder along with it)")
-                dest = self.items_dir / row.metric / src.name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest)
-                paths.append(str(dest.relative_to(self.items_dir.parent)))
-            items["path"] = paths
-            con.register("merge_items", items)
-            counts: dict[str, int] = {}
-            con.execute("BEGIN TRANSACTION")
+        Store(other, read_only=True, lock_timeout=self.lock_timeout)  # a clear StoreError if it is no results DB
+        with self._connect() as con:
             try:
-                def add(table: str, sql: str) -> None:
-                    before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                    con.execute(sql)
-                    counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
+                con.execute(f"ATTACH '{_sql_str(other)}' AS shard (READ_ONLY)")
+            except duckdb.Error as e:
+                raise StoreError(_explain(other, e, writing=False)) from e
+            try:
+                return self._merge_attached(con, other)
+            finally:
+                con.execute("DROP TABLE IF EXISTS merge_keys")
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister("merge_items")
+                con.execute("DETACH shard")
 
-                add("runs", "INSERT INTO runs SELECT * FROM shard.runs "
-                            "WHERE run_id NOT IN (SELECT run_id FROM runs)")
-                add("checkpoints", "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
-                                   "LEFT JOIN checkpoints c ON c.id = o.id "
-                                   "WHERE c.id IS NULL OR o.updated_at > c.updated_at")
-                add("jobs", "INSERT INTO jobs SELECT j.* FROM shard.jobs j "
-                            "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
-                add("results", "INSERT INTO results SELECT r.* FROM shard.results r "
-                               "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
-                add("item_outputs", "INSERT INTO item_outputs SELECT * FROM merge_items")
-                add("failures", "INSERT INTO failures SELECT * FROM shard.failures "
-                                "EXCEPT SELECT * FROM failures")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            return counts
-        finally:
-            con.execute("DROP TABLE IF EXISTS merge_keys")
-            with contextlib.suppress(duckdb.Error):
-                con.unregister("merge_items")
-            con.execute("DETACH shard")
+    def _merge_attached(self, con: duckdb.DuckDBPyConnection, other: Path) -> dict[str, int]:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE merge_keys AS "
+            "SELECT checkpoint_id, metric, config_hash FROM shard.jobs "
+            "EXCEPT SELECT checkpoint_id, metric, config_hash FROM jobs"
+        )
+        items = con.execute(
+            "SELECT i.* FROM shard.item_outputs i JOIN merge_keys USING (checkpoint_id, metric, config_hash)"
+        ).df()
+        other_items_root = other.parent
+        paths: list[str] = []
+        for row in items.itertuples():
+            src = other_items_root / row.path
+            if not src.is_file():
+                raise FileNotFoundError(f"{other}: per-item file {src} is missing (copy the shard's "
+                                        f"{other.name}.items folder along with it)")
+            dest = self.items_dir / row.metric / src.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+            paths.append(str(dest.relative_to(self.items_dir.parent)))
+        items["path"] = paths
+        con.register("merge_items", items)
+        counts: dict[str, int] = {}
+        con.execute("BEGIN TRANSACTION")
+        try:
+            def add(table: str, sql: str) -> None:
+                before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                con.execute(sql)
+                counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
+
+            add("runs", "INSERT INTO runs BY NAME SELECT * FROM shard.runs "
+                        "WHERE run_id NOT IN (SELECT run_id FROM runs)")
+            add("checkpoints", "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
+                               "LEFT JOIN checkpoints c ON c.id = o.id "
+                               "WHERE c.id IS NULL OR o.updated_at > c.updated_at")
+            add("jobs", "INSERT INTO jobs BY NAME SELECT j.* FROM shard.jobs j "
+                        "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
+            add("results", "INSERT INTO results SELECT r.* FROM shard.results r "
+                           "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
+            add("item_outputs", "INSERT INTO item_outputs SELECT * FROM merge_items")
+            add("failures", "INSERT INTO failures SELECT * FROM shard.failures "
+                            "EXCEPT SELECT * FROM failures")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return counts
 
     # -- reading -------------------------------------------------------------------------------
     def results(self, *, latest: bool = True, metrics: list[str] | None = None,
@@ -293,7 +463,7 @@ class Store:
             args += checkpoints
         if conds:
             sql += " WHERE " + " AND ".join(conds)
-        return self.con.execute(sql + " ORDER BY checkpoint, metric, key", args).df()
+        return self.query(sql + " ORDER BY checkpoint, metric, key", args)
 
     def items(self, checkpoint_id: str, metric: str, config_hash: str | None = None) -> pd.DataFrame:
         """The per-item outputs of the newest (or the given) job of ``checkpoint_id`` × ``metric``."""
@@ -303,25 +473,130 @@ class Store:
         if config_hash:
             sql += " AND i.config_hash = ?"
             args.append(config_hash)
-        row = self.con.execute(sql + " ORDER BY j.created_at DESC LIMIT 1", args).fetchone()
+        with self._connect() as con:
+            row = con.execute(sql + " ORDER BY j.created_at DESC LIMIT 1", args).fetchone()
         if row is None:
             raise KeyError(f"no per-item outputs stored for {checkpoint_id!r} × {metric!r}")
         path = self.items_dir.parent / row[0]
-        return self.con.execute(f"SELECT * FROM read_parquet('{_sql_str(path)}')").df()
+        with duckdb.connect() as mem:
+            return mem.execute(f"SELECT * FROM read_parquet('{_sql_str(path)}')").df()
 
     def failures(self, run_id: str | None = None) -> pd.DataFrame:
         if run_id:
-            return self.con.execute("SELECT * FROM failures WHERE run_id = ? ORDER BY created_at", [run_id]).df()
-        return self.con.execute("SELECT * FROM failures ORDER BY created_at").df()
+            return self.query("SELECT * FROM failures WHERE run_id = ? ORDER BY created_at", [run_id])
+        return self.query("SELECT * FROM failures ORDER BY created_at")
 
     def checkpoints(self) -> pd.DataFrame:
-        return self.con.execute("SELECT * FROM checkpoints ORDER BY id").df()
+        return self.query("SELECT * FROM checkpoints ORDER BY id")
 
     def runs(self) -> pd.DataFrame:
-        return self.con.execute("SELECT * FROM runs ORDER BY started_at").df()
+        """Every run, oldest first; a ``running`` run on this host whose process is gone reads
+        ``interrupted`` even before it is marked so in the file."""
+        with self._connect() as con:
+            df = con.execute("SELECT * FROM runs ORDER BY started_at").df()
+            stale = self._stale_runs(con)
+        if stale:
+            df.loc[df["run_id"].isin(stale), "status"] = "interrupted"
+        return df
 
     def query(self, sql: str, args: list[Any] | None = None) -> pd.DataFrame:
-        return self.con.execute(sql, args or []).df()
+        with self._connect() as con:
+            return con.execute(sql, args or []).df()
+
+
+def _has_job(con: duckdb.DuckDBPyConnection, key: JobKey) -> bool:
+    return con.execute(
+        "SELECT count(*) FROM jobs WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?",
+        [key.checkpoint_id, key.metric, key.config_hash],
+    ).fetchone()[0] > 0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine and is not a zombie (a killed, unreaped child)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): signal 0 said it exists
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+_LOCK_PATTERNS = ("could not set lock", "conflicting lock")
+
+
+def _is_lock_error(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return any(p in msg for p in _LOCK_PATTERNS)
+
+
+def lock_holder(e: BaseException) -> tuple[int | None, str]:
+    """The PID (when DuckDB names it) and a short description of the process holding the lock."""
+    m = re.search(r"held in (.*?) \(PID (\d+)\)", str(e))
+    if not m:
+        return None, ""
+    pid = int(m.group(2))
+    what = m.group(1)
+    with contextlib.suppress(OSError):
+        cmd = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
+        if cmd:
+            what = cmd if len(cmd) <= 120 else cmd[:117] + "…"
+    return pid, what
+
+
+def _lock_message(path: Path, e: BaseException, timeout: float) -> str:
+    pid, what = lock_holder(e)
+    holder = f"PID {pid}" + (f": {what}" if what else "") if pid is not None else "a process DuckDB does not name"
+    return (f"the results database {path} is locked by another process ({holder}) and stayed locked for "
+            f"{timeout:g} s; a `bench run` holds it only while it writes, so a process that keeps it open "
+            f"(a Python session, the duckdb shell) is in the way: wait for it or stop it "
+            f"(${LOCK_TIMEOUT_ENV} sets how long to wait)")
+
+
+def _explain(path: Path, e: BaseException, *, writing: bool) -> str:
+    """One sentence naming the file and the cause for a failure to open it."""
+    msg = re.sub(r"^[A-Za-z ]*Error: ", "", str(e).strip())
+    low = msg.lower()
+    if "not a valid duckdb database" in low:
+        kind = _sniff(path)
+        return (f"{path} is not a DuckDB database (it exists and holds {kind}); point --db at a results "
+                "database (.duckdb) or at a new file")
+    if "is a directory" in low:
+        return f"the results database {path} is a directory, not a database file (give --db a file path)"
+    if "permission denied" in low or "read-only file system" in low:
+        how = "write" if writing else "read"
+        cause = "read-only file system" if "read-only file system" in low else "permission denied"
+        hint = " (choose a writable --db location)" if writing else ""
+        return f"cannot {how} the results database {path}: {cause}{hint}"
+    return f"cannot open the results database {path}: {msg}"
+
+
+def _sniff(path: Path) -> str:
+    """What a file that is not a DuckDB database seems to hold (for the error message)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return "something else"
+    if not head:
+        return "nothing (it is empty)"
+    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"PK\x03\x04", "a zip archive"),
+                        (b"SQLite format 3", "an SQLite database"), (b"PAR1", "a Parquet file"), (b"%PDF", "a PDF")):
+        if head.startswith(magic):
+            return kind
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of another kind"
+    return "text"
 
 
 def _sql_str(p: Path | str) -> str:

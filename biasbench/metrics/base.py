@@ -261,13 +261,16 @@ class MetricResult:
 
     ``items``: a DataFrame with one row per item (column ``item`` = the item id) and any columns
     (numbers, strings, or lists/arrays such as an SIS removal order); the store writes it to Parquet
-    beside the database. ``flags``: human-readable warnings stored with the result.
+    beside the database. ``flags``: human-readable warnings stored with the result. ``timings``:
+    measurements of the run rather than of the model (e.g. seconds per image); stored with the job
+    (``jobs.timings``), never as result rows, so they enter no report and a rerun need not repeat them.
     """
 
     scalars: dict[str, float]
     n: dict[str, int] | int = 0
     items: pd.DataFrame | None = None
     flags: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def n_for(self, key: str) -> int:
         if isinstance(self.n, dict):
@@ -294,6 +297,11 @@ class MetricResult:
                 raise MetricError(f"metric {metric!r}: scalar {k!r} = {v!r} is not a number") from e
             if math.isnan(fv):
                 raise MetricError(f"metric {metric!r}: scalar {k!r} is NaN")
+        for k, v in self.timings.items():
+            try:
+                float(v)
+            except (TypeError, ValueError) as e:
+                raise MetricError(f"metric {metric!r}: timing {k!r} = {v!r} is not a number") from e
 
 
 class ParamError(ValueError):
@@ -312,15 +320,12 @@ class Metric:
     headline: ClassVar[tuple[str, ...]] = ()
     #: columns every per-item table of this metric has besides ``item`` (checked on every result)
     item_columns: ClassVar[tuple[str, ...]] = ()
-    #: scalar keys that measure the run (e.g. seconds per image), not the model: they are stored like
-    #: any key but are not expected to repeat exactly on a rerun
-    run_measurements: ClassVar[tuple[str, ...]] = ()
 
     @dataclass(frozen=True)
     class Params:
         pass
 
-    def __init__(self, params: Any | None = None, **overrides: Any) -> None:
+    def __init__(self, params: Any | None = None, /, **overrides: Any) -> None:
         base = params if params is not None else self.Params()
         if overrides:
             known = {f.name for f in dataclasses.fields(base)}

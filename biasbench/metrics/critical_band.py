@@ -62,6 +62,7 @@ whose random streams differ).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -387,8 +388,12 @@ class CriticalBand(Metric):
             )
         if p.n_images is not None and p.n_images < 1:
             raise ParamError(f"critical_band: parameter n_images must be ≥ 1, got {p.n_images}")
-        if not p.noise_sds or any(s <= 0 for s in p.noise_sds):
+        if not p.noise_sds or not all(math.isfinite(s) and s > 0 for s in p.noise_sds):
             raise ParamError(f"critical_band: parameter noise_sds must be positive numbers, got {p.noise_sds}")
+        for name, lo, hi in (("contrast", 0.0, 1.0), ("mean_level", 0.0, 1.0), ("epsilon", 0.0, 0.5)):
+            value = getattr(p, name)
+            if not (math.isfinite(value) and lo < value <= hi):
+                raise ParamError(f"critical_band: parameter {name} must be in ({lo:g}, {hi:g}], got {value}")
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params

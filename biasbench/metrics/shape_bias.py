@@ -336,10 +336,14 @@ class Acc16(Metric):
             sets = self.sets
             if isinstance(sets, str):
                 sets = tuple(s.strip() for s in sets.split(",") if s.strip())
+            if not isinstance(sets, (list, tuple)) or not all(isinstance(s, str) for s in sets):
+                raise ValueError(f"acc16: parameter sets = {self.sets!r} is not a list of set names")
             sets = tuple(sets)
             unknown = [s for s in sets if s not in ACC16_SETS]
             if unknown or not sets:
-                raise ValueError(f"acc16: unknown or empty sets {unknown or sets}; known: {', '.join(ACC16_SETS)}")
+                raise ValueError(
+                    f"acc16: parameter sets has unknown or no sets {unknown or sets}; known: {', '.join(ACC16_SETS)}"
+                )
             object.__setattr__(self, "sets", sets)
             _check_aggregation(self.aggregation)
 

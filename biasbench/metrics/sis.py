@@ -25,7 +25,8 @@ Parameters (``SIS.Params``):
 * ``n_images``: a seeded random subset of the dataset (sorted by dataset index). ``None``: 256 for
   ImageNet (a ResNet-50 on one H100 takes a few minutes), 32 otherwise.
 * ``baseline``: ``"mean"`` (``model.pixel_mean``), ``"black"`` (0) or ``"gray"`` (0.5), in pixel space.
-* ``seed``: picks the image subset and the random ``q`` subsets. ``q``: subset fraction (0.05) for the
+* the run's seed (``bench run --seed``, ``EvalContext.seed``) picks the image subset and the random
+  ``q`` subsets. ``q``: subset fraction (0.05) for the
   sufficiency rate and the top-``q`` subset comparison.
 * ``dataset``: ``None``: ``imagenet-val`` (checkpoint preprocessing) for ImageNet models,
   ``demo-world/test`` for the demo world; any registered name otherwise (e.g. ``imagenet-sample``).
@@ -69,6 +70,7 @@ from biasbench.metrics.sis_traces import (
     order_dtype,
     scalars_from_traces,
     subset_size,
+    timings_from_traces,
     top_subset,
 )
 
@@ -143,14 +145,14 @@ class SIS(Metric):
     BackSelect (≤ 1024 pixels) on a seeded subset of images. Keys: coverage (fraction with clean
     confidence ≥ τ); over covered images sis_frac_{mean,median,q25,q75} (SIS size / pixels),
     sufficiency_rate (SIS ≤ q of the pixels), confidence and top-1 on the top-q backselect subset vs a
-    random q subset vs clean; fully-masked confidence (flagged when ≥ τ); passes and seconds per image.
-    Every image's trace is stored; ``scalars_from_traces`` recomputes all keys for any τ and q.
+    random q subset vs clean; fully-masked confidence (flagged when ≥ τ); passes per image. Seconds per
+    image is a job timing (``jobs.timings``), not a key. Every image's trace is stored;
+    ``scalars_from_traces`` recomputes all keys for any τ and q.
     """
 
     name = "sis"
     version = "1"
     item_columns = ("label", "c0", "clean_conf", "order", "conf")
-    run_measurements = ("seconds_per_image",)
     headline = ("coverage", "sis_frac_median", "sufficiency_rate", "backselect_subset_top1")
 
     @dataclass(frozen=True)
@@ -160,7 +162,6 @@ class SIS(Metric):
         method: str = "batched-gradient"  # or "exact" (≤ 1024 pixels)
         n_images: int | None = None  # None: 256 (imagenet-1k) / 32 (others)
         baseline: str = "mean"  # "mean" = model.pixel_mean | "black" | "gray"
-        seed: int = 0
         q: float = 0.05
         dataset: str | None = None  # None: imagenet-val / demo-world/test
 
@@ -201,7 +202,7 @@ class SIS(Metric):
                 f"{h}×{w} = {n_pix}. Use method='batched-gradient'."
             )
         n_images = p.n_images if p.n_images is not None else default_n_images(model.label_space)
-        idx = seeded_subset(len(ds), n_images, p.seed)
+        idx = seeded_subset(len(ds), n_images, ctx.seed)
         images = ds.images[torch.as_tensor(idx, dtype=torch.long)]
         labels = ds.labels[torch.as_tensor(idx, dtype=torch.long)].numpy()
         items = [ds.item_ids[i] for i in idx.tolist()]
@@ -218,7 +219,7 @@ class SIS(Metric):
             batches = ctx.map_batches(
                 len(images),
                 lambda sl: self._one_batch(
-                    model, ctx.to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt
+                    model, ctx.to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt, ctx.seed
                 ),
                 handle,
             )
@@ -239,6 +240,7 @@ class SIS(Metric):
         items: list[str],
         labels: np.ndarray,
         odt: np.dtype,
+        seed: int,
     ) -> list[dict]:
         p = self.params
         t0 = time.perf_counter()
@@ -253,7 +255,7 @@ class SIS(Metric):
         keep = np.zeros((2 * bsz, n_pix), dtype=bool)
         for b in range(bsz):
             keep[b, top_subset(order[b], n_q)] = True
-            keep[bsz + b, random_subset(n_pix, n_q, p.seed, items[b])] = True
+            keep[bsz + b, random_subset(n_pix, n_q, seed, items[b])] = True
         keep_t = torch.from_numpy(keep).to(x.device).view(2 * bsz, 1, h, w)
         with torch.no_grad():
             xx = torch.cat([x, x])
@@ -292,13 +294,15 @@ class SIS(Metric):
 
 
 def summarize_traces(traces: pd.DataFrame, tau: float, q: float) -> MetricResult:
-    """A :class:`MetricResult` from stored traces alone: scalars, per-key counts, flags, the traces."""
+    """A :class:`MetricResult` from stored traces alone: scalars, per-key counts, flags, the traces,
+    and the run's timing (seconds per image)."""
     scalars = scalars_from_traces(traces, tau, q)
     return MetricResult(
         scalars=scalars,
         n=counts_from_traces(traces, tau, list(scalars)),
         items=traces,
         flags=flags_from_scalars(scalars, tau),
+        timings=timings_from_traces(traces),
     )
 
 
@@ -311,4 +315,5 @@ __all__ = [
     "scalars_from_traces",
     "seeded_subset",
     "summarize_traces",
+    "timings_from_traces",
 ]

@@ -157,12 +157,13 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
       label, over labeled images); the same over all images with the suffix ``_all``.
     * Over all images: ``fully_masked_conf_mean``, ``fully_masked_conf_max`` (``conf[T]``),
       ``forward_passes_per_image``, ``backward_passes_per_image`` (every model pass the metric made for
-      the image: BackSelect, clean and subset evaluations), ``seconds_per_image``,
+      the image: BackSelect, clean and subset evaluations),
       ``zero_gradient_step_frac`` (mean fraction of Batched-Gradient steps whose gradient was exactly 0
       on every unmasked pixel: no signal, index order; 0 for exact BackSelect).
 
     A key whose defining set is empty (e.g. no covered image, no labeled image) is left out — a
-    scalar is never NaN.
+    scalar is never NaN. Seconds per image measures the run, not the model: it is a job timing
+    (:func:`timings_from_traces`), not a key.
     """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be in [0, 1], got {q}")
@@ -210,12 +211,20 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
     out["fully_masked_conf_max"] = float(masked.max())
     out["forward_passes_per_image"] = float(traces["n_forward"].to_numpy(dtype=np.float64).mean())
     out["backward_passes_per_image"] = float(traces["n_backward"].to_numpy(dtype=np.float64).mean())
-    out["seconds_per_image"] = float(traces["seconds"].to_numpy(dtype=np.float64).mean())
     if "zero_grad_steps" in traces:
         steps = np.array([np.asarray(c).size - 1 for c in traces["conf"]], dtype=np.float64)
         zero = traces["zero_grad_steps"].to_numpy(dtype=np.float64)
         out["zero_gradient_step_frac"] = float(np.mean(zero / np.maximum(steps, 1)))
     return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def timings_from_traces(traces: pd.DataFrame) -> dict[str, float]:
+    """The run's timing from the traces: ``seconds_per_image`` (mean wall time per image), stored with
+    the job (``jobs.timings``), never as a result (it differs between a resumed and an uninterrupted
+    run, and between machines)."""
+    if not len(traces) or "seconds" not in traces:
+        return {}
+    return {"seconds_per_image": float(traces["seconds"].to_numpy(dtype=np.float64).mean())}
 
 
 def counts_from_traces(traces: pd.DataFrame, tau: float, keys: Sequence[str]) -> dict[str, int]:

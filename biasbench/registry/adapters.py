@@ -58,7 +58,7 @@ def parse_adapter(text: str, checkpoint_id: str) -> Adapter:
         if name == "drop":
             try:
                 re.compile(arg)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError) as e:  # a{2**32}, 1000 nested groups
                 raise CheckpointError(f"checkpoint {cid!r}: adapter {text!r}: invalid regex: {e}") from e
         return Adapter(name, arg)
     if name == "rename":

@@ -16,6 +16,12 @@ first 10 of each, with counts) and the shape mismatches. The one tolerance is th
 ``torch.nn.Module.load_state_dict`` itself has: ``*.num_batches_tracked`` buffers absent from old
 checkpoints are kept at the architecture's value (they do not affect evaluation).
 
+Weights are checked before they are loaded: any NaN or ±Inf is refused, naming the first bad tensors
+(:func:`check_finite_weights`); an integer, bool or complex tensor where the architecture has a
+floating-point one is refused, while float16 / bfloat16 / float64 weights are cast to the
+architecture's dtype (the rule is in :func:`strict_load`; timm's own weights loaded by timm's loader
+get the NaN/Inf check only).
+
 timm's own pretrained weights loaded into the same timm architecture with no adapters go through
 timm's loader (``pretrained_cfg_overlay``), so its per-model checkpoint filters and custom loaders
 apply exactly as in ``timm.create_model(name, pretrained=True)``; the bytes are still read by us
@@ -213,6 +219,7 @@ def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
     """
     if spec.preprocess is not None:
         return spec.preprocess
+    check_arch(spec)  # an unknown architecture is named as such, not as a failed config lookup
     family, name = split_arch(spec)
     try:
         if family == "timm":
@@ -242,9 +249,9 @@ def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _resolve_and_hash(spec: CheckpointSpec, cache_dir: Path) -> tuple[sources.ResolvedWeights, str]:
+def _resolve_and_hash(spec: CheckpointSpec, cache_dir: Path, trust: bool) -> tuple[sources.ResolvedWeights, str]:
     weights = effective_weights(spec)
-    rw = sources.resolve_weights(weights, spec.id, sha256=spec.sha256, cache_dir=Path(cache_dir))
+    rw = sources.resolve_weights(weights, spec.id, sha256=spec.sha256, cache_dir=Path(cache_dir), trust=trust)
     if rw.path is not None:
         digest = sources.cached_sha256(rw.path, Path(cache_dir))
     else:
@@ -262,10 +269,15 @@ def weights_fingerprint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = 
     """sha256 of the checkpoint's weight bytes (the file's; for a state dict handed over by a package
     callable, a hash of its keys, dtypes, shapes and bytes). Cached in a sidecar keyed by
     path + size + mtime, so repeated runs do not re-hash. May download the weights to the cache.
-    A declared ``sha256`` that does not match is an error. ``trust`` is accepted for symmetry with
-    :func:`load_checkpoint`; hashing never unpickles."""
-    del trust
-    return _resolve_and_hash(spec, Path(cache_dir))[1]
+    A declared ``sha256`` that does not match is an error. Hashing never unpickles; ``trust`` allows
+    sources that run undeclared code (``package:<module>:<attr>``) to resolve."""
+    return _resolve_and_hash(spec, Path(cache_dir), trust)[1]
+
+
+def resolves_locally(spec: CheckpointSpec) -> bool:
+    """Whether the checkpoint's weights resolve from local files without running third-party code
+    (what ``--dry-run`` may do)."""
+    return sources.resolves_locally(effective_weights(spec), spec.id)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,9 +290,63 @@ def _fmt_keys(keys: list[str], n: int = 10) -> str:
     return f"[{shown}{', …' if len(keys) > n else ''}]"
 
 
+def check_finite_weights(sd: dict[str, torch.Tensor], spec: CheckpointSpec, where: str) -> None:
+    """Refuse weights holding NaN or ±Inf (a diverged or corrupted checkpoint would otherwise give
+    NaN logits and meaningless metrics much later): a :class:`CheckpointError` naming the checkpoint,
+    where the weights came from, how many tensors are bad and the first five of them with their counts."""
+    bad: list[str] = []
+    for k, t in sd.items():
+        if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+            continue
+        finite = torch.isfinite(t)
+        if bool(finite.all()):
+            continue
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        bad.append(f"{k!r} ({n_nan} NaN, {n_inf} Inf of {t.numel()})")
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: the weights ({where}) hold non-finite values in {len(bad)} of {len(sd)} "
+            f"tensors: {', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}; refusing to load them "
+            f"(a diverged or corrupted checkpoint?)"
+        )
+
+
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _dtype_problem(got: torch.Tensor, want: torch.Tensor) -> str | None:
+    """Why ``got`` cannot stand for the architecture's ``want`` (``None``: it can, cast if needed)."""
+    mismatch = f"{_short(got.dtype)}, arch {_short(want.dtype)}"
+    if want.is_floating_point():
+        if not got.is_floating_point():
+            return mismatch
+        if got.dtype != want.dtype and got.numel():
+            peak = float(got.detach().abs().max())
+            if peak > torch.finfo(want.dtype).max:  # the cast would turn these into Inf
+                return f"{mismatch}; values up to {peak:.3g} overflow {_short(want.dtype)}"
+        return None
+    if want.is_complex():
+        return None if got.is_complex() else mismatch
+    # an integer or bool buffer (num_batches_tracked, …)
+    if got.is_complex():
+        return mismatch
+    if got.is_floating_point() and not bool(torch.all(torch.isfinite(got) & (got == torch.round(got)))):
+        return f"{mismatch}; fractional values"
+    return None
+
+
 def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpec, notes: list[str]) -> None:
     """``net.load_state_dict(sd, strict=True)`` with our own message naming the missing and
-    unexpected keys and the shape mismatches."""
+    unexpected keys and the shape mismatches.
+
+    Dtypes (``load_state_dict`` would cast silently): a floating-point parameter or buffer takes any
+    floating-point tensor, and float16 / bfloat16 / float64 are cast to the architecture's dtype (a
+    note counts them; values the cast would overflow to Inf are refused); an integer, bool, complex or quantized tensor for it is refused, naming the
+    tensors. An integer buffer (``num_batches_tracked``) takes integer and bool tensors and
+    floating-point ones whose values are all whole numbers. Non-finite values are refused earlier, by
+    :func:`check_finite_weights`."""
     model_sd = net.state_dict()
     missing = [k for k in model_sd if k not in sd]
     unexpected = [k for k in sd if k not in model_sd]
@@ -309,6 +375,21 @@ def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpe
             + ". Adapters (strip-prefix:, rename:A=B, drop:regex, by-position) map a checkpoint's keys onto "
             "the architecture's"
         )
+    wrong = [f"{k} ({why})" for k, v in model_sd.items() if (why := _dtype_problem(sd[k], v)) is not None]
+    if wrong:
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: the weights do not fit arch {spec.arch!r}: {len(wrong)} of {len(model_sd)} "
+            f"tensors have the wrong dtype: {', '.join(wrong[:5])}{', …' if len(wrong) > 5 else ''}; refusing "
+            f"to load them (torch would cast them silently; float16/bfloat16/float64 weights are cast, integer "
+            f"ones are not weights for this architecture)"
+        )
+    cast: dict[str, int] = {}
+    for k, v in model_sd.items():
+        if v.is_floating_point() and sd[k].dtype != v.dtype:
+            key = f"{sd[k].dtype} -> {v.dtype}".replace("torch.", "")
+            cast[key] = cast.get(key, 0) + 1
+    if cast:
+        notes.append("cast " + ", ".join(f"{n} tensors {how}" for how, n in sorted(cast.items())))
     try:
         net.load_state_dict(sd, strict=True)
     except Exception as e:  # noqa: BLE001 - dtype/complex errors
@@ -382,7 +463,7 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
     check_arch(spec)
     preprocess = resolve_preprocess(spec)
     adapters = _adapters.parse_adapters(spec.adapter, spec.id)
-    rw, digest = _resolve_and_hash(spec, Path(cache_dir))
+    rw, digest = _resolve_and_hash(spec, Path(cache_dir), trust)
     notes = [f"weights: {rw.description}", f"sha256: {digest}"]
 
     native = _timm_native(spec, rw.source, adapters)
@@ -402,6 +483,7 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
     sd, rule = sources.extract_state_dict(raw, spec.id, select=select)
     del raw
     notes.append(f"state dict found by rule: {rule} ({len(sd)} tensors)")
+    check_finite_weights(sd, spec, rw.description)
 
     if native:
         net = _load_timm_native(spec, rw, sd, num_classes)

@@ -21,6 +21,13 @@ Unknown keys (top level or in an entry) are errors naming the key and the file. 
 paths are relative to the registry file. Duplicate ids are errors naming both places
 (``<file>:[[checkpoint]] #<n>``, n counted from 1).
 
+Limits (a hostile or mistyped file fails here, with its file, entry and key, not later in a job):
+ids are at most :data:`MAX_ID_LENGTH` (128) characters of ``A-Z a-z 0-9 _ . + - = @`` (an id names
+per-item files); ``arch`` holds no whitespace or control characters and ``weights`` no control
+characters; a URL must parse and needs a host and a file name; ``resize``/``crop`` are at most
+:data:`MAX_IMAGE_SIZE`; ``num_classes`` at most :data:`MAX_NUM_CLASSES`; ``mean``/``std`` and every
+float in ``tags`` are finite. Every error is a :class:`RegistryError` (a :class:`CheckpointError`).
+
 Bare targets on the command line (:func:`resolve_targets`), tried in this order:
 
 1. the name of a shipped registry (``biasbench/registry/files/<name>.toml``: ``efficientnet-lite``, …);
@@ -39,7 +46,10 @@ it goes in a registry file. Nothing here runs at import time.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import math
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +71,18 @@ ENTRY_KEYS = ("id", "arch", "weights", "sha256", "adapter", "preprocess", "label
 TOP_LEVEL_KEYS = ("checkpoint",)
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-=@]*$")
-_SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+#: Longest checkpoint id: ids name per-item files (``<id>__<config hash>.parquet``), whose names must
+#: stay below the file systems' 255-byte limit.
+MAX_ID_LENGTH = 128
+#: Largest ``preprocess.resize`` / ``crop`` (pixels).
+MAX_IMAGE_SIZE = 8192
+#: Largest ``num_classes``.
+MAX_NUM_CLASSES = 1_000_000
+
+# always used with fullmatch: ``$`` would also match before a trailing newline
+_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-=@]*")
+_SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RegistryError(CheckpointError):
@@ -90,14 +110,22 @@ def _where(path: Path, index: int) -> str:
     return f"{path}:[[checkpoint]] #{index}"
 
 
-def _jsonable_tag(v: Any) -> Any:
+def _jsonable_tag(v: Any, where: str, key: str) -> Any:
+    """Tags as JSON-able values (dates as ISO strings); a NaN or infinite float is an error (it has no
+    JSON form and means nothing as a covariate)."""
     if isinstance(v, dict):
-        return {str(k): _jsonable_tag(x) for k, x in v.items()}
+        return {str(k): _jsonable_tag(x, where, f"{key}.{k}") for k, x in v.items()}
     if isinstance(v, list):
-        return [_jsonable_tag(x) for x in v]
+        return [_jsonable_tag(x, where, f"{key}[{i}]") for i, x in enumerate(v)]
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RegistryError(f"{where}: {key} must be a finite number, got {v!r}")
     if isinstance(v, (_dt.date, _dt.time, _dt.datetime)):
         return v.isoformat()
     return v
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _parse_preprocess(table: Any, where: str) -> Preprocess:
@@ -108,19 +136,24 @@ def _parse_preprocess(table: Any, where: str) -> Preprocess:
     if unknown:
         raise RegistryError(f"{where}: unknown preprocess key {unknown[0]!r}; known: {', '.join(known)}")
     for k in ("resize", "crop"):
-        if k in table and (not isinstance(table[k], int) or isinstance(table[k], bool) or table[k] <= 0):
-            raise RegistryError(f"{where}: preprocess.{k} must be a positive integer, got {table[k]!r}")
+        if k in table:
+            v = table[k]
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= MAX_IMAGE_SIZE:
+                raise RegistryError(
+                    f"{where}: preprocess.{k} must be a positive integer of at most {MAX_IMAGE_SIZE}, got {v!r}"
+                )
     for k in ("mean", "std"):
         if k in table:
             v = table[k]
-            if (
-                not isinstance(v, list) or len(v) != 3
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-            ):
+            if not isinstance(v, list) or len(v) != 3 or not all(_is_number(x) for x in v):
                 raise RegistryError(f"{where}: preprocess.{k} must be a list of 3 numbers, got {v!r}")
+            if not all(math.isfinite(x) for x in v):
+                raise RegistryError(f"{where}: preprocess.{k} must be finite (no nan or inf), got {v!r}")
             if k == "std" and any(x <= 0 for x in v):
                 raise RegistryError(f"{where}: preprocess.std must be positive, got {v!r}")
-    if "interpolation" in table and table["interpolation"] not in INTERPOLATIONS:
+    if "interpolation" in table and (
+        not isinstance(table["interpolation"], str) or table["interpolation"] not in INTERPOLATIONS
+    ):
         raise RegistryError(
             f"{where}: preprocess.interpolation {table['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)}"
         )
@@ -134,10 +167,38 @@ def _resolve_weights_path(weights: str, base_dir: Path, where_or_id: str) -> str
     src = sources.parse_weights(weights, where_or_id)
     if src.kind != sources.PATH_KIND:
         return weights
-    p = Path(src.value).expanduser()
+    p = sources.expand_path(src.value)
     if not p.is_absolute():
         p = base_dir / p
-    return str(p.resolve())
+    try:
+        return str(p.resolve())
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a name too long, …
+        raise RegistryError(f"{where_or_id}: weights path {weights!r} cannot be resolved: {e}") from e
+
+
+def _check_id(cid: str, where: str) -> None:
+    if len(cid) > MAX_ID_LENGTH:
+        raise RegistryError(
+            f"{where}: id {cid[:40]!r}… is {len(cid)} characters long; at most {MAX_ID_LENGTH} (an id names "
+            f"per-item result files)"
+        )
+    if not _ID_RE.fullmatch(cid):
+        raise RegistryError(
+            f"{where}: invalid id {cid!r} (letters, digits and _ . + - = @; no spaces or slashes)"
+        )
+
+
+def _check_weights_string(weights: str, where: str) -> None:
+    if _CONTROL_RE.search(weights):
+        raise RegistryError(f"{where}: weights {weights!r} contains control characters")
+    if re.match(r"(?i)https?://", weights.strip()):
+        try:
+            parts = urllib.parse.urlsplit(weights.strip())
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535", …
+            raise RegistryError(f"{where}: weights URL {weights!r} is not a valid URL: {e}") from e
+        if not parts.hostname or not parts.path.rstrip("/").rsplit("/", 1)[-1]:
+            raise RegistryError(f"{where}: weights URL {weights!r} needs a host and a file name (https://host/path/w.pth)")
 
 
 def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
@@ -154,25 +215,23 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
         if k in entry and not isinstance(entry[k], str):
             raise RegistryError(f"{where}: {k} must be a string, got {entry[k]!r}")
     cid = entry["id"]
-    if not _ID_RE.match(cid):
-        raise RegistryError(
-            f"{where}: invalid id {cid!r} (letters, digits and _ . + - = @; no spaces or slashes)"
-        )
+    _check_id(cid, where)
     arch = entry["arch"]
     family, sep, name = arch.partition(":")
-    if not sep or family not in ("timm", "torchvision", "zoo") or not name:
+    if not sep or family not in ("timm", "torchvision", "zoo") or not name or re.search(r"[\s\x00-\x1f\x7f]", arch):
         raise RegistryError(f"{where}: arch {arch!r} must be timm:<name>, torchvision:<name> or zoo:<name>")
     sha = entry.get("sha256")
-    if sha is not None and not _SHA_RE.match(sha):
+    if sha is not None and not _SHA_RE.fullmatch(sha):
         raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
     weights = entry.get("weights")
     try:
         if weights is not None:
+            _check_weights_string(weights, where)
             src = sources.parse_weights(weights, cid)
             source = sources.source_of(src)
             if source.requires_sha256 and not sha:
                 raise RegistryError(f"{where}: weights from {source.noun()} need a sha256 ({weights})")
-            weights = _resolve_weights_path(weights, path.parent, cid)
+            weights = _resolve_weights_path(weights, path.parent, where)
         adapter = entry.get("adapter", [])
         if isinstance(adapter, str):
             adapter = [adapter]
@@ -184,8 +243,12 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
     except CheckpointError as e:
         raise RegistryError(f"{where}: {e}") from e
     num_classes = entry.get("num_classes")
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0):
-        raise RegistryError(f"{where}: num_classes must be a positive integer, got {num_classes!r}")
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 0 < num_classes <= MAX_NUM_CLASSES
+    ):
+        raise RegistryError(
+            f"{where}: num_classes must be a positive integer of at most {MAX_NUM_CLASSES}, got {num_classes!r}"
+        )
     space = entry.get("labels", IMAGENET_1K)
     if num_classes is None and labels.find(space) is None:
         raise RegistryError(
@@ -203,7 +266,7 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
         preprocess=None,
         labels=space,
         num_classes=num_classes,
-        tags=_jsonable_tag(tags),
+        tags=_jsonable_tag(tags, where, "tags"),
         source=where,
     )
     if "preprocess" in entry:
@@ -219,16 +282,26 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
 
 def load_registry_file(path: Path) -> list[CheckpointSpec]:
     """Parse and validate one registry file (no weights are touched). Errors name the file, the entry
-    (``[[checkpoint]] #n``, from 1) and the offending key; duplicate ids name both entries."""
+    (``[[checkpoint]] #n``, from 1) and the offending key; duplicate ids name both entries. Every
+    failure - unreadable, not a regular file, not UTF-8, not TOML, nested too deeply - is a
+    :class:`RegistryError`."""
     path = Path(path)
+    problem = sources.path_problem(path)
+    if problem is not None:
+        raise RegistryError(f"cannot read registry file {path}: it {problem}" if problem.startswith("is ")
+                            else f"cannot read registry file {path}: {problem}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RegistryError(f"cannot read registry file {path}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise RegistryError(f"registry file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RegistryError(f"registry file {path} is not valid TOML: {e}") from e
+    except RecursionError as e:
+        raise RegistryError(f"registry file {path} is not valid TOML: its arrays or tables nest too deeply") from e
     unknown = [k for k in data if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise RegistryError(
@@ -254,8 +327,13 @@ def load_registry_file(path: Path) -> list[CheckpointSpec]:
 
 
 def _sanitize_id(s: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_.+\-=@]", "_", s)
-    return s if s and _ID_RE.match(s) else f"_{s}"
+    """A valid id derived from ``s``: other characters become ``_``; one longer than
+    :data:`MAX_ID_LENGTH` keeps its start plus ``-`` and 8 hex digits of its sha256 (still unique)."""
+    out = re.sub(r"[^A-Za-z0-9_.+\-=@]", "_", s)
+    out = out if out and _ID_RE.fullmatch(out) else f"_{out}"
+    if len(out) > MAX_ID_LENGTH:
+        out = f"{out[: MAX_ID_LENGTH - 9]}-{hashlib.sha256(s.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return out
 
 
 def _id_for_weights(src: sources.WeightSource) -> str:
@@ -276,16 +354,20 @@ def _arch_of(text: str) -> str | None:
 
 def _arch_at_weights(target: str, arch: str, weights: str) -> CheckpointSpec:
     where = f"command line target {target!r}"
-    src = sources.parse_weights(weights, where)
+    try:
+        src = sources.parse_weights(weights, target)
+    except CheckpointError as e:
+        raise RegistryError(str(e)) from e
     source = sources.source_of(src)
     if source.requires_sha256:
         raise RegistryError(
             f"{where}: weights from {source.noun()} need a sha256; put them in a registry .toml file with sha256 = \"…\""
         )
     if src.kind == sources.PATH_KIND:
-        p = Path(src.value).expanduser()
-        if not p.is_file():
-            raise RegistryError(f"{where}: weights file {p} not found")
+        p = sources.expand_path(src.value)
+        problem = sources.path_problem(p)  # "not found", "is a directory, not a file", …
+        if problem is not None:
+            raise RegistryError(f"{where}: weights file {p} {problem}")
         weights = str(p.resolve())
     family, _, name = arch.partition(":")
     if family == "timm":
@@ -342,11 +424,14 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
     if t in shipped:
         return load_registry_file(shipped[t])
     tried = [f"a shipped registry (known: {', '.join(sorted(shipped)) or 'none'})"]
-    p = Path(t).expanduser()
+    if _CONTROL_RE.search(t):
+        raise RegistryError(f"unknown target {t!r}: it contains control characters")
+    p = sources.expand_path(t)
+    problem = sources.path_problem(p)  # None: an existing regular file
     if t.endswith(".toml"):
-        if p.is_file():
+        if problem is None:
             return load_registry_file(p)
-        raise RegistryError(f"target {t!r}: registry file {p} not found")
+        raise RegistryError(f"target {t!r}: registry file {p} {problem}")
     tried.append("a registry .toml file")
     arch_text, at, weights = t.partition("@")
     if at and weights:
@@ -354,8 +439,13 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
         if arch is not None:
             return [_arch_at_weights(t, arch, weights)]
     tried.append("ARCH@WEIGHTS (e.g. timm:resnet18@/path/w.pth)")
-    if p.is_file() or p.suffix in sources.WEIGHT_SUFFIXES:
-        state = "a weights file" if p.is_file() else "a weights file path that does not exist"
+    if problem is not None and problem.startswith("is a directory"):
+        raise RegistryError(
+            f"target {t!r} is a directory; give a registry .toml file, or a weights file with its architecture "
+            f"(ARCH@PATH, e.g. timm:resnet50@{t}/w.pth)"
+        )
+    if problem is None or p.suffix in sources.WEIGHT_SUFFIXES:
+        state = "a weights file" if problem is None else "a weights file path that does not exist"
         raise RegistryError(
             f"target {t!r} is {state}; a weights file needs an architecture: write ARCH@PATH, "
             f"e.g. timm:resnet50@{t}"
@@ -389,11 +479,18 @@ def difflib_hint(name: str, choices: list[str]) -> str:
 
 def resolve_targets(targets: list[str]) -> list[CheckpointSpec]:
     """Resolve command-line targets (see the module docstring) into checkpoint specs, in order.
-    Duplicate ids across targets are an error naming both sources."""
+    Duplicate ids across targets are an error naming both sources. Every failure is a
+    :class:`RegistryError` naming the target (or the registry file, entry and key)."""
     specs: list[CheckpointSpec] = []
     seen: dict[str, str] = {}
     for t in targets:
-        for spec in _resolve_one(t):
+        try:
+            resolved = _resolve_one(t)
+        except RegistryError:
+            raise
+        except CheckpointError as e:  # from a weight source's syntax check: same message, one error type
+            raise RegistryError(str(e)) from e
+        for spec in resolved:
             if spec.id in seen:
                 raise RegistryError(f"duplicate checkpoint id {spec.id!r}: {seen[spec.id]} and {spec.source}")
             seen[spec.id] = spec.source

@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class Source:
     keeps_scheme: ClassVar[bool] = False
     #: a registry entry must pin the bytes with ``sha256`` (downloads from arbitrary hosts)
     requires_sha256: ClassVar[bool] = False
+    #: resolving reads only local files and runs no third-party code (``--dry-run`` resolves only these)
+    local: ClassVar[bool] = False
 
     def validate(self, value: str, checkpoint_id: str) -> None:
         """Check the value's syntax without any I/O (raise :class:`CheckpointError`)."""
@@ -112,6 +115,15 @@ class Source:
         """Make the weights available locally (downloading if needed) and say where they are; raise
         :class:`CheckpointError` naming the checkpoint for every failure."""
         raise NotImplementedError
+
+    def needs_trust(self, value: str) -> bool:
+        """True when resolving ``value`` would run code that nobody declared safe (refused unless the
+        user passes ``--trust-checkpoints``)."""
+        return False
+
+    def trust_hint(self) -> str:
+        """What to do instead of ``--trust-checkpoints`` (shown when :meth:`needs_trust` refuses)."""
+        return "use a declared source"
 
     def noun(self) -> str:
         """How messages name this source ("a URL", "'timm:'")."""
@@ -179,14 +191,29 @@ def source_of(src: WeightSource) -> Source:
     return SOURCES.get(src.kind)
 
 
-def resolve_weights(weights: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+def resolves_locally(weights: str, checkpoint_id: str) -> bool:
+    """Whether resolving ``weights`` reads only local files and runs no third-party code."""
+    return source_of(parse_weights(weights, checkpoint_id)).local
+
+
+def resolve_weights(
+    weights: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path, trust: bool = False
+) -> ResolvedWeights:
     """Make a checkpoint's weights available locally (downloading if needed) and say where they are.
 
     Raises :class:`CheckpointError` naming the checkpoint for every failure (missing file, download
-    error, sha256 missing for a URL or mismatched, unknown enum/package/zoo entry).
+    error, sha256 missing for a URL or mismatched, unknown enum/package/zoo entry, a source that would
+    run undeclared code without ``trust``).
     """
     src = parse_weights(weights, checkpoint_id)
-    rw = source_of(src).resolve(src.value, checkpoint_id, sha256=sha256, cache_dir=Path(cache_dir))
+    source = source_of(src)
+    if not trust and source.needs_trust(src.value):
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: weights '{src}' would import and run code that no installed "
+            f"package declares as a weights provider. Checkpoints are data, not code: {source.trust_hint()} "
+            f"or pass --trust-checkpoints to run it anyway"
+        )
+    rw = source.resolve(src.value, checkpoint_id, sha256=sha256, cache_dir=Path(cache_dir))
     rw.source = src
     return rw
 
@@ -270,18 +297,97 @@ _REFUSAL_MARKERS = (
 )
 
 
+def expand_path(value: str) -> Path:
+    """``Path(value).expanduser()``, but a ``~user`` whose home cannot be found stays as written
+    (it is then reported as not found instead of raising ``RuntimeError``)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:
+        return Path(value)
+
+
+_NON_REGULAR = (
+    (stat.S_ISDIR, "is a directory, not a file"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+)
+
+
+def path_problem(path: Path | str) -> str | None:
+    """Why ``path`` is not a regular file, as the rest of a sentence that starts with the path
+    (``"not found"``, ``"is a directory, not a file"``, ``"is a FIFO (named pipe), not a regular file"``,
+    ``"cannot be examined: File name too long"``); ``None`` for a regular file (symlinks followed).
+    Never raises: every ``OSError``/``ValueError`` of ``stat`` becomes a phrase."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "not found"
+    except OSError as e:
+        return f"cannot be examined: {e.strerror or e}"
+    except ValueError as e:  # an embedded NUL byte
+        return f"cannot be examined: {e}"
+    if stat.S_ISREG(mode):
+        return None
+    for test, words in _NON_REGULAR:
+        if test(mode):
+            return words
+    return "is not a regular file"
+
+
+def _sniff(path: Path) -> str:
+    """What a file that is not a readable checkpoint looks like, for error messages ('' if unknown)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return ""
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the weights (fetch the real file, e.g. `git lfs pull`)"
+    if b"\0" in head:
+        return ""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a multi-byte character cut at 4096 bytes
+            return ""
+        text = head[: e.start].decode("utf-8")
+    low = text.lstrip().lower()
+    if low.startswith(("<!doctype html", "<html")):
+        return "it is an HTML page, not a checkpoint (a download that returned an error or login page?)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"it is a text file, not a checkpoint (first line: {first[:60]!r})"
+
+
 def read_weights_file(path: Path, checkpoint_id: str, *, trust: bool = False) -> Any:
     """Read a weights file: safetensors by suffix, else ``torch.load(map_location="cpu",
-    weights_only=not trust)``. A refused pickle and an unreadable file are distinct, clear errors."""
+    weights_only=not trust)``. Every failure is a :class:`CheckpointError` naming the checkpoint and
+    the path: a path that is missing, a directory or not a regular file (a FIFO would block forever)
+    is refused before reading; a refused pickle and an unreadable file are distinct errors, and an
+    unreadable file says what it looks like (empty, a text file, an HTML page, a Git LFS pointer)."""
     path = Path(path)
     cid = checkpoint_id
+    problem = path_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {cid!r}: weights file {path} {problem}")
+
+    def unreadable(e: BaseException, cause: str) -> CheckpointError:
+        looks = _sniff(path)
+        return CheckpointError(
+            f"checkpoint {cid!r}: cannot read weights file {path}: {f'{looks}; ' if looks else ''}{cause}"
+        )
+
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
         except Exception as e:  # noqa: BLE001 - safetensors raises several error types
-            raise CheckpointError(f"checkpoint {cid!r}: cannot read weights file {path}: {type(e).__name__}: {e}") from e
+            raise unreadable(e, f"{type(e).__name__}: {e}") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types for bad files
@@ -298,7 +404,7 @@ def read_weights_file(path: Path, checkpoint_id: str, *, trust: bool = False) ->
         if "WeightsUnpickler error" in msg:
             cause = msg.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0] or cause
         cause = f"{type(e).__name__}: {cause}" if cause else f"{type(e).__name__} (truncated or not a checkpoint?)"
-        raise CheckpointError(f"checkpoint {cid!r}: cannot read weights file {path}: {cause}") from e
+        raise unreadable(e, cause) from e
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -15,7 +15,8 @@ from biasbench.metrics.common import dataset_request
 
 
 class SlowProbe(Metric):
-    """Mean max-logit on imagenet-sample; sleeps $PROBE_SLEEP s and appends to $PROBE_MARKER first."""
+    """Mean max-logit on its dataset (default imagenet-sample); sleeps $PROBE_SLEEP s, appends to
+    $PROBE_MARKER first."""
 
     name = "slow_probe"
     version = "1"
@@ -45,10 +46,10 @@ class NanProbe(Metric):
 
     @dataclass(frozen=True)
     class Params:
-        pass
+        dataset: str = "imagenet-sample"
 
     def datasets(self, label_space):
-        return {"images": DatasetRequest("imagenet-sample")}
+        return {"images": DatasetRequest(self.params.dataset)}
 
     def evaluate(self, model, data, ctx):
         return MetricResult({"value": float("nan")}, n=1)

@@ -14,11 +14,13 @@ source pinned to a commit or a release, its license and citation, and either
 Downloads go through :func:`biasbench.registry.download.fetch`: ``<file>.part`` (resumed with HTTP
 Range), sha256-checked, then renamed; a mismatch deletes the partial file and leaves nothing under the
 final name. Rerunning a fetch skips files that are present and verified, re-downloads corrupted ones.
-Archives are checked member by member before anything is written (no absolute paths, no ``..``, no
-symlinks, hard links or device files) and then extracted with ``tarfile``'s ``filter="data"`` into a
-temporary directory that is renamed into place only when complete. The per-file digests of an
-extracted archive are recorded in ``<target>/.biasbench-files.json`` so that :func:`verify_dataset`
-can check it later.
+Archives (tar of any compression, or zip) are checked member by member before anything is written
+(no absolute paths, no ``..``, no symlinks, hard links or device files; size, member-count and
+compression-ratio limits against decompression bombs, see :func:`safe_extract`) and then extracted
+(tar with ``tarfile``'s ``filter="data"``) into a temporary directory that is renamed into place only
+when complete. The per-file digests of an extracted archive are recorded in
+``<target>/.biasbench-files.json`` so that :func:`verify_dataset` can check it later. Manifests are
+parsed strictly (:func:`parse_manifest`): any malformed field is a :class:`ManifestError`.
 
 Mirrors (``mirror=`` / ``--mirror URL`` / env ``BIASBENCH_MIRROR``): a mirror is laid out like a
 biasbench data root - ``<mirror>/<dataset>/<relative path>``, e.g.
@@ -36,8 +38,11 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import urllib.parse
+import zipfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +57,20 @@ MIRROR_ENV = "BIASBENCH_MIRROR"
 #: Per-file digests recorded when an archive was extracted after a verified download.
 LOCAL_RECORD = ".biasbench-files.json"
 DOWNLOADS_DIR = ".downloads"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")  # always fullmatch: ``$`` also matches before a trailing newline
+#: Dataset names and targets: path components that start with a letter or digit (no ``..``, no ``/``
+#: at either end), at most 128 characters.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+ARCHIVE_FORMATS = ("tar", "tar.gz", "tgz", "tar.bz2", "tar.xz", "zip")
+
+#: Extraction limits (:func:`safe_extract`): total bytes written, number of members, and the ratio of
+#: bytes written to the archive's size (checked once more than ``_RATIO_FLOOR`` bytes would be written).
+MAX_EXTRACT_BYTES = 64 * 2**30
+MAX_MEMBERS = 2_000_000
+MAX_RATIO = 100.0
+_RATIO_FLOOR = 64 * 2**20
+_NAME_MAX = 255  # bytes per path component (ext4, xfs, APFS, NTFS)
+_PATH_MAX = 4000
 
 
 class UnverifiedSource(DownloadError):
@@ -61,6 +79,15 @@ class UnverifiedSource(DownloadError):
 
 class UnsafeArchive(DownloadError):
     """An archive member would escape the target directory or is a link/device: refused."""
+
+
+class ArchiveTooLarge(UnsafeArchive):
+    """An archive would expand past a size, member-count or compression-ratio limit (a decompression
+    bomb): refused before or while extracting, leaving nothing behind."""
+
+
+class ManifestError(ValueError):
+    """A dataset manifest is malformed (the message names the manifest and the field)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +128,7 @@ class Manifest:
         """The source pin in words: ``repo@commit`` or ``repo release tag``."""
         src = self.source
         if "commit" in src:
-            return f"{src['repository']}@{src['commit']}"
+            return f"{src.get('repository', '')}@{src['commit']}"
         return f"{src.get('repository', '')} release {src.get('release', '?')}"
 
     def file_url(self, rel: str, mirror: str | None = None) -> str:
@@ -119,42 +146,145 @@ class Manifest:
         return self.archive.url
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any], digest: str = "") -> Manifest:
-        arch = raw.get("archive")
-        files = dict(raw.get("files") or {})
-        for rel, sha in files.items():
-            _check_relpath(rel, f"manifest {raw.get('name')!r}")
-            if not _HEX64.match(sha):
-                raise ValueError(f"manifest {raw.get('name')!r}: bad sha256 {sha!r} for {rel!r}")
-        return cls(
-            name=raw["name"],
-            description=raw.get("description", ""),
-            target=raw.get("target", raw["name"]),
-            source=dict(raw.get("source") or {}),
-            license=raw.get("license", ""),
-            license_url=raw.get("license_url", ""),
-            citation=raw.get("citation", ""),
-            n_files=int(raw.get("n_files") or len(files) or (arch or {}).get("n_files", 0)),
-            files=files,
-            base_url=raw.get("base_url"),
-            archive=Archive(
-                url=arch["url"],
-                sha256=(arch.get("sha256") or None),
-                format=arch.get("format", "tar.gz"),
-                strip_prefix=arch.get("strip_prefix", ""),
-                n_files=int(arch.get("n_files", 0)),
-                sha256_note=arch.get("sha256_note", ""),
-            )
-            if arch
-            else None,
-            digest=digest,
-        )
+    def from_json(cls, raw: Any, digest: str = "", where: str = "") -> Manifest:
+        """Validate a parsed manifest (a JSON object) and build it; every problem is a
+        :class:`ManifestError` naming the manifest (``where``, else its name) and the field."""
+        return _manifest_from_json(raw, digest, where)
+
+
+_MANIFEST_KEYS = ("name", "description", "target", "source", "license", "license_url", "citation", "n_files",
+                  "files", "base_url", "archive")
+_ARCHIVE_KEYS = ("url", "sha256", "format", "strip_prefix", "n_files", "sha256_note")
+
+
+def _get(raw: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    """``raw[key]`` checked to be a ``kind`` (``bool`` is no ``int``); ``default`` when absent or null."""
+    v = raw.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        raise ManifestError(f"{where}: {key} must be a JSON {_JSON_NAMES[kind]}, got {v!r:.80}")
+    return v
+
+
+_JSON_NAMES = {str: "string", int: "integer", dict: "object"}
+
+
+def _count(raw: dict[str, Any], key: str, where: str) -> int | None:
+    v = _get(raw, key, int, None, where)
+    if v is not None and v < 0:
+        raise ManifestError(f"{where}: {key} must be a non-negative integer, got {v!r}")
+    return v
+
+
+def _check_url(url: str, where: str, key: str, *, file: bool) -> None:
+    if re.search(r"[\s\x00-\x1f\x7f]", url):
+        raise ManifestError(f"{where}: {key} {url!r:.120} contains whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError as e:  # a malformed IPv6 host or port
+        raise ManifestError(f"{where}: {key} {url!r:.120} is not a valid URL: {e}") from e
+    if parts.scheme not in ("https", "http", "file") or (parts.scheme != "file" and not host):
+        raise ManifestError(f"{where}: {key} {url!r:.120} must be an https://, http:// or file:// URL with a host")
+    if file and not parts.path.rstrip("/").rsplit("/", 1)[-1]:
+        raise ManifestError(f"{where}: {key} {url!r:.120} names no file")
+
+
+def _manifest_from_json(raw: Any, digest: str, where: str) -> Manifest:
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where or 'manifest'}: a manifest must be a JSON object, got {type(raw).__name__}")
+    name = raw.get("name")
+    where = where or f"manifest {name!r:.80}"
+    if not isinstance(name, str) or len(name) > 128 or not _NAME_RE.fullmatch(name):
+        raise ManifestError(f"{where}: name must be a dataset name (letters, digits, . _ - and /), got {name!r:.80}")
+    unknown = [k for k in raw if k not in _MANIFEST_KEYS]
+    if unknown:
+        raise ManifestError(f"{where}: unknown key {unknown[0]!r:.80}; known: {', '.join(_MANIFEST_KEYS)}")
+    target = _get(raw, "target", str, name, where)
+    if len(target) > 128 or not _NAME_RE.fullmatch(target):
+        raise ManifestError(f"{where}: target {target!r:.80} must be a relative directory name under the data root")
+    text = {k: _get(raw, k, str, "", where) for k in ("description", "license", "license_url", "citation")}
+    source = _get(raw, "source", dict, {}, where)
+    for k, v in source.items():
+        if not isinstance(v, str):
+            raise ManifestError(f"{where}: source.{k} must be a string, got {v!r:.80}")
+    files = _get(raw, "files", dict, {}, where)
+    for rel, sha in files.items():
+        _check_relpath(rel, where)
+        if not isinstance(sha, str) or not _HEX64.fullmatch(sha):
+            raise ManifestError(f"{where}: bad sha256 {sha!r:.80} for {rel!r:.80} (64 lowercase hex digits)")
+    base_url = _get(raw, "base_url", str, None, where)
+    if base_url is not None:
+        _check_url(base_url, where, "base_url", file=False)
+    arch_raw = _get(raw, "archive", dict, None, where)
+    archive = _archive_from_json(arch_raw, f"{where}: archive") if arch_raw is not None else None
+    if archive is None and not (files and base_url):
+        raise ManifestError(f"{where}: a manifest needs either files with a base_url or an archive")
+    n_files = _count(raw, "n_files", where)
+    if n_files is not None and files and n_files != len(files):
+        raise ManifestError(f"{where}: n_files is {n_files} but files lists {len(files)}")
+    return Manifest(
+        name=name,
+        target=target,
+        source=dict(source),
+        n_files=n_files if n_files else len(files) or (archive.n_files if archive else 0),
+        files=dict(files),
+        base_url=base_url,
+        archive=archive,
+        digest=digest,
+        **text,
+    )
+
+
+def _archive_from_json(raw: dict[str, Any], where: str) -> Archive:
+    unknown = [k for k in raw if k not in _ARCHIVE_KEYS]
+    if unknown:
+        raise ManifestError(f"{where}: unknown key {unknown[0]!r:.80}; known: {', '.join(_ARCHIVE_KEYS)}")
+    url = _get(raw, "url", str, None, where)
+    if url is None:
+        raise ManifestError(f"{where}: missing url")
+    _check_url(url, where, "url", file=True)
+    sha = _get(raw, "sha256", str, None, where) or None
+    if sha is not None and not _HEX64.fullmatch(sha.lower()):
+        raise ManifestError(f"{where}: sha256 must be 64 hex digits or null, got {sha!r:.80}")
+    fmt = _get(raw, "format", str, "tar.gz", where)
+    if fmt not in ARCHIVE_FORMATS:
+        raise ManifestError(f"{where}: format {fmt!r:.40} is not one of {', '.join(ARCHIVE_FORMATS)}")
+    prefix = _get(raw, "strip_prefix", str, "", where)
+    if prefix.strip("/"):
+        _check_relpath(prefix.strip("/"), where)
+    return Archive(
+        url=url,
+        sha256=sha.lower() if sha else None,
+        format=fmt,
+        strip_prefix=prefix,
+        n_files=_count(raw, "n_files", where) or 0,
+        sha256_note=_get(raw, "sha256_note", str, "", where),
+    )
 
 
 def _check_relpath(rel: str, where: str) -> None:
+    """A file path inside a dataset: relative, normalised (no ``.``/``..``/empty parts), POSIX, no
+    control characters, not our own record or downloads folder."""
     p = PurePosixPath(rel)
-    if p.is_absolute() or ".." in p.parts or "\\" in rel or not rel:
-        raise ValueError(f"{where}: unsafe relative path {rel!r}")
+    if (not rel or not p.parts or p.is_absolute() or ".." in p.parts or "\\" in rel or p.as_posix() != rel
+            or re.search(r"[\x00-\x1f\x7f]", rel) or p.parts[0] in (LOCAL_RECORD, DOWNLOADS_DIR)):
+        raise ManifestError(f"{where}: unsafe relative path {rel!r:.120}")
+
+
+def parse_manifest(text: bytes | str, where: str = "manifest", digest: str | None = None) -> Manifest:
+    """Parse one manifest file's text (JSON) into a :class:`Manifest`; ``digest`` defaults to the
+    sha256 of the text. Every problem - not UTF-8, not JSON, nested too deeply, a missing or wrongly
+    typed field, an unsafe path, a bad digest or URL - is a :class:`ManifestError` naming ``where``."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    try:
+        raw = json.loads(data)
+    except RecursionError as e:
+        raise ManifestError(f"{where}: not valid JSON (nested too deeply)") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ManifestError(f"{where}: not valid JSON: {e}") from e
+    return Manifest.from_json(raw, digest if digest is not None else hashlib.sha256(data).hexdigest(), where)
 
 
 @lru_cache(maxsize=1)
@@ -163,10 +293,9 @@ def _load_manifests() -> dict[str, Manifest]:
     for res in sorted(resources.files("biasbench.harness.datasets.manifests").iterdir(), key=lambda r: r.name):
         if not res.name.endswith(".json"):
             continue
-        text = res.read_bytes()
-        m = Manifest.from_json(json.loads(text), hashlib.sha256(text).hexdigest())
+        m = parse_manifest(res.read_bytes(), f"manifest {res.name}")
         if m.name in out:
-            raise ValueError(f"two manifests named {m.name!r}")
+            raise ManifestError(f"two manifests named {m.name!r}")
         out[m.name] = m
     return out
 
@@ -267,7 +396,7 @@ def _fetch_archive(m: Manifest, data_root: Path, *, mirror: str | None, log: Cal
     arch = m.archive
     pinned = arch.sha256.lower() if arch.sha256 else None
     given = sha256.strip().lower() if sha256 else None
-    if given is not None and not _HEX64.match(given):
+    if given is not None and not _HEX64.fullmatch(given):
         raise ValueError(f"--sha256 must be 64 hex digits, got {sha256!r}")
     if pinned and given and pinned != given:
         raise UnverifiedSource(
@@ -293,7 +422,7 @@ def _fetch_archive(m: Manifest, data_root: Path, *, mirror: str | None, log: Cal
     tmp = data_root / f".{m.target}.extracting-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        names = safe_extract(archive_path, tmp, strip_prefix=arch.strip_prefix)
+        names = safe_extract(archive_path, tmp, strip_prefix=arch.strip_prefix, format=arch.format)
         images = [n for n in names if n.lower().endswith(".png")]
         if arch.n_files and len(images) != arch.n_files:
             raise DownloadError(
@@ -318,53 +447,241 @@ def _fetch_archive(m: Manifest, data_root: Path, *, mirror: str | None, log: Cal
     return target
 
 
-def safe_extract(archive: Path, dest: Path, *, strip_prefix: str = "") -> list[str]:
-    """Extract a tar archive into ``dest`` after checking EVERY member first; returns the file names
-    written (relative to ``dest``, after stripping ``strip_prefix``; members outside it are skipped).
+def safe_extract(
+    archive: Path,
+    dest: Path,
+    *,
+    strip_prefix: str = "",
+    format: str | None = None,
+    max_bytes: int | None = None,
+    max_members: int | None = None,
+    max_ratio: float | None = None,
+) -> list[str]:
+    """Extract a tar or zip archive into ``dest`` after checking EVERY member first; returns the file
+    names written (relative to ``dest``, after stripping ``strip_prefix``; members outside it are
+    skipped). ``format``: one of :data:`ARCHIVE_FORMATS`; ``None`` = zip when the file starts with a
+    zip signature, else tar (any compression).
 
-    Refused (:class:`UnsafeArchive`, nothing written): absolute names, ``..`` components, symlinks,
-    hard links, device/FIFO members, names that resolve outside ``dest``. Extraction then also uses
-    ``tarfile``'s ``filter="data"``.
+    Refused with :class:`UnsafeArchive`, before anything is written: absolute or drive-letter names,
+    backslashes, ``..`` components, symlinks, hard links, device/FIFO/socket members, encrypted zip
+    members, names that resolve outside ``dest``, path components over 255 bytes.
+    Refused with :class:`ArchiveTooLarge` (a decompression bomb): more than ``max_members`` members,
+    more than ``max_bytes`` bytes to write, or (above 64 MiB) more than ``max_ratio`` times the
+    archive's own size (``None``: :data:`MAX_MEMBERS`, :data:`MAX_EXTRACT_BYTES`, :data:`MAX_RATIO`) - from the declared sizes before extracting (a tar member is refused as soon as
+    its header is read, before its data is decompressed), and again from the bytes actually written
+    while extracting (zip headers can lie). A failure while extracting removes what was written (all
+    of ``dest`` when this call created it). Tar extraction also uses ``tarfile``'s ``filter="data"``.
+    Nothing is ever written outside ``dest``.
     """
-    dest = Path(dest)
-    prefix = strip_prefix.strip("/")
+    archive, dest = Path(archive), Path(dest)
+    if format is not None and format not in ARCHIVE_FORMATS:
+        raise ValueError(f"unknown archive format {format!r}; known: {', '.join(ARCHIVE_FORMATS)}")
+    try:
+        with open(archive, "rb") as f:
+            magic = f.read(4)
+        archive_size = archive.stat().st_size
+    except OSError as e:
+        raise DownloadError(f"cannot read archive {archive}: {e}") from e
+    is_zip = format == "zip" if format is not None else magic in (b"PK\x03\x04", b"PK\x05\x06")
+    limits = _Limits(
+        archive,
+        archive_size,
+        MAX_EXTRACT_BYTES if max_bytes is None else max_bytes,
+        MAX_MEMBERS if max_members is None else max_members,
+        MAX_RATIO if max_ratio is None else max_ratio,
+    )
+    if is_zip:
+        return _extract_zip(archive, dest, strip_prefix.strip("/"), limits)
+    return _extract_tar(archive, dest, strip_prefix.strip("/"), limits)
+
+
+@dataclass
+class _Limits:
+    archive: Path
+    archive_size: int
+    max_bytes: int
+    max_members: int
+    max_ratio: float
+    members: int = 0
+    total: int = 0
+
+    def add(self, name: str, size: int) -> None:
+        """Count one member of ``size`` declared bytes; refuse past a limit."""
+        self.members += 1
+        self.total += max(0, size)
+        if self.members > self.max_members:
+            raise ArchiveTooLarge(
+                f"{self.archive}: more than {self.max_members} members; refused (a decompression bomb?)"
+            )
+        self.check(f"at member {name!r}")
+
+    def check(self, when: str) -> None:
+        if self.total > self.max_bytes:
+            raise ArchiveTooLarge(
+                f"{self.archive}: would expand to more than {self.max_bytes} bytes ({when}); refused "
+                f"(a decompression bomb?)"
+            )
+        if self.total > _RATIO_FLOOR and self.total > self.max_ratio * max(1, self.archive_size):
+            raise ArchiveTooLarge(
+                f"{self.archive}: would expand to {self.total} bytes, more than {self.max_ratio:g} times its "
+                f"own {self.archive_size} bytes ({when}); refused (a decompression bomb?)"
+            )
+
+    def check_disk(self, dest: Path) -> None:
+        probe = dest
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free = shutil.disk_usage(probe).free
+        except OSError:
+            return
+        if self.total > free:
+            raise DownloadError(
+                f"{self.archive}: extracting needs {self.total} bytes but {probe} has only {free} free; refused"
+            )
+
+
+def _member_path(archive: Path, raw: str, prefix: str, dest_resolved: Path) -> str | None:
+    """The checked relative output path of a member named ``raw`` (``None``: outside the prefix)."""
+    if raw.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", raw) or "\\" in raw:
+        raise UnsafeArchive(f"{archive}: member {raw!r} has an absolute or non-POSIX path; refused")
+    if re.search(r"[\x00-\x1f\x7f]", raw):
+        raise UnsafeArchive(f"{archive}: member {raw!r} has control characters in its name; refused")
+    parts = [p for p in PurePosixPath(raw).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchive(f"{archive}: member {raw!r} climbs out of the target ('..'); refused")
+    if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts) or len(raw) > _PATH_MAX:
+        raise UnsafeArchive(f"{archive}: member {raw[:80]!r}… has a name too long for the file system; refused")
+    if prefix:
+        if parts[: len(prefix.split("/"))] != prefix.split("/"):
+            return None
+        parts = parts[len(prefix.split("/")):]
+    if not parts:
+        return None
+    rel = "/".join(parts)
+    out = (dest_resolved / rel).resolve()
+    if not out.is_relative_to(dest_resolved):
+        raise UnsafeArchive(f"{archive}: member {raw!r} would be written outside the target; refused")
+    return rel
+
+
+def _extract_tar(archive: Path, dest: Path, prefix: str, limits: _Limits) -> list[str]:
     chosen: list[tarfile.TarInfo] = []
     names: list[str] = []
+    dest_resolved = dest.resolve()
     try:
         tf = tarfile.open(archive, "r:*")
-    except tarfile.TarError as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DownloadError(f"{archive} is not a readable tar archive: {e}") from e
     with tf:
-        dest_resolved = dest.resolve()
-        for member in tf.getmembers():
-            raw = member.name
-            if raw.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", raw) or "\\" in raw:
-                raise UnsafeArchive(f"{archive}: member {raw!r} has an absolute or non-POSIX path; refused")
-            parts = [p for p in PurePosixPath(raw).parts if p not in ("", ".")]
-            if ".." in parts:
-                raise UnsafeArchive(f"{archive}: member {raw!r} climbs out of the target ('..'); refused")
-            if member.issym() or member.islnk():
-                raise UnsafeArchive(f"{archive}: member {raw!r} is a link (to {member.linkname!r}); refused")
-            if not (member.isfile() or member.isdir()):
-                raise UnsafeArchive(f"{archive}: member {raw!r} is not a regular file or directory; refused")
-            if prefix:
-                if not parts or parts[0] != prefix:
+        try:
+            for member in tf:  # one header at a time: a huge member is refused before its data is read
+                raw = member.name
+                if member.issym() or member.islnk():
+                    raise UnsafeArchive(f"{archive}: member {raw!r} is a link (to {member.linkname!r}); refused")
+                if not (member.isfile() or member.isdir()):
+                    what = ("a character device" if member.ischr() else "a block device" if member.isblk()
+                            else "a FIFO" if member.isfifo() else "not a regular file or directory")
+                    raise UnsafeArchive(f"{archive}: member {raw!r} is {what}; refused")
+                rel = _member_path(archive, raw, prefix, dest_resolved)
+                limits.add(raw, member.size if member.isfile() else 0)
+                if rel is None:
                     continue
-                parts = parts[1:]
-            if not parts:
-                continue
-            rel = "/".join(parts)
-            out = (dest_resolved / rel).resolve()
-            if not out.is_relative_to(dest_resolved):
-                raise UnsafeArchive(f"{archive}: member {raw!r} would be written outside {dest}; refused")
-            new = copy.copy(member)
-            new.name = rel
-            chosen.append(new)
-            if member.isfile():
-                names.append(rel)
-        dest.mkdir(parents=True, exist_ok=True)
-        tf.extractall(dest, members=chosen, filter="data")
+                new = copy.copy(member)
+                new.name = rel
+                chosen.append(new)
+                if member.isfile():
+                    names.append(rel)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise DownloadError(f"{archive}: truncated or corrupt tar archive: {e}") from e
+        limits.check_disk(dest)
+        created = not dest.exists()
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            tf.extractall(dest, members=chosen, filter="data")
+        except BaseException as e:
+            _remove_partial(dest, created, names)
+            if isinstance(e, (tarfile.TarError, OSError, EOFError, zlib.error)):
+                raise DownloadError(f"{archive}: extraction failed: {e}") from e
+            raise
     return names
+
+
+_ZIP_UNSAFE_MODES = (
+    (stat.S_ISLNK, "is a symbolic link"),
+    (stat.S_ISCHR, "is a character device"),
+    (stat.S_ISBLK, "is a block device"),
+    (stat.S_ISFIFO, "is a FIFO"),
+    (stat.S_ISSOCK, "is a socket"),
+)
+
+
+def _extract_zip(archive: Path, dest: Path, prefix: str, limits: _Limits) -> list[str]:
+    dest_resolved = dest.resolve()
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DownloadError(f"{archive} is not a readable zip archive: {e}") from e
+    with zf:
+        chosen: list[tuple[zipfile.ZipInfo, str]] = []
+        for info in zf.infolist():
+            raw = info.filename
+            mode = info.external_attr >> 16
+            if info.create_system == 3 and mode:  # unix permissions carry the file type
+                for test, words in _ZIP_UNSAFE_MODES:
+                    if test(mode):
+                        raise UnsafeArchive(f"{archive}: member {raw!r} {words}; refused")
+            if info.flag_bits & 0x1:
+                raise UnsafeArchive(f"{archive}: member {raw!r} is encrypted; refused")
+            rel = _member_path(archive, raw, prefix, dest_resolved)
+            limits.add(raw, 0 if info.is_dir() else info.file_size)
+            if rel is not None:
+                chosen.append((info, rel))
+        limits.check_disk(dest)
+        created = not dest.exists()
+        names: list[str] = []
+        written = _Limits(archive, limits.archive_size, limits.max_bytes, limits.max_members, limits.max_ratio)
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            for info, rel in chosen:
+                out = dest / rel
+                if info.is_dir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if not out.parent.resolve().is_relative_to(dest_resolved):
+                    raise UnsafeArchive(f"{archive}: member {info.filename!r} would be written outside the target")
+                names.append(rel)
+                n = 0
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        n += len(chunk)
+                        written.total += len(chunk)
+                        if n > info.file_size:
+                            raise ArchiveTooLarge(
+                                f"{archive}: member {info.filename!r} expands past its declared {info.file_size} "
+                                f"bytes; refused (a decompression bomb?)"
+                            )
+                        written.check(f"while writing {info.filename!r}")
+                        dst.write(chunk)
+        except BaseException as e:
+            _remove_partial(dest, created, names)
+            if isinstance(e, (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError)):
+                raise DownloadError(f"{archive}: extraction failed: {type(e).__name__}: {e}") from e
+            raise
+    return names
+
+
+def _remove_partial(dest: Path, created: bool, names: list[str]) -> None:
+    """Undo a failed extraction: all of ``dest`` when we created it, else the files we wrote."""
+    if created:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    for rel in names:
+        try:
+            (dest / rel).unlink()
+        except OSError:
+            pass
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -377,9 +694,10 @@ def _read_record(target: Path) -> dict[str, Any] | None:
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+        record = json.loads(p.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def _unexpected_files(target: Path, m: Manifest) -> list[str]:
@@ -416,7 +734,17 @@ def verify_dataset(name: str, data_root: Path) -> list[str]:
                 f"cannot be verified (the manifest pins no per-file digests). Fetch it with "
                 f"`bench data fetch {name} --sha256 <archive digest>` to create the record."
             ]
-        expected = dict(record.get("files") or {})
+        files = record.get("files") if isinstance(record, dict) else None
+        try:
+            if not isinstance(files, dict):
+                raise ManifestError(f"{target / LOCAL_RECORD}: 'files' is not an object")
+            for rel, sha in files.items():  # a record edited by hand must not point outside the dataset
+                _check_relpath(rel, str(target / LOCAL_RECORD))
+                if not isinstance(sha, str) or not _HEX64.fullmatch(sha):
+                    raise ManifestError(f"{target / LOCAL_RECORD}: bad sha256 {sha!r:.80} for {rel!r:.80}")
+        except ManifestError as e:
+            return [f"{name}: the checksum record is malformed ({e}); fetch the dataset again to rewrite it"]
+        expected = dict(files)
         where = f"record {LOCAL_RECORD} (archive sha256 {str(record.get('archive_sha256'))[:12]}…)"
         n_png = sum(1 for k in expected if k.lower().endswith(".png"))
         if m.archive.n_files and n_png != m.archive.n_files:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biasbench.registry.sources import PATH_KIND, ResolvedWeights, Source, WeightSource, strip_weight_suffixes
+from biasbench.registry.sources import (
+    PATH_KIND,
+    ResolvedWeights,
+    Source,
+    WeightSource,
+    expand_path,
+    path_problem,
+    strip_weight_suffixes,
+)
 from biasbench.registry.spec import CheckpointError
 
 
@@ -17,11 +25,13 @@ class LocalFile(Source):
 
     scheme = PATH_KIND
     syntax = "/a/path.pth | ./w.safetensors"
+    local = True
 
     def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {checkpoint_id!r}: weights file {path} not found")
+        path = expand_path(value)
+        problem = path_problem(path)  # "not found", "is a directory, not a file", …
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {checkpoint_id!r}: weights file {path} {problem}")
         return ResolvedWeights(WeightSource(PATH_KIND, value), path=path, description=f"local file {path}")
 
     def default_id(self, value: str) -> str:

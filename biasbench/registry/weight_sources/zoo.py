@@ -13,6 +13,7 @@ class ZooWeights(Source):
 
     scheme = "zoo"
     syntax = "zoo:<recipe>"
+    local = True
 
     def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
         cid = checkpoint_id
