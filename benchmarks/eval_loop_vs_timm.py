@@ -29,11 +29,23 @@ from biasbench.harness.datasets.folders import decode_files, list_labeled_files
 from biasbench.metrics.base import EvalContext, ModelWrapper
 
 
-def timm_pass(model, folder: Path, cfg: dict, batch_size: int, workers: int, device: torch.device) -> torch.Tensor:
+def timm_pass(
+    model, folder: Path, cfg: dict, batch_size: int, workers: int, device: torch.device
+) -> torch.Tensor:
     ds = create_dataset("", root=str(folder))
-    loader = create_loader(ds, input_size=cfg["input_size"], batch_size=batch_size, interpolation=cfg["interpolation"],
-                           mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"], num_workers=workers,
-                           use_prefetcher=device.type == "cuda", device=device, persistent_workers=False)
+    loader = create_loader(
+        ds,
+        input_size=cfg["input_size"],
+        batch_size=batch_size,
+        interpolation=cfg["interpolation"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        crop_pct=cfg["crop_pct"],
+        num_workers=workers,
+        use_prefetcher=device.type == "cuda",
+        device=device,
+        persistent_workers=False,
+    )
     preds = []
     with torch.inference_mode():
         for x, _ in loader:
@@ -65,14 +77,21 @@ def main() -> None:
 
     from biasbench.core.preprocess import Preprocess
 
-    pre = Preprocess(resize=resize, crop=crop, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"])
+    pre = Preprocess(
+        resize=resize, crop=crop, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"]
+    )
     t0 = time.perf_counter()
     images = torch.from_numpy(decode_files([args.data / f for f, _ in files], pre))
     cold = time.perf_counter() - t0
-    model = ModelWrapper(net, mean=cfg["mean"], std=cfg["std"], num_classes=1000, label_space="imagenet-1k").to(device)
-    ctx = EvalContext(device=device, batch_size=args.batch_size,
-                      amp_dtype=torch.bfloat16 if device.type == "cuda" else None,
-                      channels_last=device.type == "cuda")
+    model = ModelWrapper(
+        net, mean=cfg["mean"], std=cfg["std"], num_classes=1000, label_space="imagenet-1k"
+    ).to(device)
+    ctx = EvalContext(
+        device=device,
+        batch_size=args.batch_size,
+        amp_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        channels_last=device.type == "cuda",
+    )
 
     ours, theirs = [], []
     for _ in range(args.repeats):
@@ -86,7 +105,9 @@ def main() -> None:
     agree = float((p_ours == p_timm).float().mean())
     o, t = min(ours), min(theirs)
     print(f"images: {len(files)}  model: {args.model}  device: {device}")
-    print(f"baseline timm validate loop: {t:.3f} s/pass   ours (warm cache): {o:.3f} s/pass   cache build: {cold:.3f} s")
+    print(
+        f"baseline timm validate loop: {t:.3f} s/pass   ours (warm cache): {o:.3f} s/pass   cache build: {cold:.3f} s"
+    )
     print(f"ratio timm/ours (steady state): {t / o:.2f}x   first pass incl. cache: {t / (o + cold):.2f}x")
     print(f"top-1 agreement between the loops: {agree:.3f}")
 

@@ -19,7 +19,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-ls_app = typer.Typer(help="List checkpoints, metrics, datasets, weight sources or label spaces.", no_args_is_help=True)
+ls_app = typer.Typer(
+    help="List checkpoints, metrics, datasets, weight sources or label spaces.", no_args_is_help=True
+)
 data_app = typer.Typer(help="Fetch and verify datasets (checksum-verified downloads).", no_args_is_help=True)
 zoo_app = typer.Typer(help="The demo mini zoo: reproduce its checkpoints.", no_args_is_help=True)
 app.add_typer(ls_app, name="ls")
@@ -30,10 +32,14 @@ out = Console()
 err = Console(stderr=True)
 
 DEFAULT_DB = "bench.duckdb"
-DbOpt = Annotated[Path, typer.Option("--db", help="The results database (DuckDB file).", envvar="BIASBENCH_DB")]
+DbOpt = Annotated[
+    Path, typer.Option("--db", help="The results database (DuckDB file).", envvar="BIASBENCH_DB")
+]
 DataRootOpt = Annotated[
     Path | None,
-    typer.Option("--data-root", help="Where datasets live (default: $BIASBENCH_DATA or ./data).", show_default=False),
+    typer.Option(
+        "--data-root", help="Where datasets live (default: $BIASBENCH_DATA or ./data).", show_default=False
+    ),
 ]
 
 
@@ -110,23 +116,30 @@ def run(
         ),
     ] = None,
     metrics: Annotated[
-        str | None, typer.Option("--metrics", "-m", help="Comma-separated metric names (default: all installed).")
+        str | None,
+        typer.Option("--metrics", "-m", help="Comma-separated metric names (default: all installed)."),
     ] = None,
     db: DbOpt = Path(DEFAULT_DB),
     data_root: DataRootOpt = None,
     cache_dir: Annotated[
-        Path | None, typer.Option(help="Download and decode cache (default: $BIASBENCH_CACHE or ~/.cache/biasbench).")
+        Path | None,
+        typer.Option(help="Download and decode cache (default: $BIASBENCH_CACHE or ~/.cache/biasbench)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Start batch size (halved on CUDA out-of-memory).")] = 64,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its cost; compute nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and its cost; compute nothing.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute jobs that are already stored.")] = False,
     trust_checkpoints: Annotated[
         bool,
-        typer.Option("--trust-checkpoints", help="Allow pickled objects in checkpoint files (runs their code!)."),
+        typer.Option(
+            "--trust-checkpoints", help="Allow pickled objects in checkpoint files (runs their code!)."
+        ),
     ] = False,
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Metric parameter METRIC.KEY=VALUE (repeatable).")
+        list[str] | None,
+        typer.Option("--param", "-p", help="Metric parameter METRIC.KEY=VALUE (repeatable)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice of the metrics.")] = 0,
     threads: Annotated[
@@ -149,18 +162,26 @@ def run(
     cache = cache_dir or default_cache_dir()
     specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device, threads)
     with Store(db) as store:
-        plans = plan(specs, metric_objs, PlanOptions(root, cache, trust_checkpoints, force, seed, dry_run),
-                     store.stored_jobs())
+        plans = plan(
+            specs,
+            metric_objs,
+            PlanOptions(root, cache, trust_checkpoints, force, seed, dry_run),
+            store.stored_jobs(),
+        )
         _print_plan(plans, dry_run)
         if dry_run:
             return
-        summary = _execute_plans(store, plans, db, ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed))
+        summary = _execute_plans(
+            store, plans, db, ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed)
+        )
     if summary is None:
         return
     _print_summary(summary)
     if summary.failed:
-        err.print(f"[red]{summary.failed} job(s) failed[/red]; details: `bench status --db {_esc(db)}`. "
-                  "Every other result is stored.")
+        err.print(
+            f"[red]{summary.failed} job(s) failed[/red]; details: `bench status --db {_esc(db)}`. "
+            "Every other result is stored."
+        )
         _next_steps(db)
         raise typer.Exit(1)
     _next_steps(db)
@@ -202,14 +223,23 @@ def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any) -> Any:
     n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
     n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
     if n_todo == 0 and n_err == 0:
-        err.print(f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).",
-                  markup=False)
+        err.print(
+            f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).",
+            markup=False,
+        )
         _next_steps(db)
         return None
-    run_id = store.start_run(argv=sys.argv, git_sha=git_sha(), versions=package_versions(),
-                             device=describe_device(opts.device), host=hostname())
-    err.print(f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(opts.device)}",
-              markup=False)
+    run_id = store.start_run(
+        argv=sys.argv,
+        git_sha=git_sha(),
+        versions=package_versions(),
+        device=describe_device(opts.device),
+        host=hostname(),
+    )
+    err.print(
+        f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(opts.device)}",
+        markup=False,
+    )
     status = "interrupted"
     try:
         with RunUI(err) as ui:
@@ -243,26 +273,41 @@ def _print_summary(summary: Any) -> None:
         t.add_column(c)
     colors = {"done": "green", "failed": "red", "stored": "dim", "n/a": "dim"}
     for o in summary.outcomes:
-        _row(t, o.checkpoint, o.metric, Text(o.status, style=colors.get(o.status, "")),
-             f"{o.seconds:.1f}" if o.seconds else "", o.summary[:80])
+        _row(
+            t,
+            o.checkpoint,
+            o.metric,
+            Text(o.status, style=colors.get(o.status, "")),
+            f"{o.seconds:.1f}" if o.seconds else "",
+            o.summary[:80],
+        )
     err.print(t)
 
 
 def _next_steps(db: Path) -> None:
     flag = "" if str(db) == DEFAULT_DB else f" --db {db}"
-    err.print(f"Results are in [bold]{_esc(db.resolve())}[/bold]. Next: `bench report{_esc(flag)}` (correlations) "
-              f"or `bench results{_esc(flag)}`.")
+    err.print(
+        f"Results are in [bold]{_esc(db.resolve())}[/bold]. Next: `bench report{_esc(flag)}` (correlations) "
+        f"or `bench results{_esc(flag)}`."
+    )
 
 
 @app.command()
 def results(
     db: DbOpt = Path(DEFAULT_DB),
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
-    metric: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics (repeatable).")] = None,
-    checkpoint: Annotated[list[str] | None, typer.Option("--checkpoint", help="Only these checkpoints.")] = None,
-    all_versions: Annotated[bool, typer.Option("--all", help="Every stored job, not only the newest.")] = False,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="Only these metrics (repeatable).")
+    ] = None,
+    checkpoint: Annotated[
+        list[str] | None, typer.Option("--checkpoint", help="Only these checkpoints.")
+    ] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all", help="Every stored job, not only the newest.")
+    ] = False,
     sis_tau: Annotated[
-        float | None, typer.Option("--sis-tau", help="Recompute the sis rows for this τ from the stored traces.")
+        float | None,
+        typer.Option("--sis-tau", help="Recompute the sis rows for this τ from the stored traces."),
     ] = None,
     sis_q: Annotated[float | None, typer.Option("--sis-q", help="…and this q (with --sis-tau).")] = None,
 ) -> None:
@@ -281,7 +326,10 @@ def results(
     with store:
         df = store.results(latest=not all_versions, metrics=metric, checkpoints=checkpoint)
         if sis_tau is not None:
-            df = _recompute_sis(store, df, sis_tau, sis_q)
+            try:
+                df = _recompute_sis(store, df, sis_tau, sis_q)
+            except StoreError as e:  # a missing or damaged per-item file
+                _fail(str(e))
     df = df[["checkpoint", "metric", "key", "value", "n"]]
     if fmt == "csv":
         sys.stdout.write(df.to_csv(index=False))
@@ -314,21 +362,30 @@ def _recompute_sis(store: Any, df: Any, tau: float, q: float | None) -> Any:
         for k, v in scalars.items():
             rows.append({"checkpoint": ckpt, "metric": "sis", "key": k, "value": float(v), "n": n[k]})
     return pd.concat([df[df.metric != "sis"], pd.DataFrame(rows)], ignore_index=True).sort_values(
-        ["checkpoint", "metric", "key"])
+        ["checkpoint", "metric", "key"]
+    )
 
 
 @app.command()
 def report(
     db: DbOpt = Path(DEFAULT_DB),
     fmt: Annotated[str, typer.Option("--format", "-f", help="md (Markdown).")] = "md",
-    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write the report here (default: stdout).")] = None,
-    keys: Annotated[
-        str | None, typer.Option("--keys", help="Comma-separated metric.key columns to correlate (default: all).")
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the report here (default: stdout).")
     ] = None,
-    figure: Annotated[Path | None, typer.Option("--figure", help="Also write a Spearman heatmap PNG here.")] = None,
+    keys: Annotated[
+        str | None,
+        typer.Option("--keys", help="Comma-separated metric.key columns to correlate (default: all)."),
+    ] = None,
+    figure: Annotated[
+        Path | None, typer.Option("--figure", help="Also write a Spearman heatmap PNG here.")
+    ] = None,
     top: Annotated[int, typer.Option(help="Show the N strongest correlations.")] = 50,
     across_metrics: Annotated[
-        bool, typer.Option("--across-metrics", help="Only pairs of keys from different metrics (bias vs accuracy).")
+        bool,
+        typer.Option(
+            "--across-metrics", help="Only pairs of keys from different metrics (bias vs accuracy)."
+        ),
     ] = False,
 ) -> None:
     """Correlations between every pair of stored scalar keys across checkpoints (Spearman ρ, p)."""
@@ -359,7 +416,10 @@ def report(
 
 
 @app.command()
-def status(db: DbOpt = Path(DEFAULT_DB), failures: Annotated[int, typer.Option(help="Show the last N failures.")] = 10) -> None:
+def status(
+    db: DbOpt = Path(DEFAULT_DB),
+    failures: Annotated[int, typer.Option(help="Show the last N failures.")] = 10,
+) -> None:
     """What the database holds: runs, jobs, results, and the latest failures with their errors. A
     `running` run on this host whose process is gone is marked `interrupted` (when the file is writable)."""
     from biasbench.harness.store import Store, StoreError
@@ -395,7 +455,9 @@ def status(db: DbOpt = Path(DEFAULT_DB), failures: Annotated[int, typer.Option(h
 
 @app.command()
 def merge(
-    shards: Annotated[list[Path], typer.Argument(help="Databases to merge in (their .items folders beside them).")],
+    shards: Annotated[
+        list[Path], typer.Argument(help="Databases to merge in (their .items folders beside them).")
+    ],
     db: DbOpt = Path(DEFAULT_DB),
 ) -> None:
     """Merge shard databases into --db: jobs not stored there yet (with results and per-item files),
@@ -433,7 +495,9 @@ def _print_entry(head: list[tuple[str, int]], details: list[str]) -> None:
 
 @ls_app.command("checkpoints")
 def ls_checkpoints(
-    registry: Annotated[list[str] | None, typer.Argument(help="Registry names or files (default: all shipped).")] = None,
+    registry: Annotated[
+        list[str] | None, typer.Argument(help="Registry names or files (default: all shipped).")
+    ] = None,
 ) -> None:
     """Checkpoints of the shipped registries (or of the given ones)."""
     from rich.text import Text
@@ -538,8 +602,11 @@ def ls_labels() -> None:
         details = [f"{space.description} [{p.provider}]"]
         if space.datasets:
             details.append("datasets: " + ", ".join(f"{k}={v}" for k, v in space.datasets.items()))
-        extras = [*(f"subset {k}" for k in space.subsets), *(f"decisions onto {k}" for k in space.decisions),
-                  *(f"multi-label {k}" for k in space.multi_labels)]
+        extras = [
+            *(f"subset {k}" for k in space.subsets),
+            *(f"decisions onto {k}" for k in space.decisions),
+            *(f"multi-label {k}" for k in space.multi_labels),
+        ]
         if extras:
             details.append("; ".join(extras))
         _print_entry([(name, width), (f"{space.num_classes} classes", 0)], details)
@@ -553,7 +620,9 @@ def _require_manifest(name: str, manifests: dict[str, Any]) -> None:
 
     entries = catalog()
     if name in entries:
-        _fail(f"{name} cannot be downloaded automatically. {entries[name].how_to_get or entries[name].description}")
+        _fail(
+            f"{name} cannot be downloaded automatically. {entries[name].how_to_get or entries[name].description}"
+        )
     _fail(f"unknown dataset {name!r}; downloadable: {', '.join(sorted(manifests))}")
 
 
@@ -562,7 +631,8 @@ def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name (see `bench ls datasets`).")],
     data_root: DataRootOpt = None,
     mirror: Annotated[
-        str | None, typer.Option(help="Base URL of a mirror laid out like a data root (or $BIASBENCH_MIRROR).")
+        str | None,
+        typer.Option(help="Base URL of a mirror laid out like a data root (or $BIASBENCH_MIRROR)."),
     ] = None,
     sha256: Annotated[
         str | None, typer.Option(help="Expected sha256 of a release archive whose manifest pins none.")
@@ -574,15 +644,22 @@ def data_fetch(
 
     _require_manifest(name, dataset_manifests())
     try:
-        path = fetch_dataset(name, _data_root(data_root), mirror=mirror or os.environ.get("BIASBENCH_MIRROR"),
-                             log=err.print, sha256=sha256)
+        path = fetch_dataset(
+            name,
+            _data_root(data_root),
+            mirror=mirror or os.environ.get("BIASBENCH_MIRROR"),
+            log=err.print,
+            sha256=sha256,
+        )
     except (DownloadError, KeyError, ValueError, OSError) as e:
         _fail(str(e))
     err.print(f"[green]ok[/green]: {_esc(name)} at {_esc(path)}")
 
 
 @data_app.command("verify")
-def data_verify(name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRootOpt = None) -> None:
+def data_verify(
+    name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRootOpt = None
+) -> None:
     """Check a dataset's files against its manifest (sha256 of every file)."""
     from biasbench.harness.datasets.fetch import dataset_manifests, verify_dataset
 
@@ -602,8 +679,12 @@ def data_verify(name: Annotated[str, typer.Argument(help="Dataset name.")], data
 def zoo_train(
     recipe: Annotated[str | None, typer.Option(help="One recipe (see `bench ls checkpoints demo`).")] = None,
     all_recipes: Annotated[bool, typer.Option("--all", help="Every recipe.")] = False,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write weights (default: the package's).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Override the number of training steps (for a quick try).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write weights (default: the package's).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Override the number of training steps (for a quick try).")
+    ] = None,
 ) -> None:
     """Train the demo zoo's checkpoints deterministically from scratch."""
     from biasbench.registry import zoo
@@ -630,7 +711,9 @@ def main() -> None:
     try:
         app()
     except Exception as e:
-        store = sys.modules.get("biasbench.harness.store")  # a StoreError needs the store loaded; don't load it here
+        store = sys.modules.get(
+            "biasbench.harness.store"
+        )  # a StoreError needs the store loaded; don't load it here
         if not isinstance(e, PluginError) and not (store is not None and isinstance(e, store.StoreError)):
             raise
         err.print(f"error: {e}", markup=False, highlight=False)

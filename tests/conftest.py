@@ -39,7 +39,9 @@ def require_module(name: str) -> ModuleType:
     except ModuleNotFoundError as e:
         if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
             raise  # the package is there but one of its own imports is broken: an error, not a skip
-        missing_prerequisite(f"module {name!r} is not installed (it is in the test extras: pip install -e '.[test]')")
+        missing_prerequisite(
+            f"module {name!r} is not installed (it is in the test extras: pip install -e '.[test]')"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,9 @@ def tiny_checkpoint(path: Path, seed: int = 0, num_classes: int = 1000) -> Path:
 
 
 #: The demo world's preprocessing (32 px as stored; the world's pixel mean and std, as in the demo zoo).
-DEMO_PREPROCESS = "preprocess = { resize = 32, crop = 32, mean = [0.5, 0.5, 0.5], std = [0.28, 0.28, 0.28] }\n"
+DEMO_PREPROCESS = (
+    "preprocess = { resize = 32, crop = 32, mean = [0.5, 0.5, 0.5], std = [0.28, 0.28, 0.28] }\n"
+)
 
 
 def demo_registry(dirpath: Path, n: int = 2, extra: str = "") -> Path:
@@ -68,8 +70,8 @@ def tiny_registry(dirpath: Path, n: int = 2, extra: str = "") -> Path:
         entries.append(
             f'[[checkpoint]]\nid = "tiny{i}"\narch = "timm:test_resnet"\nweights = "{w}"\n'
             'labels = "imagenet-1k"\n'
-            'preprocess = { resize = 64, crop = 64, mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5] }\n'
-            f'tags = {{ seed = {i} }}\n'
+            "preprocess = { resize = 64, crop = 64, mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5] }\n"
+            f"tags = {{ seed = {i} }}\n"
         )
     path = dirpath / "tiny.toml"
     path.write_text("\n".join(entries) + extra)
@@ -95,14 +97,21 @@ def demo_zoo_registry(path: Path, ids: list[str]) -> Path:
     return path
 
 
-def bench_subprocess(args: list[str], cwd: Path, env: dict[str, str | None] | None = None,
-                     timeout: float = 600) -> subprocess.CompletedProcess:
+def bench_subprocess(
+    args: list[str], cwd: Path, env: dict[str, str | None] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run the real `bench` CLI in a subprocess (python -m biasbench.cli); a ``None`` in ``env``
     removes that variable."""
     merged = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
     full_env = {k: v for k, v in merged.items() if v is not None}
-    return subprocess.run([sys.executable, "-m", "biasbench.cli", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "biasbench.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @dataclass
@@ -128,7 +137,9 @@ def bench(args: list[str], cwd: Path, env: dict[str, str | None] | None = None) 
     return CliResult(r.exit_code, r.stdout, r.stderr)
 
 
-def install_throwaway_package(where: Path, dist: str, package: str, files: dict[str, str], entry_points: str) -> Path:
+def install_throwaway_package(
+    where: Path, dist: str, package: str, files: dict[str, str], entry_points: str
+) -> Path:
     """Write a tiny distribution ``dist`` (import package ``package`` with ``files``, and the
     ``[project.entry-points…]`` tables in ``entry_points``) under ``where`` and pip-install it into
     ``where/site``, which is returned (put it on PYTHONPATH to use the plugins)."""
@@ -144,8 +155,23 @@ def install_throwaway_package(where: Path, dist: str, package: str, files: dict[
         f'[project]\nname = "{dist}"\nversion = "0.1"\n{textwrap.dedent(entry_points).strip()}\n'
     )
     site = where / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--target", str(site), str(proj)], capture_output=True, text=True, timeout=300)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(proj),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if pip.returncode != 0:
         raise RuntimeError(f"pip install of the test package {dist} failed: {pip.stderr}")
     return site

@@ -82,7 +82,9 @@ def layering_violations(graph: dict[str, set[str]]) -> list[str]:
                 continue
             if LAYERS[b] >= LAYERS[a]:
                 kind = "sideways" if LAYERS[b] == LAYERS[a] else "upward"
-                bad.append(f"{mod} imports {dep} ({kind}: {a} is layer {LAYERS[a]}, {b} is layer {LAYERS[b]})")
+                bad.append(
+                    f"{mod} imports {dep} ({kind}: {a} is layer {LAYERS[a]}, {b} is layer {LAYERS[b]})"
+                )
     return sorted(bad)
 
 
@@ -127,8 +129,11 @@ def plugin_modules() -> dict[str, set[str]]:
     """Entry-point group -> the package modules its in-tree plugins live in."""
     out: dict[str, set[str]] = {}
     for group in GROUPS:
-        out[group] = {ep.value.partition(":")[0] for ep in entry_points(group=group)
-                      if ep.value.startswith("biasbench.")}
+        out[group] = {
+            ep.value.partition(":")[0]
+            for ep in entry_points(group=group)
+            if ep.value.startswith("biasbench.")
+        }
     return out
 
 
@@ -186,8 +191,12 @@ def test_the_layering_check_catches_a_wrong_import(graph, expected):
 
 
 def test_the_checks_catch_a_cycle_and_a_plugin_importing_a_plugin():
-    graph = {"biasbench.core.a": {"biasbench.core.b"}, "biasbench.core.b": {"biasbench.core.c"},
-             "biasbench.core.c": {"biasbench.core.a"}, "biasbench.core.d": {"biasbench.core.a"}}
+    graph = {
+        "biasbench.core.a": {"biasbench.core.b"},
+        "biasbench.core.b": {"biasbench.core.c"},
+        "biasbench.core.c": {"biasbench.core.a"},
+        "biasbench.core.d": {"biasbench.core.a"},
+    }
     assert cycles(graph) == [["biasbench.core.a", "biasbench.core.b", "biasbench.core.c"]]
     plugins = {"biasbench.metrics": {"biasbench.metrics.p", "biasbench.metrics.q"}}
     assert plugin_cross_imports({"biasbench.metrics.p": {"biasbench.metrics.q"}}, plugins) == [

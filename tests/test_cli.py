@@ -25,7 +25,9 @@ def test_ls_lists_shipped_checkpoints_metrics_and_datasets(tmp_path):
     assert "imagenet-val" in r.stdout and "cue-conflict" in r.stdout
 
 
-def test_data_fetch_through_a_local_mirror_then_verify_catches_a_flipped_byte(tmp_path, shared_data, http_server):
+def test_data_fetch_through_a_local_mirror_then_verify_catches_a_flipped_byte(
+    tmp_path, shared_data, http_server
+):
     url = http_server(shared_data)
     root = tmp_path / "data"
     r = bench(["data", "fetch", "edges", "--data-root", str(root), "--mirror", url], tmp_path)
@@ -49,8 +51,18 @@ def _db(tmp_path):
     db = tmp_path / "b.duckdb"
     with Store(db) as s:
         for i, (a, b) in enumerate([(0.1, 1.0), (0.2, 3.0), (0.3, 2.0), (0.4, 5.0)]):
-            s.write_job(JobKey(f"c{i}", "m", "h"), metric_version="1", params={}, datasets={},
-                        scalars={"a": a, "b": b}, n={"a": 4, "b": 4}, items=None, flags=[], seconds=0, run_id="r")
+            s.write_job(
+                JobKey(f"c{i}", "m", "h"),
+                metric_version="1",
+                params={},
+                datasets={},
+                scalars={"a": a, "b": b},
+                n={"a": 4, "b": 4},
+                items=None,
+                flags=[],
+                seconds=0,
+                run_id="r",
+            )
         s.record_failure("c9", "m", None, "weights missing", "tb", "r")
     return db
 
@@ -59,7 +71,10 @@ def test_results_formats_and_report_and_status(tmp_path):
     db = _db(tmp_path)
     r = bench(["results", "--db", str(db), "--format", "json"], tmp_path)
     assert r.returncode == 0 and '"checkpoint":"c0"' in r.stdout.replace(" ", "")
-    r = bench(["report", "--db", str(db), "--out", str(tmp_path / "r.md"), "--figure", str(tmp_path / "h.png")], tmp_path)
+    r = bench(
+        ["report", "--db", str(db), "--out", str(tmp_path / "r.md"), "--figure", str(tmp_path / "h.png")],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "r.md").read_text()
     assert "m.a" in text and "0.8" in text  # Spearman of a vs b over 4 checkpoints = 0.8
@@ -76,6 +91,17 @@ def test_results_on_a_missing_database_is_one_clear_error(tmp_path):
 def test_unknown_metric_and_bad_param_are_clear_errors(tmp_path):
     r = bench(["run", "efficientnet-lite", "-m", "nope", "--db", str(tmp_path / "b.duckdb")], tmp_path)
     assert r.returncode == 2 and "unknown metric 'nope'" in r.stderr
-    r = bench(["run", "efficientnet-lite", "-m", "accuracy", "-p", "accuracy.nope=1", "--db", str(tmp_path / "b.duckdb")],
-              tmp_path)
+    r = bench(
+        [
+            "run",
+            "efficientnet-lite",
+            "-m",
+            "accuracy",
+            "-p",
+            "accuracy.nope=1",
+            "--db",
+            str(tmp_path / "b.duckdb"),
+        ],
+        tmp_path,
+    )
     assert r.returncode == 2 and "has no parameter nope" in r.stderr

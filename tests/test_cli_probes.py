@@ -27,13 +27,22 @@ def env(tmp_path):
 
 def subprocess_bench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     full = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "biasbench.cli", *args], cwd=cwd, env=full, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "biasbench.cli", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_registry_cannot_make_bench_import_and_call_code(tmp_path, env):
     reg = tmp_path / "evil.toml"
-    reg.write_text(demo_entry() + '\n[[checkpoint]]\nid = "evil"\narch = "timm:test_resnet"\nweights = "package:os:abort"\n')
+    reg.write_text(
+        demo_entry()
+        + '\n[[checkpoint]]\nid = "evil"\narch = "timm:test_resnet"\nweights = "package:os:abort"\n'
+    )
     db = tmp_path / "b.duckdb"
     dry = subprocess_bench(["run", str(reg), "-m", "accuracy", "--dry-run", "--db", str(db)], tmp_path, env)
     assert dry.returncode == 0, dry.stderr  # os.abort would end the process with -6
@@ -97,15 +106,20 @@ def test_an_empty_registry_and_an_unknown_timm_arch_are_clear_errors(tmp_path, e
     assert r.returncode == 2 and "no checkpoints in" in r.stderr
     reg = tmp_path / "r.toml"
     reg.write_text('[[checkpoint]]\nid = "big"\narch = "timm:resnet9000"\nweights = "/x/w.pth"\n')
-    r = bench(["run", str(reg), "-m", "accuracy", "--dry-run", "--db", str(tmp_path / "b.duckdb")], tmp_path, env)
+    r = bench(
+        ["run", str(reg), "-m", "accuracy", "--dry-run", "--db", str(tmp_path / "b.duckdb")], tmp_path, env
+    )
     assert "unknown timm architecture 'resnet9000'" in " ".join(r.stdout.split())
 
 
 def test_a_metric_named_twice_is_planned_once(tmp_path, env):
     reg = tmp_path / "r.toml"
     reg.write_text(demo_entry())
-    r = bench(["run", str(reg), "-m", "accuracy,accuracy", "--dry-run", "--db", str(tmp_path / "b.duckdb")],
-              tmp_path, env)
+    r = bench(
+        ["run", str(reg), "-m", "accuracy,accuracy", "--dry-run", "--db", str(tmp_path / "b.duckdb")],
+        tmp_path,
+        env,
+    )
     assert r.returncode == 0 and r.stdout.count("accuracy") == 1
 
 
@@ -118,11 +132,26 @@ def test_a_dry_run_fetches_no_weights(tmp_path, env, monkeypatch):
     monkeypatch.setattr(timm_hub, "download_timm_pretrained", no_network)
     monkeypatch.setattr(url, "fetch", no_network)
     reg = tmp_path / "r.toml"
-    reg.write_text('[[checkpoint]]\nid = "remote"\narch = "timm:resnet18"\nweights = "https://example.org/w.pth"\n'
-                   f'sha256 = "{"0" * 64}"\n')
+    reg.write_text(
+        '[[checkpoint]]\nid = "remote"\narch = "timm:resnet18"\nweights = "https://example.org/w.pth"\n'
+        f'sha256 = "{"0" * 64}"\n'
+    )
     for target in (str(reg), "resnet18"):
-        r = bench(["run", target, "-m", "accuracy", "-p", "accuracy.dataset=demo-world/test", "--dry-run",
-                   "--db", str(tmp_path / "b.duckdb")], tmp_path, env)
+        r = bench(
+            [
+                "run",
+                target,
+                "-m",
+                "accuracy",
+                "-p",
+                "accuracy.dataset=demo-world/test",
+                "--dry-run",
+                "--db",
+                str(tmp_path / "b.duckdb"),
+            ],
+            tmp_path,
+            env,
+        )
         assert r.returncode == 0, r.stderr
         assert "weights not fetched" in " ".join(r.stdout.split())
 
@@ -139,7 +168,9 @@ def test_sis_results_recomputed_for_another_tau_count_like_the_metric_and_bad_ta
     again = bench(["results", "--db", str(db), "--format", "csv", "--sis-tau", str(tau)], tmp_path, env)
     rows = [line.split(",") for line in again.stdout.splitlines()[1:]]
     recomputed = {key: int(n) for _, metric, key, _, n in rows if metric == "sis"}
-    assert {k: v for k, v in recomputed.items() if k in stored} == {k: stored[k] for k in recomputed if k in stored}
+    assert {k: v for k, v in recomputed.items() if k in stored} == {
+        k: stored[k] for k in recomputed if k in stored
+    }
     for bad in ("5", "0", "-0.5"):
         r = bench(["results", "--db", str(db), "--sis-tau", bad], tmp_path, env)
         assert r.returncode == 2 and "--sis-tau must be in (0, 1]" in r.stderr
@@ -167,8 +198,11 @@ def test_threads_option_sets_the_cpu_threads_of_the_run(tmp_path, env):
     reg.write_text(demo_entry())
     before = torch.get_num_threads()
     try:
-        r = bench(["run", str(reg), "-m", "accuracy", "--threads", "1", "--db", str(tmp_path / "b.duckdb")],
-                  tmp_path, env)
+        r = bench(
+            ["run", str(reg), "-m", "accuracy", "--threads", "1", "--db", str(tmp_path / "b.duckdb")],
+            tmp_path,
+            env,
+        )
         assert r.returncode == 0, r.stderr
         assert "cpu (1 threads" in " ".join(r.stderr.split())
     finally:

@@ -333,7 +333,9 @@ def test_flat_thresholds_store_no_degenerate_fit() -> None:
 
 
 def test_demo_world_models_get_the_colour_stimulus_by_default() -> None:
-    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    images = torch.randint(
+        0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
     for space, colour in ((DEMO_WORLD, 1.0), ("toy", 0.0)):
         model = ModelWrapper(net, mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10, label_space=space)

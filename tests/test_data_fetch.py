@@ -40,7 +40,10 @@ def test_manifests() -> None:
         assert m.license == "CC-BY-4.0" and "Geirhos" in m.citation and "ICLR" in m.citation
         assert m.archive is None and len(m.digest) == 64
     sty = ms["stylized-16"]
-    assert sty.archive.url == "https://github.com/bethgelab/model-vs-human/releases/download/v0.1/stylized.tar.gz"
+    assert (
+        sty.archive.url
+        == "https://github.com/bethgelab/model-vs-human/releases/download/v0.1/stylized.tar.gz"
+    )
     assert sty.archive.sha256 is None and "never" in sty.archive.sha256_note
     assert sty.archive.n_files == 800 and sty.archive.filename == "stylized.tar.gz"
 
@@ -68,7 +71,9 @@ def test_urls_and_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_fetch_verify_flipped_byte_and_repair(shared_data: Path, tmp_path: Path, http_server, cache_dir: Path) -> None:
+def test_fetch_verify_flipped_byte_and_repair(
+    shared_data: Path, tmp_path: Path, http_server, cache_dir: Path
+) -> None:
     url = http_server(shared_data)  # a mirror laid out like a data root
     root = tmp_path / "data"
     logs: list[str] = []
@@ -251,7 +256,9 @@ def test_unsafe_archive_members_are_refused(kind: str, tmp_path: Path) -> None:
 
 def test_unsafe_archive_refused_through_fetch(tmp_path: Path, http_server) -> None:
     served = tmp_path / "mirror"
-    digest = make_stylized_archive(served / "stylized.tar.gz", extra=[{"name": "stylized/../../../pwned.png"}])
+    digest = make_stylized_archive(
+        served / "stylized.tar.gz", extra=[{"name": "stylized/../../../pwned.png"}]
+    )
     root = tmp_path / "data"
     with pytest.raises(F.UnsafeArchive):
         F.fetch_dataset("stylized-16", root, mirror=http_server(served), log=quiet, sha256=digest)

@@ -102,7 +102,9 @@ def test_existing_file_is_reverified_and_refetched_when_corrupt(server, tmp_path
 
 def test_http_error_names_the_url_and_writes_nothing(server, tmp_path):
     dest = tmp_path / "out" / "nope.bin"
-    with pytest.raises(DownloadError, match=r"download of http://127\.0\.0\.1:\d+/files/nope\.bin failed: HTTP 404"):
+    with pytest.raises(
+        DownloadError, match=r"download of http://127\.0\.0\.1:\d+/files/nope\.bin failed: HTTP 404"
+    ):
         fetch(f"{server}/files/nope.bin", dest, SHA)
     assert not dest.exists()
 
@@ -119,5 +121,11 @@ def test_unreachable_host_keeps_the_partial_file_for_a_resume(tmp_path):
 def test_apply_mirror_replaces_scheme_and_host_or_a_given_prefix():
     url = "https://github.com/org/repo/releases/download/v1/w.pth"
     assert apply_mirror(url, None) == url
-    assert apply_mirror(url, "http://127.0.0.1:8000/m/") == "http://127.0.0.1:8000/m/org/repo/releases/download/v1/w.pth"
-    assert apply_mirror(url, "http://m", strip_prefix="https://github.com/org/repo/") == "http://m/releases/download/v1/w.pth"
+    assert (
+        apply_mirror(url, "http://127.0.0.1:8000/m/")
+        == "http://127.0.0.1:8000/m/org/repo/releases/download/v1/w.pth"
+    )
+    assert (
+        apply_mirror(url, "http://m", strip_prefix="https://github.com/org/repo/")
+        == "http://m/releases/download/v1/w.pth"
+    )

@@ -24,7 +24,9 @@ class OomAbove(nn.Module):
 
 
 def test_predict_halves_the_batch_on_out_of_memory_and_keeps_every_row() -> None:
-    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (10, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     net = OomAbove(limit=2)
     model = ModelWrapper(net, mean=(0, 0, 0), std=(1, 1, 1), num_classes=3, label_space="toy")
     ctx = EvalContext(batch_size=8)

@@ -39,8 +39,16 @@ def _registry(path: Path, ids: list[str]) -> Path:
 
 def _env(cache: Path) -> dict[str, str]:
     # one torch thread: no OpenMP barrier stalls on a shared, busy CPU, and identical numbers in every run
-    return {**os.environ, "PYTHONPATH": str(REPO), "BIASBENCH_CACHE": str(cache), "COLUMNS": "200",
-            "BIASBENCH_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "BIASBENCH_CACHE": str(cache),
+        "COLUMNS": "200",
+        "BIASBENCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _prewarm(cache: Path) -> None:
@@ -58,8 +66,14 @@ class BenchRun:
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "biasbench.cli", "run", *args], cwd=cwd, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "biasbench.cli", "run", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -113,17 +127,30 @@ def _snapshot(db: Path) -> dict:
         q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
         return {
             "jobs": {(c, m, h) for c, m, h in q("SELECT checkpoint_id, metric, config_hash FROM jobs")},
-            "counts": {(c, m, h): k for c, m, h, k in q(
-                "SELECT checkpoint_id, metric, config_hash, count(*) FROM results GROUP BY ALL")},
-            "orphans": q("SELECT count(*) FROM results r ANTI JOIN jobs j USING (checkpoint_id, metric, config_hash)"
-                         )[0][0] + q("SELECT count(*) FROM item_outputs i ANTI JOIN jobs j "
-                                     "USING (checkpoint_id, metric, config_hash)")[0][0],
-            "duplicates": q("SELECT count(*) FROM (SELECT count(*) n FROM results GROUP BY checkpoint_id, metric, "
-                            "key, config_hash) WHERE n > 1")[0][0] + q(
-                "SELECT count(*) - count(DISTINCT (checkpoint_id, metric, config_hash)) FROM jobs")[0][0],
+            "counts": {
+                (c, m, h): k
+                for c, m, h, k in q(
+                    "SELECT checkpoint_id, metric, config_hash, count(*) FROM results GROUP BY ALL"
+                )
+            },
+            "orphans": q(
+                "SELECT count(*) FROM results r ANTI JOIN jobs j USING (checkpoint_id, metric, config_hash)"
+            )[0][0]
+            + q(
+                "SELECT count(*) FROM item_outputs i ANTI JOIN jobs j "
+                "USING (checkpoint_id, metric, config_hash)"
+            )[0][0],
+            "duplicates": q(
+                "SELECT count(*) FROM (SELECT count(*) n FROM results GROUP BY checkpoint_id, metric, "
+                "key, config_hash) WHERE n > 1"
+            )[0][0]
+            + q("SELECT count(*) - count(DISTINCT (checkpoint_id, metric, config_hash)) FROM jobs")[0][0],
             "items": q("SELECT checkpoint_id, metric, path, n_rows FROM item_outputs"),
             "runs": {pid: (run, status) for run, status, pid in q("SELECT run_id, status, pid FROM runs")},
-            "values": {(c, m, k): v for c, m, k, v in q("SELECT checkpoint_id, metric, key, value FROM latest_results")},
+            "values": {
+                (c, m, k): v
+                for c, m, k, v in q("SELECT checkpoint_id, metric, key, value FROM latest_results")
+            },
         }
 
 
@@ -220,10 +247,12 @@ def test_sigkill_at_20_random_moments_never_loses_or_tears_a_job(tmp_path):
         if len(snap["jobs"]) == n_jobs and snap["values"] != want["values"]:
             problems.append("the completed database's scalars differ from the uninterrupted run's")
         survived += not problems
-        log.append(f"kill {i + 1:2d} ({db.name}, {n_todo} jobs to do) at +{delay:5.2f}s: "
-                   f"{('killed after its last write' if finished else 'killed') if hit else 'finished first'}, "
-                   f"{len(snap['jobs'])}/{n_jobs} jobs stored"
-                   f"{'; ' + '; '.join(problems) if problems else ''}")
+        log.append(
+            f"kill {i + 1:2d} ({db.name}, {n_todo} jobs to do) at +{delay:5.2f}s: "
+            f"{('killed after its last write' if finished else 'killed') if hit else 'finished first'}, "
+            f"{len(snap['jobs'])}/{n_jobs} jobs stored"
+            f"{'; ' + '; '.join(problems) if problems else ''}"
+        )
 
     # a final rerun completes the rest; every stored scalar equals the uninterrupted run's exactly
     final = BenchRun([*args, "--db", str(db)], tmp_path, env)
@@ -231,9 +260,11 @@ def test_sigkill_at_20_random_moments_never_loses_or_tears_a_job(tmp_path):
     got = _snapshot(db)
     elapsed = time.monotonic() - t_start
     print("\n" + "\n".join(log))
-    print(f"uninterrupted run: {run_seconds:.1f} s from start_run to exit; kills that landed mid-run: "
-          f"{landed}/{N_KILLS}; databases completed (and checked) before the final rerun: {completed}; "
-          f"test took {elapsed:.0f} s")
+    print(
+        f"uninterrupted run: {run_seconds:.1f} s from start_run to exit; kills that landed mid-run: "
+        f"{landed}/{N_KILLS}; databases completed (and checked) before the final rerun: {completed}; "
+        f"test took {elapsed:.0f} s"
+    )
     print(f"kills survived: {survived}/{N_KILLS}, jobs lost: {lost}")
     assert survived == N_KILLS and lost == 0, "\n".join(log)
     assert not _whole_job_problems(got, ref_counts, db)
@@ -254,7 +285,9 @@ def test_two_runs_on_one_database_at_once_both_finish_and_readers_can_watch(tmp_
     b = BenchRun([str(reg_b), *METRICS, "--db", str(db)], tmp_path, env)
 
     # while they run, another process reads: status and results succeed (read-only, between writes)
-    assert a.wait_for(re.compile("✓")) is not None or b.wait_for(re.compile("✓")) is not None, a.stderr + b.stderr
+    assert a.wait_for(re.compile("✓")) is not None or b.wait_for(re.compile("✓")) is not None, (
+        a.stderr + b.stderr
+    )
     reads_during_run = 0
     while a.proc.poll() is None or b.proc.poll() is None:  # each read starts while a run is in progress
         st = bench(["status", "--db", str(db)], tmp_path)
@@ -275,8 +308,12 @@ def test_two_runs_on_one_database_at_once_both_finish_and_readers_can_watch(tmp_
         assert sorted(s for _, s in snap["runs"].values()) == ["ok", "ok"]
     per_metric = {}
     for (c, m, _), n in snap["counts"].items():
-        assert per_metric.setdefault(m, n) == n, f"{c} × {m}: {n} rows, another checkpoint has {per_metric[m]}"
+        assert per_metric.setdefault(m, n) == n, (
+            f"{c} × {m}: {n} rows, another checkpoint has {per_metric[m]}"
+        )
     skipped = sum("stored meanwhile by another run" in r.stderr for r in (a, b))
-    print(f"\nconcurrency: exit codes {rcs}; {len(jobs)} jobs, no duplicates; {reads_during_run} status+results "
-          f"reads while a run was writing; runs that skipped a job the other stored meanwhile: {skipped}")
+    print(
+        f"\nconcurrency: exit codes {rcs}; {len(jobs)} jobs, no duplicates; {reads_during_run} status+results "
+        f"reads while a run was writing; runs that skipped a job the other stored meanwhile: {skipped}"
+    )
     assert reads_during_run >= 1

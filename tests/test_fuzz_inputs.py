@@ -153,25 +153,76 @@ ids = st.one_of(
     text,
 )
 archs = st.one_of(
-    st.sampled_from(["timm:resnet18", "torchvision:resnet50", "zoo:resnet50-w8", "timm:", "resnet50", "timm:a b",
-                     "timm:x\n", "foo:bar", ":", ""]),
+    st.sampled_from(
+        [
+            "timm:resnet18",
+            "torchvision:resnet50",
+            "zoo:resnet50-w8",
+            "timm:",
+            "resnet50",
+            "timm:a b",
+            "timm:x\n",
+            "foo:bar",
+            ":",
+            "",
+        ]
+    ),
     text,
 )
 weights_values = st.one_of(
-    st.sampled_from([
-        "w.pth", "../w.pth", "../../../../etc/passwd", "/abs/w.pth", "/", ".", "..", "~/w.pth", "~nosuchuser/w.pth",
-        "https://e.org/w.pth", "https://", "http://e.org/", "https://[::1/w.pth", "https://h:99999/w.pth",
-        "https://h:x/w.pth", "ftp://e.org/w.pth",
-        "file:///etc/passwd", "hf-hub:org/repo/f.safetensors", "hf-hub:", "package:", "package:x:y", "timm:resnet18",
-        "torchvision:ResNet50_Weights.IMAGENET1K_V1", "zoo:plain", "zoo:", "a\x00b", "w\n.pth", " ", "x" * 5000,
-    ]),
+    st.sampled_from(
+        [
+            "w.pth",
+            "../w.pth",
+            "../../../../etc/passwd",
+            "/abs/w.pth",
+            "/",
+            ".",
+            "..",
+            "~/w.pth",
+            "~nosuchuser/w.pth",
+            "https://e.org/w.pth",
+            "https://",
+            "http://e.org/",
+            "https://[::1/w.pth",
+            "https://h:99999/w.pth",
+            "https://h:x/w.pth",
+            "ftp://e.org/w.pth",
+            "file:///etc/passwd",
+            "hf-hub:org/repo/f.safetensors",
+            "hf-hub:",
+            "package:",
+            "package:x:y",
+            "timm:resnet18",
+            "torchvision:ResNet50_Weights.IMAGENET1K_V1",
+            "zoo:plain",
+            "zoo:",
+            "a\x00b",
+            "w\n.pth",
+            " ",
+            "x" * 5000,
+        ]
+    ),
     text,
 )
 adapters = st.one_of(
-    st.sampled_from([
-        "strip-prefix:module.", "rename:fc.=head.", "rename:=x", "drop:^aux", "drop:(", "drop:a{4294967296}",
-        "drop:" + "(" * 300 + ")" * 300, "by-position", "by-position:x", "select:ema.model", "select:", "strip:x", "",
-    ]),
+    st.sampled_from(
+        [
+            "strip-prefix:module.",
+            "rename:fc.=head.",
+            "rename:=x",
+            "drop:^aux",
+            "drop:(",
+            "drop:a{4294967296}",
+            "drop:" + "(" * 300 + ")" * 300,
+            "by-position",
+            "by-position:x",
+            "select:ema.model",
+            "select:",
+            "strip:x",
+            "",
+        ]
+    ),
     text,
 )
 preprocess_tables = st.dictionaries(
@@ -188,11 +239,15 @@ entry_values = {
     "id": ids,
     "arch": archs,
     "weights": weights_values,
-    "sha256": st.one_of(sha_good, sha_good.map(lambda s: s + "\n"), st.sampled_from(["abc", "g" * 64, ""]), text),
+    "sha256": st.one_of(
+        sha_good, sha_good.map(lambda s: s + "\n"), st.sampled_from(["abc", "g" * 64, ""]), text
+    ),
     "adapter": st.one_of(adapters, st.lists(adapters, max_size=3)),
     "preprocess": preprocess_tables,
     "labels": st.sampled_from(["imagenet-1k", "imagenet16", "demo-world", "birds", ""]) | text,
-    "num_classes": st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.sampled_from([0, 1, 10, 10**7])),
+    "num_classes": st.one_of(
+        st.integers(min_value=-(2**63), max_value=2**63 - 1), st.sampled_from([0, 1, 10, 10**7])
+    ),
     "tags": st.dictionaries(text, toml_values, max_size=4),
 }
 
@@ -242,17 +297,28 @@ valid_entries = st.fixed_dictionaries(
             st.lists(ident.filter(lambda s: s not in (".", "..")), min_size=1, max_size=3).map("/".join),
         ),
         "sha256": sha_good,
-        "adapter": st.lists(st.sampled_from(["strip-prefix:module.", "rename:fc.=head.", "drop:^aux", "by-position"]),
-                            max_size=3),
-        "preprocess": st.fixed_dictionaries({}, optional={
-            "crop": st.integers(1, 512),
-            "mean": st.lists(st.floats(-10, 10), min_size=3, max_size=3),
-            "std": st.lists(st.floats(0.01, 10), min_size=3, max_size=3),
-            "interpolation": st.sampled_from(R.INTERPOLATIONS),
-        }).map(lambda p: {**p, "resize": p.get("crop", 224) + 32}),
+        "adapter": st.lists(
+            st.sampled_from(["strip-prefix:module.", "rename:fc.=head.", "drop:^aux", "by-position"]),
+            max_size=3,
+        ),
+        "preprocess": st.fixed_dictionaries(
+            {},
+            optional={
+                "crop": st.integers(1, 512),
+                "mean": st.lists(st.floats(-10, 10), min_size=3, max_size=3),
+                "std": st.lists(st.floats(0.01, 10), min_size=3, max_size=3),
+                "interpolation": st.sampled_from(R.INTERPOLATIONS),
+            },
+        ).map(lambda p: {**p, "resize": p.get("crop", 224) + 32}),
         "num_classes": st.integers(1, R.MAX_NUM_CLASSES),
-        "tags": st.dictionaries(ident, st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
-                                | text | st.booleans(), max_size=3),
+        "tags": st.dictionaries(
+            ident,
+            st.integers(-(2**63), 2**63 - 1)
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | text
+            | st.booleans(),
+            max_size=3,
+        ),
     },
 )
 
@@ -302,7 +368,9 @@ def _check_registry_outcome(path: Path, doc: str) -> None:
 @example(doc='[[checkpoint]]\nid = "' + "x" * 300 + '"\narch = "timm:resnet18"\n')
 @example(doc='[[checkpoint]]\nid = "a"\narch = "timm:resnet18"\nweights = "a\\u0000b"\n')
 @example(doc='[[checkpoint]]\nid = "a"\narch = "timm:resnet18"\nadapter = "drop:a{4294967296}"\n')
-@example(doc=f'[[checkpoint]]\nid = "a"\narch = "timm:x"\nweights = "https://[::1/w.pth"\nsha256 = "{"a" * 64}"\n')
+@example(
+    doc=f'[[checkpoint]]\nid = "a"\narch = "timm:x"\nweights = "https://[::1/w.pth"\nsha256 = "{"a" * 64}"\n'
+)
 def test_fuzz_registry_files_raise_only_registry_errors_naming_the_file(workdir, doc):
     TRIED["registry files"] += 1
     path = workdir / "fuzz registry.toml"
@@ -354,12 +422,31 @@ def test_fuzz_valid_entries_round_trip(workdir, entry):
 
 targets = st.one_of(
     text,
-    st.sampled_from([
-        "", " ", "~nosuchuser/x.toml", "x" * 5000, "x" * 5000 + ".toml", "timm:resnet18@" + "x" * 5000, "/",
-        "/dev/null", "/dev/null.toml", "/etc", "timm:resnet18@/tmp", "timm:resnet18@zoo:", "resnet18@hf-hub:",
-        "timm:resnet18@https://", "a\x00b.toml", "@", "timm:@w.pth", "torchvision:", "timm:resnet50.no_such_tag",
-        "zoo:x@zoo:plain", "timm:resnet18@ftp://x/y",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "~nosuchuser/x.toml",
+            "x" * 5000,
+            "x" * 5000 + ".toml",
+            "timm:resnet18@" + "x" * 5000,
+            "/",
+            "/dev/null",
+            "/dev/null.toml",
+            "/etc",
+            "timm:resnet18@/tmp",
+            "timm:resnet18@zoo:",
+            "resnet18@hf-hub:",
+            "timm:resnet18@https://",
+            "a\x00b.toml",
+            "@",
+            "timm:@w.pth",
+            "torchvision:",
+            "timm:resnet50.no_such_tag",
+            "zoo:x@zoo:plain",
+            "timm:resnet18@ftp://x/y",
+        ]
+    ),
     st.builds(lambda a, w: f"{a}@{w}", archs, weights_values),
 )
 
@@ -396,9 +483,26 @@ json_values = st.recursive(
 plausible_values = st.one_of(
     st.integers(-3, 64),
     st.floats(-1, 2),
-    st.sampled_from(["mean", "sum", "bilinear", "bicubic", "edges", "cue-conflict", "imagenet-sample", "batched-gradient",
-                     "zero", "blur", "", "nope"]),
-    st.lists(st.floats(-0.5, 1.5) | st.sampled_from(["edges", "filled-silhouettes", "stylized-16", "x"]), max_size=5),
+    st.sampled_from(
+        [
+            "mean",
+            "sum",
+            "bilinear",
+            "bicubic",
+            "edges",
+            "cue-conflict",
+            "imagenet-sample",
+            "batched-gradient",
+            "zero",
+            "blur",
+            "",
+            "nope",
+        ]
+    ),
+    st.lists(
+        st.floats(-0.5, 1.5) | st.sampled_from(["edges", "filled-silhouettes", "stylized-16", "x"]),
+        max_size=5,
+    ),
 )
 
 
@@ -430,7 +534,9 @@ def _like(default: object) -> st.SearchStrategy:
     if isinstance(default, str):
         return st.just(default) | plausible_values.filter(lambda v: isinstance(v, str)) | text
     if isinstance(default, tuple):
-        return st.lists(st.sampled_from(default) if default else text, max_size=6) | st.lists(st.floats(), max_size=4)
+        return st.lists(st.sampled_from(default) if default else text, max_size=6) | st.lists(
+            st.floats(), max_size=4
+        )
     return st.integers(-5, 10**6) | st.floats(-2, 2) | plausible_values  # None: an optional value
 
 
@@ -468,8 +574,23 @@ def test_acc16_sets_of_the_wrong_type_is_a_param_error_naming_sets():
 
 GOOD_SHA = "0" * 64
 relpaths = st.one_of(
-    st.sampled_from(["cat/cat1.png", "../x.png", "/abs.png", "a//b.png", "./a.png", "a/./b.png", ".", "", "a\\b.png",
-                     "a\x00b", ".biasbench-files.json", ".downloads/x", "a/" + "b" * 300 + ".png"]),
+    st.sampled_from(
+        [
+            "cat/cat1.png",
+            "../x.png",
+            "/abs.png",
+            "a//b.png",
+            "./a.png",
+            "a/./b.png",
+            ".",
+            "",
+            "a\\b.png",
+            "a\x00b",
+            ".biasbench-files.json",
+            ".downloads/x",
+            "a/" + "b" * 300 + ".png",
+        ]
+    ),
     text,
 )
 manifest_field_values = {
@@ -481,19 +602,39 @@ manifest_field_values = {
     "license_url": text,
     "citation": text,
     "n_files": st.integers() | json_values,
-    "files": st.dictionaries(relpaths, st.sampled_from([GOOD_SHA, GOOD_SHA + "\n", "abc", GOOD_SHA.upper()])
-                             | json_values, max_size=4) | json_values,
-    "base_url": st.sampled_from(["https://e.org/d/", "ftp://e.org/", "https://", "javascript:alert(1)",
-                                 "file:///data/", "http://[::1/"]) | text | json_values,
-    "archive": st.fixed_dictionaries({}, optional={
-        "url": st.sampled_from(["https://e.org/a.tar.gz", "https://e.org/", "ftp://x/a.zip"]) | text | json_values,
-        "sha256": st.sampled_from([GOOD_SHA, None, "", "xyz", GOOD_SHA + "\n"]) | json_values,
-        "format": st.sampled_from([*F.ARCHIVE_FORMATS, "rar", ""]) | json_values,
-        "strip_prefix": st.sampled_from(["stylized/", "../", "/abs", ""]) | text | json_values,
-        "n_files": st.integers() | json_values,
-        "sha256_note": text,
-        "extra": json_values,
-    }) | json_values,
+    "files": st.dictionaries(
+        relpaths,
+        st.sampled_from([GOOD_SHA, GOOD_SHA + "\n", "abc", GOOD_SHA.upper()]) | json_values,
+        max_size=4,
+    )
+    | json_values,
+    "base_url": st.sampled_from(
+        [
+            "https://e.org/d/",
+            "ftp://e.org/",
+            "https://",
+            "javascript:alert(1)",
+            "file:///data/",
+            "http://[::1/",
+        ]
+    )
+    | text
+    | json_values,
+    "archive": st.fixed_dictionaries(
+        {},
+        optional={
+            "url": st.sampled_from(["https://e.org/a.tar.gz", "https://e.org/", "ftp://x/a.zip"])
+            | text
+            | json_values,
+            "sha256": st.sampled_from([GOOD_SHA, None, "", "xyz", GOOD_SHA + "\n"]) | json_values,
+            "format": st.sampled_from([*F.ARCHIVE_FORMATS, "rar", ""]) | json_values,
+            "strip_prefix": st.sampled_from(["stylized/", "../", "/abs", ""]) | text | json_values,
+            "n_files": st.integers() | json_values,
+            "sha256_note": text,
+            "extra": json_values,
+        },
+    )
+    | json_values,
 }
 
 
@@ -506,12 +647,23 @@ def manifest_texts(draw) -> bytes:
         return json.dumps(draw(json_values)).encode()
     if kind == 2:
         return b"[" * draw(st.integers(100, 5000))
-    base = json.loads(json.dumps({
-        "name": "fuzz-set", "target": "fuzz-set", "license": "CC0", "n_files": 1,
-        "files": {"cat/cat1.png": GOOD_SHA}, "base_url": "https://e.org/data/",
-    }))
+    base = json.loads(
+        json.dumps(
+            {
+                "name": "fuzz-set",
+                "target": "fuzz-set",
+                "license": "CC0",
+                "n_files": 1,
+                "files": {"cat/cat1.png": GOOD_SHA},
+                "base_url": "https://e.org/data/",
+            }
+        )
+    )
     if draw(st.booleans()):
-        base = {"name": "fuzz-arch", "archive": {"url": "https://e.org/a.tar.gz", "sha256": None, "n_files": 3}}
+        base = {
+            "name": "fuzz-arch",
+            "archive": {"url": "https://e.org/a.tar.gz", "sha256": None, "n_files": 3},
+        }
     for k in draw(st.lists(st.sampled_from(list(manifest_field_values)), unique=True, max_size=4)):
         base[k] = draw(manifest_field_values[k])
     for k in draw(st.lists(st.sampled_from(sorted(base)), unique=True, max_size=1)):
@@ -569,9 +721,13 @@ def good_weights(workdir) -> dict[str, bytes]:
 
 
 edits = st.lists(
-    st.tuples(st.sampled_from(["set", "delete", "insert"]), st.floats(0, 1, exclude_max=True),
-              st.binary(min_size=1, max_size=16)),
-    min_size=1, max_size=6,
+    st.tuples(
+        st.sampled_from(["set", "delete", "insert"]),
+        st.floats(0, 1, exclude_max=True),
+        st.binary(min_size=1, max_size=16),
+    ),
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -580,9 +736,9 @@ def mutate(data: bytes, ops) -> bytes:
     for op, where, payload in ops:
         i = int(where * len(b)) if b else 0
         if op == "set":
-            b[i:i + len(payload)] = payload
+            b[i : i + len(payload)] = payload
         elif op == "delete":
-            del b[i:i + len(payload) * 8]
+            del b[i : i + len(payload) * 8]
         else:
             b[i:i] = payload
     return bytes(b)
@@ -610,7 +766,10 @@ def _containers():
     import torch
 
     leaves = st.one_of(
-        st.none(), st.integers(), st.floats(), text,
+        st.none(),
+        st.integers(),
+        st.floats(),
+        text,
         st.integers(0, 3).map(lambda n: torch.zeros(n)),
         st.just(torch.ones(2, 2)),
     )
@@ -619,21 +778,24 @@ def _containers():
     state_dicts = st.dictionaries(keys, tensors, min_size=1, max_size=4)
     wrapped = st.recursive(  # a state dict under a few levels of {"model": {...}, "epoch": 3}
         state_dicts,
-        lambda inner: st.builds(lambda k, v, extra: {k: v, **extra}, keys, inner,
-                                st.dictionaries(keys, leaves, max_size=2)),
+        lambda inner: st.builds(
+            lambda k, v, extra: {k: v, **extra}, keys, inner, st.dictionaries(keys, leaves, max_size=2)
+        ),
         max_leaves=5,
     )
     junk = st.recursive(
         leaves,
-        lambda inner: st.lists(inner, max_size=3)
-        | st.dictionaries(keys | st.integers(), inner, max_size=4),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys | st.integers(), inner, max_size=4),
         max_leaves=15,
     )
     return wrapped | junk
 
 
 @fuzz(200)
-@given(obj=_containers(), select=st.none() | st.sampled_from(["state_dict", "ema", "a.b", "", ".", "model.w"]) | text)
+@given(
+    obj=_containers(),
+    select=st.none() | st.sampled_from(["state_dict", "ema", "a.b", "", ".", "model.w"]) | text,
+)
 def test_fuzz_loaded_objects_yield_a_state_dict_or_a_checkpoint_error(obj, select):
     from biasbench.registry import sources
 
@@ -670,11 +832,17 @@ def _refused(path: Path, pattern: str) -> str:
 
 def test_regression_300_character_id_is_refused_128_accepted(tmp_path):
     # was: accepted; the job computed, then writing its per-item file failed "File name too long"
-    msg = _refused(_registry(tmp_path, "", entry=f'id = "{"x" * 300}"\narch = "timm:resnet18"\n'),
-                   r"is 300 characters long; at most 128")
+    msg = _refused(
+        _registry(tmp_path, "", entry=f'id = "{"x" * 300}"\narch = "timm:resnet18"\n'),
+        r"is 300 characters long; at most 128",
+    )
     assert len(msg) < 400
-    assert load_registry_file(_registry(tmp_path, "", entry=f'id = "{"x" * 128}"\narch = "timm:resnet18"\n'))[0].id \
+    assert (
+        load_registry_file(_registry(tmp_path, "", entry=f'id = "{"x" * 128}"\narch = "timm:resnet18"\n'))[
+            0
+        ].id
         == "x" * 128
+    )
 
 
 def test_regression_derived_ids_of_long_file_names_are_shortened_uniquely(tmp_path):
@@ -688,32 +856,53 @@ def test_regression_derived_ids_of_long_file_names_are_shortened_uniquely(tmp_pa
     assert len(a.id) == len(b.id) == R.MAX_ID_LENGTH and a.id != b.id
 
 
-@pytest.mark.parametrize(("entry", "body", "pattern"), [
-    # was accepted: `$` matches before a trailing newline
-    ('id = "abc\\n"\narch = "timm:resnet18"\n', "", r"invalid id 'abc\\n'"),
-    # was accepted, and could never match the weights' digest later
-    ('id = "a"\narch = "timm:resnet18"\n', f'sha256 = "{"a" * 64}\\n"', r"sha256 must be 64 hex digits"),
-    # was accepted
-    ('id = "a"\narch = "timm:resnet 18"\n', "", r"arch 'timm:resnet 18' must be"),
-])
+@pytest.mark.parametrize(
+    ("entry", "body", "pattern"),
+    [
+        # was accepted: `$` matches before a trailing newline
+        ('id = "abc\\n"\narch = "timm:resnet18"\n', "", r"invalid id 'abc\\n'"),
+        # was accepted, and could never match the weights' digest later
+        ('id = "a"\narch = "timm:resnet18"\n', f'sha256 = "{"a" * 64}\\n"', r"sha256 must be 64 hex digits"),
+        # was accepted
+        ('id = "a"\narch = "timm:resnet 18"\n', "", r"arch 'timm:resnet 18' must be"),
+    ],
+)
 def test_regression_trailing_newlines_and_spaces_in_id_sha256_and_arch(tmp_path, entry, body, pattern):
     _refused(_registry(tmp_path, body, entry=entry), pattern)
 
 
-@pytest.mark.parametrize(("body", "pattern"), [
-    ('weights = "a\\u0000b"', r"weights 'a\\x00b' contains control characters"),  # was ValueError: embedded null
-    ('adapter = "drop:a{4294967296}"', r"invalid regex"),  # was OverflowError
-    ('adapter = "drop:' + "(" * 2000 + ")" * 2000 + '"', r"invalid regex"),  # was RecursionError
-    ('weights = "https://"\nsha256 = "' + "a" * 64 + '"', r"needs a host and a file name"),  # was accepted
-    # found in this file's own first URL check: urlsplit raises ValueError on these
-    ('weights = "https://[::1/w.pth"\nsha256 = "' + "a" * 64 + '"', r"is not a valid URL: Invalid IPv6 URL"),
-    ('weights = "https://h:99999/w.pth"\nsha256 = "' + "a" * 64 + '"', r"is not a valid URL: Port out of range"),
-    ("preprocess = { mean = [nan, 0.1, 0.2] }", r"preprocess.mean must be finite \(no nan or inf\)"),
-    ("preprocess = { std = [inf, 0.1, 0.2] }", r"preprocess.std must be finite \(no nan or inf\)"),
-    ("preprocess = { resize = 9223372036854775807 }", r"preprocess.resize must be a positive integer of at most"),
-    ("num_classes = 9223372036854775807", r"num_classes must be a positive integer of at most"),
-    ("tags = { a = { b = [1, nan] } }", r"tags.a.b\[1\] must be a finite number"),  # NaN has no JSON form
-])
+@pytest.mark.parametrize(
+    ("body", "pattern"),
+    [
+        (
+            'weights = "a\\u0000b"',
+            r"weights 'a\\x00b' contains control characters",
+        ),  # was ValueError: embedded null
+        ('adapter = "drop:a{4294967296}"', r"invalid regex"),  # was OverflowError
+        ('adapter = "drop:' + "(" * 2000 + ")" * 2000 + '"', r"invalid regex"),  # was RecursionError
+        (
+            'weights = "https://"\nsha256 = "' + "a" * 64 + '"',
+            r"needs a host and a file name",
+        ),  # was accepted
+        # found in this file's own first URL check: urlsplit raises ValueError on these
+        (
+            'weights = "https://[::1/w.pth"\nsha256 = "' + "a" * 64 + '"',
+            r"is not a valid URL: Invalid IPv6 URL",
+        ),
+        (
+            'weights = "https://h:99999/w.pth"\nsha256 = "' + "a" * 64 + '"',
+            r"is not a valid URL: Port out of range",
+        ),
+        ("preprocess = { mean = [nan, 0.1, 0.2] }", r"preprocess.mean must be finite \(no nan or inf\)"),
+        ("preprocess = { std = [inf, 0.1, 0.2] }", r"preprocess.std must be finite \(no nan or inf\)"),
+        (
+            "preprocess = { resize = 9223372036854775807 }",
+            r"preprocess.resize must be a positive integer of at most",
+        ),
+        ("num_classes = 9223372036854775807", r"num_classes must be a positive integer of at most"),
+        ("tags = { a = { b = [1, nan] } }", r"tags.a.b\[1\] must be a finite number"),  # NaN has no JSON form
+    ],
+)
 def test_regression_hostile_entry_values_are_registry_errors(tmp_path, body, pattern):
     _refused(_registry(tmp_path, body), pattern)
 
@@ -728,29 +917,44 @@ def test_regression_registry_file_that_is_not_utf8_or_nests_too_deeply(tmp_path)
         load_registry_file(path)
 
 
-@pytest.mark.parametrize(("target", "pattern"), [
-    ("~nosuchuser/x.toml", r"registry file ~nosuchuser/x.toml not found"),  # was RuntimeError (no home dir)
-    ("x" * 5000, r"unknown target"),  # was OSError: File name too long
-    ("x" * 5000 + ".toml", r"cannot be examined: File name too long"),
-    ("timm:resnet18@" + "x" * 5000, r"cannot be examined: File name too long"),
-    ("timm:resnet18@a\x00b", r"contains control characters"),
-    ("resnet18@zoo:", r"checkpoint 'resnet18@zoo:': weights 'zoo:' names no zoo source"),  # was a bare CheckpointError
-])
+@pytest.mark.parametrize(
+    ("target", "pattern"),
+    [
+        (
+            "~nosuchuser/x.toml",
+            r"registry file ~nosuchuser/x.toml not found",
+        ),  # was RuntimeError (no home dir)
+        ("x" * 5000, r"unknown target"),  # was OSError: File name too long
+        ("x" * 5000 + ".toml", r"cannot be examined: File name too long"),
+        ("timm:resnet18@" + "x" * 5000, r"cannot be examined: File name too long"),
+        ("timm:resnet18@a\x00b", r"contains control characters"),
+        (
+            "resnet18@zoo:",
+            r"checkpoint 'resnet18@zoo:': weights 'zoo:' names no zoo source",
+        ),  # was a bare CheckpointError
+    ],
+)
 def test_regression_hostile_targets_are_registry_errors(target, pattern):
     with pytest.raises(RegistryError, match=pattern):
         resolve_targets([target])
 
 
-@pytest.mark.parametrize(("patch", "pattern"), [
-    ({"files": {"a.png": "0" * 64 + "\n"}}, r"bad sha256"),  # was accepted (`$` before a newline)
-    ({"target": "../../etc"}, r"target '../../etc' must be a relative directory"),  # was accepted: wrote outside
-    ({"files": {".": "0" * 64}}, r"unsafe relative path '\.'"),  # was accepted: the dataset folder itself
-    ({"files": ["a"]}, r"files must be a JSON object"),  # was ValueError from dict()
-    ({"n_files": "12"}, r"n_files must be a JSON integer"),  # was silently int("12")
-    ({"source": {"commit": "abc"}}, None),  # was KeyError in Manifest.pinned (no repository)
-    ({"archive": [1]}, r"archive must be a JSON object"),  # was TypeError
-    ({"archive": {"url": "https://e.org/a.rar", "format": "rar"}}, r"format 'rar' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("patch", "pattern"),
+    [
+        ({"files": {"a.png": "0" * 64 + "\n"}}, r"bad sha256"),  # was accepted (`$` before a newline)
+        (
+            {"target": "../../etc"},
+            r"target '../../etc' must be a relative directory",
+        ),  # was accepted: wrote outside
+        ({"files": {".": "0" * 64}}, r"unsafe relative path '\.'"),  # was accepted: the dataset folder itself
+        ({"files": ["a"]}, r"files must be a JSON object"),  # was ValueError from dict()
+        ({"n_files": "12"}, r"n_files must be a JSON integer"),  # was silently int("12")
+        ({"source": {"commit": "abc"}}, None),  # was KeyError in Manifest.pinned (no repository)
+        ({"archive": [1]}, r"archive must be a JSON object"),  # was TypeError
+        ({"archive": {"url": "https://e.org/a.rar", "format": "rar"}}, r"format 'rar' is not one of"),
+    ],
+)
 def test_regression_malformed_manifests_are_manifest_errors(patch, pattern):
     raw = {"name": "m", "files": {"a.png": "0" * 64}, "base_url": "https://e.org/", **patch}
     if pattern is None:

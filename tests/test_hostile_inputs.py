@@ -56,7 +56,9 @@ def add_tar(tar: tarfile.TarFile, name: str, data: bytes = b"x", **kw) -> None:
     tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
 
 
-def add_zip(zf: zipfile.ZipFile, name: str, data: bytes = b"x", *, mode: int | None = None, flags: int = 0) -> None:
+def add_zip(
+    zf: zipfile.ZipFile, name: str, data: bytes = b"x", *, mode: int | None = None, flags: int = 0
+) -> None:
     info = zipfile.ZipInfo(name)
     info.compress_type = zipfile.ZIP_DEFLATED
     if mode is not None:
@@ -146,7 +148,11 @@ def test_zip_archives_extract_with_prefix_and_directories(tmp_path):
     assert (tmp_path / "d" / "dnn" / "b.png").read_bytes() == b"b" * 10_000
     assert tree(tmp_path / "d") == ["dnn", "dnn/a.png", "dnn/b.png"]
     # the format can be forced; a tar named as zip is not silently read as something else
-    assert F.safe_extract(archive, tmp_path / "e", format="zip") == ["data/dnn/a.png", "data/dnn/b.png", "README"]
+    assert F.safe_extract(archive, tmp_path / "e", format="zip") == [
+        "data/dnn/a.png",
+        "data/dnn/b.png",
+        "README",
+    ]
     tar = tmp_path / "t.tar"
     with tarfile.open(tar, "w") as t:
         add_tar(t, "a.png")
@@ -189,7 +195,9 @@ def test_tar_bomb_is_refused_before_extracting(tmp_path):
     archive = tar_bomb(tmp_path / "bomb.tar.gz")
     assert archive.stat().st_size < 200_000
     dest = tmp_path / "out"
-    with pytest.raises(F.ArchiveTooLarge, match=r"would expand to more than 1048576 bytes .*decompression bomb"):
+    with pytest.raises(
+        F.ArchiveTooLarge, match=r"would expand to more than 1048576 bytes .*decompression bomb"
+    ):
         F.safe_extract(archive, dest, max_bytes=2**20)
     _assert_nothing_written(tmp_path, dest, archive)
     # under a limit it fits, it extracts (the limit is what refused it)
@@ -204,7 +212,9 @@ def test_tar_member_header_claiming_huge_size_is_refused_at_its_header(tmp_path)
     archive = tmp_path / "huge.tar.gz"
     archive.write_bytes(gzip.compress(info.tobuf(format=tarfile.PAX_FORMAT) + bytes(4096)))
     dest = tmp_path / "out"
-    with pytest.raises(F.ArchiveTooLarge, match=r"would expand to more than \d+ bytes \(at member 'data/huge.bin'\)"):
+    with pytest.raises(
+        F.ArchiveTooLarge, match=r"would expand to more than \d+ bytes \(at member 'data/huge.bin'\)"
+    ):
         F.safe_extract(archive, dest)
     _assert_nothing_written(tmp_path, dest, archive)
 
@@ -240,8 +250,8 @@ def liar_zip(path: Path) -> Path:
     data = bytearray(path.read_bytes())
     for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory entry
         at = data.rfind(sig) + offset  # the uncompressed-size field of zeros.bin
-        assert int.from_bytes(data[at:at + 4], "little") == BOMB
-        data[at:at + 4] = (1000).to_bytes(4, "little")
+        assert int.from_bytes(data[at : at + 4], "little") == BOMB
+        data[at : at + 4] = (1000).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     return path
 
@@ -267,7 +277,9 @@ def test_too_many_members_is_refused(tmp_path):
 
 def test_archive_larger_than_the_free_disk_space_is_refused(tmp_path, monkeypatch):
     archive = tar_bomb(tmp_path / "bomb.tar.gz")
-    monkeypatch.setattr(F.shutil, "disk_usage", lambda _p: SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000))
+    monkeypatch.setattr(
+        F.shutil, "disk_usage", lambda _p: SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000)
+    )
     dest = tmp_path / "out"
     with pytest.raises(DownloadError, match=r"needs \d+ bytes but .* has only 1000 free"):
         F.safe_extract(archive, dest)
@@ -295,7 +307,9 @@ def test_zip_dataset_fetched_through_a_manifest(tmp_path, http_server, monkeypat
     digest = sources.sha256_file(archive)
     m = F.parse_manifest(
         '{"name": "zipset", "archive": {"url": "https://e.org/set.zip", "format": "zip", "strip_prefix": "set/", '
-        f'"n_files": 3, "sha256": "{digest}"}}}}', "manifest zipset.json")
+        f'"n_files": 3, "sha256": "{digest}"}}}}',
+        "manifest zipset.json",
+    )
     monkeypatch.setattr(F, "_load_manifests", lambda: {"zipset": m})
     out = F.fetch_dataset("zipset", tmp_path / "data", mirror=http_server(served), log=lambda _m: None)
     assert tree(out) == [F.LOCAL_RECORD, "img0.png", "img1.png", "img2.png"]
@@ -310,7 +324,9 @@ def test_zip_bomb_through_fetch_leaves_nothing_behind(tmp_path, http_server, mon
     digest = sources.sha256_file(served / "bomb.zip")
     m = F.parse_manifest(
         '{"name": "bombset", "archive": {"url": "https://e.org/bomb.zip", "format": "zip", '
-        f'"sha256": "{digest}"}}}}', "manifest bombset.json")
+        f'"sha256": "{digest}"}}}}',
+        "manifest bombset.json",
+    )
     monkeypatch.setattr(F, "_load_manifests", lambda: {"bombset": m})
     monkeypatch.setattr(F, "MAX_EXTRACT_BYTES", 2**20)
     root = tmp_path / "data"
@@ -352,7 +368,9 @@ def _map_floats(sd, fn):
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
-def test_non_finite_weights_are_refused_naming_checkpoint_and_first_tensors(tmp_path, cache_dir, sd0, bad, suffix):
+def test_non_finite_weights_are_refused_naming_checkpoint_and_first_tensors(
+    tmp_path, cache_dir, sd0, bad, suffix
+):
     sd = dict(sd0)
     keys = [k for k, v in sd.items() if v.is_floating_point()]
     for k in keys[3:10]:  # seven bad tensors: the message names the first five and the count
@@ -404,7 +422,9 @@ def test_float64_values_that_would_overflow_float32_are_refused(tmp_path, cache_
     key = next(k for k, v in sd.items() if v.is_floating_point())
     sd[key] = sd[key].clone()
     sd[key].view(-1)[0] = 1e300  # finite in float64, Inf after the cast
-    with pytest.raises(CheckpointError, match=rf"{key} \(float64, arch float32; values up to 1e\+300 overflow float32\)"):
+    with pytest.raises(
+        CheckpointError, match=rf"{key} \(float64, arch float32; values up to 1e\+300 overflow float32\)"
+    ):
         load(save(tmp_path / "w.pth", sd), cache_dir)
 
 
@@ -423,12 +443,20 @@ def test_integer_buffers_take_whole_floats_but_not_fractions(tmp_path, cache_dir
 # ----------------------------------------------------------------------------------------------------
 
 NOT_CHECKPOINTS = {
-    "text": (b"hello world\nthis is not a checkpoint\n", r"it is a text file, not a checkpoint \(first line: 'hello world'\)"),
+    "text": (
+        b"hello world\nthis is not a checkpoint\n",
+        r"it is a text file, not a checkpoint \(first line: 'hello world'\)",
+    ),
     "text-numbers": (b"1 2 3\n4 5 6\n", r"it is a text file, not a checkpoint \(first line: '1 2 3'\)"),
     "empty-lines": (b"\n\n", r"it is a text file"),
-    "html": (b"<!DOCTYPE html>\n<html><body>403 Forbidden</body></html>", r"it is an HTML page, not a checkpoint"),
-    "git-lfs": (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 123\n",
-                r"it is a Git LFS pointer, not the weights \(fetch the real file, e\.g\. `git lfs pull`\)"),
+    "html": (
+        b"<!DOCTYPE html>\n<html><body>403 Forbidden</body></html>",
+        r"it is an HTML page, not a checkpoint",
+    ),
+    "git-lfs": (
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 123\n",
+        r"it is a Git LFS pointer, not the weights \(fetch the real file, e\.g\. `git lfs pull`\)",
+    ),
     "empty": (b"", r"the file is empty \(0 bytes\)"),
     "utf8": ("gewichte: äöü €\n".encode(), r"it is a text file"),
 }
@@ -441,7 +469,9 @@ def test_text_files_given_as_weights_say_what_they_are(tmp_path, cache_dir, kind
     data, pattern = NOT_CHECKPOINTS[kind]
     path = tmp_path / f"w{suffix}"
     path.write_bytes(data)
-    with pytest.raises(CheckpointError, match=rf"^checkpoint 'hostile': cannot read weights file {path}: {pattern}"):
+    with pytest.raises(
+        CheckpointError, match=rf"^checkpoint 'hostile': cannot read weights file {path}: {pattern}"
+    ):
         load(path, cache_dir)
 
 
@@ -457,11 +487,15 @@ def test_a_directory_given_as_weights_says_it_is_a_directory(tmp_path, cache_dir
     # was: "weights file … not found"
     d = tmp_path / "weights.pth"
     d.mkdir()
-    with pytest.raises(CheckpointError, match=rf"checkpoint 'hostile': weights file {d} is a directory, not a file"):
+    with pytest.raises(
+        CheckpointError, match=rf"checkpoint 'hostile': weights file {d} is a directory, not a file"
+    ):
         load(d, cache_dir)
     with pytest.raises(CheckpointError, match=rf"weights file {d} is a directory, not a file"):
         sources.read_weights_file(d, "hostile")
-    with pytest.raises(RegistryError, match=rf"command line target .*: weights file {d} is a directory, not a file"):
+    with pytest.raises(
+        RegistryError, match=rf"command line target .*: weights file {d} is a directory, not a file"
+    ):
         resolve_targets([f"{ARCH}@{d}"])
     with pytest.raises(RegistryError, match=r"is a directory; give a registry \.toml file"):
         resolve_targets([str(tmp_path)])
@@ -492,7 +526,9 @@ def test_a_fifo_given_as_weights_is_refused_without_blocking(tmp_path, cache_dir
 
 
 def test_a_character_device_given_as_weights_is_refused(cache_dir):
-    with pytest.raises(CheckpointError, match=r"weights file /dev/zero is a character device, not a regular file"):
+    with pytest.raises(
+        CheckpointError, match=r"weights file /dev/zero is a character device, not a regular file"
+    ):
         load(Path("/dev/zero"), cache_dir)
 
 
@@ -509,7 +545,9 @@ def test_registry_file_that_is_a_directory_or_fifo_is_a_registry_error(tmp_path)
         load_registry_file(fifo)
 
 
-@pytest.mark.parametrize("files", [["a.png"], {"../../../etc/passwd": "0" * 64}, {"a.png": 3}, {"/abs.png": "0" * 64}])
+@pytest.mark.parametrize(
+    "files", [["a.png"], {"../../../etc/passwd": "0" * 64}, {"a.png": 3}, {"/abs.png": "0" * 64}]
+)
 def test_a_hostile_checksum_record_is_reported_not_followed(tmp_path, files):
     # was: dict(list) -> ValueError, and '../' keys were hashed outside the dataset folder
     target = tmp_path / "stylized-16"

@@ -86,7 +86,10 @@ def test_metric_returns_valid_results_that_do_not_depend_on_batch_size_or_rerun(
     other_batch = evaluate(metric, model, demo_cache, batch_size=7)
     assert other_batch.scalars.keys() == first.scalars.keys()
     for key in first.scalars:
-        assert other_batch.scalars[key] == pytest.approx(first.scalars[key], rel=1e-6, abs=1e-9), (key, "batch 7 vs 64")
+        assert other_batch.scalars[key] == pytest.approx(first.scalars[key], rel=1e-6, abs=1e-9), (
+            key,
+            "batch 7 vs 64",
+        )
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))
@@ -112,8 +115,10 @@ def test_metric_declares_datasets_for_the_demo_world_or_is_not_applicable(name):
 def test_a_bad_parameter_stops_bench_run_before_any_checkpoint_is_resolved(tmp_path):
     reg = tmp_path / "r.toml"
     reg.write_text('[[checkpoint]]\nid = "x"\narch = "timm:test_resnet"\nweights = "/nonexistent/w.pth"\n')
-    r = bench(["run", str(reg), "-m", "sis", "-p", "sis.tau=high", "--dry-run", "--db", str(tmp_path / "b.duckdb")],
-              tmp_path)
+    r = bench(
+        ["run", str(reg), "-m", "sis", "-p", "sis.tau=high", "--dry-run", "--db", str(tmp_path / "b.duckdb")],
+        tmp_path,
+    )
     assert r.returncode == 2
     assert "parameter tau = 'high'" in r.stderr and "w.pth" not in r.stderr
     assert not (tmp_path / "b.duckdb").exists()

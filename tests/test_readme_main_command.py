@@ -26,9 +26,11 @@ from tests.harness_fixtures import DEMO_TOML, REPO, bench, bench_subprocess, dem
 
 ZOO = ["zoo-plain", "zoo-texture-rand", "zoo-shape-rand"]  # shape bias ≈ 0.5, ≈ 1, ≈ 0 (README)
 SMALL = ["-p", "spectral.n_images=50", "-p", "critical_band.n_images=50", "-p", "sis.n_images=8"]
-README_KEYS = ("accuracy.top1,shape_bias.shape_bias,acc16.silhouettes_acc16,spectral.LPP,spectral.HPP,"
-               "spectral.spectral_bias,critical_band.bandwidth_norm,critical_band.centre_frequency_norm,"
-               "sis.sis_frac_median")
+README_KEYS = (
+    "accuracy.top1,shape_bias.shape_bias,acc16.silhouettes_acc16,spectral.LPP,spectral.HPP,"
+    "spectral.spectral_bias,critical_band.bandwidth_norm,critical_band.centre_frequency_norm,"
+    "sis.sis_frac_median"
+)
 
 
 def _installed_metrics() -> set[str]:
@@ -44,8 +46,11 @@ def _csv(text: str) -> list[dict]:
 
 
 def _by_key(rows: list[dict], checkpoint: str, metric: str) -> dict[str, tuple[float, int]]:
-    return {r["key"]: (float(r["value"]), int(r["n"])) for r in rows
-            if r["checkpoint"] == checkpoint and r["metric"] == metric}
+    return {
+        r["key"]: (float(r["value"]), int(r["n"]))
+        for r in rows
+        if r["checkpoint"] == checkpoint and r["metric"] == metric
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +60,14 @@ def readme_run(tmp_path_factory):
     root. Returns the directory, the environment for later commands and the completed process."""
     work = tmp_path_factory.mktemp("readme")
     (work / "empty-data-root").mkdir()
-    env = {"BIASBENCH_CACHE": str(work / "cache"), "BIASBENCH_DATA": str(work / "empty-data-root"),
-           "BIASBENCH_DB": None, "BIASBENCH_METRICS": None, "COLUMNS": "400", "PYTHONIOENCODING": "utf-8"}
+    env = {
+        "BIASBENCH_CACHE": str(work / "cache"),
+        "BIASBENCH_DATA": str(work / "empty-data-root"),
+        "BIASBENCH_DB": None,
+        "BIASBENCH_METRICS": None,
+        "COLUMNS": "400",
+        "PYTHONIOENCODING": "utf-8",
+    }
     reg = demo_zoo_registry(work / "demo3.toml", ZOO)
     proc = bench_subprocess(["run", str(reg), *SMALL], cwd=work, env=env, timeout=300)
     return work, env, proc
@@ -72,7 +83,9 @@ def test_bench_run_stores_every_metric_for_every_checkpoint_and_says_what_next(r
     res = bench(["results", "--format", "csv"], work, env)
     assert res.returncode == 0, res.stderr
     rows = _csv(res.stdout)
-    assert {(r["checkpoint"], r["metric"]) for r in rows} == {(c, m) for c in ZOO for m in _installed_metrics()}
+    assert {(r["checkpoint"], r["metric"]) for r in rows} == {
+        (c, m) for c in ZOO for m in _installed_metrics()
+    }
     assert all(math.isfinite(float(r["value"])) and int(r["n"]) >= 0 for r in rows)
     assert {"accuracy", "shape_bias", "acc16", "spectral", "critical_band", "sis"} <= _installed_metrics()
     sb = {c: _by_key(rows, c, "shape_bias")["shape_bias"][0] for c in ZOO}
@@ -160,14 +173,25 @@ def test_bench_results_sis_tau_recomputes_the_sis_scalars_from_the_stored_traces
         assert again[c].keys() == keys.keys(), c
         for k, (v, n) in keys.items():
             assert again[c][k][0] == pytest.approx(v, rel=1e-9, abs=1e-12), (c, k)
-            assert again[c][k][1] == n, f"{c} sis.{k}: --sis-tau {tau0} reports n = {again[c][k][1]}, stored n = {n}"
+            assert again[c][k][1] == n, (
+                f"{c} sis.{k}: --sis-tau {tau0} reports n = {again[c][k][1]}, stored n = {n}"
+            )
     low = bench(["results", "--metric", "sis", "--format", "csv", "--sis-tau", "0.95"], work, env)
     assert low.returncode == 0, low.stderr
     recomputed = _sis_by_checkpoint(low.stdout)
     assert set(recomputed) == set(ZOO)
-    tau_free = ("n_images", "q", "fully_masked_conf_mean", "fully_masked_conf_max", "forward_passes_per_image",
-                "backward_passes_per_image", "clean_conf_all", "clean_top1_all",
-                "backselect_subset_conf_all", "random_subset_conf_all")
+    tau_free = (
+        "n_images",
+        "q",
+        "fully_masked_conf_mean",
+        "fully_masked_conf_max",
+        "forward_passes_per_image",
+        "backward_passes_per_image",
+        "clean_conf_all",
+        "clean_top1_all",
+        "backselect_subset_conf_all",
+        "random_subset_conf_all",
+    )
     with Store(work / "bench.duckdb", read_only=True) as st:
         for c in ZOO:
             s, r = stored[c], recomputed[c]
@@ -176,7 +200,9 @@ def test_bench_results_sis_tau_recomputes_the_sis_scalars_from_the_stored_traces
                 assert r[k][0] == pytest.approx(s[k][0], rel=1e-9, abs=1e-12), (c, k)
             traces = st.items(c, "sis")
             assert len(traces) == 8
-            pairs = [(np.asarray(o), np.asarray(f)) for o, f in zip(traces["order"], traces["conf"], strict=True)]
+            pairs = [
+                (np.asarray(o), np.asarray(f)) for o, f in zip(traces["order"], traces["conf"], strict=True)
+            ]
             fracs_low = [_sis_fraction(o, f, 0.95) for o, f in pairs]
             fracs_hi = [_sis_fraction(o, f, tau0) for o, f in pairs]
             covered = [f for f in fracs_low if f is not None]
@@ -187,9 +213,14 @@ def test_bench_results_sis_tau_recomputes_the_sis_scalars_from_the_stored_traces
             for lo, hi in zip(fracs_low, fracs_hi, strict=True):
                 assert hi is None or (lo is not None and lo <= hi)
             if covered:
-                assert r["sis_frac_median"] == (pytest.approx(float(np.median(covered)), abs=1e-12), len(covered))
+                assert r["sis_frac_median"] == (
+                    pytest.approx(float(np.median(covered)), abs=1e-12),
+                    len(covered),
+                )
                 assert r["sis_frac_mean"][0] == pytest.approx(float(np.mean(covered)), abs=1e-12)
-                assert r["sufficiency_rate"][0] == pytest.approx(np.mean([f <= 0.05 for f in covered]), abs=1e-12)
+                assert r["sufficiency_rate"][0] == pytest.approx(
+                    np.mean([f <= 0.05 for f in covered]), abs=1e-12
+                )
             else:
                 assert "sis_frac_median" not in r  # a key whose defining set is empty is left out
 
@@ -203,8 +234,9 @@ def fresh_cue_conflict(tmp_path_factory):
 
 
 @pytest.mark.parametrize("checkpoint", ZOO)
-def test_stored_shape_bias_equals_the_metric_called_directly(readme_run, fresh_cue_conflict, checkpoint,
-                                                            one_thread) -> None:
+def test_stored_shape_bias_equals_the_metric_called_directly(
+    readme_run, fresh_cue_conflict, checkpoint, one_thread
+) -> None:
     """plan → executor → store against ``ShapeBias().evaluate`` on a model built here from the shipped
     safetensors file and the world rendered afresh; read back from the DuckDB file with plain SQL."""
     import torch
@@ -217,18 +249,33 @@ def test_stored_shape_bias_equals_the_metric_called_directly(readme_run, fresh_c
     work, _env, proc = readme_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     with duckdb.connect(str(work / "bench.duckdb"), read_only=True) as con:
-        stored = dict(con.execute("SELECT key, value FROM results WHERE checkpoint_id = ? AND metric = 'shape_bias'",
-                                  [checkpoint]).fetchall())
+        stored = dict(
+            con.execute(
+                "SELECT key, value FROM results WHERE checkpoint_id = ? AND metric = 'shape_bias'",
+                [checkpoint],
+            ).fetchall()
+        )
     recipe = checkpoint.removeprefix("zoo-")
     net = resnet50_w8(10)
-    net.load_state_dict(load_file(REPO / "biasbench" / "registry" / "zoo" / "weights" / f"{recipe}.safetensors"))
-    model = ModelWrapper(net.float(), mean=(0.5, 0.5, 0.5), std=(0.28, 0.28, 0.28), num_classes=10,
-                         label_space="demo-world", checkpoint_id=checkpoint).eval()
+    net.load_state_dict(
+        load_file(REPO / "biasbench" / "registry" / "zoo" / "weights" / f"{recipe}.safetensors")
+    )
+    model = ModelWrapper(
+        net.float(),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.28, 0.28, 0.28),
+        num_classes=10,
+        label_space="demo-world",
+        checkpoint_id=checkpoint,
+    ).eval()
     with torch.inference_mode():
-        direct = ShapeBias().evaluate(model, {"cue_conflict": fresh_cue_conflict}, EvalContext(batch_size=100)).scalars
+        direct = (
+            ShapeBias()
+            .evaluate(model, {"cue_conflict": fresh_cue_conflict}, EvalContext(batch_size=100))
+            .scalars
+        )
     assert set(stored) == set(direct)
     for key in ("n_shape", "n_texture", "n_other"):
         assert stored[key] == direct[key], key
     assert stored["shape_bias"] == direct["shape_bias"]
     assert direct["shape_bias"] == direct["n_shape"] / (direct["n_shape"] + direct["n_texture"])
-

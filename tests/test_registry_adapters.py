@@ -128,7 +128,9 @@ def test_select_must_come_first():
 
 @pytest.mark.parametrize("text", ["strip-prefix:module.", "rename:head.=fc.", r"drop:^aux\."])
 def test_an_adapter_that_matches_no_key_is_an_error(sd0, text):
-    with pytest.raises(CheckpointError, match=rf"adapter {re.escape(text)} matched no key; the checkpoint's first keys"):
+    with pytest.raises(
+        CheckpointError, match=rf"adapter {re.escape(text)} matched no key; the checkpoint's first keys"
+    ):
         adapters.apply_adapters(dict(sd0), adapters.parse_adapters([text], "ckpt"), sd0, "ckpt")
 
 
@@ -170,7 +172,9 @@ def test_strict_load_lists_at_most_ten_keys_and_the_total(tmp_path, cache_dir, s
 def test_strict_load_names_shape_mismatches(tmp_path, cache_dir, sd0):
     bad = dict(sd0)
     bad["fc.bias"] = torch.zeros(10)
-    with pytest.raises(CheckpointError, match=r"1 shape mismatches \[fc\.bias: checkpoint \(10,\) vs arch \(1000,\)\]"):
+    with pytest.raises(
+        CheckpointError, match=r"1 shape mismatches \[fc\.bias: checkpoint \(10,\) vs arch \(1000,\)\]"
+    ):
         load(tmp_path, cache_dir, bad)
 
 

@@ -33,7 +33,11 @@ def test_registry_preprocessing_equals_timms_data_config_for_each_arch(specs):
         from_timm = loading.resolve_preprocess(dataclasses.replace(s, preprocess=None))
         assert s.preprocess == from_timm, cid
         assert s.preprocess.crop == crops[cid]
-        assert s.preprocess.interpolation == "bicubic" and s.preprocess.mean == s.preprocess.std == (0.5, 0.5, 0.5)
+        assert s.preprocess.interpolation == "bicubic" and s.preprocess.mean == s.preprocess.std == (
+            0.5,
+            0.5,
+            0.5,
+        )
 
 
 @pytest.mark.parametrize("cid", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
@@ -55,8 +59,14 @@ def test_lite0_real_weights_top1_above_0_8_on_imagenet_sample(specs, shared_data
     lc = loading.load_checkpoint(specs["efficientnet_lite0"], cache_dir=cache_dir)
     ds = catalog.get("imagenet-sample").load(shared_data, lc.preprocess, cache_dir)
     assert len(ds) == 300
-    model = ModelWrapper(lc.net, mean=lc.preprocess.mean, std=lc.preprocess.std, num_classes=1000,
-                         label_space="imagenet-1k", checkpoint_id=lc.spec.id)
+    model = ModelWrapper(
+        lc.net,
+        mean=lc.preprocess.mean,
+        std=lc.preprocess.std,
+        num_classes=1000,
+        label_space="imagenet-1k",
+        checkpoint_id=lc.spec.id,
+    )
     logits = EvalContext(batch_size=50).predict(model, ds.images)
     top1 = (logits.argmax(1) == ds.labels).float().mean().item()
     print(f"efficientnet_lite0 top-1 on imagenet-sample: {top1:.4f}")

@@ -83,21 +83,28 @@ def test_full_schema_parses_into_specs(tmp_path):
 
 
 def test_partial_preprocess_table_fills_the_rest_with_the_classic_imagenet_recipe(tmp_path):
-    path = write(tmp_path / "r.toml", """
+    path = write(
+        tmp_path / "r.toml",
+        """
         [[checkpoint]]
         id = "a"
         arch = "timm:tf_efficientnet_lite0"
         weights = "/x.pth"
         preprocess = { crop = 200, resize = 230 }
-    """)
+    """,
+    )
     (spec,) = load_registry_file(path)
     assert spec.preprocess == Preprocess(resize=230, crop=200)
     assert spec.preprocess.mean == (0.485, 0.456, 0.406) and spec.preprocess.interpolation == "bilinear"
 
 
 def test_unknown_entry_key_names_the_key_and_the_file(tmp_path):
-    path = write(tmp_path / "r.toml", '[[checkpoint]]\nid = "a"\narch = "timm:resnet50"\nweigths = "/x.pth"\n')
-    with pytest.raises(RegistryError, match=rf"{path}:\[\[checkpoint\]\] #1: unknown key 'weigths' in {path}"):
+    path = write(
+        tmp_path / "r.toml", '[[checkpoint]]\nid = "a"\narch = "timm:resnet50"\nweigths = "/x.pth"\n'
+    )
+    with pytest.raises(
+        RegistryError, match=rf"{path}:\[\[checkpoint\]\] #1: unknown key 'weigths' in {path}"
+    ):
         load_registry_file(path)
 
 
@@ -105,13 +112,17 @@ def test_unknown_top_level_key_and_unknown_preprocess_key_are_errors(tmp_path):
     path = write(tmp_path / "r.toml", 'name = "x"\n[[checkpoint]]\nid = "a"\narch = "timm:resnet50"\n')
     with pytest.raises(RegistryError, match=rf"registry file {path}: unknown top-level key 'name'"):
         load_registry_file(path)
-    path = write(tmp_path / "p.toml", '[[checkpoint]]\nid = "a"\narch = "timm:resnet50"\npreprocess = { size = 3 }\n')
+    path = write(
+        tmp_path / "p.toml", '[[checkpoint]]\nid = "a"\narch = "timm:resnet50"\npreprocess = { size = 3 }\n'
+    )
     with pytest.raises(RegistryError, match=r"#1: unknown preprocess key 'size'"):
         load_registry_file(path)
 
 
 def test_duplicate_ids_in_one_file_name_both_entries(tmp_path):
-    path = write(tmp_path / "r.toml", """
+    path = write(
+        tmp_path / "r.toml",
+        """
         [[checkpoint]]
         id = "a"
         arch = "timm:resnet50"
@@ -121,15 +132,21 @@ def test_duplicate_ids_in_one_file_name_both_entries(tmp_path):
         [[checkpoint]]
         id = "a"
         arch = "timm:resnet18"
-    """)
+    """,
+    )
     with pytest.raises(RegistryError) as e:
         load_registry_file(path)
-    assert str(e.value) == f"duplicate checkpoint id 'a': {path}:[[checkpoint]] #1 and {path}:[[checkpoint]] #3"
+    assert (
+        str(e.value) == f"duplicate checkpoint id 'a': {path}:[[checkpoint]] #1 and {path}:[[checkpoint]] #3"
+    )
 
 
 def test_duplicate_ids_across_files_name_both_files(tmp_path):
     one = write(tmp_path / "one.toml", '[[checkpoint]]\nid = "a"\narch = "timm:resnet50"\n')
-    two = write(tmp_path / "two.toml", '[[checkpoint]]\nid = "b"\narch = "timm:resnet50"\n[[checkpoint]]\nid = "a"\narch = "timm:resnet18"\n')
+    two = write(
+        tmp_path / "two.toml",
+        '[[checkpoint]]\nid = "b"\narch = "timm:resnet50"\n[[checkpoint]]\nid = "a"\narch = "timm:resnet18"\n',
+    )
     with pytest.raises(RegistryError) as e:
         resolve_targets([str(one), str(two)])
     assert str(e.value) == f"duplicate checkpoint id 'a': {one}:[[checkpoint]] #1 and {two}:[[checkpoint]] #2"
@@ -141,19 +158,37 @@ def test_duplicate_ids_across_files_name_both_files(tmp_path):
         ('arch = "timm:resnet50"', r"missing required key 'id'"),
         ('id = "a"', r"missing required key 'arch'"),
         ('id = "a b"\narch = "timm:x"', r"invalid id 'a b'"),
-        ('id = "a"\narch = "resnet50"', r"arch 'resnet50' must be timm:<name>, torchvision:<name> or zoo:<name>"),
+        (
+            'id = "a"\narch = "resnet50"',
+            r"arch 'resnet50' must be timm:<name>, torchvision:<name> or zoo:<name>",
+        ),
         ('id = "a"\narch = "timm:x"\nweights = "https://e.org/w.pth"', r"weights from a URL need a sha256"),
         ('id = "a"\narch = "timm:x"\nsha256 = "abc"', r"sha256 must be 64 hex digits"),
-        ('id = "a"\narch = "timm:x"\nadapter = "strip:module."', r"unknown adapter 'strip:module\.'; known adapters"),
+        (
+            'id = "a"\narch = "timm:x"\nadapter = "strip:module."',
+            r"unknown adapter 'strip:module\.'; known adapters",
+        ),
         ('id = "a"\narch = "timm:x"\nadapter = 3', r"adapter must be a string or a list of strings"),
         ('id = "a"\narch = "timm:x"\nnum_classes = 0', r"num_classes must be a positive integer"),
         ('id = "a"\narch = "timm:x"\ntags = "x"', r"tags must be a table"),
         ('id = "a"\narch = "timm:x"\nweights = 3', r"weights must be a string"),
-        ('id = "a"\narch = "timm:x"\npreprocess = { resize = 200, crop = 224, mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5], interpolation = "bilinear" }', r"resize \(200\) is smaller than crop \(224\)"),
-        ('id = "a"\narch = "timm:x"\npreprocess = { mean = [0.5, 0.5] }', r"preprocess.mean must be a list of 3 numbers"),
-        ('id = "a"\narch = "timm:x"\npreprocess = { interpolation = "cubic" }', r"interpolation 'cubic' is not one of"),
+        (
+            'id = "a"\narch = "timm:x"\npreprocess = { resize = 200, crop = 224, mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5], interpolation = "bilinear" }',
+            r"resize \(200\) is smaller than crop \(224\)",
+        ),
+        (
+            'id = "a"\narch = "timm:x"\npreprocess = { mean = [0.5, 0.5] }',
+            r"preprocess.mean must be a list of 3 numbers",
+        ),
+        (
+            'id = "a"\narch = "timm:x"\npreprocess = { interpolation = "cubic" }',
+            r"interpolation 'cubic' is not one of",
+        ),
         ('id = "a"\narch = "timm:x"\nweights = "ftp://e.org/w.pth"', r"unsupported URL scheme"),
-        ('id = "a"\narch = "timm:x"\nlabels = "birds"', r"label space 'birds' is not one we know .*give num_classes"),
+        (
+            'id = "a"\narch = "timm:x"\nlabels = "birds"',
+            r"label space 'birds' is not one we know .*give num_classes",
+        ),
     ],
 )
 def test_invalid_entries_are_errors_naming_file_and_entry(tmp_path, entry, pattern):
@@ -176,7 +211,9 @@ def test_registry_errors_are_checkpoint_errors():
 
 
 def test_a_registry_entry_loads_end_to_end(tmp_path, weights, cache_dir):
-    path = write(tmp_path / "r.toml", f"""
+    path = write(
+        tmp_path / "r.toml",
+        f"""
         [[checkpoint]]
         id = "tiny"
         arch = "timm:test_resnet"
@@ -184,7 +221,8 @@ def test_a_registry_entry_loads_end_to_end(tmp_path, weights, cache_dir):
         sha256 = "{loading.sources.sha256_file(weights)}"
         preprocess = {{ resize = 64, crop = 64, mean = [0.5, 0.5, 0.5], std = [0.5, 0.5, 0.5] }}
         tags = {{ seed = 0 }}
-    """)
+    """,
+    )
     (spec,) = load_registry_file(path)
     lc = loading.load_checkpoint(spec, cache_dir=cache_dir)
     assert lc.preprocess.crop == 64 and lc.spec.tags == {"seed": 0}
@@ -210,10 +248,18 @@ def test_shipped_registries_include_efficientnet_lite_and_all_parse():
         ("test_resnet", "test_resnet", "timm:test_resnet", "timm:test_resnet"),
         ("timm:test_resnet", "test_resnet", "timm:test_resnet", "timm:test_resnet"),
         ("timm:resnet50.a1_in1k", "resnet50.a1_in1k", "timm:resnet50", "timm:resnet50.a1_in1k"),
-        ("torchvision:resnet50", "torchvision_resnet50.IMAGENET1K_V2", "torchvision:resnet50",
-         "torchvision:ResNet50_Weights.IMAGENET1K_V2"),
-        ("timm:resnet18@hf-hub:org/repo/model.safetensors", "repo.model", "timm:resnet18",
-         "hf-hub:org/repo/model.safetensors"),
+        (
+            "torchvision:resnet50",
+            "torchvision_resnet50.IMAGENET1K_V2",
+            "torchvision:resnet50",
+            "torchvision:ResNet50_Weights.IMAGENET1K_V2",
+        ),
+        (
+            "timm:resnet18@hf-hub:org/repo/model.safetensors",
+            "repo.model",
+            "timm:resnet18",
+            "hf-hub:org/repo/model.safetensors",
+        ),
         ("timm:resnet18@package:tiny_pkg:PATH", "tiny_pkg", "timm:resnet18", "package:tiny_pkg:PATH"),
         ("zoo:resnet50-w8@zoo:plain", "plain", "zoo:resnet50-w8", "zoo:plain"),
     ],
@@ -234,7 +280,10 @@ def test_arch_at_path_target_uses_the_file_stem_as_id(tmp_path, weights, monkeyp
 
 
 def test_weights_file_without_arch_asks_for_arch_at_path(weights):
-    with pytest.raises(RegistryError, match=rf"is a weights file; a weights file needs an architecture: write ARCH@PATH, e\.g\. timm:resnet50@{weights}"):
+    with pytest.raises(
+        RegistryError,
+        match=rf"is a weights file; a weights file needs an architecture: write ARCH@PATH, e\.g\. timm:resnet50@{weights}",
+    ):
         resolve_targets([str(weights)])
 
 
@@ -243,7 +292,9 @@ def test_arch_at_path_with_a_missing_file_or_unknown_arch_is_an_error(tmp_path, 
         resolve_targets([f"timm:test_resnet@{tmp_path / 'nope.pth'}"])
     with pytest.raises(RegistryError, match=r"unknown timm architecture 'nonet'"):
         resolve_targets([f"timm:nonet@{weights}"])
-    with pytest.raises(RegistryError, match=r"weights from a URL need a sha256; put them in a registry \.toml"):
+    with pytest.raises(
+        RegistryError, match=r"weights from a URL need a sha256; put them in a registry \.toml"
+    ):
         resolve_targets(["timm:resnet18@https://e.org/w.pth"])
 
 
@@ -252,8 +303,14 @@ def test_unknown_target_says_everything_that_was_tried():
         resolve_targets(["resnet5O"])
     msg = str(e.value)
     assert msg.startswith("unknown target 'resnet5O': it is not a shipped registry (known: ")
-    for tried in ("efficientnet-lite", "a registry .toml file", "ARCH@WEIGHTS", "a weights file",
-                  "a timm model name with pretrained weights", "did you mean"):
+    for tried in (
+        "efficientnet-lite",
+        "a registry .toml file",
+        "ARCH@WEIGHTS",
+        "a weights file",
+        "a timm model name with pretrained weights",
+        "did you mean",
+    ):
         assert tried in msg
 
 
@@ -272,7 +329,10 @@ def test_duplicate_ids_across_targets_name_both_sources(tmp_path):
         "'timm:test_resnet'"
     )
     reg = write(tmp_path / "r.toml", '[[checkpoint]]\nid = "test_resnet"\narch = "timm:test_resnet"\n')
-    with pytest.raises(RegistryError, match=rf"'test_resnet': command line target 'test_resnet' and {reg}:\[\[checkpoint\]\] #1"):
+    with pytest.raises(
+        RegistryError,
+        match=rf"'test_resnet': command line target 'test_resnet' and {reg}:\[\[checkpoint\]\] #1",
+    ):
         resolve_targets(["test_resnet", str(reg)])
 
 

@@ -80,7 +80,10 @@ def test_missing_local_file_names_checkpoint_and_path(tmp_path, cache_dir):
         (lambda sd: {"module": sd}, "key:module -> flat"),
         (lambda sd: {"model_state": sd, "step": 10}, "key:model_state -> flat"),
         (lambda sd: {"model_state_dict": sd}, "key:model_state_dict -> flat"),
-        (lambda sd: {"checkpoint_version": 2, "model": {"state_dict": sd}}, "key:model -> key:state_dict -> flat"),
+        (
+            lambda sd: {"checkpoint_version": 2, "model": {"state_dict": sd}},
+            "key:model -> key:state_dict -> flat",
+        ),
         (lambda sd: {"model": {"w": torch.zeros(1)}, "state_dict": sd}, "key:state_dict -> flat"),  # order
     ],
 )
@@ -222,15 +225,21 @@ def test_url_without_sha256_is_refused(served, cache_dir):
 def test_url_sha256_mismatch_is_refused_and_leaves_no_file(served, cache_dir):
     base, _path, sha = served
     wrong = "0" * 64
-    with pytest.raises(CheckpointError, match=rf"checkpoint 'ckpt': sha256 mismatch .*expected {wrong}, got {sha}"):
+    with pytest.raises(
+        CheckpointError, match=rf"checkpoint 'ckpt': sha256 mismatch .*expected {wrong}, got {sha}"
+    ):
         loading.load_checkpoint(spec(f"{base}/models/tiny-resnet.pth.tar", sha256=wrong), cache_dir=cache_dir)
-    leftovers = [p for p in (cache_dir / "weights").rglob("*") if p.is_file() and p.name != "sha256-index.json"]
+    leftovers = [
+        p for p in (cache_dir / "weights").rglob("*") if p.is_file() and p.name != "sha256-index.json"
+    ]
     assert leftovers == []
 
 
 def test_url_http_error_names_checkpoint_and_url(served, cache_dir):
     base, _path, sha = served
-    with pytest.raises(CheckpointError, match=r"checkpoint 'ckpt': download of .*/missing\.pth failed: HTTP 404"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint 'ckpt': download of .*/missing\.pth failed: HTTP 404"
+    ):
         loading.load_checkpoint(spec(f"{base}/missing.pth", sha256=sha), cache_dir=cache_dir)
 
 
@@ -282,7 +291,9 @@ def test_identity_changes_with_preprocessing_not_only_weights(tmp_path, cache_di
 
     path = save(tmp_path / "w.pth", sd0)
     a = loading.load_checkpoint(spec(str(path)), cache_dir=cache_dir)
-    b = loading.load_checkpoint(spec(str(path), preprocess=Preprocess(resize=64, crop=64)), cache_dir=cache_dir)
+    b = loading.load_checkpoint(
+        spec(str(path), preprocess=Preprocess(resize=64, crop=64)), cache_dir=cache_dir
+    )
     assert a.weights_sha256 == b.weights_sha256 and a.identity != b.identity
 
 
@@ -291,7 +302,9 @@ def test_identity_changes_with_preprocessing_not_only_weights(tmp_path, cache_di
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_timm_pretrained_source_goes_through_timms_loader_with_our_bytes(tmp_path, cache_dir, sd0, monkeypatch):
+def test_timm_pretrained_source_goes_through_timms_loader_with_our_bytes(
+    tmp_path, cache_dir, sd0, monkeypatch
+):
     path = save(tmp_path / "hub" / "model.safetensors", sd0)
     asked = []
     monkeypatch.setattr(timm_hub, "download_timm_pretrained", lambda name: asked.append(name) or path)
@@ -310,7 +323,9 @@ def test_timm_arch_without_weights_means_its_own_pretrained_weights(tmp_path, ca
     assert same_weights(lc.net, sd0)
 
 
-def test_timm_pretrained_bytes_that_do_not_fit_are_an_error_naming_keys(tmp_path, cache_dir, sd0, monkeypatch):
+def test_timm_pretrained_bytes_that_do_not_fit_are_an_error_naming_keys(
+    tmp_path, cache_dir, sd0, monkeypatch
+):
     bad = {k: v for k, v in sd0.items() if not k.startswith("fc.")}
     path = save(tmp_path / "hub" / "model.safetensors", bad)
     monkeypatch.setattr(timm_hub, "download_timm_pretrained", lambda name: path)
@@ -323,7 +338,9 @@ def test_timm_pretrained_download_failure_is_a_checkpoint_error(cache_dir, monke
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(timm_hub, "download_timm_pretrained", offline)
-    with pytest.raises(CheckpointError, match=r"checkpoint 'ckpt': cannot get timm's pretrained weights .*unreachable"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint 'ckpt': cannot get timm's pretrained weights .*unreachable"
+    ):
         loading.weights_fingerprint(spec("timm:test_resnet"), cache_dir=cache_dir)
 
 
@@ -341,7 +358,10 @@ def test_timm_download_prefers_safetensors_then_bin_and_stops_when_offline(monke
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
     assert timm_hub.download_timm_pretrained("test_resnet") == tmp_path / "pytorch_model.bin"
-    assert calls == [("timm/test_resnet.r160_in1k", "model.safetensors"), ("timm/test_resnet.r160_in1k", "pytorch_model.bin")]
+    assert calls == [
+        ("timm/test_resnet.r160_in1k", "model.safetensors"),
+        ("timm/test_resnet.r160_in1k", "pytorch_model.bin"),
+    ]
 
     def offline(repo_id, filename, revision=None):
         calls.append(filename)
@@ -361,7 +381,9 @@ def test_torchvision_weights_enum_source_uses_its_url(tmp_path, cache_dir, monke
     sd = torchvision.models.squeezenet1_1(weights=None).state_dict()
     path = save(tmp_path / "hub" / "squeezenet1_1-b8a52dc0.pth", sd)
     asked = []
-    monkeypatch.setattr(torchvision_enum, "download_torchvision_weights", lambda url: asked.append(url) or path)
+    monkeypatch.setattr(
+        torchvision_enum, "download_torchvision_weights", lambda url: asked.append(url) or path
+    )
     s = spec("torchvision:SqueezeNet1_1_Weights.IMAGENET1K_V1", arch="torchvision:squeezenet1_1")
     lc = loading.load_checkpoint(s, cache_dir=cache_dir)
     assert asked == [torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1.url]
@@ -374,7 +396,9 @@ def test_torchvision_weights_enum_source_uses_its_url(tmp_path, cache_dir, monke
 
 def test_unknown_torchvision_weights_enum_is_an_error(cache_dir):
     with pytest.raises(CheckpointError, match=r"unknown torchvision weights 'Nope_Weights\.X'"):
-        loading.weights_fingerprint(spec("torchvision:Nope_Weights.X", arch="torchvision:resnet18"), cache_dir=cache_dir)
+        loading.weights_fingerprint(
+            spec("torchvision:Nope_Weights.X", arch="torchvision:resnet18"), cache_dir=cache_dir
+        )
 
 
 def test_hub_url_download_checks_the_hash_prefix_of_the_file_name(tmp_path, http_server, monkeypatch, sd0):
@@ -386,7 +410,10 @@ def test_hub_url_download_checks_the_hash_prefix_of_the_file_name(tmp_path, http
     base = http_server(srv)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torchhub"))
     got = download.download_url_to_hub_cache(f"{base}/tiny-{sha[:8]}.pth")
-    assert got == tmp_path / "torchhub" / "checkpoints" / f"tiny-{sha[:8]}.pth" and sources.sha256_file(got) == sha
+    assert (
+        got == tmp_path / "torchhub" / "checkpoints" / f"tiny-{sha[:8]}.pth"
+        and sources.sha256_file(got) == sha
+    )
     with pytest.raises(download.DownloadError, match="does not start with the prefix deadbeef"):
         download.download_url_to_hub_cache(f"{base}/tiny-deadbeef.pth")
     assert not (tmp_path / "torchhub" / "checkpoints" / "tiny-deadbeef.pth").exists()
@@ -395,11 +422,20 @@ def test_hub_url_download_checks_the_hash_prefix_of_the_file_name(tmp_path, http
 def test_hf_hub_source_downloads_repo_file_with_optional_revision(tmp_path, cache_dir, sd0, monkeypatch):
     path = save(tmp_path / "hf" / "model.safetensors", sd0)
     asked = []
-    monkeypatch.setattr(hf_hub, "hf_download", lambda repo, file, rev: asked.append((repo, file, rev)) or path)
-    lc = loading.load_checkpoint(spec("hf-hub:someorg/tiny-resnet/sub/model.safetensors"), cache_dir=cache_dir)
+    monkeypatch.setattr(
+        hf_hub, "hf_download", lambda repo, file, rev: asked.append((repo, file, rev)) or path
+    )
+    lc = loading.load_checkpoint(
+        spec("hf-hub:someorg/tiny-resnet/sub/model.safetensors"), cache_dir=cache_dir
+    )
     assert same_weights(lc.net, sd0)
-    loading.weights_fingerprint(spec("hf-hub:someorg/tiny-resnet@v1.0/model.safetensors"), cache_dir=cache_dir)
-    assert asked == [("someorg/tiny-resnet", "sub/model.safetensors", None), ("someorg/tiny-resnet", "model.safetensors", "v1.0")]
+    loading.weights_fingerprint(
+        spec("hf-hub:someorg/tiny-resnet@v1.0/model.safetensors"), cache_dir=cache_dir
+    )
+    assert asked == [
+        ("someorg/tiny-resnet", "sub/model.safetensors", None),
+        ("someorg/tiny-resnet", "model.safetensors", "v1.0"),
+    ]
     with pytest.raises(CheckpointError, match=r"hf-hub:<org>/<repo>\[@revision\]/<file>"):
         loading.weights_fingerprint(spec("hf-hub:someorg/tiny-resnet"), cache_dir=cache_dir)
 
@@ -408,7 +444,9 @@ def test_hf_hub_download_function_calls_huggingface_hub(monkeypatch, tmp_path):
     import huggingface_hub
 
     calls = []
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(tmp_path / "f"))
+    monkeypatch.setattr(
+        huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or str(tmp_path / "f")
+    )
     assert hf_hub.hf_download("o/r", "a/b.pth", "main") == tmp_path / "f"
     assert calls == [{"repo_id": "o/r", "filename": "a/b.pth", "revision": "main"}]
 
@@ -436,7 +474,9 @@ def weights_package(tmp_path, monkeypatch, sd0):
 
 
 @pytest.mark.parametrize("attr", ["PATH", "Files.get_model_file_path", "state_dict"])
-def test_package_source_accepts_a_path_or_a_callable_returning_path_or_state_dict(weights_package, cache_dir, sd0, attr):
+def test_package_source_accepts_a_path_or_a_callable_returning_path_or_state_dict(
+    weights_package, cache_dir, sd0, attr
+):
     s = spec(f"package:tiny_weights_pkg:{attr}")
     lc = loading.load_checkpoint(s, cache_dir=cache_dir, trust=True)  # undeclared target: the user trusts it
     assert same_weights(lc.net, sd0)
@@ -447,10 +487,15 @@ def test_package_source_accepts_a_path_or_a_callable_returning_path_or_state_dic
 
 
 def test_package_source_errors_name_the_missing_module_or_attribute(weights_package, cache_dir):
-    with pytest.raises(CheckpointError, match=r"cannot import the weights package 'no_such_pkg_xyz'.*pip install no-such-pkg-xyz"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot import the weights package 'no_such_pkg_xyz'.*pip install no-such-pkg-xyz",
+    ):
         loading.weights_fingerprint(spec("package:no_such_pkg_xyz:PATH"), cache_dir=cache_dir, trust=True)
     with pytest.raises(CheckpointError, match=r"has no attribute 'Files.nope'"):
-        loading.weights_fingerprint(spec("package:tiny_weights_pkg:Files.nope"), cache_dir=cache_dir, trust=True)
+        loading.weights_fingerprint(
+            spec("package:tiny_weights_pkg:Files.nope"), cache_dir=cache_dir, trust=True
+        )
     with pytest.raises(CheckpointError, match=r"package:<module>:<attr>"):
         loading.weights_fingerprint(spec("package:tiny_weights_pkg"), cache_dir=cache_dir, trust=True)
 
@@ -462,7 +507,9 @@ def test_an_undeclared_package_target_is_refused_before_anything_is_imported(wei
     assert "tiny_weights_pkg" not in sys.modules
 
 
-def test_a_declared_weights_provider_resolves_by_name_or_target_without_trust(weights_package, cache_dir, sd0):
+def test_a_declared_weights_provider_resolves_by_name_or_target_without_trust(
+    weights_package, cache_dir, sd0
+):
     target = "tiny_weights_pkg:Files.get_model_file_path"
     package.WEIGHT_PROVIDERS.register("tiny-weights", target, target=target)
     try:
@@ -530,10 +577,16 @@ def test_zoo_arch_and_weights_source(fake_zoo, cache_dir):
     from biasbench.registry import zoo
 
     assert lc.preprocess == loading.resolve_preprocess(s) == zoo.WORLD_PREPROCESS
-    with pytest.raises(CheckpointError, match=r"cannot get demo zoo weights 'nope': .*unknown zoo checkpoint"):
-        loading.load_checkpoint(spec("zoo:nope", arch="zoo:tinynet", labels="demo-world", num_classes=8), cache_dir=cache_dir)
+    with pytest.raises(
+        CheckpointError, match=r"cannot get demo zoo weights 'nope': .*unknown zoo checkpoint"
+    ):
+        loading.load_checkpoint(
+            spec("zoo:nope", arch="zoo:tinynet", labels="demo-world", num_classes=8), cache_dir=cache_dir
+        )
     with pytest.raises(CheckpointError, match=r"unknown zoo architecture 'nope'; known: tinynet"):
-        loading.load_checkpoint(spec("zoo:plain", arch="zoo:nope", labels="demo-world", num_classes=8), cache_dir=cache_dir)
+        loading.load_checkpoint(
+            spec("zoo:plain", arch="zoo:nope", labels="demo-world", num_classes=8), cache_dir=cache_dir
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -545,7 +598,9 @@ def test_unknown_arch_family_and_name_are_errors_with_suggestions(tmp_path, cach
     path = save(tmp_path / "w.pth", sd0)
     with pytest.raises(CheckpointError, match=r"checkpoint 'ckpt': unknown arch 'keras:resnet50'"):
         loading.load_checkpoint(spec(str(path), arch="keras:resnet50"), cache_dir=cache_dir)
-    with pytest.raises(CheckpointError, match=r"unknown timm architecture 'resnet5O'.*did you mean.*resnet50"):
+    with pytest.raises(
+        CheckpointError, match=r"unknown timm architecture 'resnet5O'.*did you mean.*resnet50"
+    ):
         loading.load_checkpoint(spec(str(path), arch="timm:resnet5O"), cache_dir=cache_dir)
     with pytest.raises(CheckpointError, match=r"unknown torchvision architecture 'resnet_50'"):
         loading.load_checkpoint(spec(str(path), arch="torchvision:resnet_50"), cache_dir=cache_dir)
@@ -575,7 +630,11 @@ def test_preprocess_defaults_follow_timm_data_config_without_downloading(monkeyp
         cfg = resolve_data_config({}, pretrained_cfg=get_pretrained_cfg(name).to_dict())
         assert p.crop == cfg["input_size"][-1]
         assert p.resize == round(cfg["input_size"][-1] / cfg["crop_pct"])
-        assert (p.interpolation, p.mean, p.std) == (cfg["interpolation"], tuple(cfg["mean"]), tuple(cfg["std"]))
+        assert (p.interpolation, p.mean, p.std) == (
+            cfg["interpolation"],
+            tuple(cfg["mean"]),
+            tuple(cfg["std"]),
+        )
     assert loading.resolve_preprocess(spec(None, arch="timm:resnet50.a1_in1k")).resize == round(224 / 0.95)
     assert loading.resolve_preprocess(spec("/x.pth", arch="timm:tf_efficientnet_lite1")).crop == 240
 
@@ -583,7 +642,9 @@ def test_preprocess_defaults_follow_timm_data_config_without_downloading(monkeyp
 def test_preprocess_defaults_for_torchvision_and_explicit_spec():
     from biasbench.core.preprocess import Preprocess
 
-    v2 = loading.resolve_preprocess(spec("torchvision:ResNet50_Weights.IMAGENET1K_V2", arch="torchvision:resnet50"))
+    v2 = loading.resolve_preprocess(
+        spec("torchvision:ResNet50_Weights.IMAGENET1K_V2", arch="torchvision:resnet50")
+    )
     assert (v2.resize, v2.crop, v2.interpolation) == (232, 224, "bilinear")
     own = loading.resolve_preprocess(spec("/x/sin.pth", arch="torchvision:resnet50"))
     assert (own.resize, own.crop) == (256, 224)  # the original (V1) recipe for a third-party checkpoint

@@ -64,7 +64,11 @@ def test_run_stores_results_and_a_rerun_computes_nothing(tmp_path, env):
     assert res.stdout.splitlines()[0] == "checkpoint,metric,key,value,n"
     rows = [line.split(",") for line in res.stdout.splitlines()[1:]]
     assert sorted((r[0], r[2], r[4]) for r in rows) == [  # top1 + top5 each, on the 1000 test images
-        ("tiny0", "top1", "1000"), ("tiny0", "top5", "1000"), ("tiny1", "top1", "1000"), ("tiny1", "top5", "1000")]
+        ("tiny0", "top1", "1000"),
+        ("tiny0", "top5", "1000"),
+        ("tiny1", "top1", "1000"),
+        ("tiny1", "top5", "1000"),
+    ]
     forced = bench([*args, "--force", "--dry-run"], tmp_path, env)
     assert forced.returncode == 0 and forced.stdout.count("todo") == 2
 
@@ -73,8 +77,10 @@ def test_corrupt_checkpoint_fails_its_job_only_and_exit_code_is_nonzero(tmp_path
     reg = demo_registry(tmp_path, n=1)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"this is not a checkpoint")
-    reg.write_text(reg.read_text() + f'\n[[checkpoint]]\nid = "broken"\narch = "timm:test_resnet"\nweights = "{bad}"\n'
-                   f'labels = "demo-world"\n{DEMO_PREPROCESS}')
+    reg.write_text(
+        reg.read_text() + f'\n[[checkpoint]]\nid = "broken"\narch = "timm:test_resnet"\nweights = "{bad}"\n'
+        f'labels = "demo-world"\n{DEMO_PREPROCESS}'
+    )
     db = tmp_path / "b.duckdb"
     r = bench(["run", str(reg), "-m", "accuracy", *ACC, "--db", str(db)], tmp_path, env)
     assert r.returncode == 1
@@ -88,8 +94,21 @@ def test_corrupt_checkpoint_fails_its_job_only_and_exit_code_is_nonzero(tmp_path
 def test_nan_output_is_a_recorded_failure_with_a_clear_message(tmp_path, env):
     reg = demo_registry(tmp_path, n=1)
     db = tmp_path / "b.duckdb"
-    r = bench(["run", str(reg), "-m", "nan_probe,accuracy", "-p", "nan_probe.dataset=demo-world/test", *ACC,
-               "--db", str(db)], tmp_path, {**env, "BIASBENCH_METRICS": "tests.plugins.probes:NanProbe"})
+    r = bench(
+        [
+            "run",
+            str(reg),
+            "-m",
+            "nan_probe,accuracy",
+            "-p",
+            "nan_probe.dataset=demo-world/test",
+            *ACC,
+            "--db",
+            str(db),
+        ],
+        tmp_path,
+        {**env, "BIASBENCH_METRICS": "tests.plugins.probes:NanProbe"},
+    )
     assert r.returncode == 1
     assert "is NaN" in r.stderr
     assert _jobs(db) == [("tiny0", "accuracy")]  # the NaN job stores nothing; the other job is whole
@@ -107,7 +126,9 @@ def test_missing_dataset_is_one_clear_message_naming_where_it_looked(tmp_path, e
     assert "imagenet-val" in said and "imagenet/val" in said
     (failure,) = _failures(db)
     assert failure[:2] == ("tiny0", "accuracy")
-    assert "imagenet-val" in failure[2] and str(Path(env["BIASBENCH_DATA"]) / "imagenet" / "val") in failure[2]
+    assert (
+        "imagenet-val" in failure[2] and str(Path(env["BIASBENCH_DATA"]) / "imagenet" / "val") in failure[2]
+    )
 
 
 def test_wrong_class_count_fails_the_job_with_the_shapes(tmp_path, env):
@@ -115,9 +136,12 @@ def test_wrong_class_count_fails_the_job_with_the_shapes(tmp_path, env):
     w = tiny_checkpoint(tmp_path / "thousand.pth", num_classes=1000)
     (tmp_path / "thousand.toml").write_text(
         f'[[checkpoint]]\nid = "thousand"\narch = "timm:test_resnet"\nweights = "{w}"\n'
-        f'num_classes = 1000\nlabels = "demo-world"\n{DEMO_PREPROCESS}')
+        f'num_classes = 1000\nlabels = "demo-world"\n{DEMO_PREPROCESS}'
+    )
     db = tmp_path / "b.duckdb"
-    r = bench(["run", str(tmp_path / "thousand.toml"), "-m", "accuracy", *ACC, "--db", str(db)], tmp_path, env)
+    r = bench(
+        ["run", str(tmp_path / "thousand.toml"), "-m", "accuracy", *ACC, "--db", str(db)], tmp_path, env
+    )
     assert r.returncode == 1
     said = " ".join(r.stderr.split())
     assert "thousand" in said and re.search(r"\b10\b", said) and re.search(r"\b1000\b", said), said
@@ -133,10 +157,21 @@ def test_sigkill_mid_run_leaves_whole_jobs_and_the_rerun_finishes_the_rest(tmp_p
     db = tmp_path / "b.duckdb"
     marker = tmp_path / "marker.txt"
     probe = ["-m", "slow_probe", "-p", "slow_probe.dataset=demo-world/test"]
-    penv = {**os.environ, **env, "PYTHONPATH": str(REPO), "BIASBENCH_METRICS": "tests.plugins.probes:SlowProbe",
-            "PROBE_MARKER": str(marker), "PROBE_SLEEP": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "biasbench.cli", "run", str(reg), *probe, "--db", str(db)],
-                            cwd=tmp_path, env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    penv = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(REPO),
+        "BIASBENCH_METRICS": "tests.plugins.probes:SlowProbe",
+        "PROBE_MARKER": str(marker),
+        "PROBE_SLEEP": "3",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biasbench.cli", "run", str(reg), *probe, "--db", str(db)],
+        cwd=tmp_path,
+        env=penv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while len(marker_lines(marker)) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -147,9 +182,16 @@ def test_sigkill_mid_run_leaves_whole_jobs_and_the_rerun_finishes_the_rest(tmp_p
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM results WHERE checkpoint_id = 'tiny0'").fetchone()[0] == 1
         assert con.execute("SELECT count(*) FROM results WHERE checkpoint_id = 'tiny1'").fetchone()[0] == 0
-    r = bench(["run", str(reg), *probe, "--db", str(db)], tmp_path,
-              {**env, "BIASBENCH_METRICS": "tests.plugins.probes:SlowProbe", "PROBE_SLEEP": "0",
-               "PROBE_MARKER": str(marker)})
+    r = bench(
+        ["run", str(reg), *probe, "--db", str(db)],
+        tmp_path,
+        {
+            **env,
+            "BIASBENCH_METRICS": "tests.plugins.probes:SlowProbe",
+            "PROBE_SLEEP": "0",
+            "PROBE_MARKER": str(marker),
+        },
+    )
     assert r.returncode == 0, r.stderr
     assert marker_lines(marker)[2:] == ["tiny1", "tiny2"]  # the rerun computed only what was missing
     assert _jobs(db) == [("tiny0", "slow_probe"), ("tiny1", "slow_probe"), ("tiny2", "slow_probe")]
@@ -157,18 +199,43 @@ def test_sigkill_mid_run_leaves_whole_jobs_and_the_rerun_finishes_the_rest(tmp_p
 
 def test_third_party_plugin_installed_with_pip_runs_through_bench_run(tmp_path, env):
     # the package's one module is the source of tests/plugins/probes.py (MeanConfidence among others)
-    site = install_throwaway_package(tmp_path, "bb-extra", "bb_extra", {"metric.py": Path(probes.__file__).read_text()},
-                                     '[project.entry-points."biasbench.metrics"]\n'
-                                     'mean_confidence = "bb_extra.metric:MeanConfidence"')
+    site = install_throwaway_package(
+        tmp_path,
+        "bb-extra",
+        "bb_extra",
+        {"metric.py": Path(probes.__file__).read_text()},
+        '[project.entry-points."biasbench.metrics"]\nmean_confidence = "bb_extra.metric:MeanConfidence"',
+    )
     reg = demo_registry(tmp_path, n=1)
     penv = {**env, "PYTHONPATH": f"{REPO}{os.pathsep}{site}"}
-    ls = subprocess.run([sys.executable, "-m", "biasbench.cli", "ls", "metrics"], cwd=tmp_path, capture_output=True,
-                        text=True, env={**os.environ, **penv, "COLUMNS": "200"})
+    ls = subprocess.run(
+        [sys.executable, "-m", "biasbench.cli", "ls", "metrics"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **penv, "COLUMNS": "200"},
+    )
     assert "mean_confidence" in ls.stdout and "bb-extra" in ls.stdout
     # no dataset parameter: the plugin asks the label space for its clean set (demo-world/test)
-    r = subprocess.run([sys.executable, "-m", "biasbench.cli", "run", str(reg), "-m", "mean_confidence", "-p",
-                        "mean_confidence.n_images=50", "--db", str(tmp_path / "b.duckdb")], cwd=tmp_path,
-                       capture_output=True, text=True, env={**os.environ, **penv})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "biasbench.cli",
+            "run",
+            str(reg),
+            "-m",
+            "mean_confidence",
+            "-p",
+            "mean_confidence.n_images=50",
+            "--db",
+            str(tmp_path / "b.duckdb"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **penv},
+    )
     assert r.returncode == 0, r.stderr
     assert _jobs(tmp_path / "b.duckdb") == [("tiny0", "mean_confidence")]
     with duckdb.connect(str(tmp_path / "b.duckdb"), read_only=True) as con:
@@ -188,11 +255,22 @@ def test_shards_merge_into_one_database_and_remerging_adds_nothing(tmp_path, env
         r = bench(["run", str(reg), *common, "--db", str(tmp_path / "shards" / db)], tmp_path, env)
         assert r.returncode == 0, r.stderr
     merged = tmp_path / "all.duckdb"
-    r = bench(["merge", str(tmp_path / "shards" / "a.duckdb"), str(tmp_path / "shards" / "b.duckdb"),
-               "--db", str(merged)], tmp_path, env)
+    r = bench(
+        [
+            "merge",
+            str(tmp_path / "shards" / "a.duckdb"),
+            str(tmp_path / "shards" / "b.duckdb"),
+            "--db",
+            str(merged),
+        ],
+        tmp_path,
+        env,
+    )
     assert r.returncode == 0, r.stderr
     said = " ".join(r.stderr.split())  # rich wraps long paths
-    assert said.count("added runs 1, checkpoints") == 2 and said.count("jobs 1, results 2, item_outputs 1") == 2
+    assert (
+        said.count("added runs 1, checkpoints") == 2 and said.count("jobs 1, results 2, item_outputs 1") == 2
+    )
     assert _jobs(merged) == [("tiny0", "accuracy"), ("tiny1", "accuracy")]
     from biasbench.harness.store import Store
 

@@ -78,7 +78,10 @@ def test_golden_replay(shared_data: Path, csv: str, n_shape: int, n_texture: int
 def test_parse_cue_conflict_name() -> None:
     assert parse_cue_conflict_name("cat7-elephant1.png") == ("cat", "elephant")
     assert parse_cue_conflict_name("airplane/airplane10-bear3.png") == ("airplane", "bear")
-    assert parse_cue_conflict_name("0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png") == ("airplane", "bicycle")
+    assert parse_cue_conflict_name("0001_s5n_dnn_0_airplane_00_airplane1-bicycle2.png") == (
+        "airplane",
+        "bicycle",
+    )
     with pytest.raises(ValueError, match="not a cue-conflict"):
         parse_cue_conflict_name("airplane1.png")
 
@@ -103,8 +106,13 @@ def test_count_cue_conflict_by_hand() -> None:
 def test_aggregate_uniform() -> None:
     p = torch.full((2, 1000), 1e-3, dtype=torch.float64)
     sizes = torch.tensor([len(v) for v in imagenet16_table().values()], dtype=torch.float64)
-    torch.testing.assert_close(aggregate_groups(p, imagenet16_table().values(), "mean"), torch.full((2, 16), 1e-3, dtype=torch.float64))
-    torch.testing.assert_close(aggregate_groups(p, imagenet16_table().values(), "sum"), (sizes * 1e-3).expand(2, 16))
+    torch.testing.assert_close(
+        aggregate_groups(p, imagenet16_table().values(), "mean"),
+        torch.full((2, 16), 1e-3, dtype=torch.float64),
+    )
+    torch.testing.assert_close(
+        aggregate_groups(p, imagenet16_table().values(), "sum"), (sizes * 1e-3).expand(2, 16)
+    )
     with pytest.raises(ValueError, match="aggregation"):
         aggregate_groups(p, imagenet16_table().values(), "max")
 
@@ -150,7 +158,9 @@ class CueReader(nn.Module):
 
 
 def _imagenet_model(net: nn.Module) -> ModelWrapper:
-    return ModelWrapper(net, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=1000, label_space=IMAGENET_1K)
+    return ModelWrapper(
+        net, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=1000, label_space=IMAGENET_1K
+    )
 
 
 PAIRS = [(s, t) for s in CATS for t in CATS][::7]  # 37 pairs, 3 of them shape == texture
@@ -158,7 +168,9 @@ PAIRS = [(s, t) for s in CATS for t in CATS][::7]  # 37 pairs, 3 of them shape =
 
 def test_texture_model_has_shape_bias_0() -> None:
     ds = _cue_set(PAIRS)
-    r = ShapeBias().evaluate(_imagenet_model(CueReader(pixel=1)), {"cue_conflict": ds}, EvalContext(batch_size=8))
+    r = ShapeBias().evaluate(
+        _imagenet_model(CueReader(pixel=1)), {"cue_conflict": ds}, EvalContext(batch_size=8)
+    )
     n_conflict = sum(s != t for s, t in PAIRS)
     assert r.scalars["shape_bias"] == 0.0
     assert r.scalars["n_texture"] == n_conflict and r.scalars["n_shape"] == 0 and r.scalars["n_other"] == 0
@@ -166,13 +178,18 @@ def test_texture_model_has_shape_bias_0() -> None:
     assert r.n_for("shape_bias") == n_conflict
     assert len(r.items) == len(PAIRS)
     assert set(r.items["outcome"]) == {"texture", "same"}
-    assert (r.items.loc[r.items.outcome == "texture", "decision"] == r.items.loc[r.items.outcome == "texture", "texture"]).all()
+    assert (
+        r.items.loc[r.items.outcome == "texture", "decision"]
+        == r.items.loc[r.items.outcome == "texture", "texture"]
+    ).all()
     assert len(r.items["p16"].iloc[0]) == 16
 
 
 def test_shape_model_has_shape_bias_1() -> None:
     ds = _cue_set(PAIRS)
-    r = ShapeBias().evaluate(_imagenet_model(CueReader(pixel=0)), {"cue_conflict": ds}, EvalContext(batch_size=8))
+    r = ShapeBias().evaluate(
+        _imagenet_model(CueReader(pixel=0)), {"cue_conflict": ds}, EvalContext(batch_size=8)
+    )
     assert r.scalars["shape_bias"] == 1.0 and r.scalars["cue_conflict_acc16"] == 1.0
     assert r.scalars["n_texture"] == 0
     r.validate("shape_bias")
@@ -222,7 +239,9 @@ def test_params_validation() -> None:
 
 
 def test_requested_datasets() -> None:
-    assert {k: v.name for k, v in ShapeBias().datasets(IMAGENET_1K).items()} == {"cue_conflict": "cue-conflict"}
+    assert {k: v.name for k, v in ShapeBias().datasets(IMAGENET_1K).items()} == {
+        "cue_conflict": "cue-conflict"
+    }
     assert {k: v.name for k, v in ShapeBias().datasets(DEMO_WORLD).items()} == {
         "cue_conflict": "demo-world/cue-conflict"
     }
@@ -251,8 +270,13 @@ def test_requested_datasets() -> None:
 def test_acc16_on_constructed_sets() -> None:
     cue = _cue_set(PAIRS)
     plain = ImageSet(  # a 16-class set whose labels are the encoded shape class
-        name="tiny-edges", images=cue.images, labels=cue.labels, class_names=CATS, label_space=IMAGENET16,
-        item_ids=cue.item_ids, manifest_hash="t",
+        name="tiny-edges",
+        images=cue.images,
+        labels=cue.labels,
+        class_names=CATS,
+        label_space=IMAGENET16,
+        item_ids=cue.item_ids,
+        manifest_hash="t",
     )
     metric = Acc16(sets=("edges", "filled-silhouettes", "cue-conflict"))
     data = {"edges": plain, "silhouettes": plain, "cue_conflict": cue}
@@ -263,7 +287,11 @@ def test_acc16_on_constructed_sets() -> None:
     assert texture.scalars["edges_acc16"] == pytest.approx(same)
     assert texture.scalars["cue_conflict_acc16"] == 0.0
     assert shape.n_for("edges_acc16") == len(PAIRS)
-    assert shape.items["item"].is_unique and set(shape.items["set"]) == {"edges", "filled-silhouettes", "cue-conflict"}
+    assert shape.items["item"].is_unique and set(shape.items["set"]) == {
+        "edges",
+        "filled-silhouettes",
+        "cue-conflict",
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -279,9 +307,13 @@ def _demo_cue_set() -> ImageSet:
     for i, (s, t) in enumerate(pairs):
         images[i, 0, 0, 0], images[i, 0, 0, 1] = s * 10, t * 10
     return ImageSet(
-        name="demo-cue", images=images, labels=torch.tensor([s for s, _ in pairs]),
-        class_names=[f"class{k}" for k in range(K)], label_space=DEMO_WORLD,
-        item_ids=[str(i) for i in range(len(pairs))], manifest_hash="d",
+        name="demo-cue",
+        images=images,
+        labels=torch.tensor([s for s, _ in pairs]),
+        class_names=[f"class{k}" for k in range(K)],
+        label_space=DEMO_WORLD,
+        item_ids=[str(i) for i in range(len(pairs))],
+        manifest_hash="d",
         meta={"texture": torch.tensor([t for _, t in pairs])},
     )
 
@@ -299,7 +331,9 @@ class DemoReader(nn.Module):
 @pytest.mark.parametrize("pixel, expected", [(0, 1.0), (1, 0.0)])
 def test_demo_world_identity_path(pixel: int, expected: float) -> None:
     ds = _demo_cue_set()
-    model = ModelWrapper(DemoReader(pixel), mean=(0, 0, 0), std=(1, 1, 1), num_classes=K, label_space=DEMO_WORLD)
+    model = ModelWrapper(
+        DemoReader(pixel), mean=(0, 0, 0), std=(1, 1, 1), num_classes=K, label_space=DEMO_WORLD
+    )
     for agg in ("mean", "sum"):  # the aggregation is the identity here
         r = ShapeBias(aggregation=agg).evaluate(model, {"cue_conflict": ds}, EvalContext())
         assert r.scalars["shape_bias"] == expected
@@ -320,7 +354,9 @@ def _oracle_model(cls: type) -> ModelWrapper:
     from biasbench.core import world as synthetic
 
     k = synthetic.NUM_CLASSES
-    return ModelWrapper(cls(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=k, label_space=DEMO_WORLD).eval()
+    return ModelWrapper(
+        cls(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), num_classes=k, label_space=DEMO_WORLD
+    ).eval()
 
 
 @pytest.mark.slow
@@ -333,7 +369,9 @@ def _oracle_model(cls: type) -> ModelWrapper:
         ("TextureOnlyOracle", 0.0, 0.005),
     ],
 )
-def test_demo_world_oracles(oracle: str, expected: float, tol: float, cache_dir: Path, tmp_path: Path) -> None:
+def test_demo_world_oracles(
+    oracle: str, expected: float, tol: float, cache_dir: Path, tmp_path: Path
+) -> None:
     oracles = _oracles()
     from biasbench.harness.datasets import catalog
 
@@ -344,7 +382,9 @@ def test_demo_world_oracles(oracle: str, expected: float, tol: float, cache_dir:
     r = metric.evaluate(model, {"cue_conflict": ds}, EvalContext(batch_size=256))
     assert abs(r.scalars["shape_bias"] - expected) <= tol
     k = len(ds.class_names)
-    assert r.scalars["n_shape"] + r.scalars["n_texture"] + r.scalars["n_other"] == int((ds.labels != ds.meta["texture"]).sum())
+    assert r.scalars["n_shape"] + r.scalars["n_texture"] + r.scalars["n_other"] == int(
+        (ds.labels != ds.meta["texture"]).sum()
+    )
     assert r.items.shape[0] == len(ds) and k == model.num_classes
 
 
@@ -371,7 +411,9 @@ def load_lite0(cache_dir: Path) -> ModelWrapper:
     lc = loading.load_checkpoint(spec, cache_dir=cache_dir)
     assert lc.preprocess.mean == lc.preprocess.std == (0.5, 0.5, 0.5)
     net = lc.net
-    model = ModelWrapper(net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=1000, label_space=IMAGENET_1K)
+    model = ModelWrapper(
+        net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=1000, label_space=IMAGENET_1K
+    )
     return model.eval()
 
 
@@ -383,10 +425,15 @@ def lite0_results(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
     cache = tmp_path_factory.mktemp("cache")
     model = load_lite0(cache)
     ctx = EvalContext(batch_size=64)
-    sets = {n: catalog.get(n).load(shared_data, None, cache) for n in ("cue-conflict", "edges", "filled-silhouettes")}
+    sets = {
+        n: catalog.get(n).load(shared_data, None, cache)
+        for n in ("cue-conflict", "edges", "filled-silhouettes")
+    }
     return {
         "shape_bias": ShapeBias().evaluate(model, {"cue_conflict": sets["cue-conflict"]}, ctx),
-        "acc16": Acc16().evaluate(model, {"edges": sets["edges"], "silhouettes": sets["filled-silhouettes"]}, ctx),
+        "acc16": Acc16().evaluate(
+            model, {"edges": sets["edges"], "silhouettes": sets["filled-silhouettes"]}, ctx
+        ),
     }
 
 

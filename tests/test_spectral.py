@@ -269,6 +269,7 @@ class MemorisingLowpassNet(nn.Module):
 
 def test_lowpass_model_on_the_demo_world_has_lpp_one_and_hpp_zero() -> None:
     from biasbench.core import world as synthetic
+
     ds = synthetic.generate("test", synthetic.WorldConfig(n_test=60))
     k = len(ds.class_names)
     net = MemorisingLowpassNet(ds.images, ds.labels, k, tol=0.02)

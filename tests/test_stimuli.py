@@ -63,7 +63,9 @@ def test_shape_only_sets(name: str, shared_data: Path, cache_dir: Path) -> None:
     ds = load(name, shared_data, cache_dir)
     assert len(ds) == 160 and tuple(ds.images.shape[1:]) == (3, 224, 224)
     assert torch.bincount(ds.labels, minlength=16).tolist() == [10] * 16
-    assert all(CATS[lab] == item.split("/")[0] for item, lab in zip(ds.item_ids, ds.labels.tolist(), strict=True))
+    assert all(
+        CATS[lab] == item.split("/")[0] for item, lab in zip(ds.item_ids, ds.labels.tolist(), strict=True)
+    )
     # used as stored: a preprocessing is ignored; the second load reads the cache
     again = load(name, shared_data, cache_dir, Preprocess(resize=64, crop=32))
     assert torch.equal(again.images, ds.images) and again.manifest_hash == ds.manifest_hash
@@ -87,7 +89,9 @@ def test_missing_dataset(tmp_path: Path, cache_dir: Path) -> None:
 def test_incomplete_or_extra_files(shared_data: Path, tmp_path: Path, cache_dir: Path) -> None:
     shutil.copytree(shared_data / "edges", tmp_path / "edges")
     (tmp_path / "edges" / "cat" / "cat7.png").unlink()
-    with pytest.raises(DatasetMissing, match=r"incomplete: 1 of its 160 images are missing .*bench data verify edges"):
+    with pytest.raises(
+        DatasetMissing, match=r"incomplete: 1 of its 160 images are missing .*bench data verify edges"
+    ):
         load("edges", tmp_path, cache_dir)
     shutil.copy(shared_data / "edges" / "cat" / "cat7.png", tmp_path / "edges" / "cat" / "cat7.png")
     shutil.copy(shared_data / "edges" / "cat" / "cat7.png", tmp_path / "edges" / "cat" / "cat11.png")

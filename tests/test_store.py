@@ -9,9 +9,21 @@ import pytest
 from biasbench.harness.store import JobKey, Store
 
 
-def _write(store: Store, key: JobKey, value: float, run_id: str = "r1", items: pd.DataFrame | None = None) -> None:
-    store.write_job(key, metric_version="1", params={"a": 1}, datasets={}, scalars={"x": value, "y": 2 * value},
-                    n={"x": 10, "y": 10}, items=items, flags=[], seconds=0.1, run_id=run_id)
+def _write(
+    store: Store, key: JobKey, value: float, run_id: str = "r1", items: pd.DataFrame | None = None
+) -> None:
+    store.write_job(
+        key,
+        metric_version="1",
+        params={"a": 1},
+        datasets={},
+        scalars={"x": value, "y": 2 * value},
+        n={"x": 10, "y": 10},
+        items=items,
+        flags=[],
+        seconds=0.1,
+        run_id=run_id,
+    )
 
 
 def test_written_job_is_stored_and_readable(tmp_path):
@@ -47,15 +59,30 @@ def test_failed_transaction_leaves_no_partial_job(tmp_path):
     with Store(tmp_path / "b.duckdb") as s:
         k = JobKey("c", "m", "h")
         with pytest.raises(Exception):  # noqa: B017 - a non-numeric value fails inside the transaction
-            s.write_job(k, metric_version="1", params={}, datasets={}, scalars={"ok": 1.0, "bad": "x"},
-                        n={}, items=None, flags=[], seconds=0, run_id="r")
+            s.write_job(
+                k,
+                metric_version="1",
+                params={},
+                datasets={},
+                scalars={"ok": 1.0, "bad": "x"},
+                n={},
+                items=None,
+                flags=[],
+                seconds=0,
+                run_id="r",
+            )
         assert not s.has_job(k)
         assert s.results(latest=False).empty
 
 
 def test_items_round_trip_through_parquet_with_array_columns(tmp_path):
-    items = pd.DataFrame({"item": ["a", "b"], "order": [np.arange(5, dtype=np.int16), np.arange(3, dtype=np.int16)],
-                          "conf": [0.5, 0.25]})
+    items = pd.DataFrame(
+        {
+            "item": ["a", "b"],
+            "order": [np.arange(5, dtype=np.int16), np.arange(3, dtype=np.int16)],
+            "conf": [0.5, 0.25],
+        }
+    )
     with Store(tmp_path / "b.duckdb") as s:
         _write(s, JobKey("c", "m", "h"), 1.0, items=items)
         back = s.items("c", "m")

@@ -22,8 +22,19 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(200)
 
 
 def _write(store: Store, key: JobKey, value: float = 0.5, **kw) -> bool:
-    return store.write_job(key, metric_version="1", params={}, datasets={}, scalars={"x": value}, n={"x": 3},
-                           items=None, flags=[], seconds=0.1, run_id="r", **kw)
+    return store.write_job(
+        key,
+        metric_version="1",
+        params={},
+        datasets={},
+        scalars={"x": value},
+        n={"x": 3},
+        items=None,
+        flags=[],
+        seconds=0.1,
+        run_id="r",
+        **kw,
+    )
 
 
 def _main(argv: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
@@ -39,9 +50,13 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.Mo
 
 def _holder(db: Path) -> subprocess.Popen:
     """Another process that opens ``db`` read-write and keeps it open until its stdin closes."""
-    code = ("import sys, duckdb\ncon = duckdb.connect(sys.argv[1])\nprint('ready', flush=True)\n"
-            "sys.stdin.read()\ncon.close()\n")
-    p = subprocess.Popen([sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, duckdb\ncon = duckdb.connect(sys.argv[1])\nprint('ready', flush=True)\n"
+        "sys.stdin.read()\ncon.close()\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout.readline().strip() == "ready"
     return p
 
@@ -63,7 +78,9 @@ def _results_db(path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("content", "kind"), [(PNG, "a PNG image"), (b"just some notes\n", "text")])
-def test_a_file_that_is_not_a_duckdb_database_is_one_clear_error(tmp_path, content, kind, capsys, monkeypatch):
+def test_a_file_that_is_not_a_duckdb_database_is_one_clear_error(
+    tmp_path, content, kind, capsys, monkeypatch
+):
     f = tmp_path / "results.png"
     f.write_bytes(content)
     for ro in (False, True):
@@ -130,7 +147,9 @@ def test_a_read_only_location_is_one_clear_error(tmp_path, capsys, monkeypatch):
     ro = _read_only_dir(tmp_path)
     with pytest.raises(StoreError, match=rf"cannot (write|open) the results database {ro}/b.duckdb"):
         Store(ro / "b.duckdb")
-    with pytest.raises(StoreError, match=rf"cannot create the folder of the results database {ro}/sub/b.duckdb"):
+    with pytest.raises(
+        StoreError, match=rf"cannot create the folder of the results database {ro}/sub/b.duckdb"
+    ):
         Store(ro / "sub" / "b.duckdb")
     code, err = _main(["run", "demo", "-m", "accuracy", "--db", str(ro / "b.duckdb")], capsys, monkeypatch)
     assert code == 2 and err.startswith("error: ") and f"{ro}/b.duckdb" in err and "Traceback" not in err
@@ -163,7 +182,9 @@ def test_a_lock_held_too_long_names_the_holder_for_readers_and_writers(tmp_path,
 
 
 def _other_process_can_read(db: Path) -> bool:
-    code = "import sys, duckdb\nduckdb.connect(sys.argv[1], read_only=True).execute('SELECT count(*) FROM jobs')"
+    code = (
+        "import sys, duckdb\nduckdb.connect(sys.argv[1], read_only=True).execute('SELECT count(*) FROM jobs')"
+    )
     return subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True).returncode == 0
 
 
@@ -203,11 +224,17 @@ def test_a_lock_released_within_the_timeout_is_waited_out(tmp_path):
 
 def _run_in_dead_process(db: Path) -> str:
     """Start a run from a process that then dies without finishing it (SIGKILL)."""
-    code = ("import os, sys\nfrom biasbench.harness.store import Store\n"
-            "print(Store(sys.argv[1]).start_run(argv=['bench'], git_sha=None, versions={}, device='cpu'), flush=True)\n"
-            "os.kill(os.getpid(), 9)\n")
-    p = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import os, sys\nfrom biasbench.harness.store import Store\n"
+        "print(Store(sys.argv[1]).start_run(argv=['bench'], git_sha=None, versions={}, device='cpu'), flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(db)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert p.returncode == -9, p.stderr
     return p.stdout.strip()
 
@@ -313,10 +340,31 @@ def test_if_absent_keeps_another_runs_copy_and_leaves_no_orphan_file(tmp_path):
     items = pd.DataFrame({"item": ["a", "b"], "v": [1.0, 2.0]})
     key = JobKey("c", "m", "h")
     with Store(tmp_path / "b.duckdb") as s:
-        assert s.write_job(key, metric_version="1", params={}, datasets={}, scalars={"x": 1.0}, n={}, items=items,
-                           flags=[], seconds=0, run_id="first")
-        again = s.write_job(key, metric_version="1", params={}, datasets={}, scalars={"x": 2.0}, n={},
-                            items=items.assign(v=[9.0, 9.0]), flags=[], seconds=0, run_id="second", if_absent=True)
+        assert s.write_job(
+            key,
+            metric_version="1",
+            params={},
+            datasets={},
+            scalars={"x": 1.0},
+            n={},
+            items=items,
+            flags=[],
+            seconds=0,
+            run_id="first",
+        )
+        again = s.write_job(
+            key,
+            metric_version="1",
+            params={},
+            datasets={},
+            scalars={"x": 2.0},
+            n={},
+            items=items.assign(v=[9.0, 9.0]),
+            flags=[],
+            seconds=0,
+            run_id="second",
+            if_absent=True,
+        )
         assert again is False
         assert s.results()["value"].tolist() == [1.0] and s.items("c", "m")["v"].tolist() == [1.0, 2.0]
         files = sorted(p.name for p in s.items_dir.rglob("*"))

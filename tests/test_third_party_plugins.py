@@ -110,7 +110,7 @@ def quadrant_images(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
     images = rng.integers(0, 60, size=(n, 3, 32, 32), dtype=np.uint8)
     for i, q in enumerate(labels):
         r, c = divmod(int(q), 2)
-        images[i, :, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] += 180
+        images[i, :, r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16] += 180
     return images, labels.astype(np.int64)
 
 
@@ -118,7 +118,10 @@ def always_class_0_weights() -> dict[str, torch.Tensor]:
     """timm ``test_resnet`` (4 classes) with every tensor zero but the classifier bias (1, 0, 0, 0)."""
     import timm
 
-    sd = {k: torch.zeros_like(v) for k, v in timm.create_model("test_resnet", num_classes=4).state_dict().items()}
+    sd = {
+        k: torch.zeros_like(v)
+        for k, v in timm.create_model("test_resnet", num_classes=4).state_dict().items()
+    }
     sd["fc.bias"] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     return sd
 
@@ -128,14 +131,25 @@ def installed(tmp_path_factory) -> Path:
     """The throwaway package, installed: its import package holds exactly the three plugin files."""
     where = tmp_path_factory.mktemp("bb_toy")
     site = install_throwaway_package(where, "bb-toy", "bb_toy", FILES, ENTRY_POINTS)
-    assert sorted(p.name for p in (site / "bb_toy").glob("*.py")) == ["__init__.py", "datasets.py", "labels.py", "source.py"]
+    assert sorted(p.name for p in (site / "bb_toy").glob("*.py")) == [
+        "__init__.py",
+        "datasets.py",
+        "labels.py",
+        "source.py",
+    ]
     return site
 
 
 def cli(args: list[str], cwd: Path, site: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{site}", "COLUMNS": "200", **extra_env}
-    return subprocess.run([sys.executable, "-m", "biasbench.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "biasbench.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_dataset_source_and_label_space_plugins_run_through_bench_run(installed, tmp_path):
@@ -147,8 +161,10 @@ def test_dataset_source_and_label_space_plugins_run_through_bench_run(installed,
     blobs.mkdir()
     save_file(always_class_0_weights(), str(blobs / "always0.safetensors"))
     reg = tmp_path / "toy.toml"
-    reg.write_text('[[checkpoint]]\nid = "always0"\narch = "timm:test_resnet"\nweights = "blob:always0"\n'
-                   'labels = "toy-4"\npreprocess = { resize = 32, crop = 32 }\n')
+    reg.write_text(
+        '[[checkpoint]]\nid = "always0"\narch = "timm:test_resnet"\nweights = "blob:always0"\n'
+        'labels = "toy-4"\npreprocess = { resize = 32, crop = 32 }\n'
+    )
     env = {"BB_BLOBS": str(blobs), "BIASBENCH_DATA": str(data), "BIASBENCH_CACHE": str(tmp_path / "cache")}
 
     listed = cli(["ls", "datasets"], tmp_path, installed, env)
@@ -165,15 +181,33 @@ def test_dataset_source_and_label_space_plugins_run_through_bench_run(installed,
     assert "toy-quadrants" in datasets
 
     # without the plugin package, the same registry is a clear error naming the unknown label space
-    bare = subprocess.run([sys.executable, "-m", "biasbench.cli", "run", str(reg), "--dry-run", "--db",
-                           str(tmp_path / "c.duckdb")], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    bare = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "biasbench.cli",
+            "run",
+            str(reg),
+            "--dry-run",
+            "--db",
+            str(tmp_path / "c.duckdb"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
     assert bare.returncode != 0 and "toy-4" in bare.stderr
 
 
 def test_a_plugin_that_reuses_a_name_is_an_error_naming_both_providers(installed, tmp_path):
-    site = install_throwaway_package(tmp_path, "bb-dup", "bb_dup", {},
-                                     '[project.entry-points."biasbench.datasets"]\nedges = "bb_toy.datasets:TOY_QUADRANTS"')
+    site = install_throwaway_package(
+        tmp_path,
+        "bb-dup",
+        "bb_dup",
+        {},
+        '[project.entry-points."biasbench.datasets"]\nedges = "bb_toy.datasets:TOY_QUADRANTS"',
+    )
     r = cli(["ls", "datasets"], tmp_path, Path(f"{installed}{os.pathsep}{site}"), {})
     assert r.returncode != 0
     said = " ".join((r.stderr + r.stdout).split())

@@ -53,7 +53,9 @@ class ImageSet:
             )
         n = self.images.shape[0]
         if self.labels.shape != (n,):
-            raise ValueError(f"dataset {self.name!r}: {n} images but labels of shape {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"dataset {self.name!r}: {n} images but labels of shape {tuple(self.labels.shape)}"
+            )
         if len(self.item_ids) != n:
             raise ValueError(f"dataset {self.name!r}: {n} images but {len(self.item_ids)} item ids")
 

@@ -58,7 +58,9 @@ class LabelSpace:
     def class_names(self) -> tuple[str, ...]:
         names = tuple(str(n) for n in self.class_names_loader())
         if len(names) != self.num_classes:
-            raise ValueError(f"label space {self.name!r}: {len(names)} class names for {self.num_classes} classes")
+            raise ValueError(
+                f"label space {self.name!r}: {len(names)} class names for {self.num_classes} classes"
+            )
         return names
 
     @cached_property
@@ -78,7 +80,9 @@ class LabelSpace:
 
     def subset(self, name: str) -> tuple[int, ...]:
         if name not in self.subsets:
-            raise KeyError(f"label space {self.name!r} has no subset {name!r}; known: {', '.join(self.subsets) or 'none'}")
+            raise KeyError(
+                f"label space {self.name!r} has no subset {name!r}; known: {', '.join(self.subsets) or 'none'}"
+            )
         return tuple(int(i) for i in self.subsets[name]())
 
     def multi_label(self, name: str) -> Any:
@@ -95,9 +99,13 @@ class LabelSpace:
 
 def _check(name: str, obj: Any, p: Provider) -> LabelSpace:
     if not isinstance(obj, LabelSpace):
-        raise PluginError(f"label space {name!r} from {p.provider}: {p.target} is a {type(obj).__name__}, not a LabelSpace")
+        raise PluginError(
+            f"label space {name!r} from {p.provider}: {p.target} is a {type(obj).__name__}, not a LabelSpace"
+        )
     if obj.name != name:
-        raise PluginError(f"label space entry point {name!r} from {p.provider} points to {p.target}, named {obj.name!r}")
+        raise PluginError(
+            f"label space entry point {name!r} from {p.provider} points to {p.target}, named {obj.name!r}"
+        )
     return obj
 
 

@@ -129,7 +129,11 @@ class PluginRegistry(Generic[T]):
 
         for ep in entry_points(group=self.group):
             dist = getattr(ep, "dist", None)
-            add(Provider(ep.name, ep.value, f"package {dist.name}" if dist is not None else "an installed package"))
+            add(
+                Provider(
+                    ep.name, ep.value, f"package {dist.name}" if dist is not None else "an installed package"
+                )
+            )
         if self.env_var and self._env_name is not None:
             for item in filter(None, (s.strip() for s in os.environ.get(self.env_var, "").split(","))):
                 try:

@@ -25,7 +25,9 @@ def git_sha() -> str | None:
     """The commit of the biasbench source tree, when it is a git checkout."""
     here = Path(__file__).resolve().parent
     try:
-        res = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        res = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None

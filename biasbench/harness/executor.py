@@ -103,7 +103,9 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if not isinstance(e, (RuntimeError, ValueError, OSError)) else text
 
 
-def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id: str, ui: RunUI) -> RunSummary:
+def execute(
+    plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id: str, ui: RunUI
+) -> RunSummary:
     summary = RunSummary()
     data = DatasetCache(opts.data_root, opts.cache_dir)
     # a todo job whose key is stored now is a forced recompute; one stored later came from another run
@@ -111,7 +113,9 @@ def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id
     for cp in plans:
         for job in cp.jobs:
             if job.status in ("stored", "n/a"):
-                summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason))
+                summary.outcomes.append(
+                    JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason)
+                )
             elif job.status == "error":
                 _fail(store, run_id, ui, summary, job, job.reason, job.trace)
         todo = _not_stored_meanwhile(cp.todo, known, store, ui, summary)
@@ -122,8 +126,12 @@ def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id
             loaded = loading.load_checkpoint(cp.spec, cache_dir=opts.cache_dir, trust=opts.trust)
             model = wrap_model(loaded, opts.device)
             store.upsert_checkpoint(
-                {**cp.spec.to_row(), "weights_sha256": loaded.weights_sha256, "identity": loaded.identity,
-                 "preprocess": _json(loaded.preprocess.to_json())}
+                {
+                    **cp.spec.to_row(),
+                    "weights_sha256": loaded.weights_sha256,
+                    "identity": loaded.identity,
+                    "preprocess": _json(loaded.preprocess.to_json()),
+                }
             )
         except StoreError:
             raise
@@ -141,8 +149,9 @@ def execute(plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id
     return summary
 
 
-def _not_stored_meanwhile(todo: list[PlannedJob], known: set[JobKey], store: Store, ui: RunUI,
-                          summary: RunSummary) -> list[PlannedJob]:
+def _not_stored_meanwhile(
+    todo: list[PlannedJob], known: set[JobKey], store: Store, ui: RunUI, summary: RunSummary
+) -> list[PlannedJob]:
     """``todo`` less the jobs another run stored since this one started."""
     if not todo:
         return todo
@@ -150,17 +159,29 @@ def _not_stored_meanwhile(todo: list[PlannedJob], known: set[JobKey], store: Sto
     keep = []
     for job in todo:
         if job.key is not None and job.key in now and job.key not in known:
-            ui.print(f"  [dim]{escape(job.spec.id)} · {escape(job.metric.name)}: stored meanwhile by another "
-                     "run[/dim]")
-            summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "stored",
-                                               summary="stored meanwhile by another run"))
+            ui.print(
+                f"  [dim]{escape(job.spec.id)} · {escape(job.metric.name)}: stored meanwhile by another "
+                "run[/dim]"
+            )
+            summary.outcomes.append(
+                JobOutcome(job.spec.id, job.metric.name, "stored", summary="stored meanwhile by another run")
+            )
         else:
             keep.append(job)
     return keep
 
 
-def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: ExecOptions, store: Store,
-             run_id: str, ui: RunUI, summary: RunSummary, known: set[JobKey]) -> None:
+def _run_job(
+    job: PlannedJob,
+    model: ModelWrapper,
+    data: DatasetCache,
+    opts: ExecOptions,
+    store: Store,
+    run_id: str,
+    ui: RunUI,
+    summary: RunSummary,
+    known: set[JobKey],
+) -> None:
     assert job.key is not None
     tasks: list[Any] = []
 
@@ -207,10 +228,13 @@ def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: Exe
         for t in tasks:
             ui.finish_task(t)
     if not written:
-        ui.print(f"  [dim]{escape(job.spec.id)} · {escape(job.metric.name)}: stored meanwhile by another run "
-                 "(its copy kept)[/dim]")
-        summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "stored", seconds,
-                                           "stored meanwhile by another run"))
+        ui.print(
+            f"  [dim]{escape(job.spec.id)} · {escape(job.metric.name)}: stored meanwhile by another run "
+            "(its copy kept)[/dim]"
+        )
+        summary.outcomes.append(
+            JobOutcome(job.spec.id, job.metric.name, "stored", seconds, "stored meanwhile by another run")
+        )
         return
     keys = [k for k in job.metric.headline if k in result.scalars] or list(result.scalars)[:3]
     head = ", ".join(f"{k}={result.scalars[k]:.4g}" for k in keys)
@@ -219,8 +243,12 @@ def _run_job(job: PlannedJob, model: ModelWrapper, data: DatasetCache, opts: Exe
     summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "done", seconds, head))
 
 
-def _fail(store: Store, run_id: str, ui: RunUI, summary: RunSummary, job: PlannedJob, error: str, tb: str) -> None:
-    store.record_failure(job.spec.id, job.metric.name, job.key.config_hash if job.key else None, error, tb, run_id)
+def _fail(
+    store: Store, run_id: str, ui: RunUI, summary: RunSummary, job: PlannedJob, error: str, tb: str
+) -> None:
+    store.record_failure(
+        job.spec.id, job.metric.name, job.key.config_hash if job.key else None, error, tb, run_id
+    )
     ui.print(f"  [red]✗[/red] {escape(job.spec.id)} · {escape(job.metric.name)}: {escape(error)}")
     summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "failed", summary=error))
 

@@ -73,8 +73,13 @@ class PlanOptions:
     dry_run: bool = False
 
 
-def _resolve_datasets(metric: Metric, label_space: str, ckpt_pre: Preprocess,
-                      opts: PlanOptions, manifests: dict[tuple[str, Any], str]) -> dict[str, ResolvedDataset]:
+def _resolve_datasets(
+    metric: Metric,
+    label_space: str,
+    ckpt_pre: Preprocess,
+    opts: PlanOptions,
+    manifests: dict[tuple[str, Any], str],
+) -> dict[str, ResolvedDataset]:
     out: dict[str, ResolvedDataset] = {}
     for role, req in metric.datasets(label_space).items():
         entry = catalog.get(req.name)
@@ -86,8 +91,14 @@ def _resolve_datasets(metric: Metric, label_space: str, ckpt_pre: Preprocess,
     return out
 
 
-def job_hash(spec: CheckpointSpec, weights_sha256: str, pre: Preprocess, metric: Metric,
-             datasets: dict[str, ResolvedDataset], seed: int) -> str:
+def job_hash(
+    spec: CheckpointSpec,
+    weights_sha256: str,
+    pre: Preprocess,
+    metric: Metric,
+    datasets: dict[str, ResolvedDataset],
+    seed: int,
+) -> str:
     return config_hash(
         {
             "weights": weights_sha256,
@@ -102,8 +113,9 @@ def job_hash(spec: CheckpointSpec, weights_sha256: str, pre: Preprocess, metric:
     )
 
 
-def _unresolved_plan(cp: CheckpointPlan, metrics: list[Metric], opts: PlanOptions,
-                     manifests: dict[tuple[str, Any], str]) -> CheckpointPlan:
+def _unresolved_plan(
+    cp: CheckpointPlan, metrics: list[Metric], opts: PlanOptions, manifests: dict[tuple[str, Any], str]
+) -> CheckpointPlan:
     """A dry run's plan of a checkpoint whose weights it may not fetch (remote or from code)."""
     note = "dry run: weights not fetched (remote or from code), so the job's config hash is unknown"
     for m in metrics:
@@ -118,8 +130,9 @@ def _unresolved_plan(cp: CheckpointPlan, metrics: list[Metric], opts: PlanOption
     return cp
 
 
-def plan(specs: list[CheckpointSpec], metrics: list[Metric], opts: PlanOptions,
-         stored: set[JobKey]) -> list[CheckpointPlan]:
+def plan(
+    specs: list[CheckpointSpec], metrics: list[Metric], opts: PlanOptions, stored: set[JobKey]
+) -> list[CheckpointPlan]:
     plans: list[CheckpointPlan] = []
     manifests: dict[tuple[str, Any], str] = {}
     for spec in specs:
@@ -132,7 +145,9 @@ def plan(specs: list[CheckpointSpec], metrics: list[Metric], opts: PlanOptions,
             cp.weights_sha256 = loading.weights_fingerprint(spec, cache_dir=opts.cache_dir, trust=opts.trust)
         except Exception as e:  # noqa: BLE001 - any failure here fails every job of this checkpoint
             cp.error = str(e)
-            cp.jobs = [PlannedJob(spec, m, "error", reason=str(e), trace=traceback.format_exc()) for m in metrics]
+            cp.jobs = [
+                PlannedJob(spec, m, "error", reason=str(e), trace=traceback.format_exc()) for m in metrics
+            ]
             plans.append(cp)
             continue
         for m in metrics:

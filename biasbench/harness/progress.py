@@ -43,7 +43,9 @@ class _PlainTask:
         if now - self.ui.last_line >= self.interval:
             el, frac = now - self.t0, self.done / self.total
             eta = el / frac * (1 - frac) if frac > 0 else 0.0
-            self.ui.print(f"    {self.description}: {self.done}/{self.total} ({el:.0f}s, eta {eta:.0f}s)", markup=False)
+            self.ui.print(
+                f"    {self.description}: {self.done}/{self.total} ({el:.0f}s, eta {eta:.0f}s)", markup=False
+            )
 
 
 class RunUI:

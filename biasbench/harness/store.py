@@ -127,22 +127,32 @@ class Store:
             except ValueError:
                 raise StoreError(f"${LOCK_TIMEOUT_ENV} = {env!r} is not a number of seconds") from None
         self.lock_timeout = (
-            lock_timeout if lock_timeout is not None else READ_LOCK_TIMEOUT if read_only else WRITE_LOCK_TIMEOUT
+            lock_timeout
+            if lock_timeout is not None
+            else READ_LOCK_TIMEOUT
+            if read_only
+            else WRITE_LOCK_TIMEOUT
         )
         if self.path.is_dir():
-            raise StoreError(f"the results database {self.path} is a directory, not a database file "
-                             "(give --db a file path, e.g. bench.duckdb)")
+            raise StoreError(
+                f"the results database {self.path} is a directory, not a database file "
+                "(give --db a file path, e.g. bench.duckdb)"
+            )
         if read_only:
             if not self.path.exists():
-                raise FileNotFoundError(f"no results database at {self.path.resolve()} (run `bench run` first)")
+                raise FileNotFoundError(
+                    f"no results database at {self.path.resolve()} (run `bench run` first)"
+                )
             with self._connect() as con:
                 self._check_tables(con, writing=False)
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create the folder of the results database {self.path}: "
-                             f"{e.strerror or e} (choose a writable --db location)") from e
+            raise StoreError(
+                f"cannot create the folder of the results database {self.path}: "
+                f"{e.strerror or e} (choose a writable --db location)"
+            ) from e
         with self._connect() as con:
             self._check_tables(con, writing=True)
             con.execute(SCHEMA)
@@ -163,8 +173,11 @@ class Store:
 
     # -- connections ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _connect(self, read_only: bool | None = None, lock_timeout: float | None = None,
-                 ) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(
+        self,
+        read_only: bool | None = None,
+        lock_timeout: float | None = None,
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for one call; another process's lock is waited out with backoff (up to
         ``lock_timeout`` s), every other failure to open is a :class:`StoreError`."""
         ro = self.read_only if read_only is None else read_only
@@ -190,51 +203,80 @@ class Store:
     def _check_tables(self, con: duckdb.DuckDBPyConnection, *, writing: bool) -> None:
         """Refuse a DuckDB file that is someone else's database (reading: any missing table;
         writing: tables, but not ours — an empty file becomes a results database)."""
-        names = {r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+        names = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            ).fetchall()
+        }
         missing = [t for t in TABLES if t not in names]
         if not missing or (writing and not names - set(TABLES)):
             return
         if writing and "jobs" in names:
             return  # an older results database: its missing tables are created
         has = ", ".join(sorted(names)) or "no tables"
-        raise StoreError(f"{self.path} is a DuckDB database but not a biasbench results database (it has "
-                         f"{has}; missing {', '.join(missing)}); point --db at a results database or a new file")
+        raise StoreError(
+            f"{self.path} is a DuckDB database but not a biasbench results database (it has "
+            f"{has}; missing {', '.join(missing)}); point --db at a results database or a new file"
+        )
 
     # -- runs ----------------------------------------------------------------------------------
-    def start_run(self, *, argv: list[str], git_sha: str | None, versions: dict[str, str], device: str,
-                  host: str | None = None) -> str:
+    def start_run(
+        self,
+        *,
+        argv: list[str],
+        git_sha: str | None,
+        versions: dict[str, str],
+        device: str,
+        host: str | None = None,
+    ) -> str:
         """A new ``running`` run of this process (its PID and ``host``, default this machine's name)."""
         run_id = _now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         with self._connect() as con:
             con.execute(
                 "INSERT INTO runs (run_id, started_at, finished_at, status, argv, git_sha, versions, device, host, pid) "
                 "VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?)",
-                [run_id, _now(), json.dumps(argv), git_sha, json.dumps(versions), device,
-                 host or socket.gethostname(), os.getpid()],
+                [
+                    run_id,
+                    _now(),
+                    json.dumps(argv),
+                    git_sha,
+                    json.dumps(versions),
+                    device,
+                    host or socket.gethostname(),
+                    os.getpid(),
+                ],
             )
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
         with self._connect() as con:
-            con.execute("UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", [_now(), status, run_id])
+            con.execute(
+                "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", [_now(), status, run_id]
+            )
 
     def _stale_runs(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """``running`` runs on this host whose process is gone (none in a database too old to have
         ``runs.pid``, opened read-only)."""
-        has_pid = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
-                              "AND table_name = 'runs' AND column_name = 'pid'").fetchone()[0]
+        has_pid = con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND table_name = 'runs' AND column_name = 'pid'"
+        ).fetchone()[0]
         if not has_pid:
             return []
-        rows = con.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
-                           [socket.gethostname()]).fetchall()
+        rows = con.execute(
+            "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+            [socket.gethostname()],
+        ).fetchall()
         return [run_id for run_id, pid in rows if not pid_alive(int(pid))]
 
     def _mark_interrupted(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         stale = self._stale_runs(con)
         if stale:
-            con.executemany("UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
-                            [[r] for r in stale])
+            con.executemany(
+                "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                [[r] for r in stale],
+            )
         return stale
 
     def mark_interrupted(self, lock_timeout: float = 2.0) -> list[str]:
@@ -256,7 +298,17 @@ class Store:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def upsert_checkpoint(self, row: dict[str, Any]) -> None:
-        cols = ["id", "arch", "weights", "source", "weights_sha256", "identity", "preprocess", "labels", "tags"]
+        cols = [
+            "id",
+            "arch",
+            "weights",
+            "source",
+            "weights_sha256",
+            "identity",
+            "preprocess",
+            "labels",
+            "tags",
+        ]
         values = [row.get(c) for c in cols] + [_now()]
         with self._connect() as con:
             con.execute(
@@ -308,23 +360,44 @@ class Store:
                         con.execute("ROLLBACK")
                         return False
                     for table in ("jobs", "results", "item_outputs"):
-                        con.execute(f"DELETE FROM {table} WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?",
-                                    where)
+                        con.execute(
+                            f"DELETE FROM {table} WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?",
+                            where,
+                        )
                     con.execute(
                         "INSERT INTO jobs (checkpoint_id, metric, config_hash, metric_version, params, datasets, "
                         "seconds, flags, run_id, created_at, timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [*where, metric_version, json.dumps(params, sort_keys=True),
-                         json.dumps(datasets, sort_keys=True), seconds, json.dumps(list(flags)), run_id, now,
-                         json.dumps({k: float(v) for k, v in (timings or {}).items()}, sort_keys=True)],
+                        [
+                            *where,
+                            metric_version,
+                            json.dumps(params, sort_keys=True),
+                            json.dumps(datasets, sort_keys=True),
+                            seconds,
+                            json.dumps(list(flags)),
+                            run_id,
+                            now,
+                            json.dumps({k: float(v) for k, v in (timings or {}).items()}, sort_keys=True),
+                        ],
                     )
                     rows = [
-                        (key.checkpoint_id, key.metric, k, float(v), int(n.get(k, 0)), key.config_hash,
-                         metric_version, run_id, now)
+                        (
+                            key.checkpoint_id,
+                            key.metric,
+                            k,
+                            float(v),
+                            int(n.get(k, 0)),
+                            key.config_hash,
+                            metric_version,
+                            run_id,
+                            now,
+                        )
                         for k, v in scalars.items()
                     ]
                     con.executemany(
                         "INSERT INTO results (checkpoint_id, metric, key, value, n, config_hash, metric_version, "
-                        "run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                        "run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
                     if tmp is not None and dest is not None:
                         con.execute(
                             "INSERT INTO item_outputs (checkpoint_id, metric, config_hash, path, n_rows, run_id, "
@@ -353,15 +426,24 @@ class Store:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create the per-item folder {dest.parent} of {self.path}: {e.strerror or e}") from e
+            raise StoreError(
+                f"cannot create the per-item folder {dest.parent} of {self.path}: {e.strerror or e}"
+            ) from e
         tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
         with duckdb.connect() as mem:
             mem.register("frame", items)
             mem.execute(f"COPY (SELECT * FROM frame) TO '{_sql_str(tmp)}' (FORMAT parquet)")
         return tmp, dest
 
-    def record_failure(self, checkpoint_id: str, metric: str, config_hash: str | None, error: str,
-                       traceback: str, run_id: str) -> None:
+    def record_failure(
+        self,
+        checkpoint_id: str,
+        metric: str,
+        config_hash: str | None,
+        error: str,
+        traceback: str,
+        run_id: str,
+    ) -> None:
         with self._connect() as con:
             con.execute(
                 "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -385,7 +467,9 @@ class Store:
             raise FileNotFoundError(f"no results database at {other.resolve()}")
         if other.resolve() == self.path.resolve():
             raise ValueError(f"cannot merge {other} into itself")
-        Store(other, read_only=True, lock_timeout=self.lock_timeout)  # a clear StoreError if it is no results DB
+        Store(
+            other, read_only=True, lock_timeout=self.lock_timeout
+        )  # a clear StoreError if it is no results DB
         with self._connect() as con:
             try:
                 con.execute(f"ATTACH '{_sql_str(other)}' AS shard (READ_ONLY)")
@@ -413,8 +497,10 @@ class Store:
         for row in items.itertuples():
             src = other_items_root / row.path
             if not src.is_file():
-                raise FileNotFoundError(f"{other}: per-item file {src} is missing (copy the shard's "
-                                        f"{other.name}.items folder along with it)")
+                raise FileNotFoundError(
+                    f"{other}: per-item file {src} is missing (copy the shard's "
+                    f"{other.name}.items folder along with it)"
+                )
             dest = self.items_dir / row.metric / src.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
@@ -426,23 +512,35 @@ class Store:
         counts: dict[str, int] = {}
         con.execute("BEGIN TRANSACTION")
         try:
+
             def add(table: str, sql: str) -> None:
                 before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 con.execute(sql)
                 counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
 
-            add("runs", "INSERT INTO runs BY NAME SELECT * FROM shard.runs "
-                        "WHERE run_id NOT IN (SELECT run_id FROM runs)")
-            add("checkpoints", "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
-                               "LEFT JOIN checkpoints c ON c.id = o.id "
-                               "WHERE c.id IS NULL OR o.updated_at > c.updated_at")
-            add("jobs", "INSERT INTO jobs BY NAME SELECT j.* FROM shard.jobs j "
-                        "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
-            add("results", "INSERT INTO results SELECT r.* FROM shard.results r "
-                           "JOIN merge_keys USING (checkpoint_id, metric, config_hash)")
+            add(
+                "runs",
+                "INSERT INTO runs BY NAME SELECT * FROM shard.runs "
+                "WHERE run_id NOT IN (SELECT run_id FROM runs)",
+            )
+            add(
+                "checkpoints",
+                "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
+                "LEFT JOIN checkpoints c ON c.id = o.id "
+                "WHERE c.id IS NULL OR o.updated_at > c.updated_at",
+            )
+            add(
+                "jobs",
+                "INSERT INTO jobs BY NAME SELECT j.* FROM shard.jobs j "
+                "JOIN merge_keys USING (checkpoint_id, metric, config_hash)",
+            )
+            add(
+                "results",
+                "INSERT INTO results SELECT r.* FROM shard.results r "
+                "JOIN merge_keys USING (checkpoint_id, metric, config_hash)",
+            )
             add("item_outputs", "INSERT INTO item_outputs SELECT * FROM merge_items")
-            add("failures", "INSERT INTO failures SELECT * FROM shard.failures "
-                            "EXCEPT SELECT * FROM failures")
+            add("failures", "INSERT INTO failures SELECT * FROM shard.failures EXCEPT SELECT * FROM failures")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -450,8 +548,9 @@ class Store:
         return counts
 
     # -- reading -------------------------------------------------------------------------------
-    def results(self, *, latest: bool = True, metrics: list[str] | None = None,
-                checkpoints: list[str] | None = None) -> pd.DataFrame:
+    def results(
+        self, *, latest: bool = True, metrics: list[str] | None = None, checkpoints: list[str] | None = None
+    ) -> pd.DataFrame:
         table = "latest_results" if latest else "results"
         sql = f"SELECT checkpoint_id AS checkpoint, metric, key, value, n, config_hash, run_id, created_at FROM {table}"
         conds, args = [], []
@@ -467,8 +566,10 @@ class Store:
 
     def items(self, checkpoint_id: str, metric: str, config_hash: str | None = None) -> pd.DataFrame:
         """The per-item outputs of the newest (or the given) job of ``checkpoint_id`` × ``metric``."""
-        sql = ("SELECT i.path FROM item_outputs i JOIN jobs j USING (checkpoint_id, metric, config_hash) "
-               "WHERE i.checkpoint_id = ? AND i.metric = ?")
+        sql = (
+            "SELECT i.path FROM item_outputs i JOIN jobs j USING (checkpoint_id, metric, config_hash) "
+            "WHERE i.checkpoint_id = ? AND i.metric = ?"
+        )
         args: list[Any] = [checkpoint_id, metric]
         if config_hash:
             sql += " AND i.config_hash = ?"
@@ -478,8 +579,19 @@ class Store:
         if row is None:
             raise KeyError(f"no per-item outputs stored for {checkpoint_id!r} × {metric!r}")
         path = self.items_dir.parent / row[0]
-        with duckdb.connect() as mem:
-            return mem.execute(f"SELECT * FROM read_parquet('{_sql_str(path)}')").df()
+        if not path.is_file():
+            raise StoreError(
+                f"the per-item file of {checkpoint_id!r} × {metric!r} is missing: {path} (moved without the database's "
+                f"{self.items_dir.name} folder?); its scalars are stored, rerun the job with --force to get the items back"
+            )
+        try:
+            with duckdb.connect() as mem:
+                return mem.execute(f"SELECT * FROM read_parquet('{_sql_str(path)}')").df()
+        except duckdb.Error as e:
+            raise StoreError(
+                f"the per-item file of {checkpoint_id!r} × {metric!r} is unreadable (truncated or damaged): {path}: "
+                f"{str(e).splitlines()[0]}; its scalars are stored, rerun the job with --force to rewrite it"
+            ) from e
 
     def failures(self, run_id: str | None = None) -> pd.DataFrame:
         if run_id:
@@ -505,10 +617,13 @@ class Store:
 
 
 def _has_job(con: duckdb.DuckDBPyConnection, key: JobKey) -> bool:
-    return con.execute(
-        "SELECT count(*) FROM jobs WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?",
-        [key.checkpoint_id, key.metric, key.config_hash],
-    ).fetchone()[0] > 0
+    return (
+        con.execute(
+            "SELECT count(*) FROM jobs WHERE checkpoint_id = ? AND metric = ? AND config_hash = ?",
+            [key.checkpoint_id, key.metric, key.config_hash],
+        ).fetchone()[0]
+        > 0
+    )
 
 
 def pid_alive(pid: int) -> bool:
@@ -546,7 +661,9 @@ def lock_holder(e: BaseException) -> tuple[int | None, str]:
     pid = int(m.group(2))
     what = m.group(1)
     with contextlib.suppress(OSError):
-        cmd = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
+        cmd = " ".join(
+            Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split()
+        )
         if cmd:
             what = cmd if len(cmd) <= 120 else cmd[:117] + "…"
     return pid, what
@@ -554,11 +671,15 @@ def lock_holder(e: BaseException) -> tuple[int | None, str]:
 
 def _lock_message(path: Path, e: BaseException, timeout: float) -> str:
     pid, what = lock_holder(e)
-    holder = f"PID {pid}" + (f": {what}" if what else "") if pid is not None else "a process DuckDB does not name"
-    return (f"the results database {path} is locked by another process ({holder}) and stayed locked for "
-            f"{timeout:g} s; a `bench run` holds it only while it writes, so a process that keeps it open "
-            f"(a Python session, the duckdb shell) is in the way: wait for it or stop it "
-            f"(${LOCK_TIMEOUT_ENV} sets how long to wait)")
+    holder = (
+        f"PID {pid}" + (f": {what}" if what else "") if pid is not None else "a process DuckDB does not name"
+    )
+    return (
+        f"the results database {path} is locked by another process ({holder}) and stayed locked for "
+        f"{timeout:g} s; a `bench run` holds it only while it writes, so a process that keeps it open "
+        f"(a Python session, the duckdb shell) is in the way: wait for it or stop it "
+        f"(${LOCK_TIMEOUT_ENV} sets how long to wait)"
+    )
 
 
 def _explain(path: Path, e: BaseException, *, writing: bool) -> str:
@@ -567,8 +688,10 @@ def _explain(path: Path, e: BaseException, *, writing: bool) -> str:
     low = msg.lower()
     if "not a valid duckdb database" in low:
         kind = _sniff(path)
-        return (f"{path} is not a DuckDB database (it exists and holds {kind}); point --db at a results "
-                "database (.duckdb) or at a new file")
+        return (
+            f"{path} is not a DuckDB database (it exists and holds {kind}); point --db at a results "
+            "database (.duckdb) or at a new file"
+        )
     if "is a directory" in low:
         return f"the results database {path} is a directory, not a database file (give --db a file path)"
     if "permission denied" in low or "read-only file system" in low:
@@ -588,8 +711,14 @@ def _sniff(path: Path) -> str:
         return "something else"
     if not head:
         return "nothing (it is empty)"
-    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"PK\x03\x04", "a zip archive"),
-                        (b"SQLite format 3", "an SQLite database"), (b"PAR1", "a Parquet file"), (b"%PDF", "a PDF")):
+    for magic, kind in (
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"PK\x03\x04", "a zip archive"),
+        (b"SQLite format 3", "an SQLite database"),
+        (b"PAR1", "a Parquet file"),
+        (b"%PDF", "a PDF"),
+    ):
         if head.startswith(magic):
             return kind
     try:

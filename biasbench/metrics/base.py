@@ -63,6 +63,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+
 class MetricError(RuntimeError):
     """A metric could not produce a valid result (the message says why)."""
 
@@ -114,7 +115,9 @@ class ModelWrapper(nn.Module):
     ) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.num_classes = int(num_classes)
         self.label_space = label_space
@@ -184,7 +187,9 @@ class EvalContext:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def batches(self, images: torch.Tensor, batch_size: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+    def batches(
+        self, images: torch.Tensor, batch_size: int | None = None
+    ) -> Iterator[tuple[slice, torch.Tensor]]:
         """Yield (slice, float batch on device) over a uint8 (N, 3, H, W) tensor."""
         bs = batch_size or self.batch_size
         for start in range(0, images.shape[0], bs):
@@ -282,10 +287,14 @@ class MetricResult:
         a non-empty key and the items (if any) are a DataFrame with ``item`` and ``item_columns``."""
         if self.items is not None:
             if not isinstance(self.items, pd.DataFrame):
-                raise MetricError(f"metric {metric!r} returned items of type {type(self.items).__name__}, not a DataFrame")
+                raise MetricError(
+                    f"metric {metric!r} returned items of type {type(self.items).__name__}, not a DataFrame"
+                )
             missing = [c for c in ("item", *item_columns) if c not in self.items.columns]
             if missing:
-                raise MetricError(f"metric {metric!r}: its per-item table lacks the declared columns {missing}")
+                raise MetricError(
+                    f"metric {metric!r}: its per-item table lacks the declared columns {missing}"
+                )
         if not self.scalars:
             raise MetricError(f"metric {metric!r} returned no scalars")
         for k, v in self.scalars.items():

@@ -38,7 +38,11 @@ def space_default(metric: str, label_space: str, key: str, fallback: object = No
 
 
 def dataset_request(
-    metric: str, label_space: str, dataset: str | None, purpose: str = "clean", preprocess: Preprocess | None = None
+    metric: str,
+    label_space: str,
+    dataset: str | None,
+    purpose: str = "clean",
+    preprocess: Preprocess | None = None,
 ) -> DatasetRequest:
     """``dataset`` when given, else the label space's default dataset for ``purpose``; neither is
     :class:`NotApplicable` (the job is listed as n/a, not failed)."""
@@ -64,7 +68,9 @@ def check_labels(ds: ImageSet, model: ModelWrapper, metric: str) -> torch.Tensor
     return keep
 
 
-def eval_index(ds: ImageSet, model: ModelWrapper, metric: str, n_images: int | None, seed: int) -> torch.Tensor:
+def eval_index(
+    ds: ImageSet, model: ModelWrapper, metric: str, n_images: int | None, seed: int
+) -> torch.Tensor:
     """Dataset indices (sorted) of the labeled images to evaluate: all of them, or a seeded subset of
     ``n_images`` (``None``: the label space's default ``n_images`` for this metric, else every image)."""
     labeled = torch.nonzero(check_labels(ds, model, metric)).flatten()

@@ -377,8 +377,14 @@ class CriticalBand(Metric):
         n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        return {"images": dataset_request(self.name, label_space, self.params.dataset,
-                                          preprocess=fixed_geometry(self.params.interpolation))}
+        return {
+            "images": dataset_request(
+                self.name,
+                label_space,
+                self.params.dataset,
+                preprocess=fixed_geometry(self.params.interpolation),
+            )
+        }
 
     def check_params(self) -> None:
         p = self.params
@@ -389,7 +395,9 @@ class CriticalBand(Metric):
         if p.n_images is not None and p.n_images < 1:
             raise ParamError(f"critical_band: parameter n_images must be ≥ 1, got {p.n_images}")
         if not p.noise_sds or not all(math.isfinite(s) and s > 0 for s in p.noise_sds):
-            raise ParamError(f"critical_band: parameter noise_sds must be positive numbers, got {p.noise_sds}")
+            raise ParamError(
+                f"critical_band: parameter noise_sds must be positive numbers, got {p.noise_sds}"
+            )
         for name, lo, hi in (("contrast", 0.0, 1.0), ("mean_level", 0.0, 1.0), ("epsilon", 0.0, 0.5)):
             value = getattr(p, name)
             if not (math.isfinite(value) and lo < value <= hi):
@@ -407,7 +415,9 @@ class CriticalBand(Metric):
         stats = NoiseStats()
         stimulus = p.stimulus or space_default(self.name, model.label_space, "stimulus", GRAY_LOW_CONTRAST)
         if stimulus not in STIMULI:  # a label space's default (the parameter was checked when built)
-            raise MetricError(f"critical_band: unknown stimulus {stimulus!r}; choose one of {', '.join(STIMULI)}")
+            raise MetricError(
+                f"critical_band: unknown stimulus {stimulus!r}; choose one of {', '.join(STIMULI)}"
+            )
 
         def transform(level: int, sd: float) -> CriticalBandTransform:
             return CriticalBandTransform(

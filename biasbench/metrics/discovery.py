@@ -24,7 +24,9 @@ def _check(name: str, obj: Any, p: Provider) -> type[Metric]:
     if not (isinstance(obj, type) and issubclass(obj, Metric)):
         raise PluginError(f"metric {name!r} from {p.provider}: {p.target} is not a Metric subclass")
     if obj.name != name:
-        raise PluginError(f"metric entry point {name!r} from {p.provider} points to {p.target}, whose name is {obj.name!r}")
+        raise PluginError(
+            f"metric entry point {name!r} from {p.provider} points to {p.target}, whose name is {obj.name!r}"
+        )
     return obj
 
 
@@ -36,7 +38,9 @@ def _env_name(obj: Any) -> str:
 
 
 #: Every installed metric plugin.
-METRICS: PluginRegistry[type[Metric]] = PluginRegistry("metric", GROUP, _check, env_var=ENV_VAR, env_name=_env_name)
+METRICS: PluginRegistry[type[Metric]] = PluginRegistry(
+    "metric", GROUP, _check, env_var=ENV_VAR, env_name=_env_name
+)
 
 
 def providers() -> dict[str, Provider]:

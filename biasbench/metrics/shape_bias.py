@@ -71,8 +71,9 @@ from biasbench.metrics.base import (
 AGGREGATIONS = ("mean", "sum")
 
 
-
-def aggregate_groups(probs: torch.Tensor, groups: Sequence[Sequence[int]], aggregation: str = "mean") -> torch.Tensor:
+def aggregate_groups(
+    probs: torch.Tensor, groups: Sequence[Sequence[int]], aggregation: str = "mean"
+) -> torch.Tensor:
     """(N, C) probabilities -> (N, len(groups)) scores: mean (or sum) over each group of class indices."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; known: {', '.join(AGGREGATIONS)}")
@@ -103,7 +104,9 @@ class Decisions:
     scores_name: str = "probs"
 
 
-def decide(logits: torch.Tensor, model_label_space: str, ds: ImageSet, aggregation: str = "mean") -> Decisions:
+def decide(
+    logits: torch.Tensor, model_label_space: str, ds: ImageSet, aggregation: str = "mean"
+) -> Decisions:
     """Decisions of a model on ``ds`` in the dataset's label space.
 
     A model whose label space is the dataset's (the demo world): argmax of the logits (the aggregation
@@ -123,7 +126,9 @@ def decide(logits: torch.Tensor, model_label_space: str, ds: ImageSet, aggregati
     groups = space.decision_groups(ds.label_space) if space is not None else None
     if space is not None and groups is not None:
         if list(ds.class_names) != list(labels.get(ds.label_space).class_names):
-            raise MetricError(f"dataset {ds.name!r}: its class order differs from the label space {ds.label_space!r}")
+            raise MetricError(
+                f"dataset {ds.name!r}: its class order differs from the label space {ds.label_space!r}"
+            )
         if logits.shape[1] != space.num_classes:
             raise MetricError(
                 f"the {ds.label_space} decision rule needs (N, {space.num_classes}) {space.name} probabilities, "
@@ -133,7 +138,9 @@ def decide(logits: torch.Tensor, model_label_space: str, ds: ImageSet, aggregati
         scores = aggregate_groups(probs, groups, aggregation)
         decision = scores.argmax(dim=1)
         mean_scores = scores if aggregation == "mean" else aggregate_groups(probs, groups, "mean")
-        return Decisions(decision=decision, scores=mean_scores.float(), top1=top1, scores_name=f"p{len(groups)}")
+        return Decisions(
+            decision=decision, scores=mean_scores.float(), top1=top1, scores_name=f"p{len(groups)}"
+        )
     raise MetricError(
         f"no decision rule from a {model_label_space!r} model to dataset {ds.name!r} ({ds.label_space!r})"
     )
@@ -174,14 +181,20 @@ class CueConflictCounts:
         return self.n_shape / self.n_conflict if self.n_conflict else math.nan
 
 
-def count_cue_conflict(decision: torch.Tensor, shape: torch.Tensor, texture: torch.Tensor) -> CueConflictCounts:
+def count_cue_conflict(
+    decision: torch.Tensor, shape: torch.Tensor, texture: torch.Tensor
+) -> CueConflictCounts:
     """Shape/texture/other counts from per-image decisions and shape/texture labels (same index space).
 
     Images with ``shape == texture`` are excluded; so are images with a negative (unknown) label.
     """
-    decision, shape, texture = (torch.as_tensor(t, dtype=torch.long).reshape(-1) for t in (decision, shape, texture))
+    decision, shape, texture = (
+        torch.as_tensor(t, dtype=torch.long).reshape(-1) for t in (decision, shape, texture)
+    )
     if not (decision.shape == shape.shape == texture.shape):
-        raise ValueError(f"lengths differ: {decision.numel()} decisions, {shape.numel()} shapes, {texture.numel()} textures")
+        raise ValueError(
+            f"lengths differ: {decision.numel()} decisions, {shape.numel()} shapes, {texture.numel()} textures"
+        )
     valid = (shape >= 0) & (texture >= 0)
     same = (shape == texture) | ~valid
     is_shape = (decision == shape) & ~same
@@ -238,8 +251,14 @@ def _check_aggregation(aggregation: str) -> None:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
-def _items(ds: ImageSet, dec: Decisions, labels: torch.Tensor, texture: torch.Tensor | None,
-           outcome: torch.Tensor | None, set_name: str | None = None) -> pd.DataFrame:
+def _items(
+    ds: ImageSet,
+    dec: Decisions,
+    labels: torch.Tensor,
+    texture: torch.Tensor | None,
+    outcome: torch.Tensor | None,
+    set_name: str | None = None,
+) -> pd.DataFrame:
     names = ds.class_names
 
     def name(i: int) -> str:
@@ -303,8 +322,13 @@ class ShapeBias(Metric):
             "cue_conflict_acc16": counts.acc16,
         }
         nc = counts.n_conflict
-        n = {"shape_bias": counts.n_shape + counts.n_texture, "n_shape": nc, "n_texture": nc, "n_other": nc,
-             "cue_conflict_acc16": nc}
+        n = {
+            "shape_bias": counts.n_shape + counts.n_texture,
+            "n_shape": nc,
+            "n_texture": nc,
+            "n_other": nc,
+            "cue_conflict_acc16": nc,
+        }
         items = _items(ds, dec, ds.labels, texture, counts.outcome)
         return MetricResult(scalars=scalars, n=n, items=items)
 
@@ -353,7 +377,9 @@ class Acc16(Metric):
             raise NotApplicable(f"acc16 has no 16-class sets for label space {label_space!r}")
         out = {ACC16_SETS[s]: DatasetRequest(space.dataset(s)) for s in self.params.sets if space.dataset(s)}
         if not out:
-            raise NotApplicable(f"acc16: none of the sets {list(self.params.sets)} exists in label space {label_space!r}")
+            raise NotApplicable(
+                f"acc16: none of the sets {list(self.params.sets)} exists in label space {label_space!r}"
+            )
         return out
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:

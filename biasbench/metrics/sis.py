@@ -171,9 +171,13 @@ class SIS(Metric):
     def check_params(self) -> None:
         p = self.params
         if p.method not in METHODS:
-            raise ParamError(f"sis: parameter method = {p.method!r} is unknown; choose one of {', '.join(METHODS)}")
+            raise ParamError(
+                f"sis: parameter method = {p.method!r} is unknown; choose one of {', '.join(METHODS)}"
+            )
         if p.baseline not in BASELINES:
-            raise ParamError(f"sis: parameter baseline = {p.baseline!r} is unknown; choose one of {', '.join(BASELINES)}")
+            raise ParamError(
+                f"sis: parameter baseline = {p.baseline!r} is unknown; choose one of {', '.join(BASELINES)}"
+            )
         if p.tau is not None and not 0.0 < p.tau <= 1.0:
             raise ParamError(f"sis: parameter tau must be in (0, 1], got {p.tau}")
         if p.k is not None and p.k < 1:

@@ -84,8 +84,14 @@ class Spectral(Metric):
         n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
-        return {"images": dataset_request(self.name, label_space, self.params.dataset,
-                                          preprocess=fixed_geometry(self.params.interpolation))}
+        return {
+            "images": dataset_request(
+                self.name,
+                label_space,
+                self.params.dataset,
+                preprocess=fixed_geometry(self.params.interpolation),
+            )
+        }
 
     def check_params(self) -> None:
         p = self.params

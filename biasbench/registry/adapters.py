@@ -28,7 +28,13 @@ import torch
 from biasbench.registry.spec import CheckpointError
 
 #: Adapter names with their argument syntax, as listed in error messages.
-KNOWN_ADAPTERS = ("select:<key>", "strip-prefix:<prefix>", "rename:<old-prefix>=<new-prefix>", "drop:<regex>", "by-position")
+KNOWN_ADAPTERS = (
+    "select:<key>",
+    "strip-prefix:<prefix>",
+    "rename:<old-prefix>=<new-prefix>",
+    "drop:<regex>",
+    "by-position",
+)
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,15 @@ def parse_adapter(text: str, checkpoint_id: str) -> Adapter:
     cid = checkpoint_id
     if name == "by-position":
         if sep:
-            raise CheckpointError(f"checkpoint {cid!r}: adapter 'by-position' takes no argument, got {text!r}")
+            raise CheckpointError(
+                f"checkpoint {cid!r}: adapter 'by-position' takes no argument, got {text!r}"
+            )
         return Adapter(name)
     if name in ("strip-prefix", "select", "drop"):
         if not arg:
-            raise CheckpointError(f"checkpoint {cid!r}: adapter {text!r} needs an argument ({name}:…); {known}")
+            raise CheckpointError(
+                f"checkpoint {cid!r}: adapter {text!r} needs an argument ({name}:…); {known}"
+            )
         if name == "drop":
             try:
                 re.compile(arg)
@@ -64,7 +74,9 @@ def parse_adapter(text: str, checkpoint_id: str) -> Adapter:
     if name == "rename":
         old, eq, _new = arg.partition("=")
         if not eq or not old:
-            raise CheckpointError(f"checkpoint {cid!r}: adapter {text!r} must be 'rename:<old-prefix>=<new-prefix>'")
+            raise CheckpointError(
+                f"checkpoint {cid!r}: adapter {text!r} must be 'rename:<old-prefix>=<new-prefix>'"
+            )
         return Adapter(name, arg)
     raise CheckpointError(f"checkpoint {cid!r}: unknown adapter {text!r}; {known}")
 
@@ -102,7 +114,7 @@ def apply_adapter(
         n = sum(k.startswith(p) for k in keys)
         if n == 0:
             raise _no_match(cid, adapter, keys)
-        out = {(k[len(p):] if k.startswith(p) else k): v for k, v in sd.items()}
+        out = {(k[len(p) :] if k.startswith(p) else k): v for k, v in sd.items()}
         _check_collisions(cid, adapter, len(sd), out)
         return out, f"{adapter}: {n} keys"
     if adapter.name == "rename":
@@ -110,7 +122,7 @@ def apply_adapter(
         n = sum(k.startswith(old) for k in keys)
         if n == 0:
             raise _no_match(cid, adapter, keys)
-        out = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in sd.items()}
+        out = {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in sd.items()}
         _check_collisions(cid, adapter, len(sd), out)
         return out, f"{adapter}: {n} keys"
     if adapter.name == "drop":

@@ -41,7 +41,7 @@ def apply_mirror(url: str, mirror: str | None, strip_prefix: str | None = None) 
     if not mirror:
         return url
     if strip_prefix and url.startswith(strip_prefix):
-        rest = url[len(strip_prefix):]
+        rest = url[len(strip_prefix) :]
     else:
         rest = url.split("://", 1)[-1].split("/", 1)[-1]
     return mirror.rstrip("/") + "/" + rest.lstrip("/")
@@ -75,7 +75,9 @@ def fetch(url: str, dest: Path, sha256: str | None, *, timeout: float = 60.0, qu
         else:
             raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise DownloadError(f"download of {url} failed: {e}; the partial file {part} is kept for a resume") from e
+        raise DownloadError(
+            f"download of {url} failed: {e}; the partial file {part} is kept for a resume"
+        ) from e
     got = sha256_file(part)
     if expected is not None and got != expected:
         part.unlink(missing_ok=True)

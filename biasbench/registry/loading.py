@@ -85,11 +85,15 @@ def check_arch(spec: CheckpointSpec) -> None:
 
         known = torchvision.models.list_models()
         if name not in known:
-            raise CheckpointError(f"checkpoint {spec.id!r}: unknown torchvision architecture {name!r}{suggest(name, known)}")
+            raise CheckpointError(
+                f"checkpoint {spec.id!r}: unknown torchvision architecture {name!r}{suggest(name, known)}"
+            )
     else:
         archs = getattr(_zoo(), "ARCHITECTURES", None)
         if archs is None:
-            raise CheckpointError(f"checkpoint {spec.id!r}: the demo zoo defines no ARCHITECTURES (not installed yet?)")
+            raise CheckpointError(
+                f"checkpoint {spec.id!r}: the demo zoo defines no ARCHITECTURES (not installed yet?)"
+            )
         if name not in archs:
             raise CheckpointError(
                 f"checkpoint {spec.id!r}: unknown zoo architecture {name!r}; known: {', '.join(sorted(archs))}"
@@ -113,7 +117,9 @@ def build_arch(spec: CheckpointSpec, num_classes: int) -> nn.Module:
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - constructors raise anything
-        raise CheckpointError(f"checkpoint {spec.id!r}: cannot build arch {spec.arch!r}: {type(e).__name__}: {e}") from e
+        raise CheckpointError(
+            f"checkpoint {spec.id!r}: cannot build arch {spec.arch!r}: {type(e).__name__}: {e}"
+        ) from e
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -147,9 +153,13 @@ def effective_weights(spec: CheckpointSpec) -> str:
         try:
             default = torchvision.models.get_model_weights(name).DEFAULT
         except (ValueError, KeyError, AttributeError) as e:
-            raise CheckpointError(f"checkpoint {spec.id!r}: torchvision has no pretrained weights for {name!r}") from e
+            raise CheckpointError(
+                f"checkpoint {spec.id!r}: torchvision has no pretrained weights for {name!r}"
+            ) from e
         return f"torchvision:{default}"
-    raise CheckpointError(f"checkpoint {spec.id!r}: a zoo architecture needs explicit weights (weights = \"zoo:<name>\")")
+    raise CheckpointError(
+        f'checkpoint {spec.id!r}: a zoo architecture needs explicit weights (weights = "zoo:<name>")'
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -164,7 +174,7 @@ def _timm_cfg_name(spec: CheckpointSpec) -> str:
 
     _, name = split_arch(spec)
     if spec.weights and spec.weights.startswith("timm:"):
-        wname = spec.weights[len("timm:"):]
+        wname = spec.weights[len("timm:") :]
         if split_model_name_tag(wname)[0] == split_model_name_tag(name)[0]:
             return wname
     return name
@@ -228,7 +238,7 @@ def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
             import torchvision
 
             if spec.weights and spec.weights.startswith("torchvision:"):
-                member = torchvision_weights_enum(spec.weights[len("torchvision:"):], spec.id)
+                member = torchvision_weights_enum(spec.weights[len("torchvision:") :], spec.id)
             else:
                 try:
                     member = next(iter(torchvision.models.get_model_weights(name)))
@@ -249,7 +259,9 @@ def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _resolve_and_hash(spec: CheckpointSpec, cache_dir: Path, trust: bool) -> tuple[sources.ResolvedWeights, str]:
+def _resolve_and_hash(
+    spec: CheckpointSpec, cache_dir: Path, trust: bool
+) -> tuple[sources.ResolvedWeights, str]:
     weights = effective_weights(spec)
     rw = sources.resolve_weights(weights, spec.id, sha256=spec.sha256, cache_dir=Path(cache_dir), trust=trust)
     if rw.path is not None:
@@ -356,7 +368,9 @@ def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpe
         for k in tracked:
             sd[k] = model_sd[k]
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        notes.append(f"{len(tracked)} num_batches_tracked buffers absent from the checkpoint kept at their defaults")
+        notes.append(
+            f"{len(tracked)} num_batches_tracked buffers absent from the checkpoint kept at their defaults"
+        )
     shapes = [
         f"{k}: checkpoint {tuple(sd[k].shape)} vs arch {tuple(v.shape)}"
         for k, v in model_sd.items()
@@ -369,9 +383,12 @@ def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpe
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys {_fmt_keys(unexpected)}")
         if shapes:
-            parts.append(f"{len(shapes)} shape mismatches [{'; '.join(shapes[:10])}{'; …' if len(shapes) > 10 else ''}]")
+            parts.append(
+                f"{len(shapes)} shape mismatches [{'; '.join(shapes[:10])}{'; …' if len(shapes) > 10 else ''}]"
+            )
         raise CheckpointError(
-            f"checkpoint {spec.id!r}: the weights do not fit arch {spec.arch!r} (strict load): " + "; ".join(parts)
+            f"checkpoint {spec.id!r}: the weights do not fit arch {spec.arch!r} (strict load): "
+            + "; ".join(parts)
             + ". Adapters (strip-prefix:, rename:A=B, drop:regex, by-position) map a checkpoint's keys onto "
             "the architecture's"
         )
@@ -420,7 +437,7 @@ def _timm_native(spec: CheckpointSpec, source: sources.WeightSource, adapters: l
         return False
     from timm.models import split_model_name_tag
 
-    return split_model_name_tag(source.value)[0] == split_model_name_tag(spec.arch[len("timm:"):])[0]
+    return split_model_name_tag(source.value)[0] == split_model_name_tag(spec.arch[len("timm:") :])[0]
 
 
 def _load_timm_native(
@@ -443,7 +460,9 @@ def _load_timm_native(
         )
     overlay: dict[str, Any] = {"file": str(rw.path)} if cfg.custom_load and not sd else {"state_dict": sd}
     try:
-        net = timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay)
+        net = timm.create_model(
+            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay
+        )
     except Exception as e:  # noqa: BLE001 - timm's loader raises RuntimeError (keys) and others
         msg = " ".join(str(e).split())
         raise CheckpointError(

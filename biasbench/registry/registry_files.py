@@ -198,7 +198,9 @@ def _check_weights_string(weights: str, where: str) -> None:
         except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535", …
             raise RegistryError(f"{where}: weights URL {weights!r} is not a valid URL: {e}") from e
         if not parts.hostname or not parts.path.rstrip("/").rsplit("/", 1)[-1]:
-            raise RegistryError(f"{where}: weights URL {weights!r} needs a host and a file name (https://host/path/w.pth)")
+            raise RegistryError(
+                f"{where}: weights URL {weights!r} needs a host and a file name (https://host/path/w.pth)"
+            )
 
 
 def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
@@ -207,7 +209,9 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
         raise RegistryError(f"{where}: an entry must be a table")
     unknown = [k for k in entry if k not in ENTRY_KEYS]
     if unknown:
-        raise RegistryError(f"{where}: unknown key {unknown[0]!r} in {path}; known keys: {', '.join(ENTRY_KEYS)}")
+        raise RegistryError(
+            f"{where}: unknown key {unknown[0]!r} in {path}; known keys: {', '.join(ENTRY_KEYS)}"
+        )
     for k in ("id", "arch"):
         if k not in entry:
             raise RegistryError(f"{where}: missing required key {k!r}")
@@ -218,7 +222,12 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
     _check_id(cid, where)
     arch = entry["arch"]
     family, sep, name = arch.partition(":")
-    if not sep or family not in ("timm", "torchvision", "zoo") or not name or re.search(r"[\s\x00-\x1f\x7f]", arch):
+    if (
+        not sep
+        or family not in ("timm", "torchvision", "zoo")
+        or not name
+        or re.search(r"[\s\x00-\x1f\x7f]", arch)
+    ):
         raise RegistryError(f"{where}: arch {arch!r} must be timm:<name>, torchvision:<name> or zoo:<name>")
     sha = entry.get("sha256")
     if sha is not None and not _SHA_RE.fullmatch(sha):
@@ -244,7 +253,9 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
         raise RegistryError(f"{where}: {e}") from e
     num_classes = entry.get("num_classes")
     if num_classes is not None and (
-        not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 0 < num_classes <= MAX_NUM_CLASSES
+        not isinstance(num_classes, int)
+        or isinstance(num_classes, bool)
+        or not 0 < num_classes <= MAX_NUM_CLASSES
     ):
         raise RegistryError(
             f"{where}: num_classes must be a positive integer of at most {MAX_NUM_CLASSES}, got {num_classes!r}"
@@ -288,8 +299,11 @@ def load_registry_file(path: Path) -> list[CheckpointSpec]:
     path = Path(path)
     problem = sources.path_problem(path)
     if problem is not None:
-        raise RegistryError(f"cannot read registry file {path}: it {problem}" if problem.startswith("is ")
-                            else f"cannot read registry file {path}: {problem}")
+        raise RegistryError(
+            f"cannot read registry file {path}: it {problem}"
+            if problem.startswith("is ")
+            else f"cannot read registry file {path}: {problem}"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -301,7 +315,9 @@ def load_registry_file(path: Path) -> list[CheckpointSpec]:
     except tomllib.TOMLDecodeError as e:
         raise RegistryError(f"registry file {path} is not valid TOML: {e}") from e
     except RecursionError as e:
-        raise RegistryError(f"registry file {path} is not valid TOML: its arrays or tables nest too deeply") from e
+        raise RegistryError(
+            f"registry file {path} is not valid TOML: its arrays or tables nest too deeply"
+        ) from e
     unknown = [k for k in data if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise RegistryError(
@@ -332,7 +348,9 @@ def _sanitize_id(s: str) -> str:
     out = re.sub(r"[^A-Za-z0-9_.+\-=@]", "_", s)
     out = out if out and _ID_RE.fullmatch(out) else f"_{out}"
     if len(out) > MAX_ID_LENGTH:
-        out = f"{out[: MAX_ID_LENGTH - 9]}-{hashlib.sha256(s.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+        out = (
+            f"{out[: MAX_ID_LENGTH - 9]}-{hashlib.sha256(s.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+        )
     return out
 
 
@@ -361,7 +379,7 @@ def _arch_at_weights(target: str, arch: str, weights: str) -> CheckpointSpec:
     source = sources.source_of(src)
     if source.requires_sha256:
         raise RegistryError(
-            f"{where}: weights from {source.noun()} need a sha256; put them in a registry .toml file with sha256 = \"…\""
+            f'{where}: weights from {source.noun()} need a sha256; put them in a registry .toml file with sha256 = "…"'
         )
     if src.kind == sources.PATH_KIND:
         p = sources.expand_path(src.value)
@@ -397,7 +415,10 @@ def _timm_pretrained_target(target: str, name: str) -> CheckpointSpec | None:
         return None
     base = split_model_name_tag(name)[0]
     return CheckpointSpec(
-        id=_sanitize_id(name), arch=f"timm:{base}", weights=f"timm:{name}", source=f"command line target {target!r}"
+        id=_sanitize_id(name),
+        arch=f"timm:{base}",
+        weights=f"timm:{name}",
+        source=f"command line target {target!r}",
     )
 
 
@@ -464,7 +485,7 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
             return [spec]
         import timm
 
-        hint = difflib_hint(name, sorted({n.split('.')[0] for n in timm.list_models(pretrained=True)}))
+        hint = difflib_hint(name, sorted({n.split(".")[0] for n in timm.list_models(pretrained=True)}))
         tried.append(f"a timm model name with pretrained weights{hint}")
     raise RegistryError(f"unknown target {t!r}: it is not " + ", not ".join(tried))
 

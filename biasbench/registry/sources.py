@@ -109,9 +109,13 @@ class Source:
     def validate(self, value: str, checkpoint_id: str) -> None:
         """Check the value's syntax without any I/O (raise :class:`CheckpointError`)."""
         if not value or value == f"{self.scheme}:":
-            raise CheckpointError(f"checkpoint {checkpoint_id!r}: weights '{self.scheme}:' names no {self.scheme} source")
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id!r}: weights '{self.scheme}:' names no {self.scheme} source"
+            )
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         """Make the weights available locally (downloading if needed) and say where they are; raise
         :class:`CheckpointError` naming the checkpoint for every failure."""
         raise NotImplementedError
@@ -142,7 +146,9 @@ def _check(name: str, obj: Any, p: Provider) -> Source:
     if not (isinstance(obj, type) and issubclass(obj, Source)):
         raise PluginError(f"weight source {name!r} from {p.provider}: {p.target} is not a Source subclass")
     if name not in (obj.scheme, *obj.aliases):
-        raise PluginError(f"weight source entry point {name!r} from {p.provider} points to {p.target}, scheme {obj.scheme!r}")
+        raise PluginError(
+            f"weight source entry point {name!r} from {p.provider} points to {p.target}, scheme {obj.scheme!r}"
+        )
     return obj()
 
 
@@ -167,7 +173,7 @@ def parse_weights(weights: str, checkpoint_id: str) -> WeightSource:
     schemes = SOURCES.providers()
     if m and m.group(1) in schemes:
         src = SOURCES.load(schemes[m.group(1)])
-        value = w if src.keeps_scheme else w[m.end():]
+        value = w if src.keeps_scheme else w[m.end() :]
         src.validate(value, checkpoint_id)
         return WeightSource(m.group(1) if not src.keeps_scheme else src.scheme, value, src.keeps_scheme)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", w):
@@ -403,13 +409,19 @@ def read_weights_file(path: Path, checkpoint_id: str, *, trust: bool = False) ->
         cause = msg.strip().splitlines()[-1] if msg.strip() else ""
         if "WeightsUnpickler error" in msg:
             cause = msg.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0] or cause
-        cause = f"{type(e).__name__}: {cause}" if cause else f"{type(e).__name__} (truncated or not a checkpoint?)"
+        cause = (
+            f"{type(e).__name__}: {cause}"
+            if cause
+            else f"{type(e).__name__} (truncated or not a checkpoint?)"
+        )
         raise unreadable(e, cause) from e
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
@@ -420,7 +432,9 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def extract_state_dict(obj: Any, checkpoint_id: str, *, select: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+def extract_state_dict(
+    obj: Any, checkpoint_id: str, *, select: str | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
     """Find the state dict inside a loaded checkpoint object; return it and the rule that found it.
 
     Rules, in order (explicit, named; the rule used is reported):

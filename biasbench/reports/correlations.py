@@ -21,7 +21,9 @@ def score_matrix(results: pd.DataFrame) -> pd.DataFrame:
     if results.empty:
         return pd.DataFrame()
     df = results.assign(column=results["metric"] + "." + results["key"])
-    return df.pivot_table(index="checkpoint", columns="column", values="value", aggfunc="last").sort_index(axis=1)
+    return df.pivot_table(index="checkpoint", columns="column", values="value", aggfunc="last").sort_index(
+        axis=1
+    )
 
 
 def pairwise_spearman(matrix: pd.DataFrame, columns: list[str] | None = None, min_n: int = 3) -> pd.DataFrame:

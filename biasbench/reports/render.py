@@ -42,10 +42,16 @@ def markdown_report(
         "",
         "## Scores",
         "",
-        _md_table(matrix[[c for c in cols if c in matrix.columns]].reset_index()) if n_ckpt else "_(no results)_\n",
+        _md_table(matrix[[c for c in cols if c in matrix.columns]].reset_index())
+        if n_ckpt
+        else "_(no results)_\n",
         "## Spearman correlations across checkpoints",
         "",
-        ("Every pair of non-constant keys of different metrics" if across_metrics else "Every pair of non-constant keys")
+        (
+            "Every pair of non-constant keys of different metrics"
+            if across_metrics
+            else "Every pair of non-constant keys"
+        )
         + ", over the checkpoints that have both; sorted by |ρ|"
         + (f"; the {top} strongest shown." if len(corr) > top else "."),
         "",

@@ -23,6 +23,7 @@ from biasbench.core.labels import IMAGENET16, IMAGENET_1K, LabelSpace
 #: The one place the 16-category -> ImageNet-1k index table lives (package data beside this module).
 TABLE_FILE = "imagenet16.json"
 
+
 def _timm_info_lines(filename: str) -> list[str]:
     text = resources.files("timm.data").joinpath("_info", filename).read_text()
     return [line.strip() for line in text.splitlines() if line.strip()]

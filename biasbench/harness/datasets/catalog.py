@@ -84,7 +84,9 @@ def _check(name: str, obj: Any, p: Provider) -> Dataset:
             "or DatasetFamily"
         )
     if obj.name != name:
-        raise PluginError(f"dataset entry point {name!r} from {p.provider} points to {p.target}, named {obj.name!r}")
+        raise PluginError(
+            f"dataset entry point {name!r} from {p.provider} points to {p.target}, named {obj.name!r}"
+        )
     return obj
 
 
@@ -107,7 +109,9 @@ def get(name: str) -> DatasetEntry:
         obj = DATASETS.load(provs[name])
         if isinstance(obj, DatasetFamily):
             examples = ", ".join(f"{name}/{m}" for m in list(_members(obj))[:3])
-            raise UnknownDataset(f"{name!r} is a family of datasets; name one of its members, e.g. {examples}")
+            raise UnknownDataset(
+                f"{name!r} is a family of datasets; name one of its members, e.g. {examples}"
+            )
         return obj
     family, sep, member = name.partition("/")
     if sep and family in provs:

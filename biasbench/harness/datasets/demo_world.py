@@ -31,7 +31,9 @@ def split_entry(split: str) -> DatasetEntry:
     """The dataset ``demo-world/<split>``."""
     parsed = world.parse_corruption(split)
     desc = _DESCRIPTIONS.get(split) or (
-        f"demo world: test images (first n_corrupt) with {parsed[0]} at severity {parsed[1]}" if parsed else split
+        f"demo world: test images (first n_corrupt) with {parsed[0]} at severity {parsed[1]}"
+        if parsed
+        else split
     )
 
     def manifest(data_root: Path, pre: Preprocess | None) -> str:

@@ -152,8 +152,19 @@ class Manifest:
         return _manifest_from_json(raw, digest, where)
 
 
-_MANIFEST_KEYS = ("name", "description", "target", "source", "license", "license_url", "citation", "n_files",
-                  "files", "base_url", "archive")
+_MANIFEST_KEYS = (
+    "name",
+    "description",
+    "target",
+    "source",
+    "license",
+    "license_url",
+    "citation",
+    "n_files",
+    "files",
+    "base_url",
+    "archive",
+)
 _ARCHIVE_KEYS = ("url", "sha256", "format", "strip_prefix", "n_files", "sha256_note")
 
 
@@ -186,24 +197,32 @@ def _check_url(url: str, where: str, key: str, *, file: bool) -> None:
     except ValueError as e:  # a malformed IPv6 host or port
         raise ManifestError(f"{where}: {key} {url!r:.120} is not a valid URL: {e}") from e
     if parts.scheme not in ("https", "http", "file") or (parts.scheme != "file" and not host):
-        raise ManifestError(f"{where}: {key} {url!r:.120} must be an https://, http:// or file:// URL with a host")
+        raise ManifestError(
+            f"{where}: {key} {url!r:.120} must be an https://, http:// or file:// URL with a host"
+        )
     if file and not parts.path.rstrip("/").rsplit("/", 1)[-1]:
         raise ManifestError(f"{where}: {key} {url!r:.120} names no file")
 
 
 def _manifest_from_json(raw: Any, digest: str, where: str) -> Manifest:
     if not isinstance(raw, dict):
-        raise ManifestError(f"{where or 'manifest'}: a manifest must be a JSON object, got {type(raw).__name__}")
+        raise ManifestError(
+            f"{where or 'manifest'}: a manifest must be a JSON object, got {type(raw).__name__}"
+        )
     name = raw.get("name")
     where = where or f"manifest {name!r:.80}"
     if not isinstance(name, str) or len(name) > 128 or not _NAME_RE.fullmatch(name):
-        raise ManifestError(f"{where}: name must be a dataset name (letters, digits, . _ - and /), got {name!r:.80}")
+        raise ManifestError(
+            f"{where}: name must be a dataset name (letters, digits, . _ - and /), got {name!r:.80}"
+        )
     unknown = [k for k in raw if k not in _MANIFEST_KEYS]
     if unknown:
         raise ManifestError(f"{where}: unknown key {unknown[0]!r:.80}; known: {', '.join(_MANIFEST_KEYS)}")
     target = _get(raw, "target", str, name, where)
     if len(target) > 128 or not _NAME_RE.fullmatch(target):
-        raise ManifestError(f"{where}: target {target!r:.80} must be a relative directory name under the data root")
+        raise ManifestError(
+            f"{where}: target {target!r:.80} must be a relative directory name under the data root"
+        )
     text = {k: _get(raw, k, str, "", where) for k in ("description", "license", "license_url", "citation")}
     source = _get(raw, "source", dict, {}, where)
     for k, v in source.items():
@@ -268,8 +287,16 @@ def _check_relpath(rel: str, where: str) -> None:
     """A file path inside a dataset: relative, normalised (no ``.``/``..``/empty parts), POSIX, no
     control characters, not our own record or downloads folder."""
     p = PurePosixPath(rel)
-    if (not rel or not p.parts or p.is_absolute() or ".." in p.parts or "\\" in rel or p.as_posix() != rel
-            or re.search(r"[\x00-\x1f\x7f]", rel) or p.parts[0] in (LOCAL_RECORD, DOWNLOADS_DIR)):
+    if (
+        not rel
+        or not p.parts
+        or p.is_absolute()
+        or ".." in p.parts
+        or "\\" in rel
+        or p.as_posix() != rel
+        or re.search(r"[\x00-\x1f\x7f]", rel)
+        or p.parts[0] in (LOCAL_RECORD, DOWNLOADS_DIR)
+    ):
         raise ManifestError(f"{where}: unsafe relative path {rel!r:.120}")
 
 
@@ -290,7 +317,9 @@ def parse_manifest(text: bytes | str, where: str = "manifest", digest: str | Non
 @lru_cache(maxsize=1)
 def _load_manifests() -> dict[str, Manifest]:
     out: dict[str, Manifest] = {}
-    for res in sorted(resources.files("biasbench.harness.datasets.manifests").iterdir(), key=lambda r: r.name):
+    for res in sorted(
+        resources.files("biasbench.harness.datasets.manifests").iterdir(), key=lambda r: r.name
+    ):
         if not res.name.endswith(".json"):
             continue
         m = parse_manifest(res.read_bytes(), f"manifest {res.name}")
@@ -308,7 +337,9 @@ def dataset_manifests() -> dict[str, Manifest]:
 def get_manifest(name: str) -> Manifest:
     manifests = _load_manifests()
     if name not in manifests:
-        raise KeyError(f"no download manifest for dataset {name!r}; downloadable: {', '.join(sorted(manifests))}")
+        raise KeyError(
+            f"no download manifest for dataset {name!r}; downloadable: {', '.join(sorted(manifests))}"
+        )
     return manifests[name]
 
 
@@ -347,12 +378,15 @@ def fetch_dataset(
     return _fetch_files(m, data_root, mirror=mirror, log=log, workers=workers)
 
 
-def _fetch_files(m: Manifest, data_root: Path, *, mirror: str | None, log: Callable[[str], Any],
-                 workers: int) -> Path:
+def _fetch_files(
+    m: Manifest, data_root: Path, *, mirror: str | None, log: Callable[[str], Any], workers: int
+) -> Path:
     target = data_root / m.target
     total = len(m.files)
     where = mirror or m.base_url
-    log(f"fetching {m.name}: {total} files from {where} (pinned: {m.pinned}; license {m.license}) into {target}")
+    log(
+        f"fetching {m.name}: {total} files from {where} (pinned: {m.pinned}; license {m.license}) into {target}"
+    )
     done = 0
     step = max(1, total // 10)
     failures: list[tuple[str, Exception]] = []
@@ -384,14 +418,17 @@ def _fetch_files(m: Manifest, data_root: Path, *, mirror: str | None, log: Calla
         )
     extra = _unexpected_files(target, m)
     if extra:
-        log(f"  warning: {len(extra)} files in {target} are not part of {m.name} (e.g. {extra[0]}); "
-            "`bench data verify` reports them")
+        log(
+            f"  warning: {len(extra)} files in {target} are not part of {m.name} (e.g. {extra[0]}); "
+            "`bench data verify` reports them"
+        )
     log(f"{m.name}: {total} files verified (sha256) in {target}")
     return target
 
 
-def _fetch_archive(m: Manifest, data_root: Path, *, mirror: str | None, log: Callable[[str], Any],
-                   sha256: str | None) -> Path:
+def _fetch_archive(
+    m: Manifest, data_root: Path, *, mirror: str | None, log: Callable[[str], Any], sha256: str | None
+) -> Path:
     assert m.archive is not None
     arch = m.archive
     pinned = arch.sha256.lower() if arch.sha256 else None
@@ -551,11 +588,13 @@ def _member_path(archive: Path, raw: str, prefix: str, dest_resolved: Path) -> s
     if ".." in parts:
         raise UnsafeArchive(f"{archive}: member {raw!r} climbs out of the target ('..'); refused")
     if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts) or len(raw) > _PATH_MAX:
-        raise UnsafeArchive(f"{archive}: member {raw[:80]!r}… has a name too long for the file system; refused")
+        raise UnsafeArchive(
+            f"{archive}: member {raw[:80]!r}… has a name too long for the file system; refused"
+        )
     if prefix:
         if parts[: len(prefix.split("/"))] != prefix.split("/"):
             return None
-        parts = parts[len(prefix.split("/")):]
+        parts = parts[len(prefix.split("/")) :]
     if not parts:
         return None
     rel = "/".join(parts)
@@ -578,10 +617,19 @@ def _extract_tar(archive: Path, dest: Path, prefix: str, limits: _Limits) -> lis
             for member in tf:  # one header at a time: a huge member is refused before its data is read
                 raw = member.name
                 if member.issym() or member.islnk():
-                    raise UnsafeArchive(f"{archive}: member {raw!r} is a link (to {member.linkname!r}); refused")
+                    raise UnsafeArchive(
+                        f"{archive}: member {raw!r} is a link (to {member.linkname!r}); refused"
+                    )
                 if not (member.isfile() or member.isdir()):
-                    what = ("a character device" if member.ischr() else "a block device" if member.isblk()
-                            else "a FIFO" if member.isfifo() else "not a regular file or directory")
+                    what = (
+                        "a character device"
+                        if member.ischr()
+                        else "a block device"
+                        if member.isblk()
+                        else "a FIFO"
+                        if member.isfifo()
+                        else "not a regular file or directory"
+                    )
                     raise UnsafeArchive(f"{archive}: member {raw!r} is {what}; refused")
                 rel = _member_path(archive, raw, prefix, dest_resolved)
                 limits.add(raw, member.size if member.isfile() else 0)
@@ -640,7 +688,9 @@ def _extract_zip(archive: Path, dest: Path, prefix: str, limits: _Limits) -> lis
         limits.check_disk(dest)
         created = not dest.exists()
         names: list[str] = []
-        written = _Limits(archive, limits.archive_size, limits.max_bytes, limits.max_members, limits.max_ratio)
+        written = _Limits(
+            archive, limits.archive_size, limits.max_bytes, limits.max_members, limits.max_ratio
+        )
         try:
             dest.mkdir(parents=True, exist_ok=True)
             for info, rel in chosen:
@@ -650,7 +700,9 @@ def _extract_zip(archive: Path, dest: Path, prefix: str, limits: _Limits) -> lis
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 if not out.parent.resolve().is_relative_to(dest_resolved):
-                    raise UnsafeArchive(f"{archive}: member {info.filename!r} would be written outside the target")
+                    raise UnsafeArchive(
+                        f"{archive}: member {info.filename!r} would be written outside the target"
+                    )
                 names.append(rel)
                 n = 0
                 with zf.open(info) as src, open(out, "wb") as dst:
@@ -703,8 +755,11 @@ def _read_record(target: Path) -> dict[str, Any] | None:
 def _unexpected_files(target: Path, m: Manifest) -> list[str]:
     if not target.is_dir():
         return []
-    present = sorted(p.relative_to(target).as_posix() for p in target.rglob("*")
-                     if p.is_file() and p.name != LOCAL_RECORD and not p.name.endswith(".part"))
+    present = sorted(
+        p.relative_to(target).as_posix()
+        for p in target.rglob("*")
+        if p.is_file() and p.name != LOCAL_RECORD and not p.name.endswith(".part")
+    )
     return [p for p in present if p not in m.files]
 
 

@@ -77,7 +77,9 @@ def imagenet_folder_dataset(
         files = list_labeled_files(root, layout)
         mh = manifest_of(root, files)
         arr = cached_array(
-            cache_dir, f"{name}-{mh}-{preprocess_key(pre)}", lambda: decode_files([root / f for f, _ in files], pre)
+            cache_dir,
+            f"{name}-{mh}-{preprocess_key(pre)}",
+            lambda: decode_files([root / f for f, _ in files], pre),
         )
         return ImageSet(
             name=name,

@@ -54,13 +54,19 @@ def _get_hint(name: str) -> str:
     elif m.archive.sha256:
         how = f"`bench data fetch {name}` ({m.archive.url}; license {m.license})"
     else:
-        how = (f"`bench data fetch {name} --sha256 <digest of {m.archive.filename}>` ({m.archive.url}; "
-               f"its digest is not pinned, so you must supply the one you trust)")
-    return f"Get it with {how}, or point --data-root (env BIASBENCH_DATA) at a directory that has {m.target}/."
+        how = (
+            f"`bench data fetch {name} --sha256 <digest of {m.archive.filename}>` ({m.archive.url}; "
+            f"its digest is not pinned, so you must supply the one you trust)"
+        )
+    return (
+        f"Get it with {how}, or point --data-root (env BIASBENCH_DATA) at a directory that has {m.target}/."
+    )
 
 
 def _png_files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".png")
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".png"
+    )
 
 
 def _class_folder_rows(root: Path, rels: list[str], name: str) -> list[Row]:
@@ -69,7 +75,9 @@ def _class_folder_rows(root: Path, rels: list[str], name: str) -> list[Row]:
     for rel in rels:
         parts = rel.split("/")
         if len(parts) != 2 or parts[0] not in index:
-            raise ValueError(f"dataset {name!r}: {root / rel} is not <category>/<file>.png with one of the 16 categories")
+            raise ValueError(
+                f"dataset {name!r}: {root / rel} is not <category>/<file>.png with one of the 16 categories"
+            )
         rows.append((rel, index[parts[0]], -1))
     return rows
 
@@ -162,7 +170,9 @@ def stimulus_dataset(
     def load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
         root, rows = scan(data_root)
         mh = manifest_of(root, [(rel, lab) for rel, lab, _ in rows])
-        arr = cached_array(cache_dir, f"{name}-{mh}-stored", lambda: decode_files([root / r for r, _, _ in rows], None))
+        arr = cached_array(
+            cache_dir, f"{name}-{mh}-stored", lambda: decode_files([root / r for r, _, _ in rows], None)
+        )
         meta = {"texture": torch.tensor([t for _, _, t in rows], dtype=torch.long)} if with_texture else {}
         return ImageSet(
             name=name,

@@ -14,7 +14,9 @@ def hf_download(repo_id: str, filename: str, revision: str | None) -> Path:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub comes with timm
-        raise RuntimeError("hf-hub: weights need the huggingface_hub package (pip install huggingface_hub)") from e
+        raise RuntimeError(
+            "hf-hub: weights need the huggingface_hub package (pip install huggingface_hub)"
+        ) from e
     return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
 
 
@@ -37,13 +39,17 @@ class HFHubFile(Source):
     scheme = "hf-hub"
     syntax = "hf-hub:<org>/<repo>[@rev]/<file>"
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         repo_id, filename, revision = split_hf_hub(value, checkpoint_id)
         try:
             path = hf_download(repo_id, filename, revision)
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"checkpoint {checkpoint_id!r}: cannot get hf-hub:{value}: {e}") from e
-        return ResolvedWeights(WeightSource(self.scheme, value), path=path, description=f"hf-hub {repo_id}/{filename} ({path})")
+        return ResolvedWeights(
+            WeightSource(self.scheme, value), path=path, description=f"hf-hub {repo_id}/{filename} ({path})"
+        )
 
     def default_id(self, value: str) -> str:
         parts = value.split("/", 2)

@@ -27,7 +27,9 @@ class LocalFile(Source):
     syntax = "/a/path.pth | ./w.safetensors"
     local = True
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         path = expand_path(value)
         problem = path_problem(path)  # "not found", "is a directory, not a file", …
         if problem is not None:

@@ -43,7 +43,9 @@ def declared_target(value: str) -> str | None:
     return value if any(p.target == value for p in provs.values()) else None
 
 
-def resolve_package(value: str, checkpoint_id: str) -> tuple[Path | None, dict[str, torch.Tensor] | None, str]:
+def resolve_package(
+    value: str, checkpoint_id: str
+) -> tuple[Path | None, dict[str, torch.Tensor] | None, str]:
     """``<module>:<dotted.attr>`` -> a file path or a state dict (attr is a path, or a callable
     returning either)."""
     module_name, sep, attr = value.partition(":")
@@ -70,7 +72,9 @@ def resolve_package(value: str, checkpoint_id: str) -> tuple[Path | None, dict[s
         try:
             obj = obj()
         except Exception as e:  # noqa: BLE001 - third-party code; report what failed
-            raise CheckpointError(f"checkpoint {checkpoint_id!r}: calling {module_name}:{attr}() failed: {e}") from e
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id!r}: calling {module_name}:{attr}() failed: {e}"
+            ) from e
     if isinstance(obj, (str, os.PathLike)):
         return Path(obj), None, f"file {obj} from package {module_name}"
     if isinstance(obj, Mapping):
@@ -92,10 +96,14 @@ class PackageWeights(Source):
 
     def trust_hint(self) -> str:
         declared = ", ".join(sorted(WEIGHT_PROVIDERS.providers())) or "none"
-        return (f"declare the target in a package's entry-point group biasbench.weights (declared: {declared}), "
-                "name a declared one as package:<provider>,")
+        return (
+            f"declare the target in a package's entry-point group biasbench.weights (declared: {declared}), "
+            "name a declared one as package:<provider>,"
+        )
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         path, sd, desc = resolve_package(declared_target(value) or value, checkpoint_id)
         if path is not None and not path.is_file():
             raise CheckpointError(f"checkpoint {checkpoint_id!r}: package weights file {path} not found")

@@ -52,11 +52,15 @@ class TimmPretrained(Source):
     scheme = "timm"
     syntax = "timm:<name>[.<tag>]"
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         try:
             path = download_timm_pretrained(value)
         except Exception as e:  # noqa: BLE001 - network/hub errors of many kinds
             raise CheckpointError(
                 f"checkpoint {checkpoint_id!r}: cannot get timm's pretrained weights {value!r}: {e}"
             ) from e
-        return ResolvedWeights(WeightSource(self.scheme, value), path=path, description=f"timm pretrained {value} ({path})")
+        return ResolvedWeights(
+            WeightSource(self.scheme, value), path=path, description=f"timm pretrained {value} ({path})"
+        )

@@ -36,13 +36,19 @@ class TorchvisionWeights(Source):
     scheme = "torchvision"
     syntax = "torchvision:<Enum>.<MEMBER>"
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         enum = torchvision_weights_enum(value, checkpoint_id)
         try:
             path = download_torchvision_weights(enum.url)
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {checkpoint_id!r}: cannot get torchvision weights {value}: {e}") from e
-        return ResolvedWeights(WeightSource(self.scheme, value), path=path, description=f"torchvision {value} ({path})")
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id!r}: cannot get torchvision weights {value}: {e}"
+            ) from e
+        return ResolvedWeights(
+            WeightSource(self.scheme, value), path=path, description=f"torchvision {value} ({path})"
+        )
 
     def default_id(self, value: str) -> str:
         return f"torchvision_{value}"

@@ -17,19 +17,21 @@ class URLSource(Source):
 
     scheme = "https"
     aliases = ("http",)
-    syntax = "https://host/path/weights.pth (with sha256 = \"…\")"
+    syntax = 'https://host/path/weights.pth (with sha256 = "…")'
     keeps_scheme = True
     requires_sha256 = True
 
     def noun(self) -> str:
         return "a URL"
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         cid = checkpoint_id
         if not sha256:
             raise CheckpointError(
                 f"checkpoint {cid!r}: weights from a URL need a sha256 in the registry entry "
-                f"(sha256 = \"…\"), so the bytes can be verified: {value}"
+                f'(sha256 = "…"), so the bytes can be verified: {value}'
             )
         expected = sha256.lower()
         name = os.path.basename(value.split("?", 1)[0].rstrip("/")) or "weights"
@@ -41,4 +43,6 @@ class URLSource(Source):
             except DownloadError as e:
                 raise CheckpointError(f"checkpoint {cid!r}: {e}") from e
             remember_sha256(dest, expected, cache_dir)
-        return ResolvedWeights(WeightSource(self.scheme, value, True), path=dest, description=f"{value} (cached at {dest})")
+        return ResolvedWeights(
+            WeightSource(self.scheme, value, True), path=dest, description=f"{value} (cached at {dest})"
+        )

@@ -15,7 +15,9 @@ class ZooWeights(Source):
     syntax = "zoo:<recipe>"
     local = True
 
-    def resolve(self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path) -> ResolvedWeights:
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
         cid = checkpoint_id
         try:
             from biasbench.registry import zoo
@@ -25,4 +27,6 @@ class ZooWeights(Source):
             raise CheckpointError(f"checkpoint {cid!r}: cannot get demo zoo weights {value!r}: {e}") from e
         if not path.is_file():
             raise CheckpointError(f"checkpoint {cid!r}: demo zoo weights file {path} not found")
-        return ResolvedWeights(WeightSource(self.scheme, value), path=path, description=f"demo zoo {value} ({path})")
+        return ResolvedWeights(
+            WeightSource(self.scheme, value), path=path, description=f"demo zoo {value} ({path})"
+        )
