@@ -38,6 +38,7 @@ A run records its PID and host; a ``running`` run on this host whose process is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -197,6 +198,13 @@ class Store:
                 delay = min(delay * 1.6, 1.0)
         try:
             yield con
+        except (duckdb.IOException, duckdb.TransactionException, OSError) as e:
+            if not _is_space_error(e):
+                raise
+            raise StoreError(
+                f"cannot write to the results database {self.path}: the disk is full or a file-size limit was "
+                f"reached ({_first_line(e)}); every job written before is intact, free space and rerun"
+            ) from e
         finally:
             con.close()
 
@@ -680,6 +688,19 @@ def _lock_message(path: Path, e: BaseException, timeout: float) -> str:
         f"(a Python session, the duckdb shell) is in the way: wait for it or stop it "
         f"(${LOCK_TIMEOUT_ENV} sets how long to wait)"
     )
+
+
+def _is_space_error(e: BaseException) -> bool:
+    """A write failed for lack of space (a full disk, a quota, a file-size limit)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    low = str(e).lower()
+    return any(m in low for m in ("no space left", "file too large", "disk quota"))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return re.sub(r"^[A-Za-z ]*Error: ", "", text[0]) if text else type(e).__name__
 
 
 def _explain(path: Path, e: BaseException, *, writing: bool) -> str:
