@@ -4,16 +4,11 @@ error text is never markup; validation happens before anything runs; a dry run f
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import duckdb
 import pytest
 import torch
 
-from tests.harness_fixtures import REPO, bench
+from tests.harness_fixtures import bench, bench_subprocess
 
 
 def demo_entry(cid: str = "plain", recipe: str = "plain") -> str:
@@ -25,18 +20,6 @@ def env(tmp_path):
     return {"BIASBENCH_CACHE": str(tmp_path / "cache"), "BIASBENCH_DATA": str(tmp_path / "data")}
 
 
-def subprocess_bench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "biasbench.cli", *args],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_a_registry_cannot_make_bench_import_and_call_code(tmp_path, env):
     reg = tmp_path / "evil.toml"
     reg.write_text(
@@ -44,9 +27,9 @@ def test_a_registry_cannot_make_bench_import_and_call_code(tmp_path, env):
         + '\n[[checkpoint]]\nid = "evil"\narch = "timm:test_resnet"\nweights = "package:os:abort"\n'
     )
     db = tmp_path / "b.duckdb"
-    dry = subprocess_bench(["run", str(reg), "-m", "accuracy", "--dry-run", "--db", str(db)], tmp_path, env)
+    dry = bench_subprocess(["run", str(reg), "-m", "accuracy", "--dry-run", "--db", str(db)], tmp_path, env)
     assert dry.returncode == 0, dry.stderr  # os.abort would end the process with -6
-    real = subprocess_bench(["run", str(reg), "-m", "accuracy", "--db", str(db)], tmp_path, env)
+    real = bench_subprocess(["run", str(reg), "-m", "accuracy", "--db", str(db)], tmp_path, env)
     assert real.returncode == 1, real.stderr
     with duckdb.connect(str(db), read_only=True) as con:
         (error,) = con.execute("SELECT error FROM failures WHERE checkpoint_id = 'evil'").fetchone()

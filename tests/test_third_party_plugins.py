@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.harness_fixtures import REPO, install_throwaway_package
+from tests.harness_fixtures import REPO, bench_subprocess, install_throwaway_package
 
 FILES = {
     "labels.py": '''
@@ -141,15 +141,7 @@ def installed(tmp_path_factory) -> Path:
 
 
 def cli(args: list[str], cwd: Path, site: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{site}", "COLUMNS": "200", **extra_env}
-    return subprocess.run(
-        [sys.executable, "-m", "biasbench.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return bench_subprocess(args, cwd, {"PYTHONPATH": f"{REPO}{os.pathsep}{site}", **extra_env})
 
 
 def test_dataset_source_and_label_space_plugins_run_through_bench_run(installed, tmp_path):

@@ -90,6 +90,13 @@ def fixed_geometry(interpolation: str) -> Preprocess:
     return Preprocess(resize=256, crop=224, interpolation=interpolation)
 
 
+def fixed_geometry_request(
+    metric: str, label_space: str, dataset: str | None, interpolation: str
+) -> DatasetRequest:
+    """The clean set (or ``dataset``) at the fixed Resize(256) + CenterCrop(224) of the frequency metrics."""
+    return dataset_request(metric, label_space, dataset, preprocess=fixed_geometry(interpolation))
+
+
 def no_autocast(device: torch.device) -> torch.autocast:
     """Filters and noise are computed in float32 even when the model runs under AMP."""
     return torch.autocast(device_type=device.type, enabled=False)

@@ -82,9 +82,8 @@ from biasbench.metrics.base import (
     ParamError,
 )
 from biasbench.metrics.common import (
-    dataset_request,
     eval_index,
-    fixed_geometry,
+    fixed_geometry_request,
     no_autocast,
     space_default,
     topk_correct,
@@ -378,11 +377,8 @@ class CriticalBand(Metric):
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {
-            "images": dataset_request(
-                self.name,
-                label_space,
-                self.params.dataset,
-                preprocess=fixed_geometry(self.params.interpolation),
+            "images": fixed_geometry_request(
+                self.name, label_space, self.params.dataset, self.params.interpolation
             )
         }
 

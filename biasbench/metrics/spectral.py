@@ -55,7 +55,7 @@ from biasbench.metrics.base import (
     ModelWrapper,
     ParamError,
 )
-from biasbench.metrics.common import dataset_request, eval_index, fixed_geometry, no_autocast, topk_correct
+from biasbench.metrics.common import eval_index, fixed_geometry_request, no_autocast, topk_correct
 from biasbench.metrics.fourier_filters import HIGHPASS, LOWPASS, box_filter
 
 CUTOFFS: tuple[float, ...] = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
@@ -85,11 +85,8 @@ class Spectral(Metric):
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {
-            "images": dataset_request(
-                self.name,
-                label_space,
-                self.params.dataset,
-                preprocess=fixed_geometry(self.params.interpolation),
+            "images": fixed_geometry_request(
+                self.name, label_space, self.params.dataset, self.params.interpolation
             )
         }
 
