@@ -16,14 +16,8 @@ from biasbench.core.cue_conflict import parse_cue_conflict_name
 from biasbench.core.label_spaces.imagenet import categories16, imagenet16_table
 from biasbench.core.labels import DEMO_WORLD, IMAGENET16, IMAGENET_1K
 from biasbench.metrics.base import EvalContext, ImageSet, ModelWrapper, NotApplicable
-from biasbench.metrics.shape_bias import (
-    Acc16,
-    ShapeBias,
-    aggregate_groups,
-    count_cue_conflict,
-    count_named,
-    decide,
-)
+from biasbench.metrics.common import aggregate_groups, decide
+from biasbench.metrics.shape_bias import Acc16, ShapeBias, count_cue_conflict, count_named
 from tests.conftest import require_module
 
 CATS = categories16()

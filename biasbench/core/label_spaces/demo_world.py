@@ -9,10 +9,36 @@ HW/50 pixels per step on 32-px images — the SIS fallbacks of every label space
 from __future__ import annotations
 
 from biasbench.core import world
+from biasbench.core.corruptions import CORRUPTIONS, SEVERITIES
 from biasbench.core.labels import DEMO_WORLD, LabelSpace
 
 #: Images per evaluation of spectral / critical band when ``n_images`` is not set (±2.2 % SE at 50 %).
 DEMO_WORLD_N_IMAGES = 500
+
+#: OOD on the demo world: its clean test split, its 8 corruptions x 5 severities, shape-only sets
+#: (edges, silhouettes) as "concepts", PGD-40 at the adversarial recipe's training eps (2/255, step 4 eps
+#: as in the study's 0.5/255 with 2/255); 100 images per set and 32 for PGD keep the demo fast.
+DEMO_OOD = {
+    "sets": ("imagenet", "c", "edges", "silhouettes", "pgd40"),
+    "families": {
+        "c": {
+            "family": "demo-world",
+            "corruptions": tuple(CORRUPTIONS),
+            "severities": SEVERITIES,
+            "means": {"c_mean": tuple(CORRUPTIONS)},
+        },
+    },
+    "aggregates": {
+        "id": ("imagenet_top1",),
+        "robustness": ("c_mean",),
+        "concepts": ("edges_top1", "silhouettes_top1"),
+        "adversarial": ("pgd40_top1",),
+    },
+    "pgd_eps": 2 / 255,
+    "pgd_step": 8 / 255,
+    "max_per_set": 100,
+    "pgd_n_images": 32,
+}
 
 DEMO_WORLD_SPACE = LabelSpace(
     name=DEMO_WORLD,
@@ -28,5 +54,6 @@ DEMO_WORLD_SPACE = LabelSpace(
     defaults={
         "spectral": {"n_images": DEMO_WORLD_N_IMAGES},
         "critical_band": {"n_images": DEMO_WORLD_N_IMAGES, "stimulus": "colour"},
+        "ood": DEMO_OOD,
     },
 )

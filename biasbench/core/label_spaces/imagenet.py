@@ -18,6 +18,12 @@ import json
 from functools import lru_cache
 from importlib import resources
 
+from biasbench.core.imagenet_corruptions import (
+    IMAGENET_C_BAR,
+    IMAGENET_C_EXTRA,
+    IMAGENET_C_STANDARD,
+    SEVERITIES,
+)
 from biasbench.core.labels import IMAGENET16, IMAGENET_1K, LabelSpace
 
 #: The one place the 16-category -> ImageNet-1k index table lives (package data beside this module).
@@ -70,6 +76,34 @@ def categories16() -> list[str]:
     return list(imagenet16_table())
 
 
+#: The OOD evaluation of the study (Gavrikov & Keuper 2024): sets, corruption families, aggregates.
+IMAGENET_OOD = {
+    "sets": ("imagenet", "real", "v2", "a", "r", "sketch", "c", "cbar", "stylized16", "pgd40"),
+    "families": {
+        "c": {
+            "family": "imagenet-c",
+            "corruptions": IMAGENET_C_STANDARD + IMAGENET_C_EXTRA,
+            "severities": SEVERITIES,
+            "means": {"c15_mean": IMAGENET_C_STANDARD, "c19_mean": IMAGENET_C_STANDARD + IMAGENET_C_EXTRA},
+        },
+        "cbar": {
+            "family": "imagenet-c-bar",
+            "corruptions": IMAGENET_C_BAR,
+            "severities": SEVERITIES,
+            "means": {"cbar_mean": IMAGENET_C_BAR},
+        },
+    },
+    "aggregates": {
+        "id": ("imagenet_top1", "v2_top1", "real_top1"),
+        "robustness": ("a_top1", "c19_mean", "cbar_mean"),
+        "concepts": ("sketch_top1", "r_top1", "stylized16_acc16"),
+        "adversarial": ("pgd40_top1",),
+    },
+    # L-inf PGD-40 in pixel space (foolbox LinfPGD(steps=40, abs_stepsize=2/255), eps 0.5/255)
+    "pgd_eps": 0.5 / 255,
+    "pgd_step": 2 / 255,
+}
+
 IMAGENET_1K_SPACE = LabelSpace(
     name=IMAGENET_1K,
     num_classes=1000,
@@ -82,6 +116,11 @@ IMAGENET_1K_SPACE = LabelSpace(
         "edges": "edges",
         "filled-silhouettes": "filled-silhouettes",
         "stylized-16": "stylized-16",
+        "real": "imagenet-real",
+        "v2": "imagenet-v2",
+        "a": "imagenet-a",
+        "r": "imagenet-r",
+        "sketch": "imagenet-sketch",
     },
     decisions={IMAGENET16: lambda: tuple(imagenet16_table().values())},
     subsets={
@@ -92,6 +131,7 @@ IMAGENET_1K_SPACE = LabelSpace(
     defaults={
         # SIS (Carter et al.): tau 0.9 and k = 100 pixels per step at 224 px (scaled with the area)
         "sis": {"tau": 0.9, "pixels_per_step": 224**2 / 100, "n_images": 256},
+        "ood": IMAGENET_OOD,
     },
 )
 

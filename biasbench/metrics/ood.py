@@ -1,0 +1,329 @@
+"""OOD accuracy: a checkpoint on every requested distribution-shifted set, and the study's four
+generalization aggregates (Gavrikov & Keuper, "Can Biases in ImageNet Models Explain
+Generalization?", CVPR 2024).
+
+Sets (parameter ``sets``, short names; default: every set the model's label space defines — for
+ImageNet-1k all ten below, so a set the user has not got fails the job with its ``DatasetMissing``
+message instead of being dropped; narrow them with ``-p ood.sets=v2,a,r``):
+
+* ``imagenet``: the label space's clean set (``imagenet-val``; the demo world's ``test``), top-1 and
+  top-5 → ``imagenet_top1``, ``imagenet_top5``.
+* ``real``: ImageNet-val with the ReaL multi-labels (Beyer et al. 2020); an image whose label list is
+  empty is excluded; correct = the top-1 class is in the list → ``real_top1`` (n = labelled images).
+* ``v2``: ImageNetV2 matched-frequency (Recht et al. 2019) → ``v2_top1``.
+* ``a``, ``r``: ImageNet-A / -R (Hendrycks et al. 2021), 200 classes each: the logits are restricted
+  to the subset's 200 ImageNet indices before the argmax → ``a_top1``, ``r_top1``.
+* ``sketch``: ImageNet-Sketch (Wang et al. 2019) → ``sketch_top1``.
+* ``c``: ImageNet-C (Hendrycks & Dietterich 2019), 19 corruptions × 5 severities, images used as
+  stored → ``c_top1@<corruption>-<severity>`` per cell, ``c15_mean`` (15 standard) and ``c19_mean``
+  (all 19) — the means over the cells. The demo world: its 8 corruptions × 5 → ``c_mean``.
+* ``cbar``: ImageNet-C̄ (Mintun et al. 2021), 10 × 5 → cells and ``cbar_mean``.
+* ``stylized16``, ``edges``, ``silhouettes``: shape-only sets; decisions in the set's label space
+  (ImageNet-1k models: the 16-category rule of the shape-bias protocol) → ``<set>_acc16`` (16-class)
+  or ``<set>_top1`` (same label space, the demo world).
+* ``pgd40``: L∞ PGD-40 on the clean set in pixel space (:mod:`biasbench.metrics.pgd`; ImageNet:
+  ε = 0.5/255, step 2/255; the demo world: ε = 2/255, step 8/255, the adversarial recipe's training ε),
+  seeded random start → ``pgd40_top1`` (robust accuracy).
+
+Aggregates (stored when all their parts are; otherwise absent, with a flag naming the missing part —
+never a partial mean): ``id`` = mean(imagenet, v2, real), ``robustness`` = mean(a, c19_mean,
+cbar_mean), ``concepts`` = mean(sketch, r, stylized16), ``adversarial`` = pgd40. The demo world:
+id = its clean top-1, robustness = c_mean, concepts = mean(edges, silhouettes), adversarial = pgd40.
+The label space holds these compositions (``LabelSpace.defaults["ood"]``).
+
+``max_per_set``: a seeded, class-stratified subsample of every set (and of every corruption cell);
+``pgd_n_images`` the same for PGD. Both are part of the job's content key; the demo world's label
+space defaults them to 100 and 32 (the demo's time budget), ImageNet to the whole set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from biasbench.core import labels
+from biasbench.metrics.base import (
+    DatasetRequest,
+    EvalContext,
+    ImageSet,
+    Metric,
+    MetricError,
+    MetricResult,
+    ModelWrapper,
+    NotApplicable,
+    ParamError,
+)
+from biasbench.metrics.common import decide, topk_correct
+from biasbench.metrics.pgd import pgd_linf
+
+#: short name -> (kind, label-space purpose or family, subset)
+SETS: dict[str, tuple[str, str, str | None]] = {
+    "imagenet": ("top1", "clean", None),
+    "real": ("real", "real", None),
+    "v2": ("top1", "v2", None),
+    "a": ("top1", "a", "imagenet-a"),
+    "r": ("top1", "r", "imagenet-r"),
+    "sketch": ("top1", "sketch", None),
+    "c": ("family", "c", None),
+    "cbar": ("family", "cbar", None),
+    "stylized16": ("decision", "stylized-16", None),
+    "edges": ("decision", "edges", None),
+    "silhouettes": ("decision", "filled-silhouettes", None),
+    "pgd40": ("pgd", "clean", None),
+}
+PGD_STEPS = 40
+
+
+def stratified_subset(labels_: torch.Tensor, n: int | None, seed: int, salt: str) -> torch.Tensor:
+    """Sorted indices of a seeded, class-stratified subsample of ``n`` items (all when ``n`` is None
+    or ≥ the set): classes take turns, each contributing its items in a seeded random order."""
+    total = int(labels_.shape[0])
+    if n is None or n >= total:
+        return torch.arange(total)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), *salt.encode()]))
+    order = rng.permutation(total)
+    lab = labels_.numpy()[order]
+    rank = np.zeros(total, dtype=np.int64)
+    seen: dict[int, int] = {}
+    for i, c in enumerate(lab.tolist()):
+        rank[i] = seen.get(c, 0)
+        seen[c] = rank[i] + 1
+    pick = order[np.lexsort((lab, rank))[:n]]
+    return torch.as_tensor(np.sort(pick), dtype=torch.long)
+
+
+def _ood_defaults(label_space: str) -> dict[str, Any]:
+    """The label space's OOD definition (sets, corruption families, aggregates, PGD constants)."""
+    space = labels.find(label_space)
+    conf = space.defaults.get("ood") if space is not None else None
+    return dict(conf) if conf else {}
+
+
+class OOD(Metric):
+    """OOD accuracy on ImageNet-v2/ReaL/A/R/Sketch/C/C̄/Stylized-16 and PGD-40, with the study's four
+    generalization aggregates (id, robustness, concepts, adversarial)."""
+
+    name = "ood"
+    version = "1"
+    headline = ("id", "robustness", "concepts", "adversarial")
+    item_columns = ("set", "label", "correct")
+
+    @dataclass(frozen=True)
+    class Params:
+        sets: tuple[str, ...] | None = None  # None: every set of the model's label space
+        max_per_set: int | None = None  # None: the label space's default (demo 100) / the whole set
+        pgd_n_images: int | None = None  # None: the label space's default (demo 32) / max_per_set
+
+        def __post_init__(self) -> None:
+            sets = self.sets
+            if isinstance(sets, str):
+                sets = tuple(s.strip() for s in sets.split(",") if s.strip())
+            if sets is not None:
+                if not isinstance(sets, (list, tuple)) or not all(isinstance(s, str) for s in sets):
+                    raise ValueError(f"ood: parameter sets = {self.sets!r} is not a list of set names")
+                unknown = [s for s in sets if s not in SETS]
+                if unknown or not sets:
+                    raise ValueError(
+                        f"ood: parameter sets has unknown or no sets {unknown}; known: {', '.join(SETS)}"
+                    )
+                object.__setattr__(self, "sets", tuple(dict.fromkeys(sets)))
+
+    def check_params(self) -> None:
+        for name in ("max_per_set", "pgd_n_images"):
+            v = getattr(self.params, name)
+            if v is not None and v < 1:
+                raise ParamError(f"ood: parameter {name} must be ≥ 1, got {v}")
+
+    # -- planning ----------------------------------------------------------------------------------
+    def _plan(self, label_space: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+        conf = _ood_defaults(label_space)
+        if not conf:
+            raise NotApplicable(f"ood has no OOD sets for label space {label_space!r}")
+        sets = self.params.sets or tuple(conf["sets"])
+        return conf, sets
+
+    def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
+        conf, sets = self._plan(label_space)
+        space = labels.get(label_space)
+        out: dict[str, DatasetRequest] = {}
+        for s in sets:
+            kind, purpose, _ = SETS[s]
+            if kind == "family":
+                fam = conf.get("families", {}).get(purpose)
+                if fam is None:
+                    raise NotApplicable(f"ood: label space {label_space!r} has no {s!r} corruptions")
+                for corr in fam["corruptions"]:
+                    for sev in fam["severities"]:
+                        out[f"{s}:{corr}-{sev}"] = DatasetRequest(f"{fam['family']}/{corr}-{sev}")
+                continue
+            name = space.dataset(purpose)
+            if name is None:
+                raise NotApplicable(f"ood: label space {label_space!r} has no {purpose!r} set (for {s!r})")
+            out[s] = DatasetRequest(name)
+        return out
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
+        conf, sets = self._plan(model.label_space)
+        max_n = self.params.max_per_set or conf.get("max_per_set")
+        scalars: dict[str, float] = {}
+        n: dict[str, int] = {}
+        frames: list[pd.DataFrame] = []
+        for s in sets:
+            kind, purpose, subset = SETS[s]
+            if kind == "family":
+                self._family(s, conf["families"][purpose], model, data, ctx, max_n, scalars, n, frames)
+            elif kind == "pgd":
+                pgd_n = self.params.pgd_n_images or conf.get("pgd_n_images") or max_n
+                self._pgd(s, conf, model, data[s], ctx, pgd_n, scalars, n, frames)
+            else:
+                self._set(s, kind, subset, model, data[s], ctx, max_n, scalars, n, frames)
+        flags = self._aggregates(conf.get("aggregates", {}), scalars, n)
+        items = pd.concat(frames, ignore_index=True) if frames else None
+        return MetricResult(scalars=scalars, n=n, items=items, flags=flags)
+
+    def _set(
+        self,
+        s: str,
+        kind: str,
+        subset: str | None,
+        model: ModelWrapper,
+        ds: ImageSet,
+        ctx: EvalContext,
+        max_n: int | None,
+        scalars: dict,
+        n: dict,
+        frames: list,
+    ) -> None:
+        idx = stratified_subset(ds.labels, max_n, ctx.seed, s)
+        images, y = ds.images[idx], ds.labels[idx]
+        logits = ctx.predict(model, images, description=f"ood {s} ({ds.name})")
+        if kind == "decision":
+            dec = decide(logits, model.label_space, ds)
+            keep = y >= 0
+            correct = (dec.decision == y) & keep
+            key = f"{s}_top1" if ds.label_space == model.label_space else f"{s}_acc16"
+            scalars[key], n[key] = _mean(correct[keep]), int(keep.sum())
+        elif kind == "real":
+            real = [ds.meta["real"][i] for i in idx.tolist()]
+            keep = torch.tensor([len(r) > 0 for r in real], dtype=torch.bool)
+            pred = logits.argmax(dim=1).tolist()
+            correct = torch.tensor([p in r for p, r in zip(pred, real, strict=True)], dtype=torch.bool)
+            scalars["real_top1"], n["real_top1"] = _mean(correct[keep]), int(keep.sum())
+        else:
+            if ds.label_space != model.label_space:
+                raise MetricError(
+                    f"ood: set {s!r} ({ds.name}) is labeled in {ds.label_space!r}, the model in "
+                    f"{model.label_space!r}"
+                )
+            keep = y >= 0
+            if subset is not None:  # restrict the logits to the set's classes before the argmax
+                cls = torch.as_tensor(labels.get(model.label_space).subset(subset), dtype=torch.long)
+                mask = torch.full((logits.shape[1],), float("-inf"))
+                mask[cls] = 0.0
+                logits = logits + mask
+            correct = topk_correct(logits, y.clamp(min=0), 1) & keep
+            scalars[f"{s}_top1"], n[f"{s}_top1"] = _mean(correct[keep]), int(keep.sum())
+            if s == "imagenet" and logits.shape[1] >= 5:
+                top5 = topk_correct(logits, y.clamp(min=0), 5) & keep
+                scalars["imagenet_top5"], n["imagenet_top5"] = _mean(top5[keep]), int(keep.sum())
+        frames.append(_frame(s, ds, idx, y, correct))
+
+    def _family(
+        self,
+        s: str,
+        fam: dict,
+        model: ModelWrapper,
+        data: dict[str, ImageSet],
+        ctx: EvalContext,
+        max_n: int | None,
+        scalars: dict,
+        n: dict,
+        frames: list,
+    ) -> None:
+        cell: dict[str, float] = {}
+        for corr in fam["corruptions"]:
+            for sev in fam["severities"]:
+                ds = data[f"{s}:{corr}-{sev}"]
+                idx = stratified_subset(ds.labels, max_n, ctx.seed, f"{s}:{corr}-{sev}")
+                y = ds.labels[idx]
+                logits = ctx.predict(model, ds.images[idx], description=f"ood {s} {corr}-{sev}")
+                keep = y >= 0
+                correct = topk_correct(logits, y.clamp(min=0), 1) & keep
+                key = f"{s}_top1@{corr}-{sev}"
+                scalars[key], n[key] = _mean(correct[keep]), int(keep.sum())
+                cell[f"{corr}-{sev}"] = scalars[key]
+                frames.append(_frame(f"{s}:{corr}-{sev}", ds, idx, y, correct))
+        for key, corrs in fam["means"].items():
+            parts = [cell[f"{c}-{v}"] for c in corrs for v in fam["severities"]]
+            scalars[key], n[key] = float(np.mean(parts)), len(parts)
+
+    def _pgd(
+        self,
+        s: str,
+        conf: dict,
+        model: ModelWrapper,
+        ds: ImageSet,
+        ctx: EvalContext,
+        pgd_n: int | None,
+        scalars: dict,
+        n: dict,
+        frames: list,
+    ) -> None:
+        idx = stratified_subset(ds.labels, pgd_n, ctx.seed, s)
+        y_all = ds.labels[idx]
+        eps, step = float(conf["pgd_eps"]), float(conf["pgd_step"])
+        handle = ctx.task(f"ood {s} (ε = {eps * 255:g}/255)", len(idx))
+        # every image's random start is drawn up front on the CPU: independent of the batch size
+        gen = torch.Generator().manual_seed(int(ctx.seed) * 1_000_003 + 40)
+        noise = torch.rand((len(idx), *ds.images.shape[1:]), generator=gen)
+
+        def run(sl: slice) -> torch.Tensor:
+            x = ctx.to_device(ds.images[idx[sl]])
+            y = y_all[sl].clamp(min=0).to(ctx.device)
+            start = noise[sl].to(x.device, non_blocking=True)
+            xa = pgd_linf(model, x, y, eps=eps, step=step, steps=PGD_STEPS, noise=start)
+            with torch.inference_mode():
+                return model(xa).float().argmax(dim=1).cpu()
+
+        pred = (
+            torch.cat(ctx.map_batches(len(idx), run, handle))
+            if len(idx)
+            else torch.empty(0, dtype=torch.long)
+        )
+        keep = y_all >= 0
+        correct = (pred == y_all) & keep
+        scalars["pgd40_top1"], n["pgd40_top1"] = _mean(correct[keep]), int(keep.sum())
+        frames.append(_frame(s, ds, idx, y_all, correct))
+
+    @staticmethod
+    def _aggregates(spec: dict[str, tuple[str, ...]], scalars: dict, n: dict) -> list[str]:
+        flags = []
+        for name, parts in spec.items():
+            missing = [p for p in parts if p not in scalars]
+            if missing:
+                flags.append(f"aggregate {name!r} not stored: missing {', '.join(missing)} (narrowed sets?)")
+                continue
+            scalars[name] = float(np.mean([scalars[p] for p in parts]))
+            n[name] = min(n[p] for p in parts)
+        return flags
+
+
+def _mean(b: torch.Tensor) -> float:
+    return float(b.float().mean()) if b.numel() else math.nan
+
+
+def _frame(s: str, ds: ImageSet, idx: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item": [f"{s}/{ds.item_ids[i]}" for i in idx.tolist()],
+            "set": s,
+            "label": y.numpy(),
+            "correct": correct.numpy().astype(np.int8),
+        }
+    )
