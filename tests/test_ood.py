@@ -13,6 +13,7 @@ from biasbench.core.labels import DEMO_WORLD, IMAGENET_1K
 from biasbench.metrics.base import EvalContext, ModelWrapper, ParamError
 from biasbench.metrics.ood import OOD, stratified_subset
 from biasbench.metrics.pgd import pgd_linf
+from tests.conftest import require_module
 
 
 def image_set(n: int, labels_: list[int], space: str, size: int = 8, **meta) -> ImageSet:
@@ -80,6 +81,25 @@ def test_pgd_reaches_the_analytic_worst_case_of_a_linear_model():
     w = lin[1].weight.detach()
     direction = torch.sign(w[1] - w[0]).view(1, 3, 4, 4)
     torch.testing.assert_close(xa, x + eps * direction, atol=1e-6, rtol=0)
+
+
+def test_pgd_equals_foolbox_linf_pgd_without_random_start():
+    """The study evaluates with foolbox's LinfPGD(steps=40, abs_stepsize=2/255) at eps 0.5/255: with the
+    random start off, ours produces the same adversarial images (fp32, CPU)."""
+    fb = require_module("foolbox")
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    ).eval()  # fmt: skip
+    x = torch.rand(8, 3, 16, 16)
+    y = net(x).argmax(dim=1)
+    eps = 0.5 / 255
+    ours = pgd_linf(net, x, y, eps=eps, step=2 / 255, steps=40, random_start=False)
+    attack = fb.attacks.LinfPGD(steps=40, abs_stepsize=2 / 255, random_start=False)
+    theirs = attack.run(fb.PyTorchModel(net, bounds=(0, 1)), x, fb.criteria.Misclassification(y), epsilon=eps)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    assert (ours - x).abs().max() > eps / 2  # the attack moved the images
 
 
 # ----------------------------------------------------------------------------------------------------
