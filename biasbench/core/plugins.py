@@ -22,8 +22,10 @@ provider and target. See ``docs/architecture.md`` (plugin groups).
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -48,6 +50,21 @@ class Provider:
     target: str
     provider: str
     obj: Any = None  # set for run-time registrations (nothing to import)
+
+
+@functools.lru_cache(maxsize=64)
+def _declared(group: str, path: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """(name, target, provider) of the group's entry points. Scanning the installed distributions
+    takes milliseconds, and lookups happen per dataset and per job, so the scan is kept per process
+    and ``sys.path`` (a package installed into an already-scanned folder shows up in a new process)."""
+    del path  # part of the cache key only
+    out = []
+    for ep in entry_points(group=group):
+        dist = getattr(ep, "dist", None)
+        out.append(
+            (ep.name, ep.value, f"package {dist.name}" if dist is not None else "an installed package")
+        )
+    return tuple(out)
 
 
 def import_target(target: str) -> Any:
@@ -127,13 +144,8 @@ class PluginRegistry(Generic[T]):
                 raise self._duplicate(found[p.name], p)
             found[p.name] = p
 
-        for ep in entry_points(group=self.group):
-            dist = getattr(ep, "dist", None)
-            add(
-                Provider(
-                    ep.name, ep.value, f"package {dist.name}" if dist is not None else "an installed package"
-                )
-            )
+        for name, value, provider in _declared(self.group, tuple(sys.path)):
+            add(Provider(name, value, provider))
         if self.env_var and self._env_name is not None:
             for item in filter(None, (s.strip() for s in os.environ.get(self.env_var, "").split(","))):
                 try:
