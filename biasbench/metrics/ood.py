@@ -205,33 +205,28 @@ class OOD(Metric):
         logits = ctx.predict(model, images, description=f"ood {s} ({ds.name})")
         if kind == "decision":
             dec = decide(logits, model.label_space, ds)
-            keep = y >= 0
-            correct = (dec.decision == y) & keep
             key = f"{s}_top1" if ds.label_space == model.label_space else f"{s}_acc16"
-            scalars[key], n[key] = _mean(correct[keep]), int(keep.sum())
+            correct = _record(key, dec.decision == y, y >= 0, scalars, n)
         elif kind == "real":
             real = [ds.meta["real"][i] for i in idx.tolist()]
             keep = torch.tensor([len(r) > 0 for r in real], dtype=torch.bool)
             pred = logits.argmax(dim=1).tolist()
-            correct = torch.tensor([p in r for p, r in zip(pred, real, strict=True)], dtype=torch.bool)
-            scalars["real_top1"], n["real_top1"] = _mean(correct[keep]), int(keep.sum())
+            hit = torch.tensor([p in r for p, r in zip(pred, real, strict=True)], dtype=torch.bool)
+            correct = _record("real_top1", hit, keep, scalars, n)
         else:
             if ds.label_space != model.label_space:
                 raise MetricError(
                     f"ood: set {s!r} ({ds.name}) is labeled in {ds.label_space!r}, the model in "
                     f"{model.label_space!r}"
                 )
-            keep = y >= 0
             if subset is not None:  # restrict the logits to the set's classes before the argmax
                 cls = torch.as_tensor(labels.get(model.label_space).subset(subset), dtype=torch.long)
                 mask = torch.full((logits.shape[1],), float("-inf"))
                 mask[cls] = 0.0
                 logits = logits + mask
-            correct = topk_correct(logits, y.clamp(min=0), 1) & keep
-            scalars[f"{s}_top1"], n[f"{s}_top1"] = _mean(correct[keep]), int(keep.sum())
+            correct = _record(f"{s}_top1", topk_correct(logits, y.clamp(min=0), 1), y >= 0, scalars, n)
             if s == "imagenet" and logits.shape[1] >= 5:
-                top5 = topk_correct(logits, y.clamp(min=0), 5) & keep
-                scalars["imagenet_top5"], n["imagenet_top5"] = _mean(top5[keep]), int(keep.sum())
+                _record("imagenet_top5", topk_correct(logits, y.clamp(min=0), 5), y >= 0, scalars, n)
         frames.append(_frame(s, ds, idx, y, correct))
 
     def _family(
@@ -253,10 +248,8 @@ class OOD(Metric):
                 idx = stratified_subset(ds.labels, max_n, ctx.seed, f"{s}:{corr}-{sev}")
                 y = ds.labels[idx]
                 logits = ctx.predict(model, ds.images[idx], description=f"ood {s} {corr}-{sev}")
-                keep = y >= 0
-                correct = topk_correct(logits, y.clamp(min=0), 1) & keep
                 key = f"{s}_top1@{corr}-{sev}"
-                scalars[key], n[key] = _mean(correct[keep]), int(keep.sum())
+                correct = _record(key, topk_correct(logits, y.clamp(min=0), 1), y >= 0, scalars, n)
                 cell[f"{corr}-{sev}"] = scalars[key]
                 frames.append(_frame(f"{s}:{corr}-{sev}", ds, idx, y, correct))
         for key, corrs in fam["means"].items():
@@ -296,9 +289,7 @@ class OOD(Metric):
             if len(idx)
             else torch.empty(0, dtype=torch.long)
         )
-        keep = y_all >= 0
-        correct = (pred == y_all) & keep
-        scalars["pgd40_top1"], n["pgd40_top1"] = _mean(correct[keep]), int(keep.sum())
+        correct = _record("pgd40_top1", pred == y_all, y_all >= 0, scalars, n)
         frames.append(_frame(s, ds, idx, y_all, correct))
 
     @staticmethod
@@ -314,8 +305,13 @@ class OOD(Metric):
         return flags
 
 
-def _mean(b: torch.Tensor) -> float:
-    return float(b.float().mean()) if b.numel() else math.nan
+def _record(key: str, hit: torch.Tensor, keep: torch.Tensor, scalars: dict, n: dict) -> torch.Tensor:
+    """Store ``key`` = the fraction of kept (labelled) items that are hits, and its n; return the
+    per-item correctness (False for items not kept)."""
+    correct = hit & keep
+    k = int(keep.sum())
+    scalars[key], n[key] = (float(correct[keep].float().mean()) if k else math.nan), k
+    return correct
 
 
 def _frame(s: str, ds: ImageSet, idx: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
