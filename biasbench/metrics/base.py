@@ -318,6 +318,22 @@ class ParamError(ValueError):
     raised when the metric is built, i.e. when the job is planned, before any model loads."""
 
 
+@dataclass(frozen=True)
+class KeyRole:
+    """How a report reads one stored scalar key (declared by the metric that writes it).
+
+    ``role``: ``"bias"`` (a bias measure: a report row), ``"generalization"`` (a report column),
+    ``"stability"`` (how reproducible another key is; shown beside it, never correlated) or
+    ``"diagnostic"`` (stored, not in the curated report). ``higher_is_better`` orients a
+    generalization key (``None`` where the direction is not a quality, as for most biases).
+    ``pattern`` keys may use ``fnmatch`` wildcards, e.g. ``"c_top1@*"``.
+    """
+
+    role: str
+    higher_is_better: bool | None = None
+    label: str = ""
+
+
 class Metric:
     """Base class for metric plugins. Subclasses set ``name``, ``version``, ``Params`` and implement
     ``datasets`` and ``evaluate``. The class docstring is the metric's definition (shown by
@@ -329,6 +345,8 @@ class Metric:
     headline: ClassVar[tuple[str, ...]] = ()
     #: columns every per-item table of this metric has besides ``item`` (checked on every result)
     item_columns: ClassVar[tuple[str, ...]] = ()
+    #: how reports read this metric's scalar keys (fnmatch patterns → role); unlisted keys: diagnostic
+    key_roles: ClassVar[dict[str, KeyRole]] = {}
 
     @dataclass(frozen=True)
     class Params:
