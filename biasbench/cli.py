@@ -35,6 +35,15 @@ DEFAULT_DB = "bench.duckdb"
 DbOpt = Annotated[
     Path, typer.Option("--db", help="The results database (DuckDB file).", envvar="BIASBENCH_DB")
 ]
+LockOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--lock",
+        help="The lock file (default: <registry>.lock beside a registry file; ./<name>.lock for a shipped "
+        "registry).",
+        show_default=False,
+    ),
+]
 DataRootOpt = Annotated[
     Path | None,
     typer.Option(
@@ -142,12 +151,48 @@ def run(
         typer.Option("--param", "-p", help="Metric parameter METRIC.KEY=VALUE (repeatable)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice of the metrics.")] = 0,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            help="Only checkpoints whose tag KEY equals VALUE: KEY=VALUE, e.g. category=adversarial_training "
+            "(repeatable: different keys must all match, one key's values are alternatives).",
+        ),
+    ] = None,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpinned",
+            help="Run checkpoints whose weights no sha256 or lock file pins, recording the hashes of what is "
+            "downloaded in the lock file (trust on first use).",
+        ),
+    ] = False,
+    lock_file: LockOpt = None,
     threads: Annotated[
         int | None,
         typer.Option(
             help="CPU threads for the models (default: $BIASBENCH_THREADS, else every CPU this process may "
             "use). On a machine shared with other jobs, 1 is often fastest.",
             min=1,
+            show_default=False,
+        ),
+    ] = None,
+    group: Annotated[
+        str,
+        typer.Option(
+            "--group",
+            help="Dataset-major execution: keep K checkpoints with the same preprocessing loaded and pass "
+            "each decoded batch through all K (metrics that share batches; results identical). auto: K "
+            "from free device memory. 1: checkpoint-major.",
+        ),
+    ] = "1",
+    cache_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-budget",
+            help="Disk the decoded-dataset cache may fill (e.g. 200G); a set that does not fit is streamed "
+            "(decoded batch by batch, bounded memory). Default: $BIASBENCH_CACHE_BUDGET, else half the "
+            "free disk.",
             show_default=False,
         ),
     ] = None,
@@ -161,6 +206,8 @@ def run(
     root = _data_root(data_root)
     cache = cache_dir or default_cache_dir()
     specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device, threads)
+    specs = _pin_specs(_select_where(specs, where or []), lock_file, allow_unpinned, cache, dry_run)
+    group_k, budget = _speed_options(group, cache_budget)
     with Store(db) as store:
         plans = plan(
             specs,
@@ -170,9 +217,13 @@ def run(
         )
         _print_plan(plans, dry_run)
         if dry_run:
+            _print_estimate(store, plans, dev, root, cache)
             return
         summary = _execute_plans(
-            store, plans, db, ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed)
+            store,
+            plans,
+            db,
+            ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed, group_k, budget),
         )
     if summary is None:
         return
@@ -185,6 +236,47 @@ def run(
         _next_steps(db)
         raise typer.Exit(1)
     _next_steps(db)
+
+
+def _select_where(specs: list[Any], where: list[str]) -> list[Any]:
+    """The specs whose tags match every ``--where KEY=VALUE`` (biasbench.registry.select)."""
+    from biasbench.registry.select import parse_where, select
+
+    try:
+        return select(specs, parse_where(where))
+    except RuntimeError as e:
+        _fail(str(e))
+    return specs  # pragma: no cover - _fail exits
+
+
+def _pin_specs(
+    specs: list[Any], lock_file: Path | None, allow_unpinned: bool, cache: Path, dry_run: bool
+) -> list[Any]:
+    """Pin unpinned weights from the registries' lock files. Still unpinned: refused (naming `bench
+    lock` and --allow-unpinned), or with --allow-unpinned downloaded now and recorded in the lock. A dry
+    run fetches nothing and only says how many are unpinned."""
+    from biasbench.registry import lock
+
+    try:
+        specs, missing = lock.apply_locks(specs, lock_file)
+        if not missing:
+            return specs
+        if dry_run:
+            err.print(f"note: {lock.refusal(missing)}", markup=False)
+            return specs
+        if not allow_unpinned:
+            _fail(lock.refusal(missing))
+        lock.lock_files(
+            missing,
+            cache,
+            lambda e, f: err.print(
+                f"locked {e.id} part {e.part}: sha256 {e.sha256} ({e.size} bytes) in {f}", markup=False
+            ),
+        )
+        specs, missing = lock.apply_locks(specs, lock_file)
+    except RuntimeError as e:
+        _fail(str(e))
+    return specs
 
 
 def _run_inputs(
@@ -211,6 +303,28 @@ def _run_inputs(
     if metrics is not None and not names:
         _fail("--metrics names no metric")
     return specs, metric_objs, dev
+
+
+def _speed_options(group: str, cache_budget: str | None) -> tuple[int | str, int | None]:
+    """``--group`` (a positive int or auto) and ``--cache-budget`` (bytes), checked."""
+    from biasbench.core.streaming import parse_size
+    from biasbench.harness.grouping import parse_group
+
+    try:
+        return parse_group(group), parse_size(cache_budget) if cache_budget is not None else None
+    except ValueError as e:
+        _fail(str(e))
+    raise AssertionError  # unreachable: _fail exits
+
+
+def _print_estimate(store: Any, plans: list[Any], dev: Any, root: Path, cache: Path) -> None:
+    """The dry run's cost: images × conditions per metric and in total, time from stored timings."""
+    from biasbench.harness.environment import describe_device
+    from biasbench.harness.estimate import describe, estimate, load_history
+
+    cost = estimate(plans, load_history(store.query), describe_device(dev), root, cache)
+    for line in describe(cost):
+        out.print(line, markup=False, highlight=False)
 
 
 def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any) -> Any:
@@ -366,53 +480,275 @@ def _recompute_sis(store: Any, df: Any, tau: float, q: float | None) -> Any:
     )
 
 
+def _report_inputs(store: Any) -> tuple[Any, Any, Any, dict[str, dict[str, Any]]]:
+    """What a report reads: the newest results per metric variant with their job's parameters, the
+    jobs behind them, the runs, and each checkpoint's tags."""
+    res = store.query(
+        "SELECT r.checkpoint_id AS checkpoint, r.metric, r.key, r.value, r.n, r.run_id, "
+        "CAST(j.params AS VARCHAR) AS params, CAST(j.datasets AS VARCHAR) AS datasets, j.metric_version "
+        "FROM latest_results r JOIN jobs j USING (checkpoint_id, metric, config_hash) "
+        "ORDER BY checkpoint, metric, key"
+    )
+    src = [json.loads(d or "{}").get("import", {}).get("source") for d in res["datasets"]]
+    res["source"] = src
+    res.loc[res["source"].notna(), "params"] = None
+    jobs = res.drop_duplicates(["checkpoint", "metric", "params", "run_id"])[
+        ["checkpoint", "metric", "metric_version", "params", "datasets", "run_id"]
+    ]
+    runs = store.runs()
+    tags = {}
+    for cid, t in store.query("SELECT id, CAST(tags AS VARCHAR) AS tags FROM checkpoints").itertuples(
+        index=False
+    ):
+        tags[cid] = json.loads(t) if t else {}
+    return res, jobs, runs, tags
+
+
+def _sis_sizes(store: Any, res: Any) -> tuple[dict[str, Any], list[str]]:
+    """Per checkpoint with stored SIS traces, each image's SIS size (fraction of pixels) at the stored
+    τ — read from the traces, no model — and a note per checkpoint whose traces cannot be read."""
+    from biasbench.harness.store import StoreError
+    from biasbench.metrics.sis_traces import sis_fractions
+
+    sizes, notes = {}, []
+    taus = res[(res["metric"] == "sis") & (res["key"] == "tau") & res["source"].isna()]
+    for ckpt, tau in zip(taus["checkpoint"], taus["value"], strict=True):
+        try:
+            sizes[ckpt] = sis_fractions(store.items(ckpt, "sis"), float(tau))
+        except (KeyError, StoreError) as e:
+            notes.append(f"SIS sizes of {ckpt}: {e}")
+    return sizes, notes
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    return [k.strip() for k in value.split(",") if k.strip()] if value else None
+
+
+def _check_out_path(path: Path | None, what: str, *, folder: bool = False) -> None:
+    """A file to write needs its folder to exist (a typo must not become a new folder)."""
+    if path is None:
+        return
+    where = path if folder else path.parent
+    if not where.is_dir():
+        _fail(f"{what}: the folder {where} does not exist (create it first)")
+
+
 @app.command()
 def report(
     db: DbOpt = Path(DEFAULT_DB),
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md (Markdown).")] = "md",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="terminal (a rich table), md, html, csv or json.")
+    ] = "terminal",
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the report here (default: stdout).")
     ] = None,
     keys: Annotated[
         str | None,
-        typer.Option("--keys", help="Comma-separated metric.key columns to correlate (default: all)."),
+        typer.Option("--keys", help="Free exploration: correlate every pair of these metric.key columns."),
     ] = None,
+    all_keys: Annotated[
+        bool, typer.Option("--all", help="Free exploration: every pair of stored (non-constant) keys.")
+    ] = False,
+    bias: Annotated[
+        str | None, typer.Option("--bias", help="Rows of the curated table (default: every declared bias).")
+    ] = None,
+    generalization: Annotated[
+        str | None,
+        typer.Option(
+            "--generalization",
+            help="Columns of the curated table (default: the declared ones, ood's aggregates).",
+        ),
+    ] = None,
+    method: Annotated[str, typer.Option(help="spearman, pearson or kendall.")] = "spearman",
+    correction: Annotated[
+        str, typer.Option(help="Multiple-comparison correction of the p-values: holm, bh or none.")
+    ] = "holm",
+    control: Annotated[
+        str | None,
+        typer.Option(
+            help="The ID-accuracy column of the partial correlation (default: ood.id, else accuracy.top1)."
+        ),
+    ] = None,
+    category: Annotated[
+        str, typer.Option(help="The checkpoint tag whose categories are left out one at a time.")
+    ] = "category",
+    colour_by: Annotated[
+        str | None,
+        typer.Option(
+            "--colour-by", help="The checkpoint tag that colours the figures (default: --category)."
+        ),
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.", min=100)] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     figure: Annotated[
-        Path | None, typer.Option("--figure", help="Also write a Spearman heatmap PNG here.")
+        Path | None, typer.Option("--figure", help="Also write the heat map (PNG) here.")
     ] = None,
-    top: Annotated[int, typer.Option(help="Show the N strongest correlations.")] = 50,
+    figures: Annotated[
+        Path | None,
+        typer.Option("--figures", help="Also write every figure (PNG) into this existing folder."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="--keys/--all: show the N strongest pairs.")] = 50,
     across_metrics: Annotated[
         bool,
-        typer.Option(
-            "--across-metrics", help="Only pairs of keys from different metrics (bias vs accuracy)."
-        ),
+        typer.Option("--across-metrics", help="--keys/--all: only pairs of keys from different metrics."),
     ] = False,
 ) -> None:
-    """Correlations between every pair of stored scalar keys across checkpoints (Spearman ρ, p)."""
+    """Do biases explain generalization? Bias × generalization correlations across checkpoints, with
+    bootstrap intervals, corrected p-values, partial correlations and leave-one-category-out ranges."""
     from biasbench.harness.store import Store, StoreError
-    from biasbench.reports.render import heatmap, markdown_report
+    from biasbench.reports import render
+    from biasbench.reports.analysis import ReportError, build_report, provenance
+    from biasbench.reports.scores import UnknownKeyError, build_scores
+    from biasbench.reports.statistics import CORRECTIONS, METHODS, Options
 
-    if fmt != "md":
-        _fail(f"unknown format {fmt!r} (md)")
+    formats = ("terminal", "md", "html", "csv", "json")
+    if fmt not in formats:
+        _fail(f"unknown format {fmt!r} ({', '.join(formats)})")
+    if method not in METHODS:
+        _fail(f"unknown method {method!r} ({', '.join(METHODS)})")
+    if correction not in CORRECTIONS:
+        _fail(f"unknown correction {correction!r} ({', '.join(CORRECTIONS)})")
+    _check_out_path(out_file, "--out")
+    _check_out_path(figure, "--figure")
+    _check_out_path(figures, "--figures", folder=True)
     try:
         store = Store(db, read_only=True)
     except (FileNotFoundError, StoreError) as e:
         _fail(str(e))
     with store:
-        df = store.results()
-    key_list = [k.strip() for k in keys.split(",")] if keys else None
-    text = markdown_report(df, key_list, top=top, across_metrics=across_metrics)
-    if out_file:
-        out_file.write_text(text)
-        err.print(f"report written to {out_file}", markup=False)
-    else:
-        sys.stdout.write(text)
-    if figure:
-        from biasbench.reports.correlations import score_matrix
+        res, jobs, runs, tags = _report_inputs(store)
+        sis_sizes, sis_notes = _sis_sizes(store, res) if fmt == "html" or figures else ({}, [])
+    scores = build_scores(res, tags)
+    scores.notes += sis_notes
+    try:
+        rep = build_report(
+            scores,
+            keys=_csv_list(keys),
+            all_keys=all_keys,
+            bias=_csv_list(bias),
+            generalization=_csv_list(generalization),
+            across_metrics=across_metrics,
+            top=top,
+            control=control,
+            category=category,
+            options=Options(method=method, correction=correction, n_resamples=resamples, seed=seed),
+        )
+    except (UnknownKeyError, ReportError) as e:
+        _fail(str(e))
+    used = sorted(set(rep.rows) | set(rep.cols) | ({rep.control} if rep.control else set()))
+    rep.provenance = provenance(jobs, runs, scores, used)
+    rep.sis_sizes = sis_sizes
+    colour = colour_by or rep.category
+    if colour and colour not in scores.covariates.columns:
+        _fail(
+            f"--colour-by: no checkpoint carries the tag {colour!r}; tags: {', '.join(scores.covariates.columns) or 'none'}"
+        )
+    if fmt == "terminal":
+        text = None
+        console = Console(file=open(out_file, "w", encoding="utf-8"), width=160) if out_file else out  # noqa: SIM115
+        for part in render.terminal_tables(rep):
+            console.print(part)
+        if out_file:
+            console.file.close()
+    elif fmt == "html":
+        from biasbench.reports.html import html_page
 
-        cols = key_list or list(score_matrix(df).columns)
-        heatmap(df, cols, figure)
-        err.print(f"figure written to {figure}", markup=False)
+        text = html_page(rep, colour_by=colour)
+    else:
+        text = {"md": render.markdown, "csv": render.to_csv, "json": render.to_json}[fmt](rep)
+    if text is not None:
+        if out_file:
+            out_file.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    if out_file:
+        err.print(f"report written to {out_file}", markup=False)
+    if figure or figures:
+        from biasbench.reports import figures as figs
+
+        written = []
+        if figure:
+            written.append(figs.save(figs.heatmap(rep), figure))
+        if figures:
+            written += figs.write_all(rep, figures, colour_by=colour)
+        for p in written:
+            err.print(f"figure written to {p}", markup=False)
+
+
+@app.command("import")
+def import_table(
+    file: Annotated[
+        Path, typer.Argument(help="A wide CSV table: one row per checkpoint.", show_default=False)
+    ],
+    mapping: Annotated[
+        Path,
+        typer.Option("--mapping", help="The mapping (TOML): checkpoint column, tags, metric.key targets."),
+    ],
+    source: Annotated[str, typer.Option("--source", help="A short name for where the table comes from.")],
+    db: DbOpt = Path(DEFAULT_DB),
+) -> None:
+    """Import published per-checkpoint results (a wide CSV) so reports use them beside measured ones."""
+    from biasbench.core.hashing import config_hash
+    from biasbench.harness.environment import git_sha, hostname, package_versions
+    from biasbench.harness.store import JobKey, Store, StoreError
+    from biasbench.reports.importer import TableImportError, read_files
+
+    try:
+        table = read_files(file, mapping, source)
+    except TableImportError as e:
+        _fail(str(e))
+    if table.results.empty:
+        _fail(f"{file}: no value to import (every mapped cell is empty)")
+    prov = table.provenance
+    try:
+        store = Store(db)
+    except StoreError as e:
+        _fail(str(e))
+    with store:
+        known = set(store.query("SELECT id FROM checkpoints")["id"])
+        run_id = store.start_run(
+            argv=sys.argv, git_sha=git_sha(), versions=package_versions(), device="import", host=hostname()
+        )
+        status = "failed"
+        try:
+            for ckpt, tags in table.tags.items():
+                if ckpt not in known:  # a measured checkpoint keeps its own row
+                    store.upsert_checkpoint(
+                        {"id": ckpt, "source": f"import:{source}", "tags": json.dumps(tags)}
+                    )
+            for (ckpt, metric), grp in table.results.groupby(["checkpoint", "metric"]):
+                key = JobKey(
+                    ckpt,
+                    metric,
+                    config_hash(
+                        {"import": source, "sha256": prov["sha256"], "mapping": prov["mapping_sha256"]}
+                    ),
+                )
+                store.write_job(
+                    key,
+                    metric_version="import",
+                    params=None,  # imported: no parameters (reports put them beside the measured variant)
+                    datasets={"import": prov},
+                    scalars=dict(zip(grp["key"], grp["value"], strict=True)),
+                    n={},
+                    items=None,
+                    flags=["imported"],
+                    seconds=0.0,
+                    run_id=run_id,
+                )
+            status = "done"
+        finally:
+            store.finish_run(run_id, status)
+    n_ckpt = table.results["checkpoint"].nunique()
+    err.print(
+        f"imported {len(table.results)} values of {n_ckpt} checkpoints from {file.name} "
+        f"(sha256 {prov['sha256'][:12]}…) as source {source!r} into {db}",
+        markup=False,
+    )
+    if table.skipped:
+        err.print(f"{table.skipped} mapped cells were empty and left out", markup=False)
+    if table.unused:
+        err.print(f"columns not in the mapping (not imported): {', '.join(table.unused)}", markup=False)
 
 
 @app.command()
@@ -478,6 +814,46 @@ def merge(
             err.print(f"merged {shard} into {db}: added {added}", markup=False)
 
 
+@app.command("lock")
+def lock_cmd(
+    targets: Annotated[list[str], typer.Argument(help="Registry names or registry .toml files.")],
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="Only checkpoints whose tag KEY equals VALUE.")
+    ] = None,
+    lock_file: LockOpt = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Download cache (default: $BIASBENCH_CACHE or ~/.cache/biasbench)."),
+    ] = None,
+) -> None:
+    """Download each weight file that its registry does not pin, once, and record its sha256 and size in
+    the registry's lock file (<registry>.lock; ./<name>.lock for a shipped registry). `bench run` then
+    verifies every download against it."""
+    from biasbench.core.paths import default_cache_dir
+    from biasbench.registry import lock
+    from biasbench.registry.registry_files import resolve_targets
+
+    cache = cache_dir or default_cache_dir()
+    try:
+        specs = _select_where(resolve_targets(targets), where or [])
+        _, missing = lock.apply_locks(specs, lock_file)
+        n_pinned = sum(len(lock.spec_parts(sp)) for sp in specs) - len(missing)
+        err.print(
+            f"{len(specs)} checkpoints: {len(missing)} files to lock, {n_pinned} pinned, locked or checked "
+            "by their source",
+            markup=False,
+        )
+        lock.lock_files(
+            missing,
+            cache,
+            lambda e, f: out.print(
+                f"{e.id} part {e.part}: sha256 {e.sha256} ({e.size} bytes) -> {f}", markup=False
+            ),
+        )
+    except RuntimeError as e:
+        _fail(str(e))
+
+
 def _print_entry(head: list[tuple[str, int]], details: list[str]) -> None:
     """One listing entry in any terminal width: a head line of padded fields (never truncated; a field
     longer than its pad just pushes the next one) and indented, dim detail lines that wrap."""
@@ -498,25 +874,41 @@ def ls_checkpoints(
     registry: Annotated[
         list[str] | None, typer.Argument(help="Registry names or files (default: all shipped).")
     ] = None,
+    lock_file: LockOpt = None,
 ) -> None:
-    """Checkpoints of the shipped registries (or of the given ones)."""
+    """Checkpoints of the shipped registries (or of the given ones), grouped by their category tag, with
+    each one's weight source and how its bytes are pinned (sha256, locked, UNPINNED, hash prefix, hub)."""
     from rich.text import Text
 
+    from biasbench.registry import lock
     from biasbench.registry.registry_files import resolve_targets, shipped_registries
 
     for name in registry or sorted(shipped_registries()):
         try:
             specs = resolve_targets([name])
+            rows = [(sp, lock.source_kind(sp), lock.pin_status(sp, lock_file)) for sp in specs]
         except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
             _fail(str(e))
-        out.print(Text(f"{name}: {len(specs)} checkpoint{'s' * (len(specs) != 1)}", style="bold underline"))
+        groups: dict[str, list[Any]] = {}
+        for row in rows:
+            groups.setdefault(str(row[0].tags.get("category", "")), []).append(row)
+        title = f"{name}: {len(specs)} checkpoint{'s' * (len(specs) != 1)}"
+        if len(groups) > 1 or "" not in groups:
+            title += f" in {len(groups)} categor{'ies' if len(groups) != 1 else 'y'}"
+        out.print(Text(title, style="bold underline"))
         w_id = max((len(sp.id) for sp in specs), default=0)
         w_arch = max((len(sp.arch) for sp in specs), default=0)
-        for sp in specs:
-            details = [f"weights: {sp.weights or '(the architecture’s own pretrained weights)'}"]
-            if sp.tags:
-                details.append("tags: " + " ".join(f"{k}={v}" for k, v in sp.tags.items()))
-            _print_entry([(sp.id, w_id), (sp.arch, w_arch), (sp.labels, 0)], details)
+        w_kind = max((len(r[1]) for r in rows), default=0)
+        for category, members in groups.items():
+            if category:
+                out.print(Text(f"{category} ({len(members)})", style="bold"))
+            for sp, kind, pin in members:
+                weights = sp.weights_text() or "(the architecture’s own pretrained weights)"
+                details = [f"weights: {weights}"]
+                tags = {k: v for k, v in sp.tags.items() if k != "category"}
+                if tags:
+                    details.append("tags: " + " ".join(f"{k}={v}" for k, v in tags.items()))
+                _print_entry([(sp.id, w_id), (sp.arch, w_arch), (kind, w_kind), (pin, 0)], details)
         out.print()
 
 
@@ -617,7 +1009,11 @@ def _require_manifest(name: str, manifests: dict[str, Any]) -> None:
     if name in manifests:
         return
     from biasbench.harness.datasets.catalog import catalog
+    from biasbench.harness.datasets.fetch import manifest_parts
 
+    parts = manifest_parts(name)
+    if parts:
+        _fail(f"{name} is fetched in parts, one command each: bench data fetch {' | '.join(parts)}")
     entries = catalog()
     if name in entries:
         _fail(
@@ -673,6 +1069,57 @@ def data_verify(
             err.print(f"[red]✗[/red] {_esc(p)}")
         _fail(f"{name}: {len(problems)} problem(s)", code=1)
     err.print(f"[green]ok[/green]: every file of {_esc(name)} matches its manifest")
+
+
+@data_app.command("make")
+def data_make(
+    name: Annotated[str, typer.Argument(help="The dataset to make: imagenet-c.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="A folder of ImageNet images (<wnid>/<file> or flat <wnid>_<name>.JPEG), or a dataset "
+            "name whose folder to use (imagenet-val, imagenet-sample).",
+        ),
+    ],
+    to: Annotated[
+        Path | None, typer.Option("--to", help="The data root to write into (default: --data-root).")
+    ] = None,
+    data_root: DataRootOpt = None,
+    per_class: Annotated[int | None, typer.Option(help="At most K source images per class.", min=1)] = None,
+    corruptions: Annotated[
+        str | None, typer.Option(help="Comma-separated corruptions (default: all 19).")
+    ] = None,
+    severities: Annotated[str, typer.Option(help="Comma-separated severities.")] = "1,2,3,4,5",
+) -> None:
+    """Make a dataset locally from ImageNet images: `imagenet-c` writes <root>/imagenet-c/<corruption>/
+    <severity>/<wnid>/*.JPEG (Hendrycks' recipe; needs the [imagenet-c] extra)."""
+    if name != "imagenet-c":
+        _fail(f"bench data make knows imagenet-c only, not {name!r} (no maintained ImageNet-C-bar generator)")
+    from biasbench.harness.datasets.make_imagenet_c import make_imagenet_c
+
+    root = _data_root(data_root)
+    src = Path(source)
+    if not src.is_dir():
+        from biasbench.harness.datasets.catalog import catalog
+
+        entry = catalog().get(source)
+        if entry is None or entry.location is None:
+            _fail(f"--from {source!r}: no such folder, nor a dataset name with a folder")
+        src = entry.location(root)
+    try:
+        sev = [int(s) for s in severities.split(",") if s.strip()]
+        report = make_imagenet_c(
+            src,
+            to if to is not None else root,
+            corruptions=[c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None,
+            severities=sev,
+            per_class=per_class,
+            log=err.print,
+        )
+    except (ValueError, ImportError, OSError) as e:
+        _fail(str(e))
+    err.print(f"[green]ok[/green]: {report.written} images written into {_esc(report.target)}")
 
 
 @zoo_app.command("train")

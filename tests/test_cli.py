@@ -72,7 +72,10 @@ def test_results_formats_and_report_and_status(tmp_path):
     r = bench(["results", "--db", str(db), "--format", "json"], tmp_path)
     assert r.returncode == 0 and '"checkpoint":"c0"' in r.stdout.replace(" ", "")
     r = bench(
-        ["report", "--db", str(db), "--out", str(tmp_path / "r.md"), "--figure", str(tmp_path / "h.png")],
+        [
+            *("report", "--db", str(db), "--format", "md", "--keys", "m.a,m.b"),
+            *("--out", str(tmp_path / "r.md"), "--figure", str(tmp_path / "h.png")),
+        ],
         tmp_path,
     )
     assert r.returncode == 0, r.stderr

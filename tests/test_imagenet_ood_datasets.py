@@ -273,7 +273,8 @@ def test_corruption_member_loads_as_stored_at_224_px(tmp_path, photos, family, c
     absent = catalog.get(f"{family}/{corruption}-4")
     with pytest.raises(DatasetMissing) as e:
         absent.manifest(root, None)
-    assert str((root / family / corruption / "4").resolve()) in str(e.value) and "Get " in str(e.value)
+    assert str((root / family / corruption / "4").resolve()) in str(e.value)
+    assert f"bench data fetch {family}" in str(e.value)  # how to get it
 
 
 def test_corruption_member_refuses_images_that_are_not_224_px(tmp_path, photos):

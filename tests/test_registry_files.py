@@ -162,7 +162,10 @@ def test_duplicate_ids_across_files_name_both_files(tmp_path):
             'id = "a"\narch = "resnet50"',
             r"arch 'resnet50' must be timm:<name>, torchvision:<name> or zoo:<name>",
         ),
-        ('id = "a"\narch = "timm:x"\nweights = "https://e.org/w.pth"', r"weights from a URL need a sha256"),
+        (
+            'id = "a"\narch = "timm:x"\nweights = "https://e.org/w.pth"\nadapter = "drop:^x"\nweights2 = 1',
+            r"unknown key 'weights2'",
+        ),
         ('id = "a"\narch = "timm:x"\nsha256 = "abc"', r"sha256 must be 64 hex digits"),
         (
             'id = "a"\narch = "timm:x"\nadapter = "strip:module."',

@@ -1,55 +1,278 @@
-"""Correlation report: Spearman ρ and p equal scipy's on known data; constant keys are skipped."""
+"""`bench report` on a constructed database: metric variants are distinct columns (and
+``latest_results`` keeps the newest job per parameter set), the curated table's rows and columns come
+from the roles the metric plugins declare (a third-party metric joins without editing biasbench),
+an unknown key is an error listing the known ones, tags reach the leave-one-category-out range, and
+every format prints the same hand-computed ρ."""
 
 from __future__ import annotations
 
-import pandas as pd
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+
 import pytest
-from scipy import stats
 
-from biasbench.reports.correlations import pairwise_spearman, score_matrix
-from biasbench.reports.render import heatmap, markdown_report
+from biasbench.harness.store import JobKey, Store
+from biasbench.metrics.base import KeyRole, Metric
+from biasbench.metrics.discovery import METRICS
+from tests.harness_fixtures import bench
+
+# shape bias and OOD aggregate of five checkpoints; ranks of "id" vs shape bias differ by
+# (-1, 1, -1, 1, 0): ρ = 1 - 6·4/(5·24) = 0.8
+SHAPE = [0.1, 0.2, 0.3, 0.4, 0.5]
+OOD_ID = [0.62, 0.60, 0.71, 0.70, 0.80]
+ROBUST = [0.5, 0.4, 0.3, 0.2, 0.1]  # ρ(shape, robustness) = -1
+CATEGORY = ["plain", "plain", "stylized", "stylized", "adversarial"]
 
 
-def _results() -> pd.DataFrame:
-    rows = []
-    a = [0.1, 0.2, 0.3, 0.4, 0.5]
-    b = [1.0, 3.0, 2.0, 5.0, 4.0]
-    for i in range(5):
-        rows += [
-            {"checkpoint": f"c{i}", "metric": "m1", "key": "a", "value": a[i]},
-            {"checkpoint": f"c{i}", "metric": "m2", "key": "b", "value": b[i]},
-            {"checkpoint": f"c{i}", "metric": "m2", "key": "neg", "value": -a[i]},
-            {"checkpoint": f"c{i}", "metric": "m3", "key": "const", "value": 1.0},
+def _job(
+    s: Store, ckpt: str, metric: str, h: str, params: dict, scalars: dict[str, float], run: str = "r1"
+) -> None:
+    s.write_job(
+        JobKey(ckpt, metric, h),
+        metric_version="1",
+        params=params,
+        datasets={"images": {"name": "demo-world/test", "manifest": "abc123", "preprocess": "as-stored"}},
+        scalars=scalars,
+        n=dict.fromkeys(scalars, 100),
+        items=None,
+        flags=[],
+        seconds=0.0,
+        run_id=run,
+    )
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "b.duckdb"
+    with Store(path) as s:
+        run = s.start_run(argv=["bench", "run"], git_sha="abc", versions={"biasbench": "0.1.0"}, device="cpu")
+        for i in range(5):
+            c = f"c{i}"
+            s.upsert_checkpoint({"id": c, "arch": "a", "tags": json.dumps({"category": CATEGORY[i]})})
+            _job(
+                s,
+                c,
+                "shape_bias",
+                f"s{i}",
+                {"aggregation": "mean"},
+                {"shape_bias": SHAPE[i], "n_shape": 7},
+                run,
+            )
+            _job(s, c, "ood", f"o{i}", {"sets": None}, {"id": OOD_ID[i], "robustness": ROBUST[i]}, run)
+        s.finish_run(run, "done")
+    return path
+
+
+def _report(db, tmp_path, *args: str):
+    return bench(["report", "--db", str(db), "--resamples", "200", *args], tmp_path)
+
+
+def test_curated_table_takes_rows_and_columns_from_the_declared_roles(db, tmp_path):
+    r = _report(db, tmp_path, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["rows"] == ["shape_bias.shape_bias"]  # n_shape is a diagnostic
+    assert doc["columns"] == ["ood.id", "ood.robustness"]  # declared order
+    cells = {(p["x"], p["y"]): p for p in doc["pairs"]}
+    assert cells[("shape_bias.shape_bias", "ood.id")]["r"] == pytest.approx(0.8)
+    assert cells[("shape_bias.shape_bias", "ood.robustness")]["r"] == pytest.approx(-1.0)
+    assert all(p["n"] == 5 for p in doc["pairs"]) and doc["tests"] == 2
+    assert doc["control"] == "ood.id" and doc["category"] == "category"
+    rob = cells[("shape_bias.shape_bias", "ood.robustness")]
+    assert rob["ci_low"] <= rob["r"] <= rob["ci_high"]
+    # leaving each category out: robustness stays -1 whatever is dropped (the tags reached the report)
+    assert rob["loco_min"] == pytest.approx(-1.0) and rob["loco_max"] == pytest.approx(-1.0)
+    prov = doc["provenance"]
+    assert {m["metric"] for m in prov["metrics"]} == {"shape_bias", "ood"}
+    assert any("manifest abc123" in d for m in prov["metrics"] for d in m["datasets"])
+    assert prov["runs"][0]["git_sha"] == "abc"
+
+
+def test_terminal_markdown_and_csv_print_the_same_coefficient(db, tmp_path):
+    term = _report(db, tmp_path)
+    assert term.returncode == 0, term.stderr
+    assert "shape_bias.shape_bias" in term.stdout and "+0.80" in term.stdout and "n=5" in term.stdout
+    assert "Holm" in term.stdout and "controlling for ood.id" in term.stdout
+    md = _report(db, tmp_path, "--format", "md")
+    assert "## Bias × generalization" in md.stdout and "+0.80" in md.stdout
+    rows = list(csv.DictReader(io.StringIO(_report(db, tmp_path, "--format", "csv").stdout)))
+    by = {(r["x"], r["y"]): r for r in rows}
+    assert float(by[("shape_bias.shape_bias", "ood.id")]["r"]) == pytest.approx(0.8)
+    assert by[("shape_bias.shape_bias", "ood.id")]["x_label"] == "shape bias"
+
+
+def test_unknown_key_is_an_error_listing_the_known_keys(db, tmp_path):
+    r = _report(db, tmp_path, "--keys", "nosuch.key")
+    assert r.returncode == 2
+    assert "unknown key 'nosuch.key'" in r.stderr and "shape_bias.shape_bias" in r.stderr
+    assert "ood.robustness" in r.stderr
+    r = _report(db, tmp_path, "--generalization", "ood.nope")
+    assert r.returncode == 2 and "ood.id" in r.stderr
+
+
+def test_free_exploration_correlates_the_requested_keys_pairwise(db, tmp_path):
+    r = _report(db, tmp_path, "--keys", "shape_bias.shape_bias,ood.id,ood.robustness", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 3
+    r = _report(db, tmp_path, "--keys", "shape_bias.shape_bias,ood.id,ood.robustness", "--across-metrics")
+    assert r.returncode == 0 and "ood.id" in r.stdout
+
+
+def test_metric_variants_are_distinct_columns_and_the_newest_job_per_parameters_wins(db, tmp_path):
+    with Store(db) as s:
+        for i in range(5):
+            _job(s, f"c{i}", "accuracy", f"a{i}", {"dataset": None}, {"top1": 0.1 * i})
+            _job(s, f"c{i}", "accuracy", f"b{i}", {"dataset": "imagenet-sample"}, {"top1": 0.9 - 0.1 * i})
+        time.sleep(0.01)
+        # a newer job with the first parameter set replaces that variant's value (c0 only)
+        _job(s, "c0", "accuracy", "a0-new", {"dataset": None}, {"top1": 0.55})
+        latest = s.results(metrics=["accuracy"], checkpoints=["c0"])
+    assert sorted(latest["value"]) == [0.55, 0.9]  # one row per parameter set, the newer one
+    r = _report(db, tmp_path, "--keys", "accuracy.top1", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    pair = json.loads(r.stdout)["pairs"]
+    assert len(pair) == 1
+    assert {pair[0]["x"], pair[0]["y"]} == {
+        "accuracy[dataset=default].top1",
+        "accuracy[dataset=imagenet-sample].top1",
+    }
+    # c0's default variant is 0.55 now
+    from scipy import stats
+
+    default = [0.55, 0.1, 0.2, 0.3, 0.4]
+    sample = [0.9, 0.8, 0.7, 0.6, 0.5]
+    assert pair[0]["r"] == pytest.approx(stats.spearmanr(default, sample).statistic)
+
+
+class _ThirdParty(Metric):
+    """A third-party bias measure (test only)."""
+
+    name = "tp_bias"
+    version = "1"
+    key_roles = {"texture_*": KeyRole("bias", None, "texture reliance")}
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+
+def test_a_third_party_metric_joins_the_curated_table_by_declaring_key_roles(db, tmp_path):
+    with Store(db) as s:
+        for i in range(5):
+            _job(s, f"c{i}", "tp_bias", f"t{i}", {}, {"texture_reliance": 1.0 - SHAPE[i], "other": float(i)})
+    before = json.loads(_report(db, tmp_path, "--format", "json").stdout)
+    assert "tp_bias.texture_reliance" not in before["rows"]  # not installed: diagnostic
+    METRICS.register("tp_bias", _ThirdParty)
+    try:
+        doc = json.loads(_report(db, tmp_path, "--format", "json").stdout)
+    finally:
+        METRICS.unregister("tp_bias")
+    assert doc["rows"] == ["shape_bias.shape_bias", "tp_bias.texture_reliance"]
+    cells = {(p["x"], p["y"]): p["r"] for p in doc["pairs"]}
+    assert cells[("tp_bias.texture_reliance", "ood.id")] == pytest.approx(-0.8)
+
+
+def test_an_unknown_colour_tag_and_a_missing_output_folder_are_errors(db, tmp_path):
+    r = _report(db, tmp_path, "--colour-by", "nope")
+    assert r.returncode == 2 and "category" in r.stderr
+    r = _report(db, tmp_path, "--format", "md", "-o", str(tmp_path / "missing" / "r.md"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert not (tmp_path / "missing").exists()
+    r = _report(db, tmp_path, "--figures", str(tmp_path / "nofolder"))
+    assert r.returncode == 2 and not (tmp_path / "nofolder").exists()
+
+
+def test_an_empty_database_says_to_run_first(tmp_path):
+    path = tmp_path / "e.duckdb"
+    Store(path).close()
+    r = _report(path, tmp_path)
+    assert r.returncode == 0 and "bench run" in r.stdout
+
+
+def test_figures_stay_screen_sized_whatever_the_number_of_keys(tmp_path):
+    """Thirty keys (435 pairs; the old heat map of 127 keys was 7740 × 7716 px): every figure fits
+    1260 × 900 px."""
+    from PIL import Image
+
+    path = tmp_path / "many.duckdb"
+    with Store(path) as s:
+        for i in range(6):
+            scalars = {f"k{j:02d}": float((i * (j + 1)) % 7 + 0.1 * j) for j in range(30)}
+            _job(s, f"c{i}", "wide", f"w{i}", {}, scalars)
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    r = _report(
+        path, tmp_path, "--all", "--top", "25", "--figure", str(tmp_path / "h.png"), "--figures", str(figs)
+    )
+    assert r.returncode == 0, r.stderr
+    for png in [tmp_path / "h.png", *figs.glob("*.png")]:
+        with Image.open(png) as im:
+            assert im.size[0] <= 1260 and im.size[1] <= 900, (png.name, im.size)
+
+
+def test_sis_sizes_are_read_from_the_stored_traces(tmp_path):
+    """Three 16-pixel images masked 4 pixels per step (order = the step that masks each pixel) at
+    τ = 0.9: conf (1, .99, .95, .5, .1) gives t* = 2, so the 8 pixels with order ≥ 2 remain (0.5);
+    conf (.95, .5, …) gives t* = 0, all 16 (1.0); a clean confidence of .5 < τ is not covered."""
+    import numpy as np
+    import pandas as pd
+
+    from biasbench.cli import _report_inputs, _sis_sizes
+
+    order = np.repeat(np.arange(4, dtype=np.int16), 4)
+    confs = [[1.0, 0.99, 0.95, 0.5, 0.1], [0.95, 0.5, 0.4, 0.3, 0.1], [0.5, 0.4, 0.3, 0.2, 0.1]]
+    items = pd.DataFrame(
+        {"item": [0, 1, 2], "order": [order] * 3, "conf": [np.asarray(c, np.float32) for c in confs]}
+    )
+    path = tmp_path / "sis.duckdb"
+    with Store(path) as s:
+        s.write_job(
+            JobKey("c0", "sis", "h"),
+            metric_version="1",
+            params={},
+            datasets={},
+            scalars={"tau": 0.9, "sis_frac_median": 0.75},
+            n={},
+            items=items,
+            flags=[],
+            seconds=0.0,
+            run_id="r",
+        )
+    with Store(path, read_only=True) as s:
+        res, *_ = _report_inputs(s)
+        sizes, notes = _sis_sizes(s, res)
+    assert notes == [] and list(sizes) == ["c0"]
+    assert sizes["c0"][:2].tolist() == [0.5, 1.0] and np.isnan(sizes["c0"][2])
+
+
+def test_imported_values_share_the_measured_column_and_a_measurement_wins_over_them():
+    import pandas as pd
+
+    from biasbench.reports.scores import build_scores
+
+    def rows(params, source, values):
+        return [
+            {"checkpoint": c, "metric": "ood", "key": "id", "value": v, "params": params, "source": source}
+            for c, v in values.items()
         ]
-    return pd.DataFrame(rows)
 
-
-def test_spearman_matches_scipy_and_orders_by_strength():
-    m = score_matrix(_results())
-    corr = pairwise_spearman(m)
-    top = corr.iloc[0]
-    assert {top.x, top.y} == {"m1.a", "m2.neg"} and top.rho == pytest.approx(-1.0)
-    row = corr[(corr.x == "m1.a") & (corr.y == "m2.b")].iloc[0]
-    ref = stats.spearmanr([0.1, 0.2, 0.3, 0.4, 0.5], [1, 3, 2, 5, 4])
-    assert row.rho == pytest.approx(ref.statistic) and row.p == pytest.approx(ref.pvalue)
-    assert "m3.const" not in set(corr.x) | set(corr.y)
-
-
-def test_markdown_report_lists_scores_and_correlations(tmp_path):
-    text = markdown_report(_results())
-    assert "## Spearman correlations" in text and "m1.a" in text and "| c4 |" in text
-    png = heatmap(_results(), ["m1.a", "m2.b", "m2.neg"], tmp_path / "h.png")
-    assert png.stat().st_size > 1000
-
-
-def test_report_with_too_few_checkpoints_says_so():
-    df = _results()
-    assert "at least 3 checkpoints" in markdown_report(df[df.checkpoint.isin(["c0", "c1"])])
-
-
-def test_across_metrics_report_drops_pairs_within_one_metric():
-    text = markdown_report(_results(), across_metrics=True)
-    corr_part = text.split("## Spearman correlations")[1]
-    assert "| m2.b | m2.neg |" not in corr_part and "| m2.neg | m2.b |" not in corr_part
-    assert "m1.a" in corr_part and "of different metrics" in corr_part
-    assert "| m2.b" in markdown_report(_results()).split("## Spearman correlations")[1]
+    one = pd.DataFrame(
+        rows('{"sets": null}', None, {"a": 0.5, "b": 0.6}) + rows(None, "pub", {"b": 0.9, "c": 0.7})
+    )
+    s = build_scores(one)
+    assert list(s.values.columns) == ["ood.id"]
+    assert s.values["ood.id"].to_dict() == {"a": 0.5, "b": 0.6, "c": 0.7}  # b: measured, not imported
+    assert s.shadowed == 1 and "hidden by a measurement" in s.notes[0]
+    two = pd.DataFrame(
+        rows('{"sets": null}', None, {"a": 0.5})
+        + rows('{"sets": ["v2"]}', None, {"a": 0.4})
+        + rows(None, "pub", {"c": 0.7})
+    )
+    assert sorted(build_scores(two).values.columns) == [
+        "ood[sets=default].id",
+        "ood[sets=v2].id",
+        "ood[source=pub].id",
+    ]

@@ -31,6 +31,9 @@ from biasbench.core.preprocess import Preprocess
 class ImageSet:
     """Images for a metric: uint8 (N, 3, H, W) on the CPU (possibly memory-mapped), with labels.
 
+    ``images`` may also be a :class:`~biasbench.core.streaming.StreamedImages` (a set larger than the
+    cache budget): the same shape, dtype and indexing, decoded batch by batch when a metric's
+    ``ctx.predict`` / ``ctx.to_device`` asks for the pixels.
     ``labels``: int64 (N,) indices into ``class_names`` (-1 = unknown). ``meta`` holds extra per-item
     columns (e.g. ``texture`` labels of cue-conflict stimuli, a corruption ``severity``).
     ``manifest_hash`` identifies the exact content (part of every result's ``config_hash``).
@@ -102,14 +105,22 @@ def decode_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
     return run
 
 
-def decode_files(paths: list[Path], pre: Preprocess | None) -> np.ndarray:
-    """Decode images to uint8 (N, 3, H, W); ``pre=None`` keeps them as stored (all the same size)."""
+def image_decoder(pre: Preprocess | None) -> Callable[[Path], np.ndarray]:
+    """``path -> uint8 (3, H, W)``: PIL decode, RGB, then ``pre``'s resize + crop (``None``: as
+    stored). The one CPU decode of every dataset, cached (:func:`decode_files`) or streamed
+    (:mod:`biasbench.core.streaming`), so both give the same pixels."""
     tf = decode_transform(pre) if pre is not None else (lambda im: T.PILToTensor()(im.convert("RGB")))
 
     def one(p: Path) -> np.ndarray:
         with Image.open(p) as im:
             return tf(im).numpy()
 
+    return one
+
+
+def decode_files(paths: list[Path], pre: Preprocess | None) -> np.ndarray:
+    """Decode images to uint8 (N, 3, H, W); ``pre=None`` keeps them as stored (all the same size)."""
+    one = image_decoder(pre)
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(one, paths))
     shapes = {a.shape for a in arrays}

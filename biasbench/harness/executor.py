@@ -28,13 +28,20 @@ from rich.markup import escape
 
 from biasbench.core import labels
 from biasbench.core.images import ImageSet
+from biasbench.core.streaming import reset_cache_budget, set_cache_budget
+from biasbench.harness import grouping
 from biasbench.harness.datasets import catalog
+from biasbench.harness.estimate import IMAGES_X_CONDITIONS
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
 from biasbench.harness.store import JobKey, Store, StoreError
-from biasbench.metrics.base import EvalContext, ModelWrapper
+from biasbench.metrics.base import EvalContext, MetricResult, ModelWrapper
 from biasbench.registry import loading
 from biasbench.registry.spec import LoadedCheckpoint
+
+#: ``jobs.timings`` keys the harness adds: the job's images × conditions (what ``--dry-run`` estimates
+#: from), and its group size
+GROUP_SIZE = "run.group_size"
 
 
 @dataclass
@@ -45,6 +52,10 @@ class ExecOptions:
     batch_size: int = 64
     trust: bool = False
     seed: int = 0
+    #: checkpoints per group (dataset-major execution, ``--group``): 1 = checkpoint-major, or "auto"
+    group: int | str = 1
+    #: decoded-dataset cache budget in bytes (``--cache-budget``); None: the default
+    cache_budget: int | None = None
 
 
 @dataclass
@@ -110,43 +121,120 @@ def execute(
     data = DatasetCache(opts.data_root, opts.cache_dir)
     # a todo job whose key is stored now is a forced recompute; one stored later came from another run
     known = store.stored_jobs()
-    for cp in plans:
-        for job in cp.jobs:
-            if job.status in ("stored", "n/a"):
-                summary.outcomes.append(
-                    JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason)
-                )
-            elif job.status == "error":
-                _fail(store, run_id, ui, summary, job, job.reason, job.trace)
-        todo = _not_stored_meanwhile(cp.todo, known, store, ui, summary)
-        if not todo:
-            continue
-        ui.print(f"[bold]{escape(cp.spec.id)}[/bold]: {escape(', '.join(j.metric.name for j in todo))}")
-        try:
-            loaded = loading.load_checkpoint(cp.spec, cache_dir=opts.cache_dir, trust=opts.trust)
-            model = wrap_model(loaded, opts.device)
-            store.upsert_checkpoint(
-                {
-                    **cp.spec.to_row(),
-                    "weights_sha256": loaded.weights_sha256,
-                    "identity": loaded.identity,
-                    "preprocess": _json(loaded.preprocess.to_json()),
-                }
-            )
-        except StoreError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a checkpoint that cannot load fails its jobs only
-            tb = traceback.format_exc()
-            for job in todo:
-                _fail(store, run_id, ui, summary, job, _first_line(e), tb)
-            continue
-        for job in todo:
-            _run_job(job, model, data, opts, store, run_id, ui, summary, known)
-        del model, loaded
-        gc.collect()
-        if opts.device.type == "cuda":
-            torch.cuda.empty_cache()
+    env = _Env(opts, data, store, run_id, ui, summary, known)
+    token = set_cache_budget(opts.cache_budget)
+    try:
+        if opts.group == 1:  # checkpoint-major: load one, run all its jobs, free it
+            for cp in plans:
+                member = _load_member(cp, env)
+                if member is not None:
+                    _run_group([member], env)
+                    _release([member], opts.device)
+            return summary
+        for bucket in grouping.preprocess_buckets(plans):  # dataset-major: K with one preprocessing
+            k = None if opts.group == "auto" else int(opts.group)
+            group: list[_Member] = []
+            for cp in bucket:
+                member = _load_member(cp, env)
+                if member is None:
+                    continue
+                if k is None:
+                    crop = cp.preprocess.crop if cp.preprocess is not None else 224
+                    k = grouping.auto_group_size(opts.device, member.model, opts.batch_size, (3, crop, crop))
+                    ui.print(f"  [dim]--group auto: {k} checkpoint(s) per group[/dim]")
+                group.append(member)
+                if len(group) >= k:
+                    _run_group(group, env)
+                    _release(group, opts.device)
+                    group = []
+            if group:
+                _run_group(group, env)
+                _release(group, opts.device)
+    finally:
+        reset_cache_budget(token)
     return summary
+
+
+@dataclass
+class _Env:
+    """What every job of a run shares."""
+
+    opts: ExecOptions
+    data: DatasetCache
+    store: Store
+    run_id: str
+    ui: RunUI
+    summary: RunSummary
+    known: set[JobKey]
+
+
+@dataclass
+class _Member:
+    """A loaded checkpoint and its pending jobs."""
+
+    plan: CheckpointPlan
+    model: ModelWrapper
+    todo: list[PlannedJob]
+
+
+def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
+    """Record the plan's stored / n/a / error jobs, load the checkpoint when it has jobs to do. A
+    checkpoint that fails to load fails its own jobs only (``None``)."""
+    store, ui, summary = env.store, env.ui, env.summary
+    for job in cp.jobs:
+        if job.status in ("stored", "n/a"):
+            summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason))
+        elif job.status == "error":
+            _fail(store, env.run_id, ui, summary, job, job.reason, job.trace)
+    todo = _not_stored_meanwhile(cp.todo, env.known, store, ui, summary)
+    if not todo:
+        return None
+    ui.print(f"[bold]{escape(cp.spec.id)}[/bold]: {escape(', '.join(j.metric.name for j in todo))}")
+    try:
+        loaded = loading.load_checkpoint(cp.spec, cache_dir=env.opts.cache_dir, trust=env.opts.trust)
+        model = wrap_model(loaded, env.opts.device)
+        store.upsert_checkpoint(
+            {
+                **cp.spec.to_row(),
+                "weights_sha256": loaded.weights_sha256,
+                "identity": loaded.identity,
+                "preprocess": _json(loaded.preprocess.to_json()),
+            }
+        )
+    except StoreError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a checkpoint that cannot load fails its jobs only
+        tb = traceback.format_exc()
+        for job in todo:
+            _fail(store, env.run_id, ui, summary, job, _first_line(e), tb)
+        return None
+    return _Member(cp, model, todo)
+
+
+def _release(members: list[_Member], device: torch.device) -> None:
+    for m in members:
+        del m.model
+    members.clear()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _run_group(members: list[_Member], env: _Env) -> None:
+    """Every pending job of the loaded ``members``: the jobs of one metric on the same datasets run
+    together through ``evaluate_group`` when the metric shares batches, one by one otherwise."""
+    units: dict[tuple[int, str], list[tuple[_Member, PlannedJob]]] = {}
+    for m in members:
+        for job in m.todo:
+            inputs = _json({role: rd.describe() for role, rd in job.datasets.items()})
+            units.setdefault((id(job.metric), inputs), []).append((m, job))
+    for pairs in units.values():
+        metric = pairs[0][1].metric
+        if len(pairs) > 1 and metric.shares_batches:
+            _run_shared(pairs, env)
+        else:
+            for m, job in pairs:
+                _run_job(job, m.model, env)
 
 
 def _not_stored_meanwhile(
@@ -171,40 +259,95 @@ def _not_stored_meanwhile(
     return keep
 
 
-def _run_job(
-    job: PlannedJob,
-    model: ModelWrapper,
-    data: DatasetCache,
-    opts: ExecOptions,
-    store: Store,
-    run_id: str,
-    ui: RunUI,
-    summary: RunSummary,
-    known: set[JobKey],
-) -> None:
-    assert job.key is not None
+def _context(label: str, env: _Env) -> tuple[EvalContext, list[Any]]:
     tasks: list[Any] = []
 
     def task(description: str, total: int) -> Any:
-        t = ui.task(f"  {job.spec.id} · {description}", total)
+        t = env.ui.task(f"  {label} · {description}", total)
         tasks.append(t)
         return t
 
     ctx = EvalContext(
-        device=opts.device,
-        batch_size=opts.batch_size,
-        amp_dtype=torch.bfloat16 if opts.device.type == "cuda" else None,
+        device=env.opts.device,
+        batch_size=env.opts.batch_size,
+        amp_dtype=torch.bfloat16 if env.opts.device.type == "cuda" else None,
         channels_last=True,
-        seed=opts.seed,
+        seed=env.opts.seed,
         task=task,
     )
+    return ctx, tasks
+
+
+def _run_job(job: PlannedJob, model: ModelWrapper, env: _Env) -> None:
+    assert job.key is not None
+    ctx, tasks = _context(job.spec.id, env)
     t0 = time.perf_counter()
     try:
-        inputs = {role: data.get(rd) for role, rd in job.datasets.items()}
+        inputs = {role: env.data.get(rd) for role, rd in job.datasets.items()}
         result = job.metric.evaluate(model, inputs, ctx)
+    except StoreError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
+        _fail(env.store, env.run_id, env.ui, env.summary, job, _first_line(e), traceback.format_exc())
+        return
+    finally:
+        for t in tasks:
+            env.ui.finish_task(t)
+    _finish(job, result, time.perf_counter() - t0, work_units(job, inputs), 1, env)
+
+
+def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
+    """One metric's jobs for several loaded checkpoints on the same datasets, each decoded batch shared
+    (``Metric.evaluate_group``). A model's exception fails its own job; an exception of the group's
+    evaluation as a whole reruns the jobs one by one, so every failure is recorded against its job."""
+    metric = pairs[0][1].metric
+    ctx, tasks = _context(f"group of {len(pairs)}", env)
+    t0 = time.perf_counter()
+    try:
+        inputs = {role: env.data.get(rd) for role, rd in pairs[0][1].datasets.items()}
+        results = metric.evaluate_group([m.model for m, _ in pairs], inputs, ctx)
+        if len(results) != len(pairs):
+            raise RuntimeError(
+                f"{metric.name}.evaluate_group returned {len(results)} results for {len(pairs)} models"
+            )
+    except StoreError:
+        raise
+    except Exception:  # noqa: BLE001 - not one model's failure: each job on its own
+        for m, job in pairs:
+            _run_job(job, m.model, env)
+        return
+    finally:
+        for t in tasks:
+            env.ui.finish_task(t)
+    seconds = (time.perf_counter() - t0) / len(pairs)  # the group's wall time, shared evenly
+    units = work_units(pairs[0][1], inputs)
+    for (_, job), res in zip(pairs, results, strict=True):
+        if isinstance(res, BaseException):
+            tb = "".join(traceback.format_exception(res))
+            _fail(env.store, env.run_id, env.ui, env.summary, job, _first_line(res), tb)
+        else:
+            _finish(job, res, seconds, units, len(pairs), env)
+
+
+def work_units(job: PlannedJob, inputs: dict[str, ImageSet]) -> float:
+    """Images × conditions of a job: the images of each dataset role (an OOD set, a corruption cell)
+    times the metric's ``cost_per_image`` (passes per image, default 1)."""
+    per_image = float(getattr(job.metric, "cost_per_image", None) or 1.0)
+    return float(sum(len(ds) for ds in inputs.values())) * per_image
+
+
+def _finish(
+    job: PlannedJob, result: MetricResult, seconds: float, units: float, group: int, env: _Env
+) -> None:
+    """Validate and store a job's result (``jobs.timings`` gains its images × conditions and group
+    size, what ``bench run --dry-run`` estimates from), print its line."""
+    assert job.key is not None
+    store, ui, summary = env.store, env.ui, env.summary
+    try:
         result.validate(job.metric.name, job.metric.item_columns)
-        seconds = time.perf_counter() - t0
         n = {k: result.n_for(k) for k in result.scalars}
+        timings = {k: float(v) for k, v in result.timings.items()}
+        timings.update({IMAGES_X_CONDITIONS: units, GROUP_SIZE: float(group)})
         written = store.write_job(
             job.key,
             metric_version=job.metric.version,
@@ -215,18 +358,16 @@ def _run_job(
             items=result.items,
             flags=result.flags,
             seconds=seconds,
-            run_id=run_id,
-            timings={k: float(v) for k, v in result.timings.items()},
-            if_absent=job.key not in known,  # a forced recompute replaces; otherwise another run's copy stays
+            run_id=env.run_id,
+            timings=timings,
+            if_absent=job.key
+            not in env.known,  # a forced recompute replaces; otherwise another run's copy stays
         )
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
-        _fail(store, run_id, ui, summary, job, _first_line(e), traceback.format_exc())
+        _fail(store, env.run_id, ui, summary, job, _first_line(e), traceback.format_exc())
         return
-    finally:
-        for t in tasks:
-            ui.finish_task(t)
     if not written:
         ui.print(
             f"  [dim]{escape(job.spec.id)} · {escape(job.metric.name)}: stored meanwhile by another run "
@@ -239,7 +380,8 @@ def _run_job(
     keys = [k for k in job.metric.headline if k in result.scalars] or list(result.scalars)[:3]
     head = ", ".join(f"{k}={result.scalars[k]:.4g}" for k in keys)
     flags = f" [yellow]flags: {escape('; '.join(result.flags))}[/yellow]" if result.flags else ""
-    ui.print(f"  [green]✓[/green] {escape(job.metric.name)} ({seconds:.1f}s) {escape(head)}{flags}")
+    who = f"{escape(job.spec.id)} · " if group > 1 else ""
+    ui.print(f"  [green]✓[/green] {who}{escape(job.metric.name)} ({seconds:.1f}s) {escape(head)}{flags}")
     summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "done", seconds, head))
 
 

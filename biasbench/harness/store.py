@@ -14,7 +14,8 @@ created_at)`` unique on ``(checkpoint_id, metric, key, config_hash)``.
 ``item_outputs(checkpoint_id, metric, config_hash, path, n_rows, run_id, created_at)`` — per-item
 outputs live in Parquet files beside the database (``<db>.items/<metric>/<checkpoint>__<hash>.parquet``).
 ``failures(checkpoint_id, metric, config_hash, error, traceback, run_id, created_at)``.
-View ``latest_results``: for each (checkpoint, metric, key) the row of the newest job.
+View ``latest_results``: for each (checkpoint, metric, parameters, key) the row of the newest job, so
+one metric run under different parameters (``accuracy`` on two datasets) keeps one row per variant.
 
 A job's rows (jobs, results, item_outputs) are written in one transaction: a killed run leaves whole
 jobs or nothing. The Parquet file is written first under a temporary name and renamed into place just
@@ -84,7 +85,10 @@ CREATE OR REPLACE VIEW latest_jobs AS
     SELECT *, row_number() OVER (PARTITION BY checkpoint_id, metric ORDER BY created_at DESC) AS rn
     FROM jobs) WHERE rn = 1;
 CREATE OR REPLACE VIEW latest_results AS
-  SELECT r.* FROM results r JOIN latest_jobs j USING (checkpoint_id, metric, config_hash);
+  SELECT r.* FROM results r JOIN (
+    SELECT checkpoint_id, metric, config_hash, row_number() OVER (
+      PARTITION BY checkpoint_id, metric, CAST(params AS VARCHAR) ORDER BY created_at DESC) AS rn
+    FROM jobs) j USING (checkpoint_id, metric, config_hash) WHERE j.rn = 1;
 """
 #: the tables every results database has (a DuckDB file without them is someone else's database)
 TABLES = ("checkpoints", "runs", "jobs", "results", "item_outputs", "failures")

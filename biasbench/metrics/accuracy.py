@@ -14,12 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
 
 from biasbench.metrics.base import (
     DatasetRequest,
     EvalContext,
     ImageSet,
+    KeyRole,
     Metric,
+    MetricError,
     MetricResult,
     ModelWrapper,
 )
@@ -32,6 +35,12 @@ class Accuracy(Metric):
     name = "accuracy"
     version = "1"
     item_columns = ("label", "prediction", "confidence")
+    shares_batches = True
+    # in-distribution accuracy: the report's fallback covariate (partial correlations) when ood.id is absent
+    key_roles = {
+        "top1": KeyRole("diagnostic", True, "top-1 accuracy"),
+        "top5": KeyRole("diagnostic", True, "top-5 accuracy"),
+    }
 
     @dataclass(frozen=True)
     class Params:
@@ -43,7 +52,29 @@ class Accuracy(Metric):
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         ds = data["images"]
         keep = check_labels(ds, model, self.name)
-        logits = ctx.predict(model, ds.images, description=f"accuracy on {ds.name}")
+        return self._result(ds, keep, ctx.predict(model, ds.images, description=f"accuracy on {ds.name}"))
+
+    def evaluate_group(
+        self, models: list[ModelWrapper], data: dict[str, ImageSet], ctx: EvalContext
+    ) -> list[MetricResult | Exception]:
+        """Each batch decoded once for all ``models`` (``bench run --group``); results as ``evaluate``'s."""
+        ds = data["images"]
+        out: list[MetricResult | Exception | None] = [None] * len(models)
+        keeps: dict[int, torch.Tensor] = {}
+        for i, model in enumerate(models):
+            try:
+                keeps[i] = check_labels(ds, model, self.name)
+            except MetricError as e:
+                out[i] = e
+        live = list(keeps)
+        logits = ctx.predict_group(
+            [models[i] for i in live], ds.images, description=f"accuracy on {ds.name} ({len(live)} models)"
+        )
+        for i, lg in zip(live, logits, strict=True):
+            out[i] = lg if isinstance(lg, Exception) else self._result(ds, keeps[i], lg)
+        return [r for r in out if r is not None]
+
+    def _result(self, ds: ImageSet, keep: torch.Tensor, logits: torch.Tensor) -> MetricResult:
         labels = ds.labels
         top1 = topk_correct(logits[keep], labels[keep], 1)
         scalars = {"top1": float(top1.float().mean())}

@@ -57,13 +57,19 @@ class BandFit:
 
 
 def fit_thresholds(
-    t: np.ndarray | list[float], *, base_frequency: float = 1.75, a_max: float = 4.0
+    t: np.ndarray | list[float],
+    *,
+    base_frequency: float = 1.75,
+    a_max: float = 4.0,
+    step_octaves: float = 1.0,
 ) -> BandFit:
     """Fit ``A·exp(−(x − μ)²/(2σ²))`` to thresholds ``t`` at x = 0 … n−1 (curve_fit, p0 = [1, 0, 1]).
 
     ``base_frequency`` is the centre frequency of band 0 in cycles/image (1.75 at 224 px);
-    ``a_max`` the largest threshold (the number of noise levels, 4). Raises ``RuntimeError`` when the
-    fit does not converge.
+    ``a_max`` the largest threshold (the number of noise levels, 4); ``step_octaves`` the ratio of
+    successive noise levels in octaves (1: the study's doubling sds), so that the peak noise
+    sensitivity ``2^((A − a_max)·step_octaves)`` is the ratio of the threshold sd at the peak to the
+    strongest sd. Raises ``RuntimeError`` when the fit does not converge.
     """
     from scipy.optimize import OptimizeWarning, curve_fit
 
@@ -81,5 +87,5 @@ def fit_thresholds(
         sigma=sigma,
         bandwidth=FWHM_FACTOR * abs(sigma),
         centre_frequency=base_frequency * 2.0**mu,
-        peak_noise_sensitivity=2.0 ** (a - a_max),
+        peak_noise_sensitivity=2.0 ** ((a - a_max) * step_octaves),
     )

@@ -45,6 +45,7 @@ from biasbench.core.hashing import jsonable, sha256_text
 from biasbench.core.images import ImageSet
 from biasbench.core.plugins import first_paragraph
 from biasbench.core.preprocess import Preprocess
+from biasbench.core.streaming import prefetching, to_tensor
 
 __all__ = [
     "DatasetRequest",
@@ -181,7 +182,9 @@ class EvalContext:
         return g
 
     def to_device(self, images_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 CPU batch -> float [0, 1] on the device (uint8 until the device)."""
+        """uint8 CPU batch -> float [0, 1] on the device (uint8 until the device). A streamed batch
+        (:class:`~biasbench.core.streaming.StreamedImages`) is decoded here, on the GPU when it can be."""
+        images_u8 = to_tensor(images_u8, self.device)
         x = images_u8.to(self.device, non_blocking=True).float().div_(255.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -236,17 +239,65 @@ class EvalContext:
 
         def run(sl: slice) -> torch.Tensor:
             with torch.inference_mode(), self.autocast():
-                x = self.to_device(images[sl])
+                x = self.to_device(source[sl])
                 if transform is not None:
                     x = transform(x, sl)
                 logits = model(x).float()
             check_finite(logits, "logits")
             return logits.cpu()
 
-        out = self.map_batches(n, run, handle)
+        with prefetching(images, self.device) as source:  # a streamed set: the next batches decode meanwhile
+            out = self.map_batches(n, run, handle)
         if not out:
             return torch.empty(0, getattr(model, "num_classes", 0))
         return torch.cat(out)
+
+    def predict_group(
+        self,
+        models: list[nn.Module],
+        images: torch.Tensor,
+        transform: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
+        description: str | None = None,
+    ) -> list[torch.Tensor | Exception]:
+        """:meth:`predict` for several models at once: each batch is decoded (and transformed) once and
+        passed through every model before the next is fetched. Per model: its logits, equal to
+        ``predict(model, images, transform)``'s, or the exception it raised (that model is dropped from
+        the rest of the batches; the others go on). Out-of-memory halves the batch for all of them."""
+        n = images.shape[0]
+        handle = self.task(description, n) if description else _NullTask()
+        failed: dict[int, Exception] = {}
+
+        def run(sl: slice) -> dict[int, torch.Tensor]:
+            got: dict[int, torch.Tensor] = {}
+            with torch.inference_mode(), self.autocast():
+                x = self.to_device(source[sl])
+                if transform is not None:
+                    x = transform(x, sl)
+                for i, model in enumerate(models):
+                    if i in failed:
+                        continue
+                    try:
+                        logits = model(x).float()
+                        check_finite(logits, "logits")
+                    except torch.cuda.OutOfMemoryError:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - one model's failure is its job's, not the group's
+                        failed[i] = e
+                        continue
+                    got[i] = logits.cpu()
+            return got
+
+        with prefetching(images, self.device) as source:
+            out = self.map_batches(n, run, handle)
+        results: list[torch.Tensor | Exception] = []
+        for i, model in enumerate(models):
+            if i in failed:
+                results.append(failed[i])
+            elif out:
+                results.append(torch.cat([b[i] for b in out]))
+            else:
+                results.append(torch.empty(0, getattr(model, "num_classes", 0)))
+        return results
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -347,6 +398,9 @@ class Metric:
     item_columns: ClassVar[tuple[str, ...]] = ()
     #: how reports read this metric's scalar keys (fnmatch patterns → role); unlisted keys: diagnostic
     key_roles: ClassVar[dict[str, KeyRole]] = {}
+    #: ``evaluate_group`` shares each decoded batch across several models (``bench run --group``);
+    #: False: the harness calls ``evaluate`` once per model, as always
+    shares_batches: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Params:
@@ -379,6 +433,20 @@ class Metric:
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         raise NotImplementedError
+
+    def evaluate_group(
+        self, models: list[ModelWrapper], data: dict[str, ImageSet], ctx: EvalContext
+    ) -> list[MetricResult | Exception]:
+        """One result (or the exception that ended it) per model, each equal to ``evaluate(model,
+        data, ctx)``'s. Metrics with ``shares_batches = True`` override it to decode each batch once
+        for all models (``ctx.predict_group``); this default evaluates the models one after another."""
+        out: list[MetricResult | Exception] = []
+        for model in models:
+            try:
+                out.append(self.evaluate(model, data, ctx))
+            except Exception as e:  # noqa: BLE001 - per model, as the harness records it per job
+                out.append(e)
+        return out
 
     # -- provided -------------------------------------------------------------------------------
     def params_json(self) -> dict[str, Any]:

@@ -20,7 +20,9 @@ Thresholds and fit (:mod:`biasbench.metrics.band_thresholds`): with ``M`` the ac
 = 0, .02, .04, .08, .16), ``t_i`` = first ``j ∈ 0…4`` with ``M[4 − j, i] > 50 %`` (raw) or ``> 50 %`` of
 the clean accuracy (normalised), else 4. ``A·exp(−(x − μ)²/(2σ²))`` fitted to ``t`` with scipy's
 ``curve_fit`` (p0 = [1, 0, 1], A ∈ [0, 4]): bandwidth = 2·sqrt(ln 4)·|σ| octaves, centre_frequency =
-1.75·2^μ cycles/image, peak_noise_sensitivity = 2^(A − 4).
+1.75·2^μ cycles/image, peak_noise_sensitivity = 2^(A − 4) (in general 2^((A − n_sd)·s) for n_sd noise
+levels s octaves apart). Parameter ``noise_sds``: the noise grid (default: the label space's
+``noise_sds``, else the study's four; the demo world has a finer one, see its label space).
 
 Keys: ``clean_acc``; ``acc@f{f}_sd{sd}`` for every band and noise level (e.g. ``acc@f3_sd0.08``);
 ``threshold_raw@f{f}`` and ``threshold_norm@f{f}``; for ``v ∈ {raw, norm}``: ``bandwidth_v``,
@@ -75,6 +77,7 @@ from biasbench.metrics.base import (
     DatasetRequest,
     EvalContext,
     ImageSet,
+    KeyRole,
     Metric,
     MetricError,
     MetricResult,
@@ -287,7 +290,7 @@ def _predict_conditions(
 
 
 def _threshold_fit(
-    acc: np.ndarray, criterion: float, suffix: str, base_frequency: float, a_max: float
+    acc: np.ndarray, criterion: float, suffix: str, base_frequency: float, a_max: float, step_octaves: float
 ) -> tuple[dict[str, float], list[str]]:
     """``threshold_{suffix}@f{f}`` per band plus the Gaussian fit's keys, and the flags they raise.
 
@@ -299,7 +302,7 @@ def _threshold_fit(
     scalars = {f"threshold_{suffix}@f{f}": float(t[f]) for f in range(n_bands)}
     fit: BandFit | None = None
     try:
-        fit = fit_thresholds(t, base_frequency=base_frequency, a_max=a_max)
+        fit = fit_thresholds(t, base_frequency=base_frequency, a_max=a_max, step_octaves=step_octaves)
     except (RuntimeError, ValueError) as e:
         flags.append(f"critical_band: Gaussian fit of the {suffix} thresholds {t.tolist()} failed: {e}")
     if fit is not None and len(set(t.tolist())) == 1:
@@ -328,8 +331,9 @@ def _scalars_and_flags(
             scalars[f"acc@f{f}_sd{sd:g}"] = float(acc[j, f])
     flags: list[str] = []
     base = band_centre_frequency(0, image_size, n_bands)
+    step = math.log2(sds[-1] / sds[0]) / (len(sds) - 1) if len(sds) > 1 else 1.0  # octaves per level
     for suffix, criterion in (("raw", 0.5), ("norm", 0.5 * clean)):
-        fit_scalars, fit_flags = _threshold_fit(acc, criterion, suffix, base, float(len(sds)))
+        fit_scalars, fit_flags = _threshold_fit(acc, criterion, suffix, base, float(len(sds)), step)
         scalars.update(fit_scalars)
         flags.extend(fit_flags)
     if stats.pixels:
@@ -363,12 +367,18 @@ class CriticalBand(Metric):
     version = "2"
     item_columns = ("label", "correct_clean")
     headline = ("clean_acc", "bandwidth_norm", "centre_frequency_norm", "peak_noise_sensitivity_norm")
+    key_roles = {
+        "bandwidth_norm": KeyRole("bias", None, "critical-band bandwidth (octaves, normalised)"),
+        "centre_frequency_norm": KeyRole("bias", None, "critical-band centre frequency (c/img, normalised)"),
+        "peak_noise_sensitivity_norm": KeyRole("bias", None, "peak noise sensitivity (normalised)"),
+        "*acc*": KeyRole("diagnostic", True, "accuracy"),
+    }
 
     @dataclass(frozen=True)
     class Params:
         dataset: str | None = None  # None: imagenet-val (ImageNet) / demo-world/test (demo world)
         interpolation: str = "bilinear"  # Resize(256) of the fixed ImageNet geometry
-        noise_sds: tuple[float, ...] = NOISE_SDS
+        noise_sds: tuple[float, ...] | None = None  # None: NOISE_SDS, or the label space's grid
         contrast: float = CONTRAST
         mean_level: float = MEAN_LEVEL
         epsilon: float = EPSILON
@@ -390,7 +400,9 @@ class CriticalBand(Metric):
             )
         if p.n_images is not None and p.n_images < 1:
             raise ParamError(f"critical_band: parameter n_images must be ≥ 1, got {p.n_images}")
-        if not p.noise_sds or not all(math.isfinite(s) and s > 0 for s in p.noise_sds):
+        if p.noise_sds is not None and (
+            not p.noise_sds or not all(math.isfinite(s) and s > 0 for s in p.noise_sds)
+        ):
             raise ParamError(
                 f"critical_band: parameter noise_sds must be positive numbers, got {p.noise_sds}"
             )
@@ -407,7 +419,8 @@ class CriticalBand(Metric):
         images, labels = ds.images[keep], ds.labels[keep]
         h, w = images.shape[-2:]
         bands = LaplacianBands(h, w)
-        n_bands, sds = bands.levels, tuple(float(s) for s in p.noise_sds)
+        grid = p.noise_sds or space_default(self.name, model.label_space, "noise_sds", NOISE_SDS)
+        n_bands, sds = bands.levels, tuple(float(s) for s in grid)  # type: ignore[union-attr]
         stats = NoiseStats()
         stimulus = p.stimulus or space_default(self.name, model.label_space, "stimulus", GRAY_LOW_CONTRAST)
         if stimulus not in STIMULI:  # a label space's default (the parameter was checked when built)

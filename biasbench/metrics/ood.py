@@ -51,6 +51,7 @@ from biasbench.metrics.base import (
     DatasetRequest,
     EvalContext,
     ImageSet,
+    KeyRole,
     Metric,
     MetricError,
     MetricResult,
@@ -59,6 +60,7 @@ from biasbench.metrics.base import (
     ParamError,
 )
 from biasbench.metrics.common import decide, topk_correct
+from biasbench.metrics.lockstep import evaluate_in_lockstep
 from biasbench.metrics.pgd import pgd_linf
 
 #: short name -> (kind, label-space purpose or family, subset)
@@ -111,7 +113,19 @@ class OOD(Metric):
     name = "ood"
     version = "1"
     headline = ("id", "robustness", "concepts", "adversarial")
+    # the study's four aggregates are the report's columns; per-set keys join on request (--generalization)
+    key_roles = {
+        "id": KeyRole("generalization", True, "in-distribution accuracy"),
+        "robustness": KeyRole("generalization", True, "robustness (corruptions, natural adversarial)"),
+        "concepts": KeyRole("generalization", True, "concepts (sketches, renditions, shape-only sets)"),
+        "adversarial": KeyRole("generalization", True, "adversarial (PGD-40 robust accuracy)"),
+        "*_top*": KeyRole("diagnostic", True, "per-set accuracy"),
+        "*_acc16": KeyRole("diagnostic", True, "per-set 16-class accuracy"),
+        "*_mean": KeyRole("diagnostic", True, "mean accuracy over corruption cells"),
+    }
     item_columns = ("set", "label", "correct")
+    # --group: the K models' predictions on each set and corruption cell share one decode (PGD runs per model)
+    shares_batches = True
 
     @dataclass(frozen=True)
     class Params:
@@ -187,6 +201,13 @@ class OOD(Metric):
         items = pd.concat(frames, ignore_index=True) if frames else None
         return MetricResult(scalars=scalars, n=n, items=items, flags=flags)
 
+    def evaluate_group(
+        self, models: list[ModelWrapper], data: dict[str, ImageSet], ctx: EvalContext
+    ) -> list[MetricResult | Exception]:
+        """``evaluate`` for each model, their predictions on each set served once for all
+        (:func:`~biasbench.metrics.lockstep.evaluate_in_lockstep`)."""
+        return evaluate_in_lockstep(self, models, data, ctx)
+
     def _set(
         self,
         s: str,
@@ -201,7 +222,7 @@ class OOD(Metric):
         frames: list,
     ) -> None:
         idx = stratified_subset(ds.labels, max_n, ctx.seed, s)
-        images, y = ds.images[idx], ds.labels[idx]
+        images, y = _pick(ds.images, idx), ds.labels[idx]
         logits = ctx.predict(model, images, description=f"ood {s} ({ds.name})")
         if kind == "decision":
             dec = decide(logits, model.label_space, ds)
@@ -247,7 +268,7 @@ class OOD(Metric):
                 ds = data[f"{s}:{corr}-{sev}"]
                 idx = stratified_subset(ds.labels, max_n, ctx.seed, f"{s}:{corr}-{sev}")
                 y = ds.labels[idx]
-                logits = ctx.predict(model, ds.images[idx], description=f"ood {s} {corr}-{sev}")
+                logits = ctx.predict(model, _pick(ds.images, idx), description=f"ood {s} {corr}-{sev}")
                 key = f"{s}_top1@{corr}-{sev}"
                 correct = _record(key, topk_correct(logits, y.clamp(min=0), 1), y >= 0, scalars, n)
                 cell[f"{corr}-{sev}"] = scalars[key]
@@ -303,6 +324,12 @@ class OOD(Metric):
             scalars[name] = float(np.mean([scalars[p] for p in parts]))
             n[name] = min(n[p] for p in parts)
         return flags
+
+
+def _pick(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``images[idx]``, without copying the whole set when ``idx`` is all of it (a full ImageNet set is
+    7.5 GB of uint8; a memory-mapped or streamed set stays as it is)."""
+    return images if len(idx) == images.shape[0] else images[idx]
 
 
 def _record(key: str, hit: torch.Tensor, keep: torch.Tensor, scalars: dict, n: dict) -> torch.Tensor:

@@ -61,6 +61,7 @@ from biasbench.metrics.base import (
     DatasetRequest,
     EvalContext,
     ImageSet,
+    KeyRole,
     Metric,
     MetricError,
     MetricResult,
@@ -209,6 +210,10 @@ class ShapeBias(Metric):
     name = "shape_bias"
     version = "1"
     item_columns = ("label", "texture", "decision", "correct", "outcome", "top1")
+    key_roles = {
+        "shape_bias": KeyRole("bias", None, "shape bias"),
+        "cue_conflict_acc16": KeyRole("diagnostic", True, "cue-conflict 16-class accuracy (shape label)"),
+    }
 
     @dataclass(frozen=True)
     class Params:
@@ -272,6 +277,8 @@ class Acc16(Metric):
     name = "acc16"
     version = "1"
     item_columns = ("set", "label", "decision", "correct", "top1")
+    # per-set accuracies: a report column on request (`bench report --generalization acc16.edges_acc16`)
+    key_roles = {"*_acc16": KeyRole("diagnostic", True, "16-class accuracy")}
 
     @dataclass(frozen=True)
     class Params:

@@ -30,9 +30,20 @@ Parameters (``SIS.Params``):
   sufficiency rate and the top-``q`` subset comparison.
 * ``dataset``: ``None``: ``imagenet-val`` (checkpoint preprocessing) for ImageNet models,
   ``demo-world/test`` for the demo world; any registered name otherwise (e.g. ``imagenet-sample``).
+* ``precision``: ``"fp32"`` (default) or ``"fp64"`` (model, input, softmax and gradient in float64,
+  on the run's device; about 4× the CPU time of fp32 — the path-to-path gradient noise drops from about
+  1e-6 to 1e-14 of the step's largest gradient). Confidences are stored as float32 either way.
+* ``rank_tol``: robust ranking of each Batched-Gradient step (rule in
+  :mod:`biasbench.metrics.sis_backselect`): the gradient is rounded to ``rank_tol`` times the step's
+  gradient scale (the smallest power of two ≥ its largest |g|) and equal values go in ascending pixel
+  index. ``0`` ranks the raw gradient. Default ``DEFAULT_RANK_TOL``; the README's SIS section has the
+  measurements it was chosen from.
+* ``stability``: rerun that many images (a seeded subset of the evaluated ones) along a second,
+  mathematically equal path — each image alone, model and input in the other memory format — and
+  store both traces and the ``stability_*`` scalars (:mod:`biasbench.metrics.sis_stability`). 0: none.
 
-The model runs in fp32 whatever the harness's AMP setting (traces are compared against thresholds and
-against the exact oracle). A model whose eval-mode forward is stochastic (two passes over the same batch
+The model runs in fp32 (or fp64) whatever the harness's AMP setting (traces are compared against
+thresholds and against the exact oracle). A model whose eval-mode forward is stochastic (two passes over the same batch
 differ) is refused. Outputs: one row per image in ``MetricResult.items`` with its full trace
 (``order``: int16/int32 array of length HW, ``conf``: float32 array of length T+1) and its top-``q``
 subset evaluations; every scalar is computed from those rows by
@@ -42,9 +53,12 @@ without the model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -54,6 +68,7 @@ from biasbench.metrics.base import (
     DatasetRequest,
     EvalContext,
     ImageSet,
+    KeyRole,
     Metric,
     MetricError,
     MetricResult,
@@ -63,6 +78,7 @@ from biasbench.metrics.base import (
 )
 from biasbench.metrics.common import dataset_request, space_default
 from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
+from biasbench.metrics.sis_stability import pair_stats
 from biasbench.metrics.sis_traces import (
     counts_from_traces,
     flags_from_scalars,
@@ -76,7 +92,10 @@ from biasbench.metrics.sis_traces import (
 
 METHODS = ("batched-gradient", "exact")
 BASELINES = ("mean", "black", "gray")
+PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
 EXACT_MAX_PIXELS = 1024
+#: robust-ranking tolerance of ``SIS.Params.rank_tol`` (relative to the step's gradient scale)
+DEFAULT_RANK_TOL = 0.0
 
 
 #: Defaults where the label space sets none (small inputs such as the demo world); ImageNet-1k sets
@@ -100,6 +119,29 @@ def default_k(label_space: str, height: int, width: int) -> int:
 
 def default_n_images(label_space: str) -> int:
     return int(space_default("sis", label_space, "n_images", FALLBACK_N_IMAGES))  # type: ignore[arg-type]
+
+
+def other_memory_format(channels_last: bool) -> torch.memory_format:
+    """The memory format of the stability rerun: contiguous if the main run is channels-last, else channels-last."""
+    return torch.contiguous_format if channels_last else torch.channels_last
+
+
+@contextlib.contextmanager
+def model_as(
+    model: torch.nn.Module,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+    *,
+    restore_format: torch.memory_format,
+    restore_dtype: torch.dtype = torch.float32,
+) -> Iterator[torch.nn.Module]:
+    """The model converted (in place) to ``dtype`` and ``memory_format`` for the block, then to
+    ``restore_dtype`` (the harness's model is float32) and ``restore_format``."""
+    model.to(dtype=dtype, memory_format=memory_format)
+    try:
+        yield model
+    finally:
+        model.to(dtype=restore_dtype, memory_format=restore_format)
 
 
 def _item_seed(seed: int, item: str) -> int:
@@ -147,13 +189,39 @@ class SIS(Metric):
     sufficiency_rate (SIS ≤ q of the pixels), confidence and top-1 on the top-q backselect subset vs a
     random q subset vs clean; fully-masked confidence (flagged when ≥ τ); passes per image. Seconds per
     image is a job timing (``jobs.timings``), not a key. Every image's trace is stored;
-    ``scalars_from_traces`` recomputes all keys for any τ and q.
+    ``scalars_from_traces`` recomputes all keys for any τ and q. With ``stability = N``, N images are
+    rerun along a numerically different path and ``stability_*`` say how far the two runs agree;
+    ``sis_frac_median_ci_*`` / ``sufficiency_rate_ci_*``: bootstrap 95 % CI over images.
     """
 
     name = "sis"
-    version = "1"
+    version = "2"
     item_columns = ("label", "c0", "clean_conf", "order", "conf")
     headline = ("coverage", "sis_frac_median", "sufficiency_rate", "backselect_subset_top1")
+    #: the bias figures; their bootstrap CIs over images and the two-path stability figures beside them
+    key_roles: ClassVar[dict[str, KeyRole]] = {
+        "sis_frac_median": KeyRole("bias", None, "median SIS size (fraction of pixels)"),
+        "sufficiency_rate": KeyRole("bias", None, "sufficiency rate (SIS ≤ q of the pixels)"),
+        "sis_frac_median_ci_*": KeyRole(
+            "stability", None, "median SIS fraction, 95% bootstrap CI over images"
+        ),
+        "sufficiency_rate_ci_*": KeyRole("stability", None, "sufficiency rate, 95% bootstrap CI over images"),
+        "stability_first_divergence_median": KeyRole(
+            "stability", True, "median first step where a rerun's removal sets differ"
+        ),
+        "stability_first_divergence_frac_median": KeyRole(
+            "stability", True, "median first divergence step / number of steps"
+        ),
+        "stability_abs_dsis_frac_median": KeyRole(
+            "stability", False, "median |Δ SIS fraction| between two numerically different runs"
+        ),
+        "stability_jaccard_median": KeyRole("stability", True, "median Jaccard overlap of the two runs' SIS"),
+        "stability_sis_size_spearman": KeyRole(
+            "stability", True, "Spearman ρ of SIS sizes across images between the two runs"
+        ),
+        "stability_identical_frac": KeyRole("stability", True, "fraction of reruns with identical traces"),
+        "stability_n_images": KeyRole("diagnostic", None, "images rerun for stability"),
+    }
 
     @dataclass(frozen=True)
     class Params:
@@ -164,6 +232,9 @@ class SIS(Metric):
         baseline: str = "mean"  # "mean" = model.pixel_mean | "black" | "gray"
         q: float = 0.05
         dataset: str | None = None  # None: imagenet-val / demo-world/test
+        precision: str = "fp32"  # or "fp64"
+        rank_tol: float = DEFAULT_RANK_TOL  # robust ranking tolerance; 0 = raw gradient
+        stability: int = 0  # images rerun along a second path
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {"images": dataset_request(self.name, label_space, self.params.dataset)}
@@ -186,6 +257,14 @@ class SIS(Metric):
             raise ParamError(f"sis: parameter q must be in (0, 1], got {p.q}")
         if p.n_images is not None and p.n_images < 1:
             raise ParamError(f"sis: parameter n_images must be ≥ 1, got {p.n_images}")
+        if p.precision not in PRECISIONS:
+            raise ParamError(
+                f"sis: parameter precision = {p.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"
+            )
+        if not 0.0 <= p.rank_tol < 1.0:
+            raise ParamError(f"sis: parameter rank_tol must be in [0, 1), got {p.rank_tol}")
+        if p.stability < 0:
+            raise ParamError(f"sis: parameter stability must be ≥ 0, got {p.stability}")
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
@@ -214,25 +293,81 @@ class SIS(Metric):
         steps = num_steps(n_pix, k)
         odt = order_dtype(steps)
 
+        dtype = PRECISIONS[p.precision]
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+
+        def to_device(u8: torch.Tensor) -> torch.Tensor:
+            return ctx.to_device(u8).to(dtype)
+
         was_training = model.training
         model.eval()
+        in_precision = (
+            model_as(model, dtype, fmt, restore_format=fmt)
+            if dtype != torch.float32
+            else contextlib.nullcontext()
+        )
         try:
-            baseline = resolve_baseline(p.baseline, model, ctx.device)
-            refuse_stochastic(model, ctx.to_device(images[: min(8, len(images))]))
-            handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
-            batches = ctx.map_batches(
-                len(images),
-                lambda sl: self._one_batch(
-                    model, ctx.to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt, ctx.seed
-                ),
-                handle,
-            )
-            rows = [row for batch in batches for row in batch]
+            with in_precision:
+                baseline = resolve_baseline(p.baseline, model, ctx.device)
+                refuse_stochastic(model, to_device(images[: min(8, len(images))]))
+                handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
+                batches = ctx.map_batches(
+                    len(images),
+                    lambda sl: self._one_batch(
+                        model, to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt, ctx.seed
+                    ),
+                    handle,
+                )
+                rows = [row for batch in batches for row in batch]
+                if p.stability:
+                    self._rerun(model, images, rows, baseline, k, tau, odt, ctx, dtype)
         finally:
             model.train(was_training)
 
         traces = pd.DataFrame(rows)
         return summarize_traces(traces, tau, p.q)
+
+    def _backselect(self, model: ModelWrapper, x: torch.Tensor, baseline: torch.Tensor, k: int) -> Trace:
+        if self.params.method == "exact":
+            return exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
+        return batched_gradient_backselect(model, x, baseline, k, rank_tol=self.params.rank_tol)
+
+    def _rerun(
+        self,
+        model: ModelWrapper,
+        images: torch.Tensor,
+        rows: list[dict],
+        baseline: torch.Tensor,
+        k: int,
+        tau: float,
+        odt: np.dtype,
+        ctx: EvalContext,
+        dtype: torch.dtype,
+    ) -> None:
+        """The stability rerun (:mod:`biasbench.metrics.sis_stability`): a seeded subset of the images,
+        each alone, model and input in the other memory format; adds the second trace and its pair
+        statistics to those rows (empty traces and NaN to the others)."""
+        n = len(rows)
+        chosen = set(seeded_subset(n, self.params.stability, ctx.seed + 17).tolist())
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        alt = other_memory_format(ctx.channels_last)
+        handle = ctx.task(f"sis stability rerun ({len(chosen)} images, one at a time)", len(chosen))
+        with model_as(model, dtype, alt, restore_format=fmt, restore_dtype=dtype):
+            for j, row in enumerate(rows):
+                row.update(alt_order=np.zeros(0, odt), alt_conf=np.zeros(0, np.float32), alt_c0=-1)
+                row.update(first_divergence=np.nan, size_ratio=np.nan, jaccard=np.nan)
+                if j not in chosen:
+                    continue
+                x = ctx.to_device(images[j : j + 1]).to(dtype).contiguous(memory_format=alt)
+                tr = self._backselect(model, x, baseline, k)
+                order, conf, c0 = (
+                    tr.order[0].numpy().astype(odt),
+                    tr.conf[0].numpy().astype(np.float32),
+                    int(tr.c0[0]),
+                )
+                row.update(alt_order=order, alt_conf=conf, alt_c0=c0)
+                row.update(pair_stats(row["order"], row["conf"], row["c0"], order, conf, c0, tau))
+                handle.advance(1)
 
     def _one_batch(
         self,
@@ -248,11 +383,7 @@ class SIS(Metric):
     ) -> list[dict]:
         p = self.params
         t0 = time.perf_counter()
-        tr: Trace
-        if p.method == "exact":
-            tr = exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
-        else:
-            tr = batched_gradient_backselect(model, x, baseline, k)
+        tr = self._backselect(model, x, baseline, k)
         bsz, _, h, w = x.shape
         n_pix = h * w
         order = tr.order.numpy()
@@ -311,10 +442,13 @@ def summarize_traces(traces: pd.DataFrame, tau: float, q: float) -> MetricResult
 
 
 __all__ = [
+    "DEFAULT_RANK_TOL",
     "SIS",
     "default_k",
     "default_n_images",
     "default_tau",
+    "model_as",
+    "other_memory_format",
     "random_subset",
     "scalars_from_traces",
     "seeded_subset",

@@ -5,10 +5,22 @@ Both return a :class:`Trace` in the conventions of :mod:`biasbench.metrics.sis_t
 ``order[b, i] = t`` ⇔ pixel ``i`` of image ``b`` was masked at step ``t``; ``conf[b, t]`` = ``f`` of
 image ``b`` with the pixels of order ``< t`` masked (``conf[:, 0]`` clean, ``conf[:, T]`` fully masked).
 
-``f(x) = softmax(model(x))[c0]`` in fp32, ``c0`` = argmax on the clean image. Features are pixels: a
+``f(x) = softmax(model(x))[c0]`` in fp32 (fp64 when the model and ``x`` are float64: ``SIS.Params.precision``),
+``c0`` = argmax on the clean image. Features are pixels: a
 mask ``M`` of shape (B, 1, H, W), broadcast over the channels; the masked input is
 ``(1 − M)·x + M·baseline`` (``torch.lerp``, exact at M ∈ {0, 1}). The model must not mix images of a
 batch (eval-mode BatchNorm is fine): then one backward of ``Σ_b`` gives every image's own gradient.
+
+Robust ranking (``rank_tol > 0``). Two runs of the same algorithm on the same image whose floating-point
+sums are merely ordered differently (batch composition, memory format, thread count, device) give
+gradients that differ in their last bits (about 1e-6 of the step's largest |g| for efficientnet-lite0
+in fp32, 1e-14 in fp64); where two pixels are that close the greedy choice flips and the trajectories
+part for good. The rule: at each step, with ``s = 2^e`` the smallest power of two ≥ max |g| over the
+image's unmasked pixels (so ``s`` itself rarely moves with the noise; ``s = 1`` when every ``g`` is 0),
+rank ``round(g / (rank_tol·s))`` instead of ``g`` (round half to even), and take equal rounded values
+in ascending flat pixel index. Pixels whose gradients differ by much less than ``rank_tol·s`` then rank
+by index on every path, unless they straddle a rounding boundary. ``rank_tol = 0`` ranks ``g`` itself
+(ties → lowest index too).
 """
 
 from __future__ import annotations
@@ -70,8 +82,24 @@ def select_largest(g: torch.Tensor, n: int) -> torch.Tensor:
     return take.nonzero()[:, 1].view(b, n)
 
 
+def rounded_scores(g: torch.Tensor, removed: torch.Tensor, rank_tol: float) -> torch.Tensor:
+    """The ranking key of a Batched-Gradient step: ``g`` (B, P) rounded to ``rank_tol`` times each row's
+    gradient scale (the smallest power of two ≥ max |g| over the unmasked pixels; 1 if that is 0), as
+    integer-valued floats; ``g`` itself when ``rank_tol`` is 0. Masked entries are −inf."""
+    if rank_tol > 0:
+        scale = g.abs().masked_fill(removed, 0.0).amax(dim=1, keepdim=True)
+        mant, expo = torch.frexp(scale)  # scale = mant·2^expo, mant ∈ [0.5, 1): 2^expo ≥ scale
+        pow2 = torch.where(mant > 0, torch.ldexp(torch.ones_like(scale), expo), torch.ones_like(scale))
+        g = torch.round(g / (pow2 * rank_tol))
+    return g.masked_fill(removed, float("-inf"))
+
+
+def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 def _confidence(logits: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
-    return logits.float().softmax(dim=1).gather(1, c0[:, None]).squeeze(1)
+    return _at_least_fp32(logits).softmax(dim=1).gather(1, c0[:, None]).squeeze(1)
 
 
 @contextlib.contextmanager
@@ -90,9 +118,10 @@ def _frozen_parameters(model: nn.Module) -> Iterator[None]:
 def _masked_logits(
     model: nn.Module, x: torch.Tensor, base: torch.Tensor, m: torch.Tensor, c0: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 logits of ``(1 − m)·x + m·baseline`` (checked finite) and ``c0`` (their argmax unless given)."""
+    """fp32 (fp64 for a float64 model) logits of ``(1 − m)·x + m·baseline`` (checked finite) and ``c0``
+    (their argmax unless given)."""
     # lerp is exact at M ∈ {0, 1}: a masked pixel is exactly the baseline
-    logits = model(torch.lerp(x, base, m)).float()
+    logits = _at_least_fp32(model(torch.lerp(x, base, m)))
     check_finite(logits, "logits")
     if c0 is None:
         c0 = logits.argmax(dim=1)
@@ -118,15 +147,17 @@ def _mask_largest(
     order: torch.Tensor,
     mask_flat: torch.Tensor,
     zero_steps: torch.Tensor,
+    rank_tol: float = 0.0,
 ) -> None:
-    """Step ``t``: mask the ``n`` unmasked pixels of each image with the largest gradient ``g`` (B, P).
+    """Step ``t``: mask the ``n`` unmasked pixels of each image with the largest gradient ``g`` (B, P)
+    (rounded to ``rank_tol``, see :func:`rounded_scores`; ties → lowest index).
 
     Updates ``removed``, ``order``, ``mask_flat`` and ``zero_steps`` (images whose gradient is 0 on
     every unmasked pixel) in place.
     """
     check_finite(g, "gradient with respect to the SIS mask")
     zero_steps += (g.masked_fill(removed, 0.0) == 0).all(dim=1).int()
-    sel = select_largest(g.masked_fill(removed, float("-inf")), n)
+    sel = select_largest(rounded_scores(g, removed, rank_tol), n)
     order.scatter_(1, sel, t)
     removed.scatter_(1, sel, True)
     mask_flat.scatter_(1, sel, 1.0)
@@ -141,6 +172,7 @@ def batched_gradient_backselect(
     *,
     c0: torch.Tensor | None = None,
     max_steps: int | None = None,
+    rank_tol: float = 0.0,
 ) -> Trace:
     """Batched Gradient BackSelect (Carter et al. 2021) for a batch ``x`` (B, 3, H, W) in [0, 1].
 
@@ -153,8 +185,11 @@ def batched_gradient_backselect(
     The ranking uses ``∂ log p / ∂M = (∂p/∂M) / p``: per image the same ranking as ``∂p/∂M`` (one
     positive factor), but it does not vanish when ``p`` rounds to 1 in fp32. Model parameters get no
     gradients (``requires_grad`` is switched off for the call). ``max_steps`` cuts the trace short
-    (benchmarks only).
+    (benchmarks only). ``rank_tol`` > 0: robust ranking (module docstring). A float64 model and ``x``
+    run the whole step, softmax and gradient included, in float64 (``conf`` is stored as float32).
     """
+    if rank_tol < 0:
+        raise ValueError(f"rank_tol must be ≥ 0, got {rank_tol}")
     _require_eval(model)
     t0 = time.perf_counter()
     if x.is_inference():
@@ -183,7 +218,7 @@ def batched_gradient_backselect(
                     break
                 g = _mask_gradient(logp, m)
             n_t = min(k, p_total - t * k)
-            _mask_largest(g.view(bsz, p_total), n_t, t, removed, order, mask_flat, zero_steps)
+            _mask_largest(g.view(bsz, p_total), n_t, t, removed, order, mask_flat, zero_steps, rank_tol)
     assert c0 is not None
     out = Trace(
         order=order.cpu(),

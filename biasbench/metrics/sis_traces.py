@@ -52,6 +52,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from biasbench.core.statistics import bootstrap_ci
+
 #: Columns every trace row carries (``scalars_from_traces`` needs these).
 TRACE_COLUMNS: tuple[str, ...] = (
     "item",
@@ -151,6 +153,10 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
       (SIS size / P; quantiles with linear interpolation), ``sufficiency_rate`` (fraction with
       SIS fraction ≤ ``q``), ``fully_masked_conf_ge_tau`` (fraction whose fully masked image alone
       reaches ``τ``, i.e. whose SIS is empty).
+    * Their uncertainty over images: ``sis_frac_median_ci_low`` / ``_ci_high`` and
+      ``sufficiency_rate_ci_low`` / ``_ci_high``, the 95 % percentile-bootstrap interval of the median
+      SIS fraction and of the sufficiency rate over the covered images
+      (:func:`biasbench.core.statistics.bootstrap_ci`, seeded; left out below two covered images).
     * Top-``q`` subsets, over covered images: ``clean_conf``, ``clean_top1``,
       ``backselect_subset_conf``, ``backselect_subset_top1``, ``random_subset_conf``,
       ``random_subset_top1`` (conf = f = softmax probability of ``c0``; top-1 = argmax equals the
@@ -160,6 +166,8 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
       the image: BackSelect, clean and subset evaluations),
       ``zero_gradient_step_frac`` (mean fraction of Batched-Gradient steps whose gradient was exactly 0
       on every unmasked pixel: no signal, index order; 0 for exact BackSelect).
+    * Where the traces carry a second-path rerun (``SIS.Params.stability``): the ``stability_*``
+      scalars of :func:`biasbench.metrics.sis_stability.stability_scalars`.
 
     A key whose defining set is empty (e.g. no covered image, no labeled image) is left out — a
     scalar is never NaN. Seconds per image measures the run, not the model: it is a job timing
@@ -187,6 +195,9 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
         out["sis_frac_q25"] = float(np.quantile(fc, 0.25))
         out["sis_frac_q75"] = float(np.quantile(fc, 0.75))
         out["sufficiency_rate"] = float(np.mean(fc <= q + 1e-12))
+        out["sis_frac_median_ci_low"], out["sis_frac_median_ci_high"] = bootstrap_ci(fc, np.median)
+        sufficient = (fc <= q + 1e-12).astype(np.float64)
+        out["sufficiency_rate_ci_low"], out["sufficiency_rate_ci_high"] = bootstrap_ci(sufficient, np.mean)
         out["fully_masked_conf_ge_tau"] = float(np.mean(masked[covered] >= tau))
 
     label = traces["label"].to_numpy(dtype=np.int64)
@@ -215,6 +226,9 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
         steps = np.array([np.asarray(c).size - 1 for c in traces["conf"]], dtype=np.float64)
         zero = traces["zero_grad_steps"].to_numpy(dtype=np.float64)
         out["zero_gradient_step_frac"] = float(np.mean(zero / np.maximum(steps, 1)))
+    from biasbench.metrics.sis_stability import stability_scalars  # it builds on this module
+
+    out.update(stability_scalars(traces, tau))
     return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
@@ -235,15 +249,21 @@ def counts_from_traces(traces: pd.DataFrame, tau: float, keys: Sequence[str]) ->
     clean = np.array([float(np.asarray(c)[0]) for c in traces["conf"]])
     covered = clean >= tau
     labeled = traces["label"].to_numpy(dtype=np.int64) >= 0
+    from biasbench.metrics.sis_stability import stability_counts  # it builds on this module
+
+    stab = stability_counts(traces, tau)
     out: dict[str, int] = {}
     for k in keys:
-        if k.endswith("_top1_all"):
+        if k in stab:
+            out[k] = stab[k]
+        elif k.endswith("_top1_all"):
             out[k] = int(labeled.sum())
         elif k.endswith("_top1"):
             out[k] = int((labeled & covered).sum())
         elif (
             k.startswith("sis_frac")
-            or k in ("sufficiency_rate", "fully_masked_conf_ge_tau")
+            or k.startswith("sufficiency_rate")
+            or k == "fully_masked_conf_ge_tau"
             or (k.endswith("_conf") and not k.startswith("fully_masked"))
         ):
             out[k] = int(covered.sum())

@@ -49,6 +49,7 @@ from biasbench.metrics.base import (
     DatasetRequest,
     EvalContext,
     ImageSet,
+    KeyRole,
     Metric,
     MetricError,
     MetricResult,
@@ -74,6 +75,13 @@ class Spectral(Metric):
     version = "2"
     item_columns = ("label", "prediction", "correct_clean")
     headline = ("clean_acc", "LPP", "HPP", "spectral_bias")
+    key_roles = {
+        "LPP": KeyRole("bias", None, "low-pass performance (LPP)"),
+        "HPP": KeyRole("bias", None, "high-pass performance (HPP)"),
+        "spectral_bias": KeyRole("bias", None, "spectral bias HPP / (LPP + HPP)"),
+        "*_ratio@*": KeyRole("diagnostic", None, "filtered / clean accuracy"),
+        "*acc*": KeyRole("diagnostic", True, "accuracy"),
+    }
 
     @dataclass(frozen=True)
     class Params:

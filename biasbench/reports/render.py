@@ -1,89 +1,256 @@
-"""Rendering reports: Markdown tables and a correlation heatmap (matplotlib, PNG)."""
+"""A report as text: a rich table for the terminal (the default), Markdown, CSV and JSON.
+
+The curated report is a matrix — bias measures as rows, generalization measures as columns — whose
+cell holds the coefficient with its bootstrap interval, a ``*`` when the adjusted p is below ``ALPHA``,
+the partial coefficient (controlling for ID accuracy), the leave-one-category-out range and n. Free
+exploration (``--keys``/``--all``) is a list of pairs with the same numbers. CSV and JSON hold the
+long table, one row per pair, with every number unrounded.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from pathlib import Path
+import json
+import math
+from typing import Any
 
 import pandas as pd
+from rich.table import Table
+from rich.text import Text
 
-from biasbench.reports.correlations import correlation_square, pairwise_spearman, score_matrix
+from biasbench.reports.analysis import Report
+from biasbench.reports.statistics import SYMBOL
+
+ALPHA = 0.05
+CORRECTION_NAME = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no"}
 
 
-def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    if df.empty:
-        return "_(empty)_\n"
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            cells.append(format(v, floatfmt) if isinstance(v, float) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
+def num(v: Any, fmt: str = "+.2f") -> str:
+    """A number for a table; an undefined one (NaN, None) is ``—``."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return format(float(v), fmt)
+
+
+def ci(row: Any) -> str:
+    if row is None or math.isnan(row.ci_low):
+        return "—"
+    return f"[{num(row.ci_low)}, {num(row.ci_high)}]"
+
+
+def loco(row: Any) -> str:
+    if row is None or math.isnan(row.loco_min):
+        return "—"
+    return f"{num(row.loco_min)}…{num(row.loco_max)}"
+
+
+def star(row: Any) -> str:
+    return "*" if row is not None and row.p_adj == row.p_adj and row.p_adj < ALPHA else ""
+
+
+def _cell(report: Report, x: str, y: str) -> Any:
+    t = report.table
+    hit = t[(t.x == x) & (t.y == y)]
+    return next(hit.itertuples(index=False)) if len(hit) else None
+
+
+def headline(report: Report) -> str:
+    sym = SYMBOL[report.options.method]
+    what = "bias × generalization" if report.curated else "pairs of keys"
+    return (
+        f"{report.options.method.capitalize()} {sym} across {report.n_checkpoints} checkpoints, {what}; "
+        f"{round(report.options.confidence * 100)} % bootstrap CI over checkpoints "
+        f"({report.options.n_resamples} resamples, seed {report.options.seed})"
+    )
+
+
+def legend(report: Report) -> list[str]:
+    """The lines that explain the table's marks."""
+    lines = [
+        f"* p < {ALPHA} after {CORRECTION_NAME[report.options.correction]} correction over "
+        f"{report.tested} tests.",
+    ]
+    if report.control:
+        lines.append(
+            f"partial: Spearman ρ controlling for {report.control} (ID accuracy; — in that column itself)."
+        )
+    if report.category:
+        lines.append(
+            f"loco: range of the coefficient with each `{report.category}` left out in turn "
+            "(a range across 0: one category carries it)."
+        )
+    lines += report.scores.notes
+    return lines
+
+
+def _cell_lines(row: Any) -> list[str]:
+    if row is None:
+        return ["(not paired)"]
+    lines = [f"{num(row.r)}{star(row)}", ci(row)]
+    lines.append(f"partial {num(row.partial_r)}")
+    lines.append(f"loco {loco(row)}")
+    lines.append(f"n={row.n}")
+    return lines
+
+
+def terminal_tables(report: Report) -> list[Table | Text]:
+    """The report as rich renderables: the matrix (curated) or the pair list, then the legend."""
+    out: list[Table | Text] = []
+    if report.curated:
+        if not report.rows or not report.cols:
+            return [Text(_empty_reason(report))]
+        t = Table(title=headline(report), show_lines=True, title_justify="left")
+        t.add_column("bias \\ generalization", style="bold")
+        for c in report.cols:
+            t.add_column(Text(f"{c}\n{report.label(c)}"), justify="right")
+        for r in report.rows:
+            t.add_row(
+                Text(f"{r}\n{report.label(r)}"),
+                *(Text("\n".join(_cell_lines(_cell(report, r, c)))) for c in report.cols),
+            )
+        out.append(t)
+    else:
+        t = Table(title=headline(report), title_justify="left")
+        for name in ("x", "y", SYMBOL[report.options.method], "95% CI", "p", "p adj", "partial", "loco", "n"):
+            t.add_column(name, justify="left" if name in ("x", "y") else "right")
+        for row in report.table.itertuples(index=False):
+            t.add_row(
+                *map(
+                    Text,
+                    (
+                        row.x,
+                        row.y,
+                        num(row.r) + star(row),
+                        ci(row),
+                        num(row.p, ".2g"),
+                        num(row.p_adj, ".2g"),
+                        num(row.partial_r),
+                        loco(row),
+                        str(row.n),
+                    ),
+                )
+            )
+        out.append(t)
+    out.append(Text("\n".join(legend(report))))
+    return out
+
+
+def _empty_reason(report: Report) -> str:
+    if report.n_checkpoints == 0:
+        return "No results stored yet: run `bench run` first."
+    missing = []
+    if not report.rows:
+        missing.append(
+            "no bias keys (metrics declaring key_roles 'bias': shape_bias, spectral, critical_band, sis)"
+        )
+    if not report.cols:
+        missing.append("no generalization keys (the `ood` metric's aggregates)")
+    return (
+        "The curated table is empty: " + "; ".join(missing) + ". `--keys`/`--all` correlate any stored keys."
+    )
+
+
+def _md_escape(s: str) -> str:
+    return str(s).replace("|", "\\|")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(map(_md_escape, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_md_escape, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def markdown_report(
-    results: pd.DataFrame, keys: list[str] | None = None, top: int = 50, across_metrics: bool = False
-) -> str:
-    """The correlation report: scores per checkpoint, then Spearman ρ (p) for every pair of keys
-    (``across_metrics``: only pairs of keys from different metrics, e.g. a bias vs an accuracy)."""
-    matrix = score_matrix(results)
-    cols = keys or list(matrix.columns)
-    corr = pairwise_spearman(matrix, cols)
-    if across_metrics and len(corr):
-        corr = corr[corr.x.str.split(".").str[0] != corr.y.str.split(".").str[0]]
-    n_ckpt = len(matrix)
+def pair_rows(report: Report) -> list[list[str]]:
+    return [
+        [
+            r.x,
+            r.y,
+            num(r.r) + star(r),
+            ci(r),
+            num(r.p, ".2g"),
+            num(r.p_adj, ".2g"),
+            num(r.partial_r),
+            num(r.partial_p, ".2g"),
+            loco(r),
+            (r.loco_drop or "—"),
+            str(r.n),
+        ]
+        for r in report.table.itertuples(index=False)
+    ]
+
+
+PAIR_HEADER = [
+    "x",
+    "y",
+    "coef",
+    "95% CI",
+    "p",
+    "p adj",
+    "partial",
+    "partial p",
+    "loco range",
+    "loco most",
+    "n",
+]
+
+
+def markdown(report: Report) -> str:
     out = [
-        "# biasbench correlation report",
+        "# biasbench report: do biases explain generalization?",
         "",
-        f"_{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {n_ckpt} checkpoints, {len(cols)} scalar keys._",
-        "",
-        "## Scores",
-        "",
-        _md_table(matrix[[c for c in cols if c in matrix.columns]].reset_index())
-        if n_ckpt
-        else "_(no results)_\n",
-        "## Spearman correlations across checkpoints",
-        "",
-        (
-            "Every pair of non-constant keys of different metrics"
-            if across_metrics
-            else "Every pair of non-constant keys"
-        )
-        + ", over the checkpoints that have both; sorted by |ρ|"
-        + (f"; the {top} strongest shown." if len(corr) > top else "."),
+        f"_{report.generated:%Y-%m-%d %H:%M UTC}; {headline(report)}._",
         "",
     ]
-    if n_ckpt < 3:
-        out.append("_Correlations need at least 3 checkpoints._\n")
-    else:
-        out.append(_md_table(corr.head(top)))
+    if report.curated:
+        out += ["## Bias × generalization", ""]
+        if report.rows and report.cols:
+            header = ["bias \\ generalization", *report.cols]
+            rows = []
+            for r in report.rows:
+                cells = []
+                for c in report.cols:
+                    row = _cell(report, r, c)
+                    cells.append("—" if row is None else f"{num(row.r)}{star(row)} {ci(row)} n={row.n}")
+                rows.append([r, *cells])
+            out.append(_md_table(header, rows))
+        else:
+            out.append(_empty_reason(report) + "\n")
+    out += ["## Every pair" if report.curated else "## Pairs", ""]
+    out.append(_md_table(PAIR_HEADER, pair_rows(report)) if len(report.table) else "_(no pairs)_\n")
+    out += ["", *(f"- {line}" for line in legend(report)), ""]
     return "\n".join(out)
 
 
-def heatmap(results: pd.DataFrame, keys: list[str], path: Path) -> Path:
-    import matplotlib
+def long_table(report: Report) -> pd.DataFrame:
+    """The statistics, one row per pair, with the columns' labels and roles."""
+    t = report.table.copy()
+    t.insert(2, "x_label", [report.label(x) for x in t.x])
+    t.insert(3, "y_label", [report.label(y) for y in t.y])
+    t["correction"] = report.options.correction
+    t["control"] = report.control or ""
+    t["category"] = report.category or ""
+    return t
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    matrix = score_matrix(results)
-    sq = correlation_square(matrix, keys)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(sq), 0.8 + 0.5 * len(sq)))
-    im = ax.imshow(sq.values, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(len(sq)), sq.columns, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(sq)), sq.index, fontsize=8)
-    for i in range(len(sq)):
-        for j in range(len(sq)):
-            v = sq.values[i, j]
-            if v == v:
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, label="Spearman ρ")
-    ax.set_title(f"Spearman ρ across {len(matrix)} checkpoints")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def to_csv(report: Report) -> str:
+    return long_table(report).to_csv(index=False)
+
+
+def to_json(report: Report) -> str:
+    t = long_table(report)
+    doc = {
+        "generated": report.generated.isoformat(),
+        "method": report.options.method,
+        "confidence": report.options.confidence,
+        "n_resamples": report.options.n_resamples,
+        "seed": report.options.seed,
+        "correction": report.options.correction,
+        "tests": report.tested,
+        "checkpoints": report.scores.checkpoints,
+        "rows": report.rows,
+        "columns": report.cols,
+        "control": report.control,
+        "category": report.category,
+        "pairs": json.loads(t.to_json(orient="records")),
+        "provenance": report.provenance,
+    }
+    return json.dumps(doc, indent=1, default=str) + "\n"

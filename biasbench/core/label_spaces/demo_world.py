@@ -1,8 +1,8 @@
 """The demo world's label space: K shape/texture classes of the synthetic world (:mod:`biasbench.core.world`).
 
 Its default datasets are the world's splits; its metric defaults keep the demo near a minute on two
-CPU cores (a seeded 500 of the 1000 test images for spectral and critical band; colour stimuli for
-critical band, whose classes differ in colour-independent texture and shape; SIS at τ = 0.99 and
+CPU cores (a seeded 500 of the 1000 test images for spectral, 250 for critical band; colour stimuli and a
+half-octave noise grid for critical band, whose classes differ in colour-independent texture and shape; SIS at τ = 0.99 and
 HW/50 pixels per step on 32-px images — the SIS fallbacks of every label space without ImageNet's).
 """
 
@@ -14,6 +14,15 @@ from biasbench.core.labels import DEMO_WORLD, LabelSpace
 
 #: Images per evaluation of spectral / critical band when ``n_images`` is not set (±2.2 % SE at 50 %).
 DEMO_WORLD_N_IMAGES = 500
+
+#: Critical band on the demo world: the study's four octave-spaced noise levels (0.02 … 0.16) give 32-px
+#: images only 4 bands x 5 integer thresholds, and 6 of the 11 zoo models got identical thresholds and
+#: fits (bandwidth 0.8308). Half-octave levels 0.04 · 2^(k/2), k = 0 … 7 (0.04 … 0.453: the zoo's
+#: accuracies cross 50 % between 0.04 and beyond 0.16) double the resolution and reach the noise where the
+#: noise-trained models fail; 250 images per condition keep the predictions per model at
+#: 33 x 250 = 8,250 (was 17 x 500 = 8,500; ±3.2 % SE at 50 %).
+DEMO_CRITICAL_BAND_SDS: tuple[float, ...] = tuple(round(0.04 * 2 ** (k / 2), 4) for k in range(8))
+DEMO_CRITICAL_BAND_N_IMAGES = 250
 
 #: OOD on the demo world: its clean test split, its 8 corruptions x 5 severities, shape-only sets
 #: (edges, silhouettes) as "concepts", PGD-40 at the adversarial recipe's training eps (2/255, step 4 eps
@@ -53,7 +62,11 @@ DEMO_WORLD_SPACE = LabelSpace(
     },
     defaults={
         "spectral": {"n_images": DEMO_WORLD_N_IMAGES},
-        "critical_band": {"n_images": DEMO_WORLD_N_IMAGES, "stimulus": "colour"},
+        "critical_band": {
+            "n_images": DEMO_CRITICAL_BAND_N_IMAGES,
+            "stimulus": "colour",
+            "noise_sds": DEMO_CRITICAL_BAND_SDS,
+        },
         "ood": DEMO_OOD,
     },
 )

@@ -11,6 +11,16 @@ source pinned to a commit or a release, its license and citation, and either
   :func:`fetch_dataset` refuses unless the caller passes the expected digest (``sha256=``; CLI
   ``--sha256``): nothing unverified is ever extracted or used.
 
+The ImageNet OOD sets are archives too: ImageNetV2 matched-frequency, ImageNet-A, -R and -Sketch with
+the sha256 and size that TensorFlow Datasets publishes in its checksum lists
+(``tensorflow_datasets/datasets/<set>/checksums.tsv``, the commit in each manifest's source), and
+ImageNet-C (five tars, Zenodo publishes md5 only) and ImageNet-C̄ (no checksum published), unpinned
+like Stylized-16. An archive's ``strip_prefix`` drops its top folder so that it lands in the layout
+the dataset plugin reads (``imagenetv2-matched-frequency-format-val/`` -> ``imagenet-v2/``). ImageNet-C's
+tars are *merged* parts (``"merge": true``): five manifests with the same target, each tar's
+top-level folders (its corruptions) put into ``imagenet-c/`` beside the others', each part with its
+own record ``.biasbench-files.<name>.json`` that :func:`verify_dataset` checks within its folders.
+
 Downloads go through :func:`biasbench.registry.download.fetch`: ``<file>.part`` (resumed with HTTP
 Range), sha256-checked, then renamed; a mismatch deletes the partial file and leaves nothing under the
 final name. Rerunning a fetch skips files that are present and verified, re-downloads corrupted ones.
@@ -56,6 +66,10 @@ from biasbench.registry.download import ChecksumMismatch, DownloadError, fetch, 
 MIRROR_ENV = "BIASBENCH_MIRROR"
 #: Per-file digests recorded when an archive was extracted after a verified download.
 LOCAL_RECORD = ".biasbench-files.json"
+#: Every record file's name starts with this (a merged part's: ``.biasbench-files.<name>.json``).
+RECORD_PREFIX = ".biasbench-files"
+#: What counts as an image when an archive's ``n_files`` is checked.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DOWNLOADS_DIR = ".downloads"
 _HEX64 = re.compile(r"[0-9a-f]{64}")  # always fullmatch: ``$`` also matches before a trailing newline
 #: Dataset names and targets: path components that start with a letter or digit (no ``..``, no ``/``
@@ -92,7 +106,15 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Archive:
-    """A release archive: URL, sha256 (None = not pinned), the prefix stripped from member names."""
+    """A release archive: URL, sha256 (None = not pinned), the prefix stripped from member names.
+
+    ``n_files``: the number of images (:data:`IMAGE_SUFFIXES`) it must hold under ``strip_prefix``;
+    ``size``: its size in bytes where published (shown, not enforced - the sha256 is);
+    ``file_name``: the archive's file name where the URL's path does not end in it (a Google Drive
+    link); ``merge``: the archive is one part of a dataset whose other parts are other manifests with
+    the same target (ImageNet-C's five tars): its top-level folders are put into the target beside
+    theirs, and its record is ``<target>/.biasbench-files.<manifest name>.json``.
+    """
 
     url: str
     sha256: str | None
@@ -100,9 +122,14 @@ class Archive:
     strip_prefix: str = ""
     n_files: int = 0
     sha256_note: str = ""
+    size: int = 0
+    file_name: str = ""
+    merge: bool = False
 
     @property
     def filename(self) -> str:
+        if self.file_name:
+            return self.file_name
         return urllib.parse.unquote(urllib.parse.urlsplit(self.url).path.rsplit("/", 1)[-1])
 
 
@@ -122,6 +149,13 @@ class Manifest:
     base_url: str | None = None
     archive: Archive | None = None
     digest: str = ""  # sha256 of the manifest file (identifies this exact manifest)
+
+    @property
+    def record_name(self) -> str:
+        """The file in the target that records the per-file digests of an extracted archive."""
+        if self.archive is not None and self.archive.merge:
+            return f"{RECORD_PREFIX}.{self.name}.json"
+        return LOCAL_RECORD
 
     @property
     def pinned(self) -> str:
@@ -165,7 +199,17 @@ _MANIFEST_KEYS = (
     "base_url",
     "archive",
 )
-_ARCHIVE_KEYS = ("url", "sha256", "format", "strip_prefix", "n_files", "sha256_note")
+_ARCHIVE_KEYS = (
+    "url",
+    "sha256",
+    "format",
+    "strip_prefix",
+    "n_files",
+    "sha256_note",
+    "size",
+    "file_name",
+    "merge",
+)
 
 
 def _get(raw: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
@@ -178,7 +222,7 @@ def _get(raw: dict[str, Any], key: str, kind: type, default: Any, where: str) ->
     return v
 
 
-_JSON_NAMES = {str: "string", int: "integer", dict: "object"}
+_JSON_NAMES = {str: "string", int: "integer", dict: "object", bool: "boolean"}
 
 
 def _count(raw: dict[str, Any], key: str, where: str) -> int | None:
@@ -263,7 +307,10 @@ def _archive_from_json(raw: dict[str, Any], where: str) -> Archive:
     url = _get(raw, "url", str, None, where)
     if url is None:
         raise ManifestError(f"{where}: missing url")
-    _check_url(url, where, "url", file=True)
+    file_name = _get(raw, "file_name", str, "", where)
+    if file_name and (len(file_name) > 128 or not _NAME_RE.fullmatch(file_name) or "/" in file_name):
+        raise ManifestError(f"{where}: file_name {file_name!r:.80} must be a plain file name")
+    _check_url(url, where, "url", file=not file_name)
     sha = _get(raw, "sha256", str, None, where) or None
     if sha is not None and not _HEX64.fullmatch(sha.lower()):
         raise ManifestError(f"{where}: sha256 must be 64 hex digits or null, got {sha!r:.80}")
@@ -280,6 +327,9 @@ def _archive_from_json(raw: dict[str, Any], where: str) -> Archive:
         strip_prefix=prefix,
         n_files=_count(raw, "n_files", where) or 0,
         sha256_note=_get(raw, "sha256_note", str, "", where),
+        size=_count(raw, "size", where) or 0,
+        file_name=file_name,
+        merge=_get(raw, "merge", bool, False, where),
     )
 
 
@@ -295,7 +345,8 @@ def _check_relpath(rel: str, where: str) -> None:
         or "\\" in rel
         or p.as_posix() != rel
         or re.search(r"[\x00-\x1f\x7f]", rel)
-        or p.parts[0] in (LOCAL_RECORD, DOWNLOADS_DIR)
+        or p.parts[0] == DOWNLOADS_DIR
+        or p.parts[0].startswith(RECORD_PREFIX)
     ):
         raise ManifestError(f"{where}: unsafe relative path {rel!r:.120}")
 
@@ -334,9 +385,21 @@ def dataset_manifests() -> dict[str, Manifest]:
     return dict(_load_manifests())
 
 
+def manifest_parts(target: str) -> list[str]:
+    """The manifests whose archives are merged parts of the dataset folder ``target`` (ImageNet-C)."""
+    return sorted(
+        m.name
+        for m in _load_manifests().values()
+        if m.target == target and m.archive is not None and m.archive.merge
+    )
+
+
 def get_manifest(name: str) -> Manifest:
     manifests = _load_manifests()
     if name not in manifests:
+        parts = manifest_parts(name)
+        if parts:
+            raise KeyError(f"{name!r} is fetched in parts, one manifest each: {', '.join(parts)}")
         raise KeyError(
             f"no download manifest for dataset {name!r}; downloadable: {', '.join(sorted(manifests))}"
         )
@@ -447,20 +510,21 @@ def _fetch_archive(
             f"`bench data fetch {m.name} --sha256 <64 hex digits>` (or fetch_dataset(..., sha256=...))."
         )
     target = data_root / m.target
-    record = _read_record(target)
+    record = _read_record(target, m.record_name)
     if record and record.get("archive_sha256") == expected and not verify_dataset(m.name, data_root):
         log(f"{m.name}: already present and verified in {target}")
         return target
     url = m.archive_url(mirror)
     archive_path = data_root / DOWNLOADS_DIR / arch.filename
-    log(f"fetching {m.name}: {url} (pinned: {m.pinned}; license {m.license}) -> {archive_path}")
+    size = f", {arch.size / 1e9:.2f} GB" if arch.size else ""
+    log(f"fetching {m.name}: {url} (pinned: {m.pinned}; license {m.license}{size}) -> {archive_path}")
     fetch(url, archive_path, expected)
     log(f"  {arch.filename}: sha256 verified; extracting safely into {target}")
-    tmp = data_root / f".{m.target}.extracting-{os.getpid()}"
+    tmp = data_root / f".{m.target.replace('/', '_')}.{m.name}.extracting-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         names = safe_extract(archive_path, tmp, strip_prefix=arch.strip_prefix, format=arch.format)
-        images = [n for n in names if n.lower().endswith(".png")]
+        images = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
         if arch.n_files and len(images) != arch.n_files:
             raise DownloadError(
                 f"{archive_path} holds {len(images)} images under {arch.strip_prefix or '/'}, expected {arch.n_files}"
@@ -472,16 +536,36 @@ def _fetch_archive(
             "sha256_source": "manifest" if pinned else "given by the user",
             "files": {n: sha256_file(tmp / n) for n in sorted(names)},
         }
-        (tmp / LOCAL_RECORD).write_text(json.dumps(rec, indent=1) + "\n")
-        old = data_root / f".{m.target}.old-{os.getpid()}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        (tmp / m.record_name).write_text(json.dumps(rec, indent=1) + "\n")
+        if arch.merge:
+            _merge_into(tmp, target, data_root)
+        else:
+            _replace(tmp, target, data_root / f".{m.target.replace('/', '_')}.old-{os.getpid()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"{m.name}: {len(images)} images extracted and recorded in {target / LOCAL_RECORD}")
+    log(f"{m.name}: {len(images)} images extracted and recorded in {target / m.record_name}")
     return target
+
+
+def _replace(src: Path, dest: Path, old: Path) -> None:
+    """Put ``src`` at ``dest`` (by renames; a previous ``dest`` is moved to ``old`` and removed)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(src, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _merge_into(src: Path, target: Path, data_root: Path) -> None:
+    """Move each top-level entry of ``src`` into ``target``, replacing an entry of the same name (one
+    part of a dataset whose other parts fill other folders of ``target``)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        old = data_root / f".{entry.name}.old-{os.getpid()}"
+        if entry.is_dir():
+            _replace(entry, target / entry.name, old)
+        else:
+            os.replace(entry, target / entry.name)
 
 
 def safe_extract(
@@ -741,8 +825,8 @@ def _remove_partial(dest: Path, created: bool, names: list[str]) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _read_record(target: Path) -> dict[str, Any] | None:
-    p = target / LOCAL_RECORD
+def _read_record(target: Path, record_name: str = LOCAL_RECORD) -> dict[str, Any] | None:
+    p = target / record_name
     if not p.is_file():
         return None
     try:
@@ -753,12 +837,20 @@ def _read_record(target: Path) -> dict[str, Any] | None:
 
 
 def _unexpected_files(target: Path, m: Manifest) -> list[str]:
+    """Files in ``target`` that ``m.files`` does not list (for a merged part: only in the top-level
+    folders its files are in - the other parts own the rest)."""
     if not target.is_dir():
         return []
+    if m.archive is not None and m.archive.merge:
+        tops = sorted({rel.split("/", 1)[0] for rel in m.files if "/" in rel})
+        roots = [target / t for t in tops if (target / t).is_dir()]
+    else:
+        roots = [target]
     present = sorted(
         p.relative_to(target).as_posix()
-        for p in target.rglob("*")
-        if p.is_file() and p.name != LOCAL_RECORD and not p.name.endswith(".part")
+        for root in roots
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(RECORD_PREFIX) and not p.name.endswith(".part")
     )
     return [p for p in present if p not in m.files]
 
@@ -781,29 +873,30 @@ def verify_dataset(name: str, data_root: Path) -> list[str]:
         for rel in _unexpected_files(target, m):
             problems.append(f"unexpected file (not in the {name} manifest): {target / rel}")
     else:
-        record = _read_record(target)
+        record_path = target / m.record_name
+        record = _read_record(target, m.record_name)
         if record is None:
-            n = sum(1 for p in target.rglob("*.png"))
+            n = sum(1 for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             return [
-                f"{name}: {target} holds {n} images but no checksum record ({LOCAL_RECORD}); its content "
+                f"{name}: {target} holds {n} images but no checksum record ({m.record_name}); its content "
                 f"cannot be verified (the manifest pins no per-file digests). Fetch it with "
                 f"`bench data fetch {name} --sha256 <archive digest>` to create the record."
             ]
         files = record.get("files") if isinstance(record, dict) else None
         try:
             if not isinstance(files, dict):
-                raise ManifestError(f"{target / LOCAL_RECORD}: 'files' is not an object")
+                raise ManifestError(f"{record_path}: 'files' is not an object")
             for rel, sha in files.items():  # a record edited by hand must not point outside the dataset
-                _check_relpath(rel, str(target / LOCAL_RECORD))
+                _check_relpath(rel, str(record_path))
                 if not isinstance(sha, str) or not _HEX64.fullmatch(sha):
-                    raise ManifestError(f"{target / LOCAL_RECORD}: bad sha256 {sha!r:.80} for {rel!r:.80}")
+                    raise ManifestError(f"{record_path}: bad sha256 {sha!r:.80} for {rel!r:.80}")
         except ManifestError as e:
             return [f"{name}: the checksum record is malformed ({e}); fetch the dataset again to rewrite it"]
         expected = dict(files)
-        where = f"record {LOCAL_RECORD} (archive sha256 {str(record.get('archive_sha256'))[:12]}…)"
-        n_png = sum(1 for k in expected if k.lower().endswith(".png"))
-        if m.archive.n_files and n_png != m.archive.n_files:
-            problems.append(f"{name}: the record lists {n_png} images, expected {m.archive.n_files}")
+        where = f"record {m.record_name} (archive sha256 {str(record.get('archive_sha256'))[:12]}…)"
+        n_images = sum(1 for k in expected if k.lower().endswith(IMAGE_SUFFIXES))
+        if m.archive.n_files and n_images != m.archive.n_files:
+            problems.append(f"{name}: the record lists {n_images} images, expected {m.archive.n_files}")
         for rel in _unexpected_files(target, Manifest(**{**m.__dict__, "files": expected})):
             problems.append(f"unexpected file (not in the {where}): {target / rel}")
     for rel, sha in sorted(expected.items()):

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from biasbench.core import labels
-from biasbench.core.images import ImageSet, cached_array, decode_files, manifest_of
+from biasbench.core.images import ImageSet, decode_files, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess, preprocess_key
+from biasbench.core.streaming import StreamedImages, as_images, cached_or_streamed
 from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -130,12 +131,16 @@ def decode_as_stored(name: str, paths: list[Path], size: int) -> np.ndarray:
 
 
 def imagenet_image_set(
-    name: str, arr: np.ndarray, files: Files, manifest_hash: str, meta: dict[str, Any] | None = None
+    name: str,
+    arr: np.ndarray | StreamedImages,
+    files: Files,
+    manifest_hash: str,
+    meta: dict[str, Any] | None = None,
 ) -> ImageSet:
     """An ImageNet-1k-labeled :class:`ImageSet` (item ids = the relative paths)."""
     return ImageSet(
         name=name,
-        images=torch.from_numpy(arr),
+        images=as_images(arr),
         labels=torch.tensor([lab for _, lab in files], dtype=torch.long),
         class_names=list(labels.get(IMAGENET_1K).class_names),
         label_space=IMAGENET_1K,
@@ -178,11 +183,17 @@ def imagenet_folder_entry(
         root, files = scan(data_root)
         mh = manifest_of(root, files)
         paths = [root / f for f, _ in files]
+        # cached as a memory-mapped array when it fits the cache budget, else streamed (core.streaming)
         if stored_size is None:
-            arr = cached_array(cache_dir, cache_key(name, mh, pre), lambda: decode_files(paths, pre))
+            arr = cached_or_streamed(cache_dir, cache_key(name, mh, pre), paths, pre, (pre.crop, pre.crop))
         else:
-            arr = cached_array(
-                cache_dir, cache_key(name, mh, None), lambda: decode_as_stored(name, paths, stored_size)
+            arr = cached_or_streamed(
+                cache_dir,
+                cache_key(name, mh, None),
+                paths,
+                None,
+                (stored_size, stored_size),
+                lambda: decode_as_stored(name, paths, stored_size),
             )
         return imagenet_image_set(name, arr, files, mh, meta_of(files) if meta_of else None)
 

@@ -85,20 +85,20 @@ IMAGENET_C_TARS = {
 IMAGENET_C_BAR_URL = "https://dl.fbaipublicfiles.com/inc_bar/imagenet_c_bar.tar.gz"
 
 HOW_TO_GET_V2 = (
-    "Get imagenetv2-matched-frequency.tar.gz from the ImageNetV2 release (github.com/modestyachts/ImageNetV2; "
+    "Run `bench data fetch imagenet-v2` (sha256-checked), or: get imagenetv2-matched-frequency.tar.gz from the ImageNetV2 release (github.com/modestyachts/ImageNetV2; "
     "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz), "
     "extract it and rename its folder imagenetv2-matched-frequency-format-val/ to <data-root>/imagenet-v2/."
 )
 HOW_TO_GET_A = (
-    "Get https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar (github.com/hendrycks/natural-adv-examples) "
+    "Run `bench data fetch imagenet-a` (sha256-checked), or: get https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar (github.com/hendrycks/natural-adv-examples) "
     "and extract it into <data-root>/ (it unpacks to imagenet-a/<wnid>/)."
 )
 HOW_TO_GET_R = (
-    "Get https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar (github.com/hendrycks/imagenet-r) "
+    "Run `bench data fetch imagenet-r` (sha256-checked), or: get https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar (github.com/hendrycks/imagenet-r) "
     "and extract it into <data-root>/ (it unpacks to imagenet-r/<wnid>/)."
 )
 HOW_TO_GET_SKETCH = (
-    "Get ImageNet-Sketch.zip from the ImageNet-Sketch release (github.com/HaohanWang/ImageNet-Sketch, "
+    "Run `bench data fetch imagenet-sketch` (sha256-checked), or: get ImageNet-Sketch.zip from the ImageNet-Sketch release (github.com/HaohanWang/ImageNet-Sketch, "
     "Google Drive file 1Mj0i5HBthqH1p_yeXzsg22gZduvgoNeA), extract it and rename its folder sketch/ to "
     "<data-root>/imagenet-sketch/."
 )
@@ -107,12 +107,15 @@ HOW_TO_GET_REAL = (
     + IMAGENET_VAL_HOW_TO_GET
 )
 HOW_TO_GET_C = (
-    f"Get noise.tar, blur.tar, weather.tar, digital.tar and extra.tar from the ImageNet-C Zenodo record "
+    "Make it from ImageNet images with `bench data make imagenet-c --from <folder>`, fetch it with "
+    "`bench data fetch imagenet-c-<noise|blur|weather|digital|extra> --sha256 <digest>`, or: "
+    f"get noise.tar, blur.tar, weather.tar, digital.tar and extra.tar from the ImageNet-C Zenodo record "
     f"({IMAGENET_C_URL}) and extract them into <data-root>/imagenet-c/ (each unpacks to "
     "<corruption>/<severity>/<wnid>/)."
 )
 HOW_TO_GET_C_BAR = (
-    f"Get the preprocessed ImageNet-C-bar, {IMAGENET_C_BAR_URL} (linked from "
+    "Run `bench data fetch imagenet-c-bar --sha256 <digest>`, or: "
+    f"get the preprocessed ImageNet-C-bar, {IMAGENET_C_BAR_URL} (linked from "
     "github.com/facebookresearch/augmentation-corruption), and extract it into <data-root>/imagenet-c-bar/ "
     "so that <corruption>/<severity 1..5>/<wnid>/ lie directly in it. (The repository's "
     "imagenet_c_bar/make_imagenet_c_bar.py names severity folders by the corruption parameter, e.g. 0.80: "
@@ -271,7 +274,9 @@ def _imagenet_c_members() -> dict[str, DatasetEntry]:
             "imagenet-c",
             c,
             s,
-            f"Get {IMAGENET_C_TARS[c]} from the ImageNet-C Zenodo record ({IMAGENET_C_URL}) and extract it "
+            f"Make it with `bench data make imagenet-c --from <folder of ImageNet images>`, fetch it with "
+            f"`bench data fetch imagenet-c-{IMAGENET_C_TARS[c].removesuffix('.tar')} --sha256 <digest>`, or "
+            f"get {IMAGENET_C_TARS[c]} from the ImageNet-C Zenodo record ({IMAGENET_C_URL}) and extract it "
             "into <data-root>/imagenet-c/ (it unpacks to <corruption>/<severity>/<wnid>/).",
         )
         for c in (*IMAGENET_C_STANDARD, *IMAGENET_C_EXTRA)

@@ -38,6 +38,7 @@ class HFHubFile(Source):
 
     scheme = "hf-hub"
     syntax = "hf-hub:<org>/<repo>[@rev]/<file>"
+    self_check = "hub"
 
     def resolve(
         self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path

@@ -51,6 +51,7 @@ class TimmPretrained(Source):
 
     scheme = "timm"
     syntax = "timm:<name>[.<tag>]"
+    self_check = "hub"
 
     def resolve(
         self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path

@@ -35,6 +35,7 @@ class TorchvisionWeights(Source):
 
     scheme = "torchvision"
     syntax = "torchvision:<Enum>.<MEMBER>"
+    self_check = "hash prefix"
 
     def resolve(
         self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path

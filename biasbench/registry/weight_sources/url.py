@@ -8,7 +8,14 @@ import os
 from pathlib import Path
 
 from biasbench.registry.download import DownloadError, apply_mirror, fetch
-from biasbench.registry.sources import ResolvedWeights, Source, WeightSource, cached_sha256, remember_sha256
+from biasbench.registry.sources import (
+    ResolvedWeights,
+    Source,
+    WeightSource,
+    cached_sha256,
+    place_by_sha256,
+    remember_sha256,
+)
 from biasbench.registry.spec import CheckpointError
 
 
@@ -31,10 +38,10 @@ class URLSource(Source):
         if not sha256:
             raise CheckpointError(
                 f"checkpoint {cid!r}: weights from a URL need a sha256 in the registry entry "
-                f'(sha256 = "…"), so the bytes can be verified: {value}'
+                f'(sha256 = "…") or in its lock file (`bench lock`), so the bytes can be verified: {value}'
             )
         expected = sha256.lower()
-        name = os.path.basename(value.split("?", 1)[0].rstrip("/")) or "weights"
+        name = _file_name(value)
         dest = Path(cache_dir) / "weights" / expected / name
         if not (dest.is_file() and cached_sha256(dest, cache_dir) == expected):
             url = apply_mirror(value, os.environ.get("BIASBENCH_MIRROR"))
@@ -46,3 +53,16 @@ class URLSource(Source):
         return ResolvedWeights(
             WeightSource(self.scheme, value, True), path=dest, description=f"{value} (cached at {dest})"
         )
+
+    def observe(self, value: str, checkpoint_id: str, *, cache_dir: Path) -> Path:
+        tmp = Path(cache_dir) / "weights" / "unpinned" / _file_name(value)
+        tmp.unlink(missing_ok=True)  # fetch() would trust a complete file left here; a .part is resumed
+        try:
+            fetch(apply_mirror(value, os.environ.get("BIASBENCH_MIRROR")), tmp, None)
+        except DownloadError as e:
+            raise CheckpointError(f"checkpoint {checkpoint_id!r}: {e}") from e
+        return place_by_sha256(tmp, tmp.name, cache_dir)[0]
+
+
+def _file_name(url: str) -> str:
+    return os.path.basename(url.split("?", 1)[0].rstrip("/")) or "weights"

@@ -1,0 +1,201 @@
+"""One report, assembled: which columns are correlated with which (the curated bias × generalization
+table, chosen axes, or free pairs), the statistics for every pair, and the provenance of the numbers.
+
+Curated (the default): rows are the keys the metric plugins declare as ``bias``, columns those declared
+``generalization`` (``reports.roles``); ``bias`` / ``generalization`` replace either axis. Free
+exploration: ``keys`` (or every non-constant column) correlated pair by pair; ``top`` keeps the
+strongest pairs (p-values are adjusted over every pair tested, not only those shown).
+
+The partial correlation controls for in-distribution accuracy: ``ood.id`` when stored, else
+``accuracy.top1`` (or the column ``control`` names). Leave-one-category-out uses the checkpoint tag
+``category`` when checkpoints carry it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biasbench.reports import statistics as st
+from biasbench.reports.scores import Scores, resolve_keys
+
+CONTROL_CANDIDATES = ("ood.id", "accuracy.top1")
+CATEGORY_TAG = "category"
+
+
+class ReportError(ValueError):
+    """The report cannot be made as asked (unknown key or tag, nothing to correlate)."""
+
+
+@dataclass
+class Report:
+    scores: Scores
+    table: pd.DataFrame  # statistics.COLUMNS, one row per pair
+    rows: list[str]
+    cols: list[str]
+    curated: bool
+    options: st.Options
+    control: str | None
+    category: str | None
+    tested: int  # pairs whose p-values were adjusted together
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: per checkpoint, each covered image's SIS size as a fraction of its pixels (read from stored traces)
+    sis_sizes: dict[str, np.ndarray] = field(default_factory=dict)
+    generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def label(self, column: str) -> str:
+        """A column's declared label (its key when it declares none)."""
+        cols = self.scores.columns
+        return str(cols.at[column, "label"]) if column in cols.index else column
+
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self.scores.values)
+
+
+def _control(scores: Scores, control: str | None) -> str | None:
+    if control is not None:
+        found = resolve_keys(scores, [control])
+        return found[0]
+    for c in CONTROL_CANDIDATES:
+        if c in scores.values.columns:
+            return c
+    return None
+
+
+def _non_constant(values: pd.DataFrame, cols: list[str]) -> list[str]:
+    return [c for c in cols if values[c].dropna().nunique() > 1]
+
+
+def build_report(
+    scores: Scores,
+    *,
+    keys: list[str] | None = None,
+    all_keys: bool = False,
+    bias: list[str] | None = None,
+    generalization: list[str] | None = None,
+    across_metrics: bool = False,
+    top: int | None = None,
+    control: str | None = None,
+    category: str | None = CATEGORY_TAG,
+    options: st.Options = st.Options(),
+    provenance: dict[str, Any] | None = None,
+) -> Report:
+    """The statistics for the curated table (default) or for free pairs (``keys`` / ``all_keys``)."""
+    values = scores.values
+    ctrl = _control(scores, control)
+    cats = None
+    if category:
+        if category in scores.covariates.columns:
+            cats = scores.covariates[category]
+        elif category != CATEGORY_TAG:
+            known = ", ".join(scores.covariates.columns) or "none"
+            raise ReportError(f"no checkpoint carries the tag {category!r}; tags: {known}")
+    curated = not (keys or all_keys)
+    if curated:
+        rows = resolve_keys(scores, bias) if bias else scores.with_role("bias")
+        cols = resolve_keys(scores, generalization) if generalization else scores.with_role("generalization")
+        pairs = st.grid_pairs(rows, cols)
+    else:
+        chosen = resolve_keys(scores, keys) if keys else list(values.columns)
+        chosen = _non_constant(values, chosen)
+        rows = cols = chosen
+        metric_of = (lambda c: scores.columns.at[c, "metric"]) if across_metrics else None
+        pairs = st.all_pairs(chosen, metric_of)
+    table = _table(values, pairs, ctrl, cats, options, top)
+    return Report(
+        scores=scores,
+        table=table,
+        rows=rows,
+        cols=cols,
+        curated=curated,
+        options=options,
+        control=ctrl,
+        category=category if cats is not None else None,
+        tested=len(pairs),
+        provenance=provenance or {},
+    )
+
+
+def _table(
+    values: pd.DataFrame,
+    pairs: list[tuple[str, str]],
+    control: str | None,
+    cats: pd.Series | None,
+    options: st.Options,
+    top: int | None,
+) -> pd.DataFrame:
+    if top is None or len(pairs) <= top:
+        return st.correlation_table(values, pairs, control=control, categories=cats, options=options)
+    # many pairs: coefficients for all (the correction covers every test), the rest for the strongest
+    quick = pd.DataFrame(
+        [(x, y, *st.correlation(*values[[x, y]].dropna().T.to_numpy(), options.method)) for x, y in pairs],
+        columns=["x", "y", "r", "p"],
+    )
+    quick["p_adj"] = st.adjust(quick["p"].to_numpy(), options.correction)
+    quick = quick.dropna(subset=["r"])
+    best = quick.reindex(quick["r"].abs().sort_values(ascending=False).index).head(top)
+    full = st.correlation_table(
+        values,
+        list(zip(best["x"], best["y"], strict=True)),
+        control=control,
+        categories=cats,
+        options=options,
+    )
+    full["p_adj"] = best["p_adj"].to_numpy()
+    return full
+
+
+def provenance(jobs: pd.DataFrame, runs: pd.DataFrame, scores: Scores, columns: list[str]) -> dict[str, Any]:
+    """Where the numbers of ``columns`` come from: per metric (variant) its versions, parameters and
+    datasets (name and manifest hash); the runs that wrote them; the imported tables.
+
+    ``jobs``: the jobs behind the report (columns checkpoint, metric, metric_version, params, datasets,
+    run_id); ``runs``: the store's runs table."""
+    metrics = sorted({str(scores.columns.at[c, "metric"]) for c in columns if c in scores.columns.index})
+    used = jobs[jobs["metric"].isin(metrics) & jobs["checkpoint"].isin(scores.checkpoints)]
+    per_metric = []
+    imports: dict[str, dict[str, Any]] = {}
+    for (metric, params), grp in used.groupby(["metric", "params"], dropna=False):
+        ds = json.loads(grp["datasets"].iloc[0] or "{}")
+        if "import" in ds:
+            imp = ds["import"]
+            imports.setdefault(imp.get("source", "?"), {**imp, "checkpoints": 0})
+            imports[imp.get("source", "?")]["checkpoints"] += len(grp)
+            continue
+        datasets = sorted(
+            {
+                f"{d.get('name')} (manifest {d.get('manifest')})"
+                for g in grp["datasets"]
+                for d in json.loads(g).values()
+            }
+        )
+        per_metric.append(
+            {
+                "metric": metric,
+                "versions": sorted(set(grp["metric_version"].astype(str))),
+                "params": params,
+                "datasets": datasets,
+                "checkpoints": int(grp["checkpoint"].nunique()),
+            }
+        )
+    run_ids = set(used["run_id"])
+    run_rows = []
+    for _, r in runs[runs["run_id"].isin(run_ids)].iterrows():
+        versions = json.loads(r["versions"]) if isinstance(r["versions"], str) else (r["versions"] or {})
+        run_rows.append(
+            {
+                "run_id": r["run_id"],
+                "started_at": str(r["started_at"]),
+                "status": r["status"],
+                "git_sha": r.get("git_sha"),
+                "device": r.get("device"),
+                "versions": versions,
+            }
+        )
+    return {"metrics": per_metric, "runs": run_rows, "imports": list(imports.values())}

@@ -1,0 +1,289 @@
+"""The report's figures (matplotlib, Agg), sized for a laptop screen: at most ``MAX_W`` × ``MAX_H``
+inches at ``DPI`` (≤ 1260 × 900 px), whatever the number of keys.
+
+* ``heatmap``: the correlation table, each cell with its coefficient and bootstrap interval;
+* ``scatter_grid``: every bias × generalization pair, one point per checkpoint, coloured by a tag; as
+  SVG each point carries a ``<title>`` (the checkpoint's name shows on hover in a browser);
+* ``spectral_curves``: low-/high-pass accuracy ratio against the cutoff, one line per checkpoint;
+* ``band_curves``: the critical-band thresholds against the noise band, one line per checkpoint;
+* ``sis_sizes``: per checkpoint, the distribution of its images' SIS sizes.
+
+A figure whose data is not stored (no ``spectral`` results, say) is not drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from biasbench.reports.analysis import Report  # noqa: E402
+from biasbench.reports.statistics import SYMBOL  # noqa: E402
+
+DPI = 90
+MAX_PAIRS = 12  # panels of a free exploration's scatter grid
+_MPL = tuple(int(p) for p in matplotlib.__version__.split(".")[:2])
+MAX_W, MAX_H = 14.0, 10.0
+
+
+def _size(w: float, h: float) -> tuple[float, float]:
+    return (min(MAX_W, max(4.0, w)), min(MAX_H, max(3.0, h)))
+
+
+def _short(column: str, width: int = 28) -> str:
+    return column if len(column) <= width else "…" + column[-(width - 1) :]
+
+
+def heatmap(report: Report) -> Figure:
+    """The table as a heat map; each cell shows the coefficient, its interval and ``*`` if significant."""
+    if report.curated:
+        rows, cols = report.rows, report.cols
+    else:
+        keys = list(dict.fromkeys([*report.table.x, *report.table.y]))[:20]
+        rows = cols = keys
+    t = report.table.set_index(["x", "y"])
+    grid = np.full((len(rows), len(cols)), np.nan)
+    text = [["" for _ in cols] for _ in rows]
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            key = (r, c) if (r, c) in t.index else (c, r) if (c, r) in t.index else None
+            if key is None:
+                continue
+            row = t.loc[key]
+            grid[i, j] = row["r"]
+            mark = "*" if row["p_adj"] == row["p_adj"] and row["p_adj"] < 0.05 else ""
+            ci = "" if math.isnan(row["ci_low"]) else f"\n[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+            text[i][j] = "—" if math.isnan(row["r"]) else f"{row['r']:+.2f}{mark}{ci}"
+    fig = plt.figure(
+        figsize=_size(3.2 + 1.6 * len(cols), 1.6 + 0.62 * len(rows)), dpi=DPI, layout="constrained"
+    )
+    ax = fig.add_subplot()
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=25, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [_short(r, 44) for r in rows], fontsize=8)
+    small = max(5.5, min(8.0, 60 / max(len(cols), 1)))
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if text[i][j]:
+                ax.text(j, i, text[i][j], ha="center", va="center", fontsize=small)
+    sym = SYMBOL[report.options.method]
+    fig.colorbar(im, ax=ax, label=f"{report.options.method.capitalize()} {sym}", shrink=0.8)
+    fig.suptitle(
+        f"{sym} across {report.n_checkpoints} checkpoints "
+        f"({round(100 * report.options.confidence)} % bootstrap CI; * adjusted p < 0.05)",
+        fontsize=10,
+    )
+    return fig
+
+
+def _colours(report: Report, tag: str | None) -> tuple[pd.Series, dict[str, tuple]]:
+    cps = report.scores.values.index
+    cov = report.scores.covariates
+    if tag and tag in cov.columns:
+        cats = cov[tag].reindex(cps).fillna("(untagged)").astype(str)
+    else:
+        cats = pd.Series("checkpoint", index=cps)
+    cmap = plt.get_cmap("tab10")
+    palette = {c: cmap(i % 10) for i, c in enumerate(sorted(cats.unique()))}
+    return cats, palette
+
+
+def scatter_grid(report: Report, colour_by: str | None = None) -> tuple[Figure, dict[str, str]]:
+    """Small multiples, one point per checkpoint: the curated table's every (bias, generalization) pair
+    as a grid (x: generalization, y: bias), or the ``MAX_PAIRS`` first pairs of a free exploration;
+    and the SVG element id of each point with its hover text (for :func:`svg_with_titles`)."""
+    values = report.scores.values
+    cats, palette = _colours(report, colour_by)
+    if report.curated:
+        panels = [(i, j, r, c) for i, r in enumerate(report.rows) for j, c in enumerate(report.cols)]
+        n_rows, n_cols = len(report.rows), len(report.cols)
+    else:
+        pairs = list(zip(report.table.y, report.table.x, strict=True))[:MAX_PAIRS]  # y on the y axis
+        n_cols = min(4, max(1, len(pairs)))
+        n_rows = max(1, math.ceil(len(pairs) / n_cols))
+        panels = [(k // n_cols, k % n_cols, r, c) for k, (r, c) in enumerate(pairs)]
+    w, h = 0.6 + 2.5 * n_cols, 0.9 + 1.9 * n_rows
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=_size(w, h), dpi=DPI, squeeze=False, layout="constrained"
+    )
+    titles: dict[str, str] = {}
+    used = set()
+    for i, j, r, c in panels:
+        ax = axes[i][j]
+        used.add((i, j))
+        pair = values[[r, c]].dropna()
+        for k, (cp, (y_v, x_v)) in enumerate(pair.iterrows()):
+            gid = f"pt-{i}-{j}-{k}"
+            ax.scatter([x_v], [y_v], s=22, color=palette[cats[cp]], edgecolor="black", linewidth=0.3, gid=gid)
+            titles[gid] = f"{cp} ({cats[cp]}): {r} = {y_v:.4g}, {c} = {x_v:.4g}"
+        ax.tick_params(labelsize=6)
+        if not report.curated or i == n_rows - 1:
+            ax.set_xlabel(_short(c, 30), fontsize=7)
+        if not report.curated or j == 0:
+            ax.set_ylabel(_short(r.split(".", 1)[-1], 22), fontsize=7)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            if (i, j) not in used:
+                axes[i][j].set_axis_off()
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color=col, markeredgecolor="black", label=cat)
+        for cat, col in palette.items()
+    ]
+    if len(palette) > 1:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=7)
+    what = "Bias (rows) × generalization (columns)" if report.curated else "The strongest pairs"
+    fig.suptitle(f"{what}, one point per checkpoint{_by(colour_by)}", fontsize=10)
+    return fig, titles
+
+
+def _by(tag: str | None) -> str:
+    return f", coloured by {tag}" if tag else ""
+
+
+def _cutoff_columns(values: pd.DataFrame, prefix: str) -> list[tuple[float, str]]:
+    found = []
+    for col in values.columns:
+        m = re.fullmatch(rf"{re.escape(prefix)}@([0-9.]+)", col)
+        if m:
+            found.append((float(m.group(1)), col))
+    return sorted(found)
+
+
+def _lines(ax, values: pd.DataFrame, series: list[tuple[float, str]], cats: pd.Series, palette: dict) -> None:
+    xs = [x for x, _ in series]
+    for cp in values.index:
+        ys = [values.at[cp, col] for _, col in series]
+        if all(isinstance(y, float) and math.isnan(y) for y in ys):
+            continue
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, color=palette[cats[cp]], label=cp, alpha=0.85)
+
+
+def spectral_curves(report: Report, colour_by: str | None = None) -> Figure | None:
+    """Low-pass and high-pass accuracy ratio against the cutoff (``spectral.*_ratio@c``)."""
+    values = report.scores.values
+    low = _cutoff_columns(values, "spectral.lowpass_ratio")
+    high = _cutoff_columns(values, "spectral.highpass_ratio")
+    if not low and not high:
+        return None
+    cats, palette = _colours(report, colour_by)
+    fig, axes = plt.subplots(1, 2, figsize=_size(11, 4.2), dpi=DPI, sharey=True, layout="constrained")
+    for ax, series, name in ((axes[0], low, "low-pass"), (axes[1], high, "high-pass")):
+        _lines(ax, values, series, cats, palette)
+        ax.set_xlabel(f"{name} cutoff (fraction of the spectrum)", fontsize=8)
+        ax.set_title(f"{name}: filtered / clean accuracy", fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("accuracy ratio", fontsize=8)
+    _legend(fig, palette)
+    fig.suptitle(f"Spectral bias: accuracy under Fourier filters{_by(colour_by)}", fontsize=10)
+    return fig
+
+
+def band_curves(report: Report, colour_by: str | None = None) -> Figure | None:
+    """Critical-band thresholds (normalised) against the noise band (``critical_band.threshold_norm@f``)."""
+    values = report.scores.values
+    series = []
+    for col in values.columns:
+        m = re.fullmatch(r"critical_band\.threshold_norm@f(\d+)", col)
+        if m:
+            series.append((float(m.group(1)), col))
+    if not series:
+        return None
+    series.sort()
+    cats, palette = _colours(report, colour_by)
+    fig = plt.figure(figsize=_size(8, 4.2), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    _lines(ax, values, series, cats, palette)
+    ax.set_xticks([x for x, _ in series], [f"{int(x)}\n{1.75 * 2**x:g}" for x, _ in series], fontsize=7)
+    ax.set_xlabel("noise band f (centre frequency, cycles/image)", fontsize=8)
+    ax.set_ylabel("threshold index (higher: more noise tolerated)", fontsize=8)
+    _legend(fig, palette)
+    fig.suptitle(f"Critical-band masking: noise thresholds per band{_by(colour_by)}", fontsize=10)
+    return fig
+
+
+def sis_sizes(report: Report, colour_by: str | None = None) -> Figure | None:
+    """Each checkpoint's distribution of per-image SIS size (fraction of pixels), one box per
+    checkpoint with its images as points, sorted by median."""
+    sizes = {c: np.asarray(v, float)[np.isfinite(v)] for c, v in report.sis_sizes.items()}
+    sizes = {c: v for c, v in sizes.items() if v.size}
+    if not sizes:
+        return None
+    order = sorted(sizes, key=lambda c: float(np.median(sizes[c])))
+    cats, palette = _colours(report, colour_by)
+    fig = plt.figure(figsize=_size(9, 1.2 + 0.38 * len(order)), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    horizontal = {"orientation": "horizontal"} if _MPL >= (3, 10) else {"vert": False}
+    ax.boxplot([sizes[c] for c in order], widths=0.6, showfliers=False, **horizontal)
+    rng = np.random.default_rng(0)  # vertical jitter of the points, fixed so the figure is reproducible
+    for i, c in enumerate(order, start=1):
+        col = palette.get(cats.get(c, ""), "gray")
+        ax.scatter(sizes[c], i + rng.uniform(-0.18, 0.18, sizes[c].size), s=9, color=col, alpha=0.7)
+    ax.set_yticks(range(1, len(order) + 1), [f"{c} (n={sizes[c].size})" for c in order], fontsize=7)
+    ax.set_xlabel("SIS size (fraction of the image's pixels)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    _legend(fig, {k: v for k, v in palette.items() if k in {cats.get(c) for c in order}})
+    fig.suptitle(f"SIS size per image (covered images only){_by(colour_by)}", fontsize=10)
+    return fig
+
+
+def _legend(fig: Figure, palette: dict) -> None:
+    if len(palette) > 1:
+        handles = [plt.Line2D([], [], color=col, marker="o", label=cat) for cat, col in palette.items()]
+        fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def svg_with_titles(fig: Figure, titles: dict[str, str]) -> str:
+    """The figure as an SVG document whose elements with the given ids carry a ``<title>`` (a browser
+    shows it on hover)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    for gid, title in titles.items():
+        svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{escape(title)}</title>', 1)
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)  # creator and date: not for the page
+    return svg[svg.index("<svg") :]
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (its folder must exist: a typo is not a new folder)."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"the folder {path.parent} does not exist")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def write_all(report: Report, folder: Path, colour_by: str | None = None) -> list[Path]:
+    """Every figure that has data, as PNG files in the existing ``folder``."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the folder {folder} does not exist")
+    out = [save(heatmap(report), folder / "heatmap.png")]
+    if report.rows and report.cols:
+        out.append(save(scatter_grid(report, colour_by)[0], folder / "scatter.png"))
+    for name, fig in (
+        ("spectral.png", spectral_curves(report, colour_by)),
+        ("bands.png", band_curves(report, colour_by)),
+        ("sis_sizes.png", sis_sizes(report, colour_by)),
+    ):
+        if fig is not None:
+            out.append(save(fig, folder / name))
+    return out

@@ -1,0 +1,198 @@
+"""Reading a published wide table (one row per checkpoint) into results, through a mapping.
+
+The mapping (TOML) names the checkpoint-id column, optionally the columns that become checkpoint tags,
+and for each target ``metric.key`` either one column or the mean of a list of columns, with an
+optional ``scale`` (a number, or ``"percent"`` for × 0.01)::
+
+    checkpoint = "model"
+    tags = ["category"]
+
+    [keys]
+    "shape_bias.shape_bias" = { column = "shape bias", scale = "percent" }
+    "ood.id" = { mean = ["IN-val", "IN-v2", "IN-ReaL"], scale = "percent" }
+    "ood.adversarial" = "PGD"          # shorthand: one column, no scale
+
+Columns the mapping does not mention are listed (``ImportedTable.unused``), never guessed. An empty
+cell leaves that key out for that checkpoint (a mean needs all its columns); a cell that is not a
+number is an error naming the row and column. The provenance — the source name, the file's name and
+sha256, the mapping and its sha256 — travels with every imported result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class TableImportError(ValueError):
+    """The table or the mapping cannot be used; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str
+    key: str
+    columns: tuple[str, ...]
+    scale: float = 1.0
+
+
+@dataclass
+class ImportedTable:
+    """``results``: columns checkpoint, metric, key, value; ``tags``: per checkpoint; ``unused``: the
+    table's columns the mapping does not mention; ``provenance``: source, file, sha256, mapping."""
+
+    results: pd.DataFrame
+    tags: dict[str, dict[str, str]]
+    unused: list[str]
+    skipped: int  # cells left out because a column was empty
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _scale(value: Any, target: str) -> float:
+    if value is None:
+        return 1.0
+    if value == "percent":
+        return 0.01
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value != 0
+    ):
+        return float(value)
+    raise TableImportError(f'mapping: {target}: scale must be a non-zero number or "percent", got {value!r}')
+
+
+def parse_mapping(text: str) -> tuple[str, list[str], list[Target]]:
+    """The checkpoint column, the tag columns and the targets of a mapping (TOML text)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise TableImportError(f"mapping: not valid TOML: {e}") from e
+    unknown = sorted(set(doc) - {"checkpoint", "tags", "keys"})
+    if unknown:
+        raise TableImportError(
+            f"mapping: unknown entries {', '.join(unknown)} (known: checkpoint, tags, keys)"
+        )
+    ckpt = doc.get("checkpoint")
+    if not isinstance(ckpt, str) or not ckpt:
+        raise TableImportError('mapping: `checkpoint = "<column>"` (the checkpoint-id column) is required')
+    tags = doc.get("tags", [])
+    if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise TableImportError("mapping: `tags` must be a list of column names")
+    keys = doc.get("keys")
+    if not isinstance(keys, dict) or not keys:
+        raise TableImportError(
+            'mapping: a [keys] table is required ("metric.key" = "column" or {column/mean, scale})'
+        )
+    targets = []
+    for name, spec in keys.items():
+        metric, dot, key = name.partition(".")
+        if not (dot and metric and key):
+            raise TableImportError(f"mapping: target {name!r} must be metric.key (e.g. ood.id)")
+        if isinstance(spec, str):
+            spec = {"column": spec}
+        if not isinstance(spec, dict):
+            raise TableImportError(f"mapping: {name}: a column name or a table {{column/mean, scale}}")
+        extra = sorted(set(spec) - {"column", "mean", "scale"})
+        if extra or ("column" in spec) == ("mean" in spec):
+            raise TableImportError(
+                f"mapping: {name}: give exactly one of `column` or `mean` (and optionally `scale`)"
+            )
+        cols = [spec["column"]] if "column" in spec else spec["mean"]
+        if not (isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)):
+            raise TableImportError(f"mapping: {name}: `mean` must be a non-empty list of column names")
+        targets.append(Target(metric, key, tuple(cols), _scale(spec.get("scale"), name)))
+    return ckpt, tags, targets
+
+
+def read_table(csv_bytes: bytes, mapping_text: str, *, source: str, file_name: str) -> ImportedTable:
+    """The imported results of one wide CSV table under ``mapping_text``."""
+    if not source or any(c in source for c in "[]=,"):
+        raise TableImportError(f"source name {source!r}: give a short name without brackets, '=' or ','")
+    ckpt_col, tag_cols, targets = parse_mapping(mapping_text)
+    try:
+        table = pd.read_csv(io.BytesIO(csv_bytes), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise TableImportError(f"{file_name}: not a readable CSV table: {e}") from e
+    columns = list(table.columns)
+    needed = [ckpt_col, *tag_cols, *(c for t in targets for c in t.columns)]
+    missing = [c for c in dict.fromkeys(needed) if c not in columns]
+    if missing:
+        raise TableImportError(
+            f"{file_name}: the mapping names column(s) {', '.join(map(repr, missing))} that the table does not "
+            f"have; its columns: {', '.join(map(repr, columns))}"
+        )
+    ids = table[ckpt_col].str.strip()
+    if (ids == "").any():
+        raise TableImportError(
+            f"{file_name}: row {int((ids == '').to_numpy().argmax()) + 2} has no checkpoint id"
+        )
+    dup = sorted(set(ids[ids.duplicated()]))
+    if dup:
+        raise TableImportError(f"{file_name}: checkpoint id(s) appear more than once: {', '.join(dup)}")
+    rows, skipped = [], 0
+    for i, ckpt in enumerate(ids):
+        for t in targets:
+            cells = [table.at[i, c].strip() for c in t.columns]
+            if any(c == "" for c in cells):
+                skipped += 1
+                continue
+            try:
+                nums = [float(c) for c in cells]
+            except ValueError:
+                bad = next(c for c, v in zip(t.columns, cells, strict=True) if not _is_float(v))
+                raise TableImportError(
+                    f"{file_name}: row {i + 2} ({ckpt}), column {bad!r}: {table.at[i, bad]!r} is not a number"
+                ) from None
+            value = sum(nums) / len(nums) * t.scale
+            if not math.isfinite(value):
+                raise TableImportError(f"{file_name}: row {i + 2} ({ckpt}): {t.metric}.{t.key} is not finite")
+            rows.append({"checkpoint": ckpt, "metric": t.metric, "key": t.key, "value": value})
+    tags = {
+        ckpt: {c: table.at[i, c].strip() for c in tag_cols if table.at[i, c].strip()}
+        for i, ckpt in enumerate(ids)
+    }
+    unused = [c for c in columns if c not in set(needed)]
+    provenance = {
+        "source": source,
+        "file": file_name,
+        "sha256": hashlib.sha256(csv_bytes).hexdigest(),
+        "mapping_sha256": hashlib.sha256(mapping_text.encode()).hexdigest(),
+        "mapping": mapping_text,
+    }
+    results = pd.DataFrame(rows, columns=["checkpoint", "metric", "key", "value"])
+    return ImportedTable(results, tags, unused, skipped, provenance)
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def read_files(csv_path: Path, mapping_path: Path, source: str) -> ImportedTable:
+    """:func:`read_table` on files."""
+    for p in (csv_path, mapping_path):
+        if not p.is_file():
+            raise TableImportError(f"no such file: {p}")
+    return read_table(
+        csv_path.read_bytes(),
+        mapping_path.read_text(encoding="utf-8"),
+        source=source,
+        file_name=csv_path.name,
+    )

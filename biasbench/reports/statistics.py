@@ -1,0 +1,246 @@
+"""The report's statistics: correlations across checkpoints with their uncertainty.
+
+For every (bias, generalization) pair, over the checkpoints that have both values (``n``):
+
+* the correlation coefficient and its two-sided p-value — Spearman's ρ (default), Pearson's r or
+  Kendall's τ-b, from ``scipy.stats`` (Gavrikov & Keuper 2024 report Spearman across their zoo);
+* a 95 % percentile-bootstrap interval over checkpoints: ``scipy.stats.bootstrap`` with
+  ``paired=True`` (checkpoints are resampled with both their values), seeded, ``N_RESAMPLES``
+  resamples. Resamples whose correlation is undefined (a constant column) are left out of the
+  percentiles and counted;
+* the p-values adjusted across the whole table — Holm (default) or Benjamini–Hochberg
+  (``statsmodels.stats.multitest.multipletests``), or none;
+* the partial Spearman correlation controlling for in-distribution accuracy (is the bias informative
+  beyond accuracy?): Pearson's r of the ranks of both variables after the ranks of the covariate are
+  regressed out, computed as ρ_xy·z = (ρ_xy − ρ_xz ρ_yz) / √((1 − ρ_xz²)(1 − ρ_yz²)), with the
+  p-value of a t statistic on n − 3 degrees of freedom (as pingouin's ``partial_corr``);
+* the leave-one-category-out range: the coefficient recomputed with each category of a tag (e.g.
+  adversarially trained models) left out in turn; a range that crosses zero says the correlation is
+  carried by one category.
+
+Fewer than ``MIN_N`` checkpoints, or a constant variable, leave a cell's numbers undefined (NaN).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from biasbench.core.statistics import CONFIDENCE, N_RESAMPLES, SEED
+
+METHODS = ("spearman", "pearson", "kendall")
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "none": None}
+SYMBOL = {"spearman": "ρ", "pearson": "r", "kendall": "τ"}
+MIN_N = 3  # a coefficient
+MIN_N_CI = 4  # a bootstrap interval
+
+COLUMNS = [
+    "x",
+    "y",
+    "method",
+    "r",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_adj",
+    "partial_r",
+    "partial_p",
+    "n",
+    "loco_min",
+    "loco_max",
+    "loco_drop",
+]
+
+
+def _quiet(fn: Callable[..., float]) -> Callable[..., float]:
+    def wrapped(*a: object, **k: object) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant resamples: scipy warns and returns NaN
+            return fn(*a, **k)
+
+    return wrapped
+
+
+def correlation(x: Sequence[float], y: Sequence[float], method: str = "spearman") -> tuple[float, float]:
+    """``(coefficient, two-sided p)`` from scipy; NaN for fewer than ``MIN_N`` pairs or a constant side."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < MIN_N or np.all(x == x[0]) or np.all(y == y[0]):
+        return (float("nan"), float("nan"))
+    fn = {"spearman": stats.spearmanr, "pearson": stats.pearsonr, "kendall": stats.kendalltau}[method]
+    res = _quiet(fn)(x, y)
+    return (float(res.statistic), float(res.pvalue))
+
+
+def _vectorised(method: str) -> tuple[Callable[..., np.ndarray], bool]:
+    """The bootstrap statistic for ``scipy.stats.bootstrap`` and whether it takes an ``axis``."""
+    if method == "kendall":
+        return (lambda x, y: stats.kendalltau(x, y).statistic), False
+
+    def stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        if method == "spearman":
+            x, y = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
+        return stats.pearsonr(x, y, axis=axis).statistic
+
+    return stat, True
+
+
+def bootstrap_ci(
+    x: Sequence[float],
+    y: Sequence[float],
+    method: str = "spearman",
+    *,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> tuple[float, float, int]:
+    """The percentile-bootstrap interval of the correlation over resampled checkpoints (paired), and
+    how many resamples had no defined correlation (left out of the percentiles)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < MIN_N_CI or np.all(x == x[0]) or np.all(y == y[0]):
+        return (float("nan"), float("nan"), 0)
+    stat, vectorized = _vectorised(method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap(
+            (x, y),
+            stat,
+            paired=True,
+            vectorized=vectorized,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+    lo, hi = res.confidence_interval.low, res.confidence_interval.high
+    dist = np.asarray(res.bootstrap_distribution, float)
+    undefined = int(np.isnan(dist).sum())
+    if undefined and undefined < dist.size:  # the same percentiles over the defined resamples
+        alpha = (1 - confidence) / 2
+        lo, hi = np.nanpercentile(dist, [100 * alpha, 100 * (1 - alpha)])
+    return (float(lo), float(hi), undefined)
+
+
+def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float]) -> tuple[float, float]:
+    """Spearman's ρ of ``x`` and ``y`` controlling for ``z``, and its two-sided p (t on n − 3 df)."""
+    x, y, z = (np.asarray(v, float) for v in (x, y, z))
+    n = len(x)
+    if n < MIN_N + 1 or any(np.all(v == v[0]) for v in (x, y, z)):
+        return (float("nan"), float("nan"))
+    rxy, rxz, ryz = (correlation(a, b)[0] for a, b in ((x, y), (x, z), (y, z)))
+    denom = (1 - rxz**2) * (1 - ryz**2)
+    if not denom > 0:  # x or y is a monotone function of z: nothing is left beyond it
+        return (float("nan"), float("nan"))
+    r = float(np.clip((rxy - rxz * ryz) / np.sqrt(denom), -1.0, 1.0))
+    df = n - 3
+    if abs(r) == 1.0:
+        return (r, 0.0)
+    t = r * np.sqrt(df / (1 - r**2))
+    return (r, float(2 * stats.t.sf(abs(t), df)))
+
+
+def leave_one_category_out(
+    x: Sequence[float], y: Sequence[float], categories: Sequence[str], method: str = "spearman"
+) -> tuple[float, float, str]:
+    """``(min, max)`` of the coefficient with each category left out in turn, and the category whose
+    removal moves it most (empty when fewer than two categories or too few checkpoints remain)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    cats = np.asarray([str(c) for c in categories])
+    full = correlation(x, y, method)[0]
+    found: dict[str, float] = {}
+    for c in sorted(set(cats)):
+        keep = cats != c
+        r = correlation(x[keep], y[keep], method)[0]
+        if not np.isnan(r):
+            found[c] = r
+    if len(set(cats)) < 2 or not found:
+        return (float("nan"), float("nan"), "")
+    drop = max(found, key=lambda c: abs(found[c] - full) if not np.isnan(full) else abs(found[c]))
+    return (min(found.values()), max(found.values()), drop)
+
+
+def adjust(p: Sequence[float], correction: str = "holm") -> np.ndarray:
+    """``p`` adjusted for multiple comparisons over the finite values (``holm``, ``bh`` or ``none``)."""
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    method = CORRECTIONS[correction]
+    if method is None:
+        out[ok] = p[ok]
+    elif ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
+    return out
+
+
+@dataclass(frozen=True)
+class Options:
+    method: str = "spearman"
+    correction: str = "holm"
+    confidence: float = CONFIDENCE
+    n_resamples: int = N_RESAMPLES
+    seed: int = SEED
+
+
+def correlation_table(
+    values: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    control: str | None = None,
+    categories: pd.Series | None = None,
+    options: Options = Options(),
+) -> pd.DataFrame:
+    """One row per (x, y) pair with the columns ``COLUMNS`` (``values``: checkpoints × columns;
+    ``control``: the column to partial out; ``categories``: a category per checkpoint)."""
+    if options.method not in METHODS:
+        raise ValueError(f"unknown method {options.method!r} ({', '.join(METHODS)})")
+    if options.correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {options.correction!r} ({', '.join(CORRECTIONS)})")
+    rows = []
+    for x, y in pairs:
+        pair = values[[x, y]].dropna()
+        row: dict[str, object] = {"x": x, "y": y, "method": options.method, "n": len(pair)}
+        r, p = correlation(pair[x], pair[y], options.method)
+        lo, hi, _ = bootstrap_ci(
+            pair[x],
+            pair[y],
+            options.method,
+            confidence=options.confidence,
+            n_resamples=options.n_resamples,
+            seed=options.seed,
+        )
+        row.update(r=r, p=p, ci_low=lo, ci_high=hi)
+        pr = pp = float("nan")
+        if control is not None and control in values and control not in (x, y):
+            trio = values[[x, y, control]].dropna()
+            pr, pp = partial_spearman(trio[x], trio[y], trio[control])
+        row.update(partial_r=pr, partial_p=pp)
+        lmin = lmax = float("nan")
+        drop = ""
+        if categories is not None:
+            cats = categories.reindex(pair.index).fillna("(untagged)")
+            lmin, lmax, drop = leave_one_category_out(pair[x], pair[y], list(cats), options.method)
+        row.update(loco_min=lmin, loco_max=lmax, loco_drop=drop)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    out["p_adj"] = adjust(out["p"].to_numpy(), options.correction) if len(out) else []
+    return out
+
+
+def grid_pairs(rows: Sequence[str], cols: Sequence[str]) -> list[tuple[str, str]]:
+    """Every (row, column) pair: the curated bias × generalization table."""
+    return [(r, c) for r in rows for c in cols if r != c]
+
+
+def all_pairs(keys: Sequence[str], metric_of: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
+    """Every unordered pair of ``keys`` (with ``metric_of``: only pairs of two different metrics)."""
+    return [
+        (a, b)
+        for a, b in itertools.combinations(keys, 2)
+        if metric_of is None or metric_of(a) != metric_of(b)
+    ]
