@@ -12,6 +12,7 @@ the closing note of issue 17 quotes, with the bootstrap CI of the median SIS fra
 
     python benchmarks/sis_stability.py --out /tmp/sis17/fp32.jsonl --precision fp32 --rank-tol 0 1e-4
     python benchmarks/sis_stability.py --out /tmp/sis17/fp64.jsonl --precision fp64 --batch 2 --n 8
+    python benchmarks/sis_stability.py --out /tmp/sis17/named.jsonl --items vizsla Weimaraner --batch 2
     python benchmarks/sis_stability.py --summary /tmp/sis17/fp32.jsonl /tmp/sis17/fp64.jsonl
 
 Cost on one CPU thread (efficientnet-lite0, 224 px, k = 100, 503 steps): fp32 ≈ 0.07 s per image-step
@@ -66,7 +67,10 @@ def frac(order: np.ndarray, conf: np.ndarray, tau: float) -> float:
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model, ds = load(Path(args.cache), Path(args.data))
-    idx = seeded_subset(len(ds), args.n, args.seed)
+    if args.items:
+        idx = np.array([i for i, it in enumerate(ds.item_ids) if any(name in it for name in args.items)])
+    else:
+        idx = seeded_subset(len(ds), args.n, args.seed)
     done = set()
     out = Path(args.out)
     if out.exists():
@@ -162,6 +166,7 @@ def main() -> None:
     ap.add_argument("--rank-tol", type=float, nargs="+", default=[0.0])
     ap.add_argument("--n", type=int, default=32, help="images (seeded subset of imagenet-sample)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--items", nargs="+", help="instead of --n: the photos whose file names contain these")
     ap.add_argument("--batch", type=int, default=4, help="path a's batch size")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default="/tmp/biasbench-cache")

@@ -196,6 +196,28 @@ def run(
             show_default=False,
         ),
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="serial (this process) or ray: one Ray task per checkpoint on a Ray cluster's workers, this "
+            "process the only writer of the database (needs pip install 'biasbench[ray]')."
+        ),
+    ] = "serial",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="--executor ray: the cluster, auto (started on this machine with `ray start`) or HOST:PORT. "
+            "Default: $RAY_ADDRESS, else a one-machine Ray for this run.",
+            show_default=False,
+        ),
+    ] = None,
+    gpus_per_task: Annotated[
+        float, typer.Option(help="--executor ray: GPUs each task (checkpoint) holds.", min=0)
+    ] = 0.0,
+    max_retries: Annotated[
+        int,
+        typer.Option(help="--executor ray: retries of a task whose worker died (a job's error is no retry).", min=0),
+    ] = 2,
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
     from biasbench.core.paths import default_cache_dir
@@ -208,6 +230,7 @@ def run(
     specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device, threads)
     specs = _pin_specs(_select_where(specs, where or []), lock_file, allow_unpinned, cache, dry_run)
     group_k, budget = _speed_options(group, cache_budget)
+    ray_opts = _ray_options(executor, ray_address, gpus_per_task, max_retries, force)
     with Store(db) as store:
         plans = plan(
             specs,
@@ -224,6 +247,7 @@ def run(
             plans,
             db,
             ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed, group_k, budget),
+            ray_opts,
         )
     if summary is None:
         return
@@ -327,8 +351,26 @@ def _print_estimate(store: Any, plans: list[Any], dev: Any, root: Path, cache: P
         out.print(line, markup=False, highlight=False)
 
 
-def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any) -> Any:
-    """Run the planned jobs as one recorded run; ``None`` when there is nothing to compute."""
+def _ray_options(executor: str, address: str | None, gpus: float, retries: int, force: bool) -> Any:
+    """``--executor`` and its Ray options, checked (Ray importable); ``None`` for the serial executor."""
+    if executor == "serial":
+        return None
+    if executor != "ray":
+        _fail(f"--executor {executor!r}: use serial or ray")
+    if force:
+        _fail("--force is not supported with --executor ray (stored jobs are kept when shards merge); run serially")
+    from biasbench.harness.ray_executor import RayOptions, import_ray
+
+    try:
+        import_ray()
+    except RuntimeError as e:
+        _fail(str(e))
+    return RayOptions(address, gpus, retries)
+
+
+def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any, ray_opts: Any = None) -> Any:
+    """Run the planned jobs as one recorded run (on Ray with ``ray_opts``); ``None`` when there is
+    nothing to compute."""
     from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
     from biasbench.harness.executor import execute
     from biasbench.harness.progress import RunUI
@@ -357,7 +399,12 @@ def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any) -> Any:
     status = "interrupted"
     try:
         with RunUI(err) as ui:
-            summary = execute(plans, opts, store, run_id, ui)
+            if ray_opts is None:
+                summary = execute(plans, opts, store, run_id, ui)
+            else:
+                from biasbench.harness.ray_executor import execute_on_ray
+
+                summary = execute_on_ray(plans, opts, store, run_id, ui, ray_opts)
         status = "failed" if summary.failed else "ok"
     finally:
         store.finish_run(run_id, status)

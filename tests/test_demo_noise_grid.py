@@ -1,4 +1,4 @@
-"""The demo world's critical-band noise grid: half-octave levels by default on demo-world models, the
+"""The demo world's critical-band noise grid: third-octave levels by default on demo-world models, the
 study's four elsewhere, and a peak noise sensitivity that does not depend on the grid's spacing."""
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from biasbench.metrics.critical_band import NOISE_SDS, CriticalBand
 from tests.test_critical_band import image_set
 
 
-def test_the_demo_grid_is_half_octaves_up_to_beyond_the_studys_strongest_noise() -> None:
+def test_the_demo_grid_is_third_octaves_up_to_beyond_the_studys_strongest_noise() -> None:
     sds = DEMO_CRITICAL_BAND_SDS
-    assert len(sds) == 8 and sds[0] == 0.04 and sds[-1] > 2 * NOISE_SDS[-1]
+    assert len(sds) == 12 and sds[0] == 0.04 and sds[-1] > 3 * NOISE_SDS[-1]
     for a, b in zip(sds, sds[1:], strict=False):
-        assert b / a == pytest.approx(2**0.5, rel=1e-3)
+        assert b / a == pytest.approx(2 ** (1 / 3), rel=1e-3)
 
 
-def test_a_half_octave_grid_measures_the_same_channel_as_the_studys() -> None:
-    """The thresholds of a channel counted in half-octave steps are twice those in octave steps (and
-    a_max doubles): the same bandwidth, centre frequency and peak sensitivity come out."""
+def test_a_finer_grid_measures_the_same_channel_as_the_studys() -> None:
+    """The thresholds of a channel counted in third-octave steps are three times those in octave steps
+    (and so is a_max): the same bandwidth, centre frequency and peak sensitivity come out."""
     coarse = fit_thresholds([1, 2, 3, 3, 3, 3, 3])
-    fine = fit_thresholds([2, 4, 6, 6, 6, 6, 6], a_max=8.0, step_octaves=0.5)
+    fine = fit_thresholds([3, 6, 9, 9, 9, 9, 9], a_max=12.0, step_octaves=1 / 3)
     assert fine.bandwidth == pytest.approx(coarse.bandwidth, rel=1e-4)
     assert fine.centre_frequency == pytest.approx(coarse.centre_frequency, rel=1e-4)
     assert fine.peak_noise_sensitivity == pytest.approx(coarse.peak_noise_sensitivity, rel=1e-4)

@@ -4,7 +4,8 @@ it is read or written.
 Tables
 ------
 ``checkpoints(id, arch, weights, source, weights_sha256, identity, preprocess JSON, labels, tags JSON)``
-``runs(run_id, started_at, finished_at, status, argv JSON, git_sha, versions JSON, device, host, pid)``
+``runs(run_id, started_at, finished_at, status, argv JSON, git_sha, versions JSON, device, host, pid,
+retries)``
 ``jobs(checkpoint_id, metric, config_hash, metric_version, params JSON, datasets JSON, seconds, flags
 JSON, run_id, created_at, timings JSON)`` — one row per finished job; its presence is what "stored"
 means (a rerun skips it unless ``--force``). ``timings``: what the job measured about the run
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS failures (
   checkpoint_id VARCHAR, metric VARCHAR, config_hash VARCHAR, error VARCHAR, traceback VARCHAR,
   run_id VARCHAR, created_at TIMESTAMPTZ);
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid BIGINT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS retries BIGINT;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS timings JSON;
 CREATE OR REPLACE VIEW latest_jobs AS
   SELECT * EXCLUDE (rn) FROM (
@@ -266,6 +268,12 @@ class Store:
             con.execute(
                 "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", [_now(), status, run_id]
             )
+
+    def record_retries(self, run_id: str, retries: int) -> None:
+        """``runs.retries``: task attempts a distributed executor (``bench run --executor ray``) repeated
+        because a worker died (NULL for a serial run)."""
+        with self._connect() as con:
+            con.execute("UPDATE runs SET retries = ? WHERE run_id = ?", [retries, run_id])
 
     def _stale_runs(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         """``running`` runs on this host whose process is gone (none in a database too old to have

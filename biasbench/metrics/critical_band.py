@@ -364,7 +364,8 @@ class CriticalBand(Metric):
     the fitted channel's bandwidth, centre frequency and peak noise sensitivity (raw and normalised)."""
 
     name = "critical_band"
-    version = "2"
+    # 3: noise_sds from the label space (the demo world's finer grid); peak sensitivity per grid step
+    version = "3"
     item_columns = ("label", "correct_clean")
     headline = ("clean_acc", "bandwidth_norm", "centre_frequency_norm", "peak_noise_sensitivity_norm")
     key_roles = {

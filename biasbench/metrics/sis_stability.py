@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from biasbench.metrics.sis_traces import sis_mask
+from biasbench.metrics.sis_sets import sis_mask
 
 STABILITY_COLUMNS: tuple[str, ...] = (
     "alt_order",

@@ -53,6 +53,8 @@ import numpy as np
 import pandas as pd
 
 from biasbench.core.statistics import bootstrap_ci
+from biasbench.metrics.sis_sets import sis_mask, sis_size, threshold_step  # noqa: F401 - re-exported
+from biasbench.metrics.sis_stability import stability_counts, stability_scalars
 
 #: Columns every trace row carries (``scalars_from_traces`` needs these).
 TRACE_COLUMNS: tuple[str, ...] = (
@@ -93,28 +95,6 @@ def order_dtype(steps: int) -> np.dtype:
 def subset_size(num_pixels: int, q: float) -> int:
     """``ceil(q·P)`` pixels (at least 1), computed so that e.g. q = 0.05, P = 100 gives exactly 5."""
     return max(1, math.ceil(round(q * num_pixels, 9)))
-
-
-def threshold_step(conf: np.ndarray, tau: float) -> int | None:
-    """``t* = max{t : conf[t] ≥ τ}`` for a covered trace (``conf[0] ≥ τ``), else ``None``."""
-    conf = np.asarray(conf)
-    if not conf.size or not conf[0] >= tau:
-        return None
-    return int(np.flatnonzero(conf >= tau)[-1])
-
-
-def sis_mask(order: np.ndarray, conf: np.ndarray, tau: float) -> np.ndarray | None:
-    """Boolean (P,) mask of the SIS at ``τ`` (``order ≥ t*``), or ``None`` if the image is not covered."""
-    t_star = threshold_step(conf, tau)
-    if t_star is None:
-        return None
-    return np.asarray(order) >= t_star
-
-
-def sis_size(order: np.ndarray, conf: np.ndarray, tau: float) -> int | None:
-    """``|SIS_τ|`` in pixels, or ``None`` if the image is not covered."""
-    m = sis_mask(order, conf, tau)
-    return None if m is None else int(m.sum())
 
 
 def top_subset(order: np.ndarray, n: int) -> np.ndarray:
@@ -226,8 +206,6 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
         steps = np.array([np.asarray(c).size - 1 for c in traces["conf"]], dtype=np.float64)
         zero = traces["zero_grad_steps"].to_numpy(dtype=np.float64)
         out["zero_gradient_step_frac"] = float(np.mean(zero / np.maximum(steps, 1)))
-    from biasbench.metrics.sis_stability import stability_scalars  # it builds on this module
-
     out.update(stability_scalars(traces, tau))
     return {k: v for k, v in out.items() if not math.isnan(v)}
 
@@ -249,8 +227,6 @@ def counts_from_traces(traces: pd.DataFrame, tau: float, keys: Sequence[str]) ->
     clean = np.array([float(np.asarray(c)[0]) for c in traces["conf"]])
     covered = clean >= tau
     labeled = traces["label"].to_numpy(dtype=np.int64) >= 0
-    from biasbench.metrics.sis_stability import stability_counts  # it builds on this module
-
     stab = stability_counts(traces, tau)
     out: dict[str, int] = {}
     for k in keys:
