@@ -200,7 +200,7 @@ def run(
         str,
         typer.Option(
             help="serial (this process) or ray: one Ray task per checkpoint on a Ray cluster's workers, this "
-            "process the only writer of the database (needs pip install 'biasbench[ray]')."
+            "process the only writer of the database (needs Ray: biasbench's ray extra)."
         ),
     ] = "serial",
     ray_address: Annotated[
@@ -216,7 +216,9 @@ def run(
     ] = 0.0,
     max_retries: Annotated[
         int,
-        typer.Option(help="--executor ray: retries of a task whose worker died (a job's error is no retry).", min=0),
+        typer.Option(
+            help="--executor ray: retries of a task whose worker died (a job's error is no retry).", min=0
+        ),
     ] = 2,
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
@@ -358,7 +360,9 @@ def _ray_options(executor: str, address: str | None, gpus: float, retries: int, 
     if executor != "ray":
         _fail(f"--executor {executor!r}: use serial or ray")
     if force:
-        _fail("--force is not supported with --executor ray (stored jobs are kept when shards merge); run serially")
+        _fail(
+            "--force is not supported with --executor ray (stored jobs are kept when shards merge); run serially"
+        )
     from biasbench.harness.ray_executor import RayOptions, import_ray
 
     try:

@@ -201,3 +201,12 @@ def test_missing_ray_is_one_error_naming_the_extra(world, monkeypatch) -> None:
     assert r.returncode == 2
     assert "pip install 'biasbench[ray]'" in " ".join(r.stderr.split())
     assert not (work / "x.duckdb").exists()
+
+
+def test_force_with_the_ray_executor_is_refused_before_anything_runs(world) -> None:
+    work, env, reg, _ = world
+    db = work / "forced.duckdb"
+    r = bench(["run", str(reg), *METRICS, "--db", str(db), "--executor", "ray", "--force"], work, env)
+    assert r.returncode == 2
+    assert "--force is not supported with --executor ray" in " ".join(r.stderr.split())
+    assert not db.exists()

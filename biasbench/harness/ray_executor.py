@@ -72,6 +72,9 @@ class _Attempts:
         self.seen[task] = self.seen.get(task, 0) + 1
         return self.seen[task]
 
+    def count(self, task: str) -> int:
+        return self.seen.get(task, 0)
+
 
 def _worker_device(device: torch.device, gpus: float) -> torch.device:
     """The worker's device: CUDA when the task holds GPUs (Ray sets CUDA_VISIBLE_DEVICES), the driver's
@@ -161,7 +164,7 @@ def execute_on_ray(
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    retries += _consume(ray, ref, refs[ref], store, run_id, ui, summary)
+                    retries += _consume(ray, ref, refs[ref], attempts, store, run_id, ui, summary)
                     bar.advance()
         except BaseException:
             for ref in pending:
@@ -184,7 +187,14 @@ def _describe_cluster(ray: Any) -> str:
 
 
 def _consume(
-    ray: Any, ref: Any, chunk: list[CheckpointPlan], store: Store, run_id: str, ui: RunUI, summary: RunSummary
+    ray: Any,
+    ref: Any,
+    chunk: list[CheckpointPlan],
+    attempts: Any,
+    store: Store,
+    run_id: str,
+    ui: RunUI,
+    summary: RunSummary,
 ) -> int:
     """Merge a finished task's shard into ``store`` and report its jobs; a task that failed as a whole
     (its worker died more often than retried, an error outside the executor) fails its jobs. Returns
@@ -209,7 +219,7 @@ def _consume(
                         f"  [red]✗[/red] {escape(cp.spec.id)} · {escape(job.metric.name)}: {escape(error)}"
                     )
                     summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, "failed", summary=error))
-        return 0
+        return max(0, ray.get(attempts.count.remote(chunk[0].spec.id)) - 1)
     with tempfile.TemporaryDirectory(prefix="biasbench-shard-") as tmp:
         for rel, data in out["files"].items():
             path = Path(tmp) / rel
