@@ -46,7 +46,8 @@ def world(tmp_path_factory):
     env = {"BIASBENCH_CACHE": str(work / "cache"), "BIASBENCH_DATA": str(work / "data")}
     reg = demo_zoo_registry(work / "demo2.toml", ZOO)
     serial = work / "serial.duckdb"
-    r = bench(["run", str(reg), *METRICS, "--db", str(serial)], work, env)
+    # one thread, as a Ray task has (OMP_NUM_THREADS=1): two threads on a loaded 2-core machine are ~20× slower
+    r = bench(["run", str(reg), *METRICS, "--threads", "1", "--db", str(serial)], work, env)
     assert r.returncode == 1, r.stderr[-3000:]  # the accuracy jobs fail: no imagenet-sample
     return work, env, reg, serial
 
@@ -183,7 +184,7 @@ def test_a_driver_killed_mid_run_leaves_whole_jobs_and_a_rerun_completes_the_res
             "SELECT count(*) FROM results r ANTI JOIN jobs j USING (checkpoint_id, metric, config_hash)"
         ).fetchone() == (0,)
         assert con.execute("SELECT count(DISTINCT checkpoint_id) FROM jobs").fetchone() == (1,)
-    rerun = bench(["run", str(reg), *METRICS, "--db", str(db)], work, env)  # serial: the rest
+    rerun = bench(["run", str(reg), *METRICS, "--threads", "1", "--db", str(db)], work, env)  # serial
     assert rerun.returncode == 1, rerun.stderr[-3000:]
     assert "1 stored" in " ".join(rerun.stderr.split())
     got, want = _tables(db), _tables(serial)
