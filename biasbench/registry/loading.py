@@ -521,16 +521,7 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
         net.eval()
         return LoadedCheckpoint(spec, net, preprocess, num_classes, spec.labels, digest, notes)
 
-    select = adapters[0].arg if adapters and adapters[0].name == "select" else None
-    if rw.state_dict is not None:
-        raw: Any = rw.state_dict
-    else:
-        assert rw.path is not None
-        raw = sources.read_weights_file(rw.path, spec.id, trust=trust)
-    sd, rule = sources.extract_state_dict(raw, spec.id, select=select)
-    del raw
-    notes.append(f"state dict found by rule: {rule} ({len(sd)} tensors)")
-    check_finite_weights(sd, spec, rw.description)
+    sd = _read_state_dict(spec, rw, adapters, trust, notes, "")
 
     if native:
         net = _load_timm_native(spec, rw, sd, num_classes)
@@ -557,6 +548,30 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
     )
 
 
+def _read_state_dict(
+    spec: CheckpointSpec,
+    rw: sources.ResolvedWeights,
+    adapters: list[Any],
+    trust: bool,
+    notes: list[str],
+    label: str,
+) -> dict[str, torch.Tensor]:
+    """The resolved weights (or one part of them) as a finite state dict: the file read (pickles only
+    when trusted), the state dict found inside it (the adapter chain's leading ``select`` first) and
+    every tensor checked for NaN/Inf; ``label`` prefixes the note (e.g. ``"part 2 "``)."""
+    select = adapters[0].arg if adapters and adapters[0].name == "select" else None
+    if rw.state_dict is not None:
+        raw: Any = rw.state_dict
+    else:
+        assert rw.path is not None
+        raw = sources.read_weights_file(rw.path, spec.id, trust=trust)
+    sd, rule = sources.extract_state_dict(raw, spec.id, select=select)
+    del raw
+    notes.append(f"{label}state dict found by rule: {rule} ({len(sd)} tensors)")
+    check_finite_weights(sd, spec, rw.description)
+    return sd
+
+
 def _load_parts(
     spec: CheckpointSpec, num_classes: int, preprocess: Preprocess, cache_dir: Path, trust: bool
 ) -> LoadedCheckpoint:
@@ -573,16 +588,7 @@ def _load_parts(
         rw, digest = _resolve_part(spec, part, cache_dir, trust)
         digests.append(digest)
         notes += [f"part {n} weights: {rw.description}", f"part {n} sha256: {digest}"]
-        select = adapters[0].arg if adapters and adapters[0].name == "select" else None
-        if rw.state_dict is not None:
-            raw: Any = rw.state_dict
-        else:
-            assert rw.path is not None
-            raw = sources.read_weights_file(rw.path, spec.id, trust=trust)
-        sd, rule = sources.extract_state_dict(raw, spec.id, select=select)
-        del raw
-        notes.append(f"part {n} state dict found by rule: {rule} ({len(sd)} tensors)")
-        check_finite_weights(sd, spec, rw.description)
+        sd = _read_state_dict(spec, rw, adapters, trust, notes, f"part {n} ")
         sd, adapter_notes = _adapters.apply_adapters(sd, adapters, model_sd, spec.id)
         notes.extend(f"part {n} adapter {a}" for a in adapter_notes)
         clash = [k for k in sd if k in merged]
