@@ -211,3 +211,49 @@ def test_force_with_the_ray_executor_is_refused_before_anything_runs(world) -> N
     assert r.returncode == 2
     assert "--force is not supported with --executor ray" in " ".join(r.stderr.split())
     assert not db.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_on_the_driver_cancels_outstanding_tasks_and_leaves_whole_jobs(
+    world, cluster, tmp_path
+) -> None:
+    """One task stalls (test hook) while the other's shard is merged; then the driver gets SIGINT: the
+    stalled task's worker is cancelled (force: its process ends), the run is marked interrupted, and
+    the database holds the merged checkpoint's whole jobs only."""
+    db = tmp_path / "ctrl-c.duckdb"
+    pid_file = tmp_path / "stall.pid"
+    proc = _bench_ray(world, cluster, db, {"BIASBENCH_RAY_TEST_STALL": str(pid_file)})
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no task's shard was merged"
+        if db.is_file() and pid_file.is_file() and pid_file.read_text().strip():
+            with Store(db, read_only=True) as store:
+                if len(store.query("SELECT * FROM jobs")):
+                    break
+        time.sleep(0.5)
+    stalled = int(pid_file.read_text())
+    assert _alive(stalled)
+    proc.send_signal(signal.SIGINT)
+    out, errs = proc.communicate(timeout=120)
+    assert proc.returncode != 0, errs[-3000:]
+    assert "cancelled 1 outstanding Ray task(s)" in errs
+    # (a driver that disconnects also ends its tasks on Ray's side; the message shows ours did it first)
+    gone = time.monotonic() + 60
+    while _alive(stalled):
+        assert time.monotonic() < gone, "the outstanding task's worker was not cancelled"
+        time.sleep(0.5)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*) FROM jobs j ANTI JOIN results r USING (checkpoint_id, metric, config_hash)"
+        ).fetchone() == (0,)
+        assert con.execute("SELECT count(DISTINCT checkpoint_id) FROM jobs").fetchone() == (1,)
+    with Store(db, read_only=True) as store:
+        assert list(store.runs()["status"]) == ["interrupted"]

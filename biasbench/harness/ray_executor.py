@@ -169,6 +169,7 @@ def execute_on_ray(
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
+            ui.print(f"cancelled {len(pending)} outstanding Ray task(s)", markup=False)
             raise
         finally:
             ui.finish_task(bar)
