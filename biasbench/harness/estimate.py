@@ -244,7 +244,14 @@ def describe(cost: PlanCost) -> list[str]:
         return ["nothing to compute"]
     if not any(m.checkpoints for m in cost.metrics.values()):
         return lines
-    total = f"total: {human_count(cost.units)} images × conditions"
+    checkpoints = sum(m.checkpoints for m in cost.metrics.values())
+    unsized = sum(m.unsized for m in cost.metrics.values())
+    if unsized == checkpoints:
+        total = "total: images × conditions unknown"
+    else:
+        total = f"total: {human_count(cost.units)} images × conditions"
+        if unsized:
+            total += f" for the {checkpoints - unsized} job(s) that could be sized"
     if any(m.estimated for m in cost.metrics.values()):
         known = "" if cost.complete else " for the jobs with history"
         total += f", ~{human_time(cost.seconds)}{known}"
