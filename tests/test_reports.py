@@ -276,3 +276,33 @@ def test_imported_values_share_the_measured_column_and_a_measurement_wins_over_t
         "ood[sets=v2].id",
         "ood[source=pub].id",
     ]
+
+
+def test_stability_keys_are_shown_beside_the_table_in_the_terminal_and_markdown_not_correlated(db, tmp_path):
+    """SIS declares its bootstrap interval as role "stability": the terminal and Markdown reports list
+    it per checkpoint under the matrix, and it never becomes a row or column of the correlations."""
+    lows = [0.011, 0.022, 0.033, 0.044, 0.055]
+    with Store(db) as s:
+        run = s.start_run(argv=["bench", "run"], git_sha="abc", versions={"biasbench": "0.1.0"}, device="cpu")
+        for i in range(5):
+            _job(
+                s,
+                f"c{i}",
+                "sis",
+                f"q{i}",
+                {"tau": 0.9},
+                {"sis_frac_median": 0.1 * (i + 1), "sis_frac_median_ci_low": lows[i]},
+                run,
+            )
+        s.finish_run(run, "done")
+    term = _report(db, tmp_path)
+    assert term.returncode == 0, term.stderr
+    text = " ".join(term.stdout.split())
+    assert "Stability" in text and "sis.sis_frac_median_ci_low" in text
+    assert all(f"{v:.4g}" in text for v in lows)
+    md = _report(db, tmp_path, "--format", "md")
+    stab = md.stdout.split("## Stability", 1)[1].split("##", 1)[0]
+    assert "| c3 | 0.044 |" in stab
+    doc = json.loads(_report(db, tmp_path, "--format", "json").stdout)
+    assert "sis.sis_frac_median" in doc["rows"]
+    assert not any("ci_low" in k for k in [*doc["rows"], *doc["columns"]])

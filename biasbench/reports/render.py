@@ -108,6 +108,17 @@ def terminal_tables(report: Report) -> list[Table | Text]:
                 *(Text("\n".join(_cell_lines(_cell(report, r, c)))) for c in report.cols),
             )
         out.append(t)
+        stab = stability_rows(report)
+        if stab:
+            st = Table(
+                title="Stability: how reproducible the measures are, as their metrics declare it (not correlated)",
+                title_justify="left",
+            )
+            for name in stab[0]:
+                st.add_column(name, justify="left" if name == "checkpoint" else "right")
+            for row in stab[1:]:
+                st.add_row(*map(Text, row))
+            out.append(st)
     else:
         t = Table(title=headline(report), title_justify="left")
         for name in ("x", "y", SYMBOL[report.options.method], "95% CI", "p", "p adj", "partial", "loco", "n"):
@@ -193,6 +204,20 @@ PAIR_HEADER = [
 ]
 
 
+def stability_rows(report: Report) -> list[list[str]]:
+    """Header and one row per checkpoint of the keys a metric declares with role ``stability`` (e.g.
+    SIS's bootstrap interval and its two-path agreement), shown beside the table, never correlated;
+    empty when no stored key has that role."""
+    cols = report.scores.with_role("stability")
+    if not cols:
+        return []
+    values = report.scores.values
+    rows = [["checkpoint", *cols]]
+    for cp in values.index:
+        rows.append([str(cp), *(num(values.at[cp, c], ".4g") for c in cols)])
+    return rows
+
+
 def markdown(report: Report) -> str:
     out = [
         "# biasbench report: do biases explain generalization?",
@@ -214,6 +239,9 @@ def markdown(report: Report) -> str:
             out.append(_md_table(header, rows))
         else:
             out.append(_empty_reason(report) + "\n")
+        stab = stability_rows(report)
+        if stab:
+            out += ["", "## Stability", "", _md_table(stab[0], stab[1:])]
     out += ["## Every pair" if report.curated else "## Pairs", ""]
     out.append(_md_table(PAIR_HEADER, pair_rows(report)) if len(report.table) else "_(no pairs)_\n")
     out += ["", *(f"- {line}" for line in legend(report)), ""]
