@@ -17,6 +17,7 @@ from biasbench.metrics.sis import SIS, model_as, other_memory_format
 from biasbench.metrics.sis_backselect import batched_gradient_backselect, rounded_scores, select_largest
 from biasbench.metrics.sis_stability import first_divergence, pair_stats, stability_scalars
 from biasbench.metrics.sis_traces import scalars_from_traces, sis_fractions
+from tests.test_sis import small_convnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,25 +143,9 @@ def test_pair_stats_size_ratio_and_jaccard_by_hand():
 # ----------------------------------------------------------------------------------------------------
 
 
-def small_convnet(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32, 3),
-    )
-    with torch.no_grad():
-        net[-1].weight.mul_(40.0)
-    return net
-
-
 def _run(stability: int, channels_last: bool = True, **params) -> tuple[ModelWrapper, pd.DataFrame, dict]:
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(3))
-    model = wrap(small_convnet(0), 3, mean=0.45, std=0.25)
+    model = wrap(small_convnet(seed=0), 3, mean=0.45, std=0.25)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ctx = EvalContext(batch_size=4, channels_last=channels_last, seed=5)
