@@ -62,7 +62,7 @@ def test_a_dry_run_estimates_from_the_stored_seconds_per_image_of_similar_jobs(s
     assert estimate(plans, History(rates=history.rates), device, data, cache).units == acc.units
     assert list((cache / "datasets").glob("*.npy"))
     assert cost.seconds == pytest.approx(N_CHECKPOINTS * N_IMAGES * per_image, rel=1e-9)
-    assert "from 4 stored timm:test_resnet jobs" in describe(cost)[0]
+    assert "from 4 stored jobs of timm:test_resnet" in describe(cost)[0]
     # another device class has no history
     other = estimate(plans, history, "cuda:Some GPU", data, cache)
     assert other.seconds == 0 and "no history of accuracy on cuda:Some GPU" in describe(other)[0]
@@ -75,8 +75,8 @@ def test_the_rate_prefers_the_same_architecture_and_falls_back_to_the_metric():
         Rate("ood", "timm:vit", "gpu", 10.0),
         Rate("ood", "timm:resnet50", "cpu", 100.0),
     ]
-    assert rate_for(rates, "ood", "timm:resnet50", "gpu") == (3.0, "2 stored timm:resnet50 jobs")
-    assert rate_for(rates, "ood", "timm:convnext", "gpu") == (4.0, "3 stored jobs")
+    assert rate_for(rates, "ood", "timm:resnet50", "gpu") == (3.0, "2 stored jobs of timm:resnet50")
+    assert rate_for(rates, "ood", "timm:convnext", "gpu") == (4.0, "3 stored jobs of any architecture")
     assert rate_for(rates, "accuracy", "timm:resnet50", "gpu") is None
 
 
@@ -88,3 +88,46 @@ def test_a_dry_run_whose_data_is_missing_says_the_jobs_cannot_be_planned(setup):
     text = " ".join(r.stdout.split())
     assert f"{N_CHECKPOINTS} checkpoints × accuracy: cannot be planned" in text
     assert "nothing to compute" not in text
+
+
+def _ood_args(reg: Path, data: Path, db: Path, *params: str) -> list[str]:
+    run = ["run", str(reg), "-m", "ood", *[a for p in params for a in ("-p", p)]]
+    return [*run, "--data-root", str(data), "--db", str(db), "--dry-run"]
+
+
+def test_a_dry_run_sizes_absent_imagenet_sets_by_their_published_sizes(setup):
+    reg, _, tmp, _ = setup
+    (tmp / "empty").mkdir()
+    r = bench(_ood_args(reg, tmp / "empty", tmp / "fresh.duckdb", "ood.sets=v2,a,c"), tmp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    # the papers' sizes: ImageNetV2 10,000; ImageNet-A 7,500; ImageNet-C 19 corruptions × 5 × 50,000
+    per_checkpoint = 10_000 + 7_500 + 19 * 5 * 50_000
+    assert per_checkpoint == 4_767_500
+    total = N_CHECKPOINTS * per_checkpoint  # 19.07 M
+    assert f"{N_CHECKPOINTS} checkpoints × ood: 19.1 M images × conditions (all by published sizes" in text
+    assert "a run now would fail them" in text and "cannot be planned" not in text
+    assert f"total: {total / 1e6:.3g} M images × conditions" in text
+    # the plan's note still says which set is missing and how to get it
+    assert "imagenet-a" in text and "not found" in text.lower()
+
+
+def test_pgd_images_count_their_passes_and_max_per_set_subsamples_the_work(setup):
+    reg, _, tmp, _ = setup
+    (tmp / "empty").mkdir()
+    params = ("ood.sets=v2,pgd40", "ood.max_per_set=100", "ood.pgd_n_images=8")
+    r = bench(_ood_args(reg, tmp / "empty", tmp / "fresh.duckdb", *params), tmp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # v2: 100 of 10,000 images; PGD-40: 8 images × (40 forward + 40 backward ≈ 2 forwards each + 1) = 968
+    per_checkpoint = 100 + 8 * (40 * 3 + 1)
+    assert f"{N_CHECKPOINTS * per_checkpoint / 1e3:.3g} k images × conditions" in " ".join(r.stdout.split())
+
+
+def test_published_sizes_agree_with_the_download_manifests_image_counts():
+    from biasbench.harness.datasets import catalog
+    from biasbench.harness.datasets.fetch import get_manifest
+
+    for name in ("imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch", "cue-conflict", "edges"):
+        m = get_manifest(name)
+        published = m.archive.n_files if m.archive and m.archive.n_files else m.n_files
+        assert catalog.get(name).published_size == published, name

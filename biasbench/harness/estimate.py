@@ -1,12 +1,15 @@
 """What a plan will cost (``bench run --dry-run``): images × conditions per metric and in total, and a
 time estimated from the stored timings of similar jobs.
 
-Work is counted in *images × conditions*: for each job, the images of every dataset role it evaluates
-(an OOD set, one ImageNet-C corruption cell) times the metric's ``cost_per_image`` (passes per image,
-default 1). It is found without decoding or generating anything: a stored job of the same metric on
-the same datasets (name, manifest, preprocessing) recorded it; else each dataset's size is read from
-its decoded cache file's header, or by counting the image files where it lives. A generated set that
-no run has used yet cannot be sized (a dry run never renders it).
+Work is counted in *images × conditions* (forward-pass equivalents): for each job, the metric's
+:meth:`~biasbench.metrics.base.Metric.work` of every dataset role it evaluates (an OOD set, one
+ImageNet-C corruption cell: its images after subsampling, times the passes per image). It is found
+without decoding or generating anything: a stored job of the same metric on the same datasets (name,
+manifest, preprocessing) recorded it; else each dataset's size is read from its decoded cache file's
+header, or by counting the image files where it lives; a dataset that is not on disk yet is counted by
+its published size (``DatasetEntry.published_size``: such a job is sized and estimated, and the line
+says that a run now would fail it). A generated set that no run has used yet cannot be sized (a dry
+run never renders it).
 
 Every job a run stores records its own images × conditions and group size in ``jobs.timings``
 (:data:`IMAGES_X_CONDITIONS`). The estimate of a job is its images ×
@@ -30,7 +33,7 @@ import numpy as np
 from biasbench.core.preprocess import preprocess_key
 from biasbench.harness.datasets import catalog
 from biasbench.harness.datasets.imagenet_files import IMAGE_EXTENSIONS
-from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
+from biasbench.harness.plan import ABSENT, CheckpointPlan, PlannedJob, ResolvedDataset
 
 #: the `jobs.timings` key of a job's images × conditions (written by the executor)
 IMAGES_X_CONDITIONS = "run.images_x_conditions"
@@ -67,7 +70,8 @@ class MetricCost:
     seconds: float = 0.0
     estimated: int = 0  # jobs with an estimate
     unsized: int = 0  # jobs whose datasets could not be sized
-    unplanned: int = 0  # jobs that could not be planned (a dataset or the weights missing)
+    unplanned: int = 0  # jobs that could not be planned (weights missing; data missing and unsized)
+    absent: int = 0  # jobs sized by published sizes: a dataset is not on disk yet
     basis: set[str] = field(default_factory=set)
 
 
@@ -98,7 +102,13 @@ def count_images(folder: Path) -> int:
 
 
 def dataset_size(rd: ResolvedDataset, data_root: Path, cache_dir: Path) -> int | None:
-    """Images in a planned dataset, without decoding it; ``None`` when it cannot be told."""
+    """Images in a planned dataset, without decoding it; ``None`` when it cannot be told. A dataset that
+    is not on disk (manifest :data:`~biasbench.harness.plan.ABSENT`): its published size."""
+    if rd.manifest == ABSENT:
+        try:
+            return catalog.get(rd.request.name).published_size
+        except Exception:  # noqa: BLE001 - an estimate never fails the dry run
+            return None
     pattern = f"*-{rd.manifest}-{preprocess_key(rd.preprocess)}.npy"
     for f in sorted((Path(cache_dir) / "datasets").glob(pattern)):
         try:
@@ -147,9 +157,10 @@ def rate_for(rates: list[Rate], metric: str, arch: str, device: str) -> tuple[fl
     same_dev = [r for r in rates if r.metric == metric and r.device == device]
     same_arch = [r.seconds_per_unit for r in same_dev if r.arch == arch]
     if same_arch:
-        return statistics.median(same_arch), f"{len(same_arch)} stored {arch} jobs"
+        return statistics.median(same_arch), f"{_jobs(len(same_arch))} of {arch}"
     if same_dev:
-        return statistics.median(r.seconds_per_unit for r in same_dev), f"{len(same_dev)} stored jobs"
+        rate = statistics.median(r.seconds_per_unit for r in same_dev)
+        return rate, f"{_jobs(len(same_dev))} of any architecture"
     return None
 
 
@@ -164,15 +175,20 @@ def estimate(
             if job.status not in ("todo", "error"):
                 continue
             mc = cost.metrics.setdefault(job.metric.name, MetricCost(job.metric.name))
-            if job.status == "error":
+            absent = any(rd.manifest == ABSENT for rd in job.datasets.values())
+            if job.status == "error" and not absent:
                 mc.unplanned += 1
                 continue
-            mc.checkpoints += 1
             units = history.units.get(
                 (job.metric.name, _canonical({r: rd.describe() for r, rd in job.datasets.items()}))
             )
             if units is None:
                 units = _size_job(job, sizes, data_root, cache_dir)
+            if units is None and absent:
+                mc.unplanned += 1  # missing, and no published size to count it by
+                continue
+            mc.checkpoints += 1
+            mc.absent += absent
             if units is None:
                 mc.unsized += 1
                 continue
@@ -189,15 +205,15 @@ def _size_job(
     job: PlannedJob, sizes: dict[tuple[str, Any, str], int | None], data_root: Path, cache_dir: Path
 ) -> float | None:
     """A job's images × conditions from its datasets' sizes (``None``: one cannot be sized)."""
-    n = 0
-    for rd in job.datasets.values():
+    units = 0.0
+    for role, rd in job.datasets.items():
         key = (rd.request.name, rd.preprocess, rd.manifest)
         if key not in sizes:
             sizes[key] = dataset_size(rd, data_root, cache_dir)
         if sizes[key] is None:
             return None
-        n += sizes[key] or 0
-    return n * float(getattr(job.metric, "cost_per_image", None) or 1.0)
+        units += job.metric.work(role, sizes[key] or 0, job.spec.labels)
+    return units
 
 
 def human_count(n: float) -> str:
@@ -207,7 +223,13 @@ def human_count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _jobs(n: int) -> str:
+    return f"{n} stored job{'s' if n != 1 else ''}"
+
+
 def human_time(seconds: float) -> str:
+    if seconds >= 3600 * 1000:
+        return f"{seconds / 3600:,.0f} hours"
     if seconds >= 3600:
         return f"{seconds / 3600:.3g} hours"
     if seconds >= 60:
@@ -234,6 +256,12 @@ def describe(cost: PlanCost) -> list[str]:
             head += f"{human_count(m.units)} images × conditions"
         if m.unsized and m.unsized < m.checkpoints:
             head += f" ({m.unsized} job(s) with a dataset that could not be sized)"
+        if m.absent:
+            head += (
+                f" ({'all' if m.absent == m.checkpoints else m.absent} by published sizes: a dataset is not "
+                "on disk yet, and a run now would fail "
+                f"{'them' if m.absent != 1 else 'it'}; the plan's note says which)"
+            )
         if m.estimated == 0:
             lines.append(f"{head}, time unknown: no history of {m.metric} on {cost.device}")
         else:

@@ -330,10 +330,10 @@ def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
 
 
 def work_units(job: PlannedJob, inputs: dict[str, ImageSet]) -> float:
-    """Images × conditions of a job: the images of each dataset role (an OOD set, a corruption cell)
-    times the metric's ``cost_per_image`` (passes per image, default 1)."""
-    per_image = float(getattr(job.metric, "cost_per_image", None) or 1.0)
-    return float(sum(len(ds) for ds in inputs.values())) * per_image
+    """Images × conditions of a job: the metric's :meth:`~biasbench.metrics.base.Metric.work` summed
+    over its dataset roles (an OOD set, a corruption cell)."""
+    space = job.spec.labels
+    return float(sum(job.metric.work(role, len(ds), space) for role, ds in inputs.items()))
 
 
 def _finish(

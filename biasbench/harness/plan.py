@@ -73,6 +73,20 @@ class PlanOptions:
     dry_run: bool = False
 
 
+#: a dry run's manifest of a dataset that is not on disk (the job is an error; it is sized by the
+#: dataset's ``published_size``)
+ABSENT = "absent"
+
+
+class DatasetsMissing(catalog.DatasetMissing):
+    """A dry run's job whose datasets are not all on disk; ``datasets`` holds every role resolved
+    (the absent ones with the manifest :data:`ABSENT`), so the cost estimate can still size it."""
+
+    def __init__(self, message: str, datasets: dict[str, ResolvedDataset]) -> None:
+        super().__init__(message)
+        self.datasets = datasets
+
+
 def _resolve_datasets(
     metric: Metric,
     label_space: str,
@@ -80,14 +94,27 @@ def _resolve_datasets(
     opts: PlanOptions,
     manifests: dict[tuple[str, Any], str],
 ) -> dict[str, ResolvedDataset]:
+    """Every role's dataset with its manifest. A missing dataset raises its :class:`DatasetMissing`;
+    in a dry run only once every role is resolved, as :class:`DatasetsMissing`."""
     out: dict[str, ResolvedDataset] = {}
     for role, req in metric.datasets(label_space).items():
         entry = catalog.get(req.name)
         pre = None if entry.as_stored else (req.preprocess or ckpt_pre)
         mkey = (req.name, pre)
         if mkey not in manifests:
-            manifests[mkey] = entry.manifest(opts.data_root, pre)
+            try:
+                manifests[mkey] = entry.manifest(opts.data_root, pre)
+            except catalog.DatasetMissing as e:
+                if not opts.dry_run:
+                    raise
+                manifests[mkey] = ABSENT
+                manifests[(req.name, ABSENT)] = str(e)  # the message, for every job that needs it
         out[role] = ResolvedDataset(req, pre, manifests[mkey])
+    absent = sorted({rd.request.name for rd in out.values() if rd.manifest == ABSENT})
+    if absent:
+        first = manifests.get((absent[0], ABSENT), f"dataset {absent[0]!r} not found")
+        more = f" (and {len(absent) - 1} more missing: {', '.join(absent[1:4])}…)" if len(absent) > 1 else ""
+        raise DatasetsMissing(first + more, out)
     return out
 
 
@@ -126,6 +153,7 @@ def _unresolved_plan(
             job.status, job.reason = "n/a", str(e)
         except Exception as e:  # noqa: BLE001 - a missing dataset shows up in the plan
             job.status, job.reason = "error", str(e)
+            job.datasets = getattr(e, "datasets", {})
         cp.jobs.append(job)
     return cp
 
@@ -158,6 +186,7 @@ def plan(
                 job.status, job.reason = "n/a", str(e)
             except Exception as e:  # noqa: BLE001 - a missing dataset fails this job only
                 job.status, job.reason, job.trace = "error", str(e), traceback.format_exc()
+                job.datasets = getattr(e, "datasets", {})
             else:
                 h = job_hash(spec, cp.weights_sha256, cp.preprocess, m, job.datasets, opts.seed)
                 job.key = JobKey(spec.id, m.name, h)

@@ -79,6 +79,8 @@ SETS: dict[str, tuple[str, str, str | None]] = {
     "pgd40": ("pgd", "clean", None),
 }
 PGD_STEPS = 40
+#: forward-pass equivalents of one PGD-40 image (:meth:`OOD.work`)
+PGD_PASSES = 3 * PGD_STEPS + 1
 
 
 def stratified_subset(labels_: torch.Tensor, n: int | None, seed: int, salt: str) -> torch.Tensor:
@@ -160,6 +162,17 @@ class OOD(Metric):
             raise NotApplicable(f"ood has no OOD sets for label space {label_space!r}")
         sets = self.params.sets or tuple(conf["sets"])
         return conf, sets
+
+    def work(self, role: str, n_images: int, label_space: str) -> float:
+        """Images × conditions of a role: its images after ``max_per_set`` (PGD: ``pgd_n_images``);
+        a PGD-40 image costs 40 forward + backward passes (a backward ≈ 2 forwards) and the final
+        forward: 3 · 40 + 1 = :data:`PGD_PASSES` forward equivalents."""
+        conf, _ = self._plan(label_space)
+        max_n = self.params.max_per_set or conf.get("max_per_set")
+        if SETS.get(role.partition(":")[0], ("",))[0] == "pgd":
+            pgd_n = self.params.pgd_n_images or conf.get("pgd_n_images") or max_n
+            return float(min(n_images, pgd_n or n_images) * PGD_PASSES)
+        return float(min(n_images, max_n or n_images))
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         conf, sets = self._plan(label_space)

@@ -48,7 +48,9 @@ class DatasetEntry:
     """One dataset. ``manifest(data_root, preprocess)`` -> content hash and ``load(data_root,
     preprocess, cache_dir)`` -> ImageSet both raise :class:`DatasetMissing` when it is absent.
     ``as_stored``: images are used as stored (the preprocessing is ignored). ``location(data_root)``:
-    where it is looked for (``None``: generated, nothing on disk)."""
+    where it is looked for (``None``: generated, nothing on disk). ``published_size``: the images in the
+    published set, by which ``bench run --dry-run`` sizes a set that is not on disk yet (``None``:
+    unknown)."""
 
     name: str
     description: str
@@ -58,6 +60,7 @@ class DatasetEntry:
     as_stored: bool = False
     how_to_get: str = ""
     location: Callable[[Path], Path] | None = None
+    published_size: int | None = None
 
 
 @dataclass(frozen=True)

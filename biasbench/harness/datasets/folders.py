@@ -37,11 +37,22 @@ __all__ = [
 
 
 def imagenet_folder_dataset(
-    name: str, relpath: str, layout: str, description: str, how_to_get: str
+    name: str,
+    relpath: str,
+    layout: str,
+    description: str,
+    how_to_get: str,
+    published_size: int | None = None,
 ) -> DatasetEntry:
     """A dataset entry for ImageNet-1k-labeled images at ``<data-root>/<relpath>``."""
     return imagenet_folder_entry(
-        name, relpath, lambda root: list_labeled_files(root, layout), layout, description, how_to_get
+        name,
+        relpath,
+        lambda root: list_labeled_files(root, layout),
+        layout,
+        description,
+        how_to_get,
+        published_size=published_size,
     )
 
 
@@ -51,6 +62,7 @@ IMAGENET_VAL = imagenet_folder_dataset(
     "wnid-folders",
     "ImageNet-1k validation set (50,000 images), <data-root>/imagenet/val/<wnid>/*.JPEG",
     IMAGENET_VAL_HOW_TO_GET,
+    published_size=50_000,
 )
 IMAGENET_SAMPLE = imagenet_folder_dataset(
     "imagenet-sample",

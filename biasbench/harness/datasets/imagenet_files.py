@@ -159,12 +159,14 @@ def imagenet_folder_entry(
     how_to_get: str,
     stored_size: int | None = None,
     meta_of: Callable[[Files], dict[str, Any]] | None = None,
+    published_size: int | None = None,
 ) -> DatasetEntry:
     """A dataset entry for ImageNet-1k-labeled images at ``<data-root>/<relpath>``, listed by
     ``list_files(folder)``. ``stored_size=None``: decoded with the checkpoint's preprocessing; an int:
     used as stored (``as_stored``), every image that many pixels square. No images there (or no folder)
     is :class:`DatasetMissing` with ``pattern`` and ``how_to_get``; a manifest = file list + sizes.
-    ``meta_of(files)``: per-item metadata of the loaded set."""
+    ``meta_of(files)``: per-item metadata of the loaded set; ``published_size``: the images of the
+    published set (what a dry run counts when it is not on disk)."""
 
     def location(data_root: Path) -> Path:
         return Path(data_root) / relpath
@@ -206,4 +208,5 @@ def imagenet_folder_entry(
         as_stored=stored_size is not None,
         how_to_get=how_to_get,
         location=location,
+        published_size=published_size,
     )

@@ -179,6 +179,7 @@ IMAGENET_V2 = imagenet_folder_entry(
     "<class index 0..999>/*.jpeg",
     "ImageNetV2 matched-frequency (10,000 images), <data-root>/imagenet-v2/<class index>/*.jpeg",
     HOW_TO_GET_V2,
+    published_size=10_000,
 )
 IMAGENET_A = imagenet_folder_entry(
     "imagenet-a",
@@ -187,6 +188,7 @@ IMAGENET_A = imagenet_folder_entry(
     "<wnid>/*.jpg",
     "ImageNet-A natural adversarial examples (7,500 images, 200 classes), <data-root>/imagenet-a/<wnid>/*.jpg",
     HOW_TO_GET_A,
+    published_size=7_500,
 )
 IMAGENET_R = imagenet_folder_entry(
     "imagenet-r",
@@ -195,6 +197,7 @@ IMAGENET_R = imagenet_folder_entry(
     "<wnid>/*.jpg",
     "ImageNet-R renditions (30,000 images, 200 classes), <data-root>/imagenet-r/<wnid>/*.jpg",
     HOW_TO_GET_R,
+    published_size=30_000,
 )
 IMAGENET_SKETCH = imagenet_folder_entry(
     "imagenet-sketch",
@@ -203,6 +206,7 @@ IMAGENET_SKETCH = imagenet_folder_entry(
     "<wnid>/*.JPEG",
     "ImageNet-Sketch (50,889 images, 1000 classes), <data-root>/imagenet-sketch/<wnid>/*.JPEG",
     HOW_TO_GET_SKETCH,
+    published_size=50_889,
 )
 
 
@@ -243,6 +247,7 @@ IMAGENET_REAL = DatasetEntry(
     load=_real_load,
     how_to_get=HOW_TO_GET_REAL,
     location=lambda data_root: Path(data_root) / IMAGENET_VAL_RELPATH,
+    published_size=50_000,
 )
 
 
@@ -251,6 +256,10 @@ def _corruption_meta(corruption: str, severity: int, files: Files) -> dict[str, 
         "corruption": [corruption] * len(files),
         "severity": torch.full((len(files),), severity, dtype=torch.long),
     }
+
+
+#: every ImageNet-C / C-bar cell corrupts the 50,000 validation images
+CORRUPTION_CELL_SIZE = 50_000
 
 
 def corruption_member(family: str, corruption: str, severity: int, how_to_get: str) -> DatasetEntry:
@@ -265,6 +274,7 @@ def corruption_member(family: str, corruption: str, severity: int, how_to_get: s
         how_to_get,
         stored_size=CORRUPTION_SIZE,
         meta_of=partial(_corruption_meta, corruption, severity),
+        published_size=CORRUPTION_CELL_SIZE,
     )
 
 

@@ -145,8 +145,10 @@ def stimulus_dataset(
     rows_of: Callable[[Path, list[str], str], list[Row]],
     with_texture: bool = False,
 ) -> DatasetEntry:
-    """A dataset entry for a 16-class stimulus set at ``<data-root>/<manifest target>``."""
-    target = get_manifest(name).target
+    """A dataset entry for a 16-class stimulus set at ``<data-root>/<manifest target>``; its published
+    size is the manifest's image count."""
+    m = get_manifest(name)
+    target = m.target
 
     def locate(data_root: Path) -> Path:
         return Path(data_root) / target
@@ -194,6 +196,7 @@ def stimulus_dataset(
         as_stored=True,
         how_to_get=_get_hint(name),
         location=locate,
+        published_size=(m.archive.n_files if m.archive else m.n_files) or None,
     )
 
 
