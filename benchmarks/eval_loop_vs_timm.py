@@ -11,6 +11,12 @@ in channels_last (timm's ``validate.py --channels-last``). A second cold figure 
 :mod:`biasbench.core.streaming`, as timm's loader does).
 
     python benchmarks/eval_loop_vs_timm.py --data ../shared/data/imagenet-sample --model resnet18 --repeats 3
+    python benchmarks/eval_loop_vs_timm.py --data ../shared/data/imagenet-sample --model null --repeats 3
+
+``--model null``: a network that does no work (global average pool + a 3 → 1000 linear layer) with
+ResNet-50's data config — it isolates the data path (decode, resize, crop, transfer, normalise), i.e.
+the regime of an accelerator that runs the model faster than the CPU decodes (a ResNet-50 in bf16 on
+a recent GPU). With a real model on a CPU the forward pass dominates both loops and the ratio tends to 1.
 
 Prints: seconds per pass for each, then the ratios timm / ours last (> 1 means we are faster). Also
 checks that both loops give the same top-1 predictions (up to resampling differences, reported).
@@ -58,6 +64,17 @@ def timm_pass(
     return torch.cat(preds)
 
 
+class NullNet(torch.nn.Module):
+    """No compute: the mean colour of each image through a 3 → 1000 linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.float().mean(dim=(2, 3)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data/imagenet-sample"))
@@ -68,9 +85,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
-    net = timm.create_model(args.model, pretrained=False).eval().to(device)
+    if args.model == "null":
+        net = NullNet().eval().to(device)
+        cfg = resolve_data_config({}, model=timm.create_model("resnet50", pretrained=False))
+    else:
+        net = timm.create_model(args.model, pretrained=False).eval().to(device)
+        cfg = resolve_data_config({}, model=net)
     net = net.to(memory_format=torch.channels_last)  # both loops
-    cfg = resolve_data_config({}, model=net)
     crop = cfg["input_size"][-1]
     resize = round(crop / cfg["crop_pct"])
 
