@@ -197,6 +197,22 @@ def test_imagenet_real_shares_the_decoded_cache_with_imagenet_val_but_not_its_ma
     assert len(list((cache / "datasets").glob("*.npy"))) == 2
 
 
+def test_imagenet_real_over_the_cache_budget_is_streamed_with_the_cached_pixels(tmp_path, photos):
+    from biasbench.core.streaming import StreamedImages, reset_cache_budget, set_cache_budget
+
+    root, _ = real_tree(tmp_path, photos)
+    token = set_cache_budget(0)  # nothing fits: like ImageNet val on a small disk
+    try:
+        streamed = load("imagenet-real", root, tmp_path / "streamed")
+    finally:
+        reset_cache_budget(token)
+    assert isinstance(streamed.images, StreamedImages)
+    assert not list((tmp_path / "streamed").glob("datasets/*.npy"))  # nothing written
+    cached = load("imagenet-real", root, tmp_path / "cache")
+    assert torch.equal(streamed.images.materialize(), cached.images)
+    assert streamed.meta["real"] == cached.meta["real"]
+
+
 @pytest.mark.parametrize(
     "fname", ["n01440764_1.JPEG", "ILSVRC2012_val_00050001.JPEG", "ILSVRC2012_val_1.JPEG"]
 )

@@ -53,9 +53,10 @@ from biasbench.core.imagenet_corruptions import (
     IMAGENET_C_STANDARD,
     SEVERITIES,
 )
-from biasbench.core.images import ImageSet, cached_array, decode_files, manifest_of
+from biasbench.core.images import ImageSet, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
+from biasbench.core.streaming import cached_or_streamed
 from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily
 from biasbench.harness.datasets.imagenet_files import (
     IMAGENET_VAL_HOW_TO_GET,
@@ -230,11 +231,10 @@ def _real_load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> Imag
     if pre is None:
         raise ValueError("dataset 'imagenet-real' needs a preprocessing (resize + crop)")
     root, files, real, val_manifest, manifest = _real_scan(data_root)
-    arr = cached_array(  # imagenet-val's cache file: the same images, decoded the same way
-        cache_dir,
-        cache_key(IMAGENET_VAL_NAME, val_manifest, pre),
-        lambda: decode_files([root / f for f, _ in files], pre),
-    )
+    # imagenet-val's cache file (the same images, decoded the same way), or streamed like it when it
+    # does not fit the cache budget
+    key = cache_key(IMAGENET_VAL_NAME, val_manifest, pre)
+    arr = cached_or_streamed(cache_dir, key, [root / f for f, _ in files], pre, (pre.crop, pre.crop))
     return imagenet_image_set("imagenet-real", arr, files, manifest, meta={"real": real})
 
 
