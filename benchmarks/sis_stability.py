@@ -71,22 +71,32 @@ def run(args: argparse.Namespace) -> None:
         idx = np.array([i for i, it in enumerate(ds.item_ids) if any(name in it for name in args.items)])
     else:
         idx = seeded_subset(len(ds), args.n, args.seed)
-    done = set()
+    if args.reverse:  # a second process can work from the other end of the same list
+        idx = idx[::-1].copy()
     out = Path(args.out)
-    if out.exists():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["item"], r["precision"], r["rank_tol"]))
+
+    def done() -> set[tuple[str, str, float]]:  # read afresh: another process may append
+        lines = out.read_text().splitlines() if out.exists() else []
+        return {(r["item"], r["precision"], r["rank_tol"]) for r in map(json.loads, lines)}
+
     dtype = DTYPES[args.precision]
     _, _, h, w = ds.images.shape
     k, tau = default_k("imagenet-1k", h, w), default_tau("imagenet-1k")
     base = model.pixel_mean.to(dtype)
-    for s in range(0, len(idx), args.batch):
-        chunk = idx[s : s + args.batch].tolist()
+    while True:
+        have = done()
+        pending = [
+            i
+            for i in idx.tolist()
+            if any((ds.item_ids[i], args.precision, t) not in have for t in args.rank_tol)
+        ]
+        if not pending:
+            break
+        chunk = pending[: args.batch]
         items = [ds.item_ids[i] for i in chunk]
         x = ds.images[torch.as_tensor(chunk)].to(dtype).div(255.0)
         for tol in args.rank_tol:
-            if all((it, args.precision, tol) in done for it in items):
+            if all((it, args.precision, tol) in have for it in items):
                 continue
             with model_as(model, dtype, torch.channels_last, restore_format=torch.channels_last):
                 t0 = time.perf_counter()
@@ -134,7 +144,12 @@ def run(args: argparse.Namespace) -> None:
 
 
 def summary(paths: list[str]) -> None:
-    recs = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
+    recs = {}
+    for p in paths:  # one record per (image, precision, tolerance): the first written
+        for line in Path(p).read_text().splitlines():
+            r = json.loads(line)
+            recs.setdefault((r["item"], r["precision"], r["rank_tol"]), r)
+    recs = list(recs.values())
     configs = sorted({(r["precision"], r["rank_tol"]) for r in recs})
     print(
         "| precision | rank_tol | images | identical | median first divergence (of T) | median abs dSIS frac | "
@@ -169,6 +184,7 @@ def main() -> None:
     ap.add_argument("--items", nargs="+", help="instead of --n: the photos whose file names contain these")
     ap.add_argument("--batch", type=int, default=4, help="path a's batch size")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reverse", action="store_true", help="work through the images last to first")
     ap.add_argument("--cache", default="/tmp/biasbench-cache")
     ap.add_argument("--data", default="/work/shared/data")
     ap.add_argument("--summary", nargs="+", metavar="JSONL", help="print the summary table and exit")
