@@ -101,6 +101,26 @@ def test_near_tie_of_1e_9_relative_is_ranked_by_index_whatever_the_batch():
         assert all(torch.equal(tr.order[b], ref.order[0]) for b in range(bsz))
 
 
+def test_traces_do_not_depend_on_the_runs_batch_size_but_on_the_sis_batch_parameter():
+    # the near-tie model above: pixel 6 goes first in odd-sized batches, pixel 5 in even-sized ones
+    w = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)
+    w[5] = w[6] = -1.0
+    model = wrap(BatchNoisyLinear(w.view(4, 4), p2=6, rel=1e-9), 2).double()
+    data = {"images": imageset(torch.ones(6, 3, 4, 4))}
+
+    def first_pixels(run_batch: int, **params) -> list[int]:
+        ctx = EvalContext(batch_size=run_batch, seed=0)
+        res = SIS(tau=0.5, k=1, precision="fp64", baseline="black", **params).evaluate(model, data, ctx)
+        return [int(np.flatnonzero(o == 0)[0]) for o in res.items["order"]]
+
+    # sis.batch = 2 (even): pixel 5 first for every image, whatever --batch-size the run was given
+    assert first_pixels(3, batch=2) == first_pixels(4, batch=2) == first_pixels(64, batch=2) == [5] * 6
+    # sis.batch = 3 (odd): pixel 6 first; the parameter, part of the job's key, decides
+    assert first_pixels(2, batch=3) == first_pixels(64, batch=3) == [6] * 6
+    with pytest.raises(ParamError, match="batch"):
+        SIS(batch=0)
+
+
 def test_robust_ranking_keeps_the_order_of_well_separated_gradients():
     # gradients 1e-2 apart relative are far above the tolerance: the raw and the rounded ranking agree
     g = torch.tensor([[0.50, 0.51, 0.52, 0.53, 0.54, 0.55]], dtype=torch.float64)

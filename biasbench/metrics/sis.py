@@ -41,6 +41,10 @@ Parameters (``SIS.Params``):
 * ``stability``: rerun that many images (a seeded subset of the evaluated ones) along a second,
   mathematically equal path — each image alone, model and input in the other memory format — and
   store both traces and the ``stability_*`` scalars (:mod:`biasbench.metrics.sis_stability`). 0: none.
+* ``batch``: images BackSelect runs together (default 64, the harness's default ``--batch-size``). The
+  batch composition changes the floating-point noise of the gradients, so it is a parameter (part of
+  the job's key), not the run's ``--batch-size``: rerunning with another ``--batch-size`` gives the
+  same traces. A CUDA out-of-memory error fails the job with a message to lower it (no silent halving).
 
 The model runs in fp32 (or fp64) whatever the harness's AMP setting (traces are compared against
 thresholds and against the exact oracle). A model whose eval-mode forward is stochastic (two passes over the same batch
@@ -235,6 +239,7 @@ class SIS(Metric):
         precision: str = "fp32"  # or "fp64"
         rank_tol: float = DEFAULT_RANK_TOL  # robust ranking tolerance; 0 = raw gradient
         stability: int = 0  # images rerun along a second path
+        batch: int = 64  # images per BackSelect batch (fixed: --batch-size does not change the traces)
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {"images": dataset_request(self.name, label_space, self.params.dataset)}
@@ -265,6 +270,8 @@ class SIS(Metric):
             raise ParamError(f"sis: parameter rank_tol must be in [0, 1), got {p.rank_tol}")
         if p.stability < 0:
             raise ParamError(f"sis: parameter stability must be ≥ 0, got {p.stability}")
+        if p.batch < 1:
+            raise ParamError(f"sis: parameter batch must be ≥ 1, got {p.batch}")
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
@@ -311,14 +318,28 @@ class SIS(Metric):
                 baseline = resolve_baseline(p.baseline, model, ctx.device)
                 refuse_stochastic(model, to_device(images[: min(8, len(images))]))
                 handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
-                batches = ctx.map_batches(
-                    len(images),
-                    lambda sl: self._one_batch(
-                        model, to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt, ctx.seed
-                    ),
-                    handle,
-                )
-                rows = [row for batch in batches for row in batch]
+                rows = []
+                for start in range(0, len(images), p.batch):
+                    sl = slice(start, min(start + p.batch, len(images)))
+                    try:
+                        rows += self._one_batch(
+                            model,
+                            to_device(images[sl]),
+                            baseline,
+                            k,
+                            n_q,
+                            items[sl],
+                            labels[sl],
+                            odt,
+                            ctx.seed,
+                        )
+                    except torch.cuda.OutOfMemoryError as e:
+                        raise MetricError(
+                            f"sis: out of device memory with {p.batch} images per BackSelect batch; rerun with "
+                            f"-p sis.batch={max(1, p.batch // 2)} (the batch is fixed so that traces do not "
+                            "depend on the memory at hand)"
+                        ) from e
+                    handle.advance(sl.stop - sl.start)
                 if p.stability:
                     self._rerun(model, images, rows, baseline, k, tau, odt, ctx, dtype)
         finally:
