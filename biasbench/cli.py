@@ -196,6 +196,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    compile_models: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Run the models' inference forwards through torch.compile (inductor); gradient and float64 "
+            "passes stay eager. Results equal eager ones to ~1e-4 in the logits. Off by default: see the "
+            "README for when it pays.",
+        ),
+    ] = False,
     executor: Annotated[
         str,
         typer.Option(
@@ -232,6 +241,8 @@ def run(
     specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device, threads)
     specs = _pin_specs(_select_where(specs, where or []), lock_file, allow_unpinned, cache, dry_run)
     group_k, budget = _speed_options(group, cache_budget)
+    if compile_models and not dry_run:
+        _check_compile(dev)
     ray_opts = _ray_options(executor, ray_address, gpus_per_task, max_retries, force)
     with Store(db) as store:
         plans = plan(
@@ -248,7 +259,9 @@ def run(
             store,
             plans,
             db,
-            ExecOptions(root, cache, dev, batch_size, trust_checkpoints, seed, group_k, budget),
+            ExecOptions(
+                root, cache, dev, batch_size, trust_checkpoints, seed, group_k, budget, compile=compile_models
+            ),
             ray_opts,
         )
     if summary is None:
@@ -341,6 +354,16 @@ def _speed_options(group: str, cache_budget: str | None) -> tuple[int | str, int
     except ValueError as e:
         _fail(str(e))
     raise AssertionError  # unreachable: _fail exits
+
+
+def _check_compile(dev: Any) -> None:
+    """``--compile``: end the command with one message when torch.compile does not work on ``dev``."""
+    from biasbench.harness.compiling import CompileUnavailable, check_available
+
+    try:
+        check_available(dev)
+    except CompileUnavailable as e:
+        _fail(str(e))
 
 
 def _print_estimate(store: Any, plans: list[Any], dev: Any, root: Path, cache: Path) -> None:

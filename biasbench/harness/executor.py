@@ -2,10 +2,11 @@
 
 The model runs in channels_last memory format on every device (oneDNN's fast path on the CPU too:
 1.2× for resnet18, 2× for efficientnet-lite0, 1.7× for the demo zoo measured on 2 cores) and in bf16
-autocast on CUDA (inference_mode inside the metrics' ``ctx.predict``); the batch size halves on out-of-memory. A job that raises is recorded in
-``failures`` with its error and traceback, and the run goes on; a checkpoint that fails to load fails
-all its pending jobs. Datasets are loaded once per (name, preprocessing) and shared by all
-checkpoints of the run.
+autocast on CUDA (inference_mode inside the metrics' ``ctx.predict``), with ``--compile`` its
+inference forwards through ``torch.compile`` (:mod:`biasbench.harness.compiling`); the batch size
+halves on out-of-memory. A job that raises is recorded in ``failures`` with its error and traceback,
+and the run goes on; a checkpoint that fails to load fails all its pending jobs. Datasets are loaded
+once per (name, preprocessing) and shared by all checkpoints of the run.
 
 The store is shared: another ``bench run`` may write to the same database meanwhile. A job that it
 stored since this run planned is skipped (checked before each checkpoint loads, and again inside
@@ -42,6 +43,8 @@ from biasbench.registry.spec import LoadedCheckpoint
 #: ``jobs.timings`` keys the harness adds: the job's images × conditions (what ``--dry-run`` estimates
 #: from), and its group size
 GROUP_SIZE = "run.group_size"
+#: ``jobs.timings`` key: 1 when the job's model ran its inference forwards compiled (``--compile``), else 0
+COMPILED = "run.compiled"
 
 
 @dataclass
@@ -56,6 +59,9 @@ class ExecOptions:
     group: int | str = 1
     #: decoded-dataset cache budget in bytes (``--cache-budget``); None: the default
     cache_budget: int | None = None
+    #: the models' inference forwards through ``torch.compile`` (``--compile``); an execution option,
+    #: like the batch size: not part of a job's content key
+    compile: bool = False
 
 
 @dataclass
@@ -94,7 +100,7 @@ class DatasetCache:
         return self._sets[key]
 
 
-def wrap_model(loaded: LoadedCheckpoint, device: torch.device) -> ModelWrapper:
+def wrap_model(loaded: LoadedCheckpoint, device: torch.device, compile: bool = False) -> ModelWrapper:
     model = ModelWrapper(
         loaded.net,
         mean=loaded.preprocess.mean,
@@ -106,7 +112,12 @@ def wrap_model(loaded: LoadedCheckpoint, device: torch.device) -> ModelWrapper:
         checkpoint_id=loaded.spec.id,
     )
     model.eval().requires_grad_(False).to(device)
-    return model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    if compile:
+        from biasbench.harness.compiling import compile_model
+
+        compile_model(model)
+    return model
 
 
 def _first_line(e: BaseException) -> str:
@@ -122,6 +133,10 @@ def execute(
     # a todo job whose key is stored now is a forced recompute; one stored later came from another run
     known = store.stored_jobs()
     env = _Env(opts, data, store, run_id, ui, summary, known)
+    if opts.compile:  # before anything loads: one message when torch.compile cannot work here
+        from biasbench.harness.compiling import check_available
+
+        check_available(opts.device)
     token = set_cache_budget(opts.cache_budget)
     try:
         if opts.group == 1:  # checkpoint-major: load one, run all its jobs, free it
@@ -192,7 +207,7 @@ def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
     ui.print(f"[bold]{escape(cp.spec.id)}[/bold]: {escape(', '.join(j.metric.name for j in todo))}")
     try:
         loaded = loading.load_checkpoint(cp.spec, cache_dir=env.opts.cache_dir, trust=env.opts.trust)
-        model = wrap_model(loaded, env.opts.device)
+        model = wrap_model(loaded, env.opts.device, env.opts.compile)
         store.upsert_checkpoint(
             {
                 **cp.spec.to_row(),
@@ -293,7 +308,7 @@ def _run_job(job: PlannedJob, model: ModelWrapper, env: _Env) -> None:
     finally:
         for t in tasks:
             env.ui.finish_task(t)
-    _finish(job, result, time.perf_counter() - t0, work_units(job, inputs), 1, env)
+    _finish(job, result, time.perf_counter() - t0, work_units(job, inputs), 1, env, _ran_compiled(model))
 
 
 def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
@@ -321,12 +336,12 @@ def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
             env.ui.finish_task(t)
     seconds = (time.perf_counter() - t0) / len(pairs)  # the group's wall time, shared evenly
     units = work_units(pairs[0][1], inputs)
-    for (_, job), res in zip(pairs, results, strict=True):
+    for (m, job), res in zip(pairs, results, strict=True):
         if isinstance(res, BaseException):
             tb = "".join(traceback.format_exception(res))
             _fail(env.store, env.run_id, env.ui, env.summary, job, _first_line(res), tb)
         else:
-            _finish(job, res, seconds, units, len(pairs), env)
+            _finish(job, res, seconds, units, len(pairs), env, _ran_compiled(m.model))
 
 
 def work_units(job: PlannedJob, inputs: dict[str, ImageSet]) -> float:
@@ -336,18 +351,30 @@ def work_units(job: PlannedJob, inputs: dict[str, ImageSet]) -> float:
     return float(sum(job.metric.work(role, len(ds), space) for role, ds in inputs.items()))
 
 
+def _ran_compiled(model: ModelWrapper) -> bool:
+    """The model has a compiled inference forward (``--compile``) that did not fall back to eager."""
+    compiled = model.compiled_net
+    return compiled is not None and bool(getattr(compiled, "active", True))
+
+
 def _finish(
-    job: PlannedJob, result: MetricResult, seconds: float, units: float, group: int, env: _Env
+    job: PlannedJob,
+    result: MetricResult,
+    seconds: float,
+    units: float,
+    group: int,
+    env: _Env,
+    compiled: bool = False,
 ) -> None:
-    """Validate and store a job's result (``jobs.timings`` gains its images × conditions and group
-    size, what ``bench run --dry-run`` estimates from), print its line."""
+    """Validate and store a job's result (``jobs.timings`` gains its images × conditions, group size
+    and whether it ran compiled, what ``bench run --dry-run`` estimates from), print its line."""
     assert job.key is not None
     store, ui, summary = env.store, env.ui, env.summary
     try:
         result.validate(job.metric.name, job.metric.item_columns)
         n = {k: result.n_for(k) for k in result.scalars}
         timings = {k: float(v) for k, v in result.timings.items()}
-        timings.update({IMAGES_X_CONDITIONS: units, GROUP_SIZE: float(group)})
+        timings.update({IMAGES_X_CONDITIONS: units, GROUP_SIZE: float(group), COMPILED: float(compiled)})
         written = store.write_job(
             job.key,
             metric_version=job.metric.version,

@@ -102,7 +102,12 @@ class ModelWrapper(nn.Module):
     Normalisation (``(x - mean) / std``) happens inside, on the device. ``pixel_mean`` is the
     dataset mean in pixel space (the value that maps to 0 after normalisation), the default SIS
     baseline. The first forward checks the class count of the logits.
+
+    ``compiled_net`` (``bench run --compile``, :mod:`biasbench.harness.compiling`): a compiled
+    ``net`` that :meth:`infer` (``EvalContext.predict``'s forward) runs; ``None``: eager only.
     """
+
+    compiled_net: Callable[[torch.Tensor], Any] | None = None
 
     def __init__(
         self,
@@ -133,8 +138,19 @@ class ModelWrapper(nn.Module):
         return self.mean.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._logits(self.net, x)
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward of the inference path (``EvalContext.predict``): through ``compiled_net`` when
+        there is one, gradients are off and ``x`` is not float64; the eager ``net`` otherwise."""
+        compiled = self.compiled_net
+        if compiled is None or torch.is_grad_enabled() or x.dtype == torch.float64:
+            return self._logits(self.net, x)
+        return self._logits(compiled, x)
+
+    def _logits(self, net: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        out = self.net(x)
+        out = net(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
         if out.ndim != 2 or out.shape[1] != self.num_classes:
@@ -242,7 +258,7 @@ class EvalContext:
                 x = self.to_device(source[sl])
                 if transform is not None:
                     x = transform(x, sl)
-                logits = model(x).float()
+                logits = _infer(model, x).float()
             check_finite(logits, "logits")
             return logits.cpu()
 
@@ -277,7 +293,7 @@ class EvalContext:
                     if i in failed:
                         continue
                     try:
-                        logits = model(x).float()
+                        logits = _infer(model, x).float()
                         check_finite(logits, "logits")
                     except torch.cuda.OutOfMemoryError:
                         raise
@@ -298,6 +314,12 @@ class EvalContext:
             else:
                 results.append(torch.empty(0, getattr(model, "num_classes", 0)))
         return results
+
+
+def _infer(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` on the inference path: a :class:`ModelWrapper`'s :meth:`~ModelWrapper.infer` (its
+    compiled forward under ``--compile``), any other module called as it is."""
+    return model.infer(x) if isinstance(model, ModelWrapper) else model(x)
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
