@@ -165,3 +165,48 @@ def test_cache_budget_sizes_and_defaults(tmp_path, monkeypatch):
         assert cache_budget(tmp_path) == 77  # --cache-budget beats the environment
     finally:
         reset_cache_budget(token)
+
+
+def test_a_cached_set_is_built_chunk_by_chunk_with_the_pixels_of_one_whole_decode(
+    jpeg_set, tmp_path, monkeypatch
+):
+    import biasbench.core.images as images_mod
+    from biasbench.core.images import decode_files
+
+    entry, root = jpeg_set
+    monkeypatch.setattr(images_mod, "CACHE_BUILD_CHUNK", 10)
+    sizes: list[int] = []
+    real = images_mod.decode_files
+
+    def counting(paths, pre):
+        sizes.append(len(paths))
+        return real(paths, pre)
+
+    monkeypatch.setattr("biasbench.core.streaming.decode_files", counting)
+    ds = _load(entry, root, tmp_path / "cache", None)
+    assert sizes == [10] * 9 + [6]  # 96 images in chunks of 10: never more than one chunk in memory
+    files = sorted((root / "toy").glob("*.jpg"))
+    assert torch.equal(ds.images, torch.from_numpy(decode_files(files, PRE)))
+    (only,) = (tmp_path / "cache" / "datasets").iterdir()  # one cache file, no temporary left behind
+    assert only.suffix == ".npy" and ".tmp" not in only.name
+
+
+def test_a_cache_build_that_fails_midway_leaves_no_cache_file(jpeg_set, tmp_path, monkeypatch):
+    import biasbench.core.images as images_mod
+
+    entry, root = jpeg_set
+    monkeypatch.setattr(images_mod, "CACHE_BUILD_CHUNK", 10)
+    calls = []
+
+    def failing(paths, pre):
+        calls.append(len(paths))
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return images_mod.decode_files(paths, pre)
+
+    monkeypatch.setattr("biasbench.core.streaming.decode_files", failing)
+    with pytest.raises(OSError, match="disk full"):
+        _load(entry, root, tmp_path / "cache", None)
+    assert not list((tmp_path / "cache").rglob("*.npy"))  # neither a cache file nor a temporary one
+    monkeypatch.undo()
+    assert isinstance(_load(entry, root, tmp_path / "cache", None).images, torch.Tensor)  # a rerun builds it

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from biasbench.core.images import cached_array, decode_files, image_decoder
+from biasbench.core.images import cached_in_chunks, decode_files, image_decoder
 from biasbench.core.preprocess import Preprocess
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -327,15 +327,18 @@ def cached_or_streamed(
     paths: Sequence[Path],
     pre: Preprocess | None,
     size: tuple[int, int],
-    build: Callable[[], np.ndarray] | None = None,
+    decode: Callable[[list[Path]], np.ndarray] | None = None,
 ) -> np.ndarray | StreamedImages:
-    """The decoded set: its memory-mapped cache file when it exists or fits the budget (built now with
-    ``build``, default :func:`decode_files`), else a :class:`StreamedImages` over ``paths``."""
+    """The decoded set: its memory-mapped cache file when it exists or fits the budget (built now in
+    bounded memory, chunk by chunk, with ``decode(paths)``, default :func:`decode_files`), else a
+    :class:`StreamedImages` over ``paths``."""
     path = Path(cache_dir) / "datasets" / f"{key}.npy"
     need = len(paths) * 3 * size[0] * size[1]
     if not path.exists() and cache_used(cache_dir) + need > cache_budget(cache_dir):
         return StreamedImages(paths, pre, size)
-    return cached_array(cache_dir, key, build or (lambda: decode_files(list(paths), pre)))
+    files = list(paths)
+    one = decode or (lambda chunk: decode_files(chunk, pre))
+    return cached_in_chunks(Path(cache_dir), key, len(files), size, lambda sl: one(files[sl]))
 
 
 def as_images(arr: np.ndarray | StreamedImages) -> torch.Tensor | StreamedImages:

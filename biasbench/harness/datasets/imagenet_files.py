@@ -195,7 +195,7 @@ def imagenet_folder_entry(
                 paths,
                 None,
                 (stored_size, stored_size),
-                lambda: decode_as_stored(name, paths, stored_size),
+                lambda chunk: decode_as_stored(name, chunk, stored_size),
             )
         return imagenet_image_set(name, arr, files, mh, meta_of(files) if meta_of else None)
 
