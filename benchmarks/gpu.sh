@@ -17,6 +17,7 @@ python -c 'import torch; print("device:", torch.cuda.get_device_name(0), "| torc
 
 echo "== 1. CUDA tests"
 python -m pytest -q -rs tests/test_streaming.py tests/test_grouped_execution.py -k "gpu or cuda or group"
+python -m pytest -q -rs tests/test_world.py -k "on_the_device"
 
 echo "== 2. ResNet-50 bf16: our loop vs timm's synthetic loop; GPU decode"
 python benchmarks/gpu_throughput.py --data "$DATA" --model resnet50 --batch-size 256
