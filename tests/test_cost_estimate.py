@@ -131,3 +131,16 @@ def test_published_sizes_agree_with_the_download_manifests_image_counts():
         m = get_manifest(name)
         published = m.archive.n_files if m.archive and m.archive.n_files else m.n_files
         assert catalog.get(name).published_size == published, name
+
+
+def test_a_dry_run_sizes_the_demo_worlds_generated_sets_before_any_run_renders_them(tmp_path, cache_dir):
+    r = bench(
+        ["run", "-m", "accuracy,spectral", "--db", str(tmp_path / "fresh.duckdb"), "--dry-run"], tmp_path
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    # the demo zoo's 11 checkpoints; the world's test split holds 1,000 images (WorldConfig.n_test);
+    # spectral takes a seeded 500 of them through the clean pass and 2 × 11 filter cutoffs
+    assert "11 checkpoints × accuracy: 11 k images × conditions" in text
+    assert f"11 checkpoints × spectral: {11 * 500 * (1 + 2 * 11) / 1e3:.3g} k images × conditions" in text
+    assert not list(cache_dir.rglob("*.npy")), "a dry run renders nothing"

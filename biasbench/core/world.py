@@ -449,6 +449,14 @@ def split_labels(split: str, cfg: WorldConfig = WorldConfig()) -> tuple[torch.Te
     return cls, cls.clone(), mode
 
 
+def split_size(split: str, cfg: WorldConfig = WorldConfig()) -> int:
+    """The number of images of a split, without rendering it: a corruption split holds the first
+    ``n_corrupt`` test images."""
+    if parse_corruption(split):
+        return min(cfg.n_corrupt, cfg.n_test)
+    return int(split_labels(split, cfg)[0].shape[0])
+
+
 def render_pool(
     name: str,
     shape: torch.Tensor,

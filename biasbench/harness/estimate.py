@@ -8,8 +8,9 @@ without decoding or generating anything: a stored job of the same metric on the 
 manifest, preprocessing) recorded it; else each dataset's size is read from its decoded cache file's
 header, or by counting the image files where it lives; a dataset that is not on disk yet is counted by
 its published size (``DatasetEntry.published_size``: such a job is sized and estimated, and the line
-says that a run now would fail it). A generated set that no run has used yet cannot be sized (a dry
-run never renders it).
+says that a run now would fail it), and a generated set no run has used yet by the size it will have
+(the demo world's splits declare it); one that declares none cannot be sized (a dry run never renders
+it).
 
 Every job a run stores records its own images × conditions and group size in ``jobs.timings``
 (:data:`IMAGES_X_CONDITIONS`). The estimate of a job is its images ×
@@ -118,7 +119,7 @@ def dataset_size(rd: ResolvedDataset, data_root: Path, cache_dir: Path) -> int |
     try:
         entry = catalog.get(rd.request.name)
         if entry.location is None:
-            return None  # generated: sizing it would mean generating it
+            return entry.published_size  # generated: the size it will have (None: unknown)
         where = entry.location(Path(data_root))
         return count_images(where) if where.is_dir() else None
     except Exception:  # noqa: BLE001 - an estimate never fails the dry run

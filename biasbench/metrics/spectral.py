@@ -56,7 +56,13 @@ from biasbench.metrics.base import (
     ModelWrapper,
     ParamError,
 )
-from biasbench.metrics.common import eval_index, fixed_geometry_request, no_autocast, topk_correct
+from biasbench.metrics.common import (
+    eval_index,
+    fixed_geometry_request,
+    no_autocast,
+    space_default,
+    topk_correct,
+)
 from biasbench.metrics.fourier_filters import HIGHPASS, LOWPASS, box_filter
 
 CUTOFFS: tuple[float, ...] = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
@@ -106,6 +112,12 @@ class Spectral(Metric):
                 raise ParamError(f"spectral: parameter {name} must be cutoffs in [0, 1], got {values}")
         if p.n_images is not None and p.n_images < 1:
             raise ParamError(f"spectral: parameter n_images must be ≥ 1, got {p.n_images}")
+
+    def work(self, role: str, n_images: int, label_space: str) -> float:
+        """Images × conditions: the evaluated images (``n_images`` or the label space's default) × the
+        clean pass and every filter condition."""
+        n = self.params.n_images or space_default(self.name, label_space, "n_images")
+        return float(min(n_images, n or n_images) * (1 + len(self.conditions())))
 
     def conditions(self) -> list[tuple[str, float]]:
         cutoffs = sorted(set(self.params.cutoffs) | set(self.params.summary_cutoffs))

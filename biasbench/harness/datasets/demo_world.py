@@ -50,6 +50,7 @@ def split_entry(split: str) -> DatasetEntry:
         load=load,
         as_stored=True,
         how_to_get=HOW_TO_GET,
+        published_size=world.split_size(split),
     )
 
 
