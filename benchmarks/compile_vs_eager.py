@@ -41,7 +41,7 @@ from biasbench.metrics.base import EvalContext, ModelWrapper  # noqa: E402
 from biasbench.registry.loading import timm_preprocess  # noqa: E402
 
 
-def _models(arch: str, k: int) -> list[ModelWrapper]:
+def _models(arch: str, k: int, device: torch.device) -> list[ModelWrapper]:
     """K random-init instances (seeds 0 … K−1), wrapped as the executor wraps a checkpoint."""
     out = []
     for seed in range(k):
@@ -49,13 +49,15 @@ def _models(arch: str, k: int) -> list[ModelWrapper]:
         net = timm.create_model(arch, pretrained=False)
         cfg = resolve_data_config({}, model=net)
         m = ModelWrapper(net, mean=cfg["mean"], std=cfg["std"], num_classes=1000, label_space="imagenet-1k")
-        out.append(m.eval().requires_grad_(False).to(memory_format=torch.channels_last))
+        out.append(m.eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last))
     return out
 
 
 def _timed(ctx: EvalContext, model: ModelWrapper, images: torch.Tensor) -> tuple[float, torch.Tensor]:
     t0 = time.perf_counter()
     logits = ctx.predict(model, images)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0, logits
 
 
@@ -68,17 +70,24 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300, help="at most this many photos")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warm-cache", action="store_true", help="keep the inductor cache of earlier runs")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast, as the harness runs)")
     args = ap.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
 
     files = list_labeled_files(args.data, "wnid-prefix")[: args.images]
     pre = timm_preprocess(args.model)  # timm's eval data config, as the registry reads it
     images = torch.from_numpy(decode_files([args.data / f for f, _ in files], pre))
-    ctx = EvalContext(batch_size=args.batch_size, channels_last=True)
-    models = _models(args.model, args.k)
+    ctx = EvalContext(
+        device=device,
+        batch_size=args.batch_size,
+        amp_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        channels_last=True,
+    )
+    models = _models(args.model, args.k, device)
     print(
         f"{args.model} × {args.k}, {len(images)} images of {pre.crop} px, batch size {args.batch_size}, "
-        f"{torch.get_num_threads()} CPU thread(s), inductor mode {MODE!r}, "
+        f"{device}, {torch.get_num_threads()} CPU thread(s), inductor mode {MODE!r}, "
         f"inductor cache {'warm' if args.warm_cache else 'empty'}"
     )
 

@@ -4,7 +4,8 @@
 #      script first refuses to run without it);
 #   2. ResNet-50 bf16 images/s of our loop vs a timm benchmark.py-style synthetic-input loop
 #      (target ≥ 0.9×), and GPU-decode images/s vs the CPU decode;
-#   3. the grouped (K = 4) vs checkpoint-major ratio on the GPU, on a streamed JPEG set.
+#   3. the grouped (K = 4) vs checkpoint-major ratio on the GPU, on a streamed JPEG set;
+#   4. --compile vs eager on the GPU (a group of 4 ResNet-50s, warm-up included).
 # Every figure is printed with its ratio last.
 #
 #   bash benchmarks/gpu.sh [JPEG folder, flat <wnid>_<name>.JPEG files; default ../shared/data/imagenet-sample]
@@ -24,3 +25,6 @@ python benchmarks/gpu_throughput.py --data "$DATA" --model resnet50 --batch-size
 
 echo "== 3. grouped (K = 4) vs checkpoint-major on the GPU, streamed JPEGs"
 python benchmarks/grouped_decode.py --data "$DATA" --device cuda --model resnet50 --k 4 --batch-size 100
+
+echo "== 4. --compile vs eager on the GPU (ResNet-50 × 4, bf16)"
+python benchmarks/compile_vs_eager.py --data "$DATA" --device cuda --model resnet50 -k 4 --batch-size 100
