@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,12 +81,17 @@ def test_the_rate_prefers_the_same_architecture_and_falls_back_to_the_metric():
     assert rate_for(rates, "accuracy", "timm:resnet50", "gpu") is None
 
 
+def _dry_run_without_data(tmp: Path, args: Callable[[Path], list[str]]) -> str:
+    """The output (whitespace folded) of a dry run whose data root is an empty folder."""
+    (tmp / "empty").mkdir()
+    r = bench(args(tmp / "empty"), tmp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return " ".join(r.stdout.split())
+
+
 def test_a_dry_run_whose_data_is_missing_says_the_jobs_cannot_be_planned(setup):
     reg, _, tmp, _ = setup
-    (tmp / "empty").mkdir()
-    r = bench(_args(reg, tmp / "empty", tmp / "fresh.duckdb", "--dry-run"), tmp)
-    assert r.returncode == 0, r.stdout + r.stderr
-    text = " ".join(r.stdout.split())
+    text = _dry_run_without_data(tmp, lambda data: _args(reg, data, tmp / "fresh.duckdb", "--dry-run"))
     assert f"{N_CHECKPOINTS} checkpoints × accuracy: cannot be planned" in text
     assert "nothing to compute" not in text
 
@@ -97,10 +103,9 @@ def _ood_args(reg: Path, data: Path, db: Path, *params: str) -> list[str]:
 
 def test_a_dry_run_sizes_absent_imagenet_sets_by_their_published_sizes(setup):
     reg, _, tmp, _ = setup
-    (tmp / "empty").mkdir()
-    r = bench(_ood_args(reg, tmp / "empty", tmp / "fresh.duckdb", "ood.sets=v2,a,c"), tmp)
-    assert r.returncode == 0, r.stdout + r.stderr
-    text = " ".join(r.stdout.split())
+    text = _dry_run_without_data(
+        tmp, lambda data: _ood_args(reg, data, tmp / "fresh.duckdb", "ood.sets=v2,a,c")
+    )
     # the papers' sizes: ImageNetV2 10,000; ImageNet-A 7,500; ImageNet-C 19 corruptions × 5 × 50,000
     per_checkpoint = 10_000 + 7_500 + 19 * 5 * 50_000
     assert per_checkpoint == 4_767_500
@@ -114,13 +119,11 @@ def test_a_dry_run_sizes_absent_imagenet_sets_by_their_published_sizes(setup):
 
 def test_pgd_images_count_their_passes_and_max_per_set_subsamples_the_work(setup):
     reg, _, tmp, _ = setup
-    (tmp / "empty").mkdir()
     params = ("ood.sets=v2,pgd40", "ood.max_per_set=100", "ood.pgd_n_images=8")
-    r = bench(_ood_args(reg, tmp / "empty", tmp / "fresh.duckdb", *params), tmp)
-    assert r.returncode == 0, r.stdout + r.stderr
+    text = _dry_run_without_data(tmp, lambda data: _ood_args(reg, data, tmp / "fresh.duckdb", *params))
     # v2: 100 of 10,000 images; PGD-40: 8 images × (40 forward + 40 backward ≈ 2 forwards each + 1) = 968
     per_checkpoint = 100 + 8 * (40 * 3 + 1)
-    assert f"{N_CHECKPOINTS * per_checkpoint / 1e3:.3g} k images × conditions" in " ".join(r.stdout.split())
+    assert f"{N_CHECKPOINTS * per_checkpoint / 1e3:.3g} k images × conditions" in text
 
 
 def test_published_sizes_agree_with_the_download_manifests_image_counts():
