@@ -172,6 +172,33 @@ def summary(paths: list[str]) -> None:
             f"{np.median(fa) if cov else math.nan:.4f} [{lo:.4f}, {hi:.4f}] | "
             f"{np.median(fb) if cov else math.nan:.4f} | {sec:.0f} |"
         )
+    for prec, tol in configs:  # which photos parted, and where
+        parted = [
+            r
+            for r in recs
+            if (r["precision"], r["rank_tol"]) == (prec, tol) and r["first_divergence"] < r["steps"]
+        ]
+        for r in sorted(parted, key=lambda r: r["first_divergence"]):
+            print(
+                f"parted ({prec}, rank_tol {tol:g}): {r['item']} at step {r['first_divergence']:.0f}, "
+                f"SIS {r['frac_a']:.4f} vs {r['frac_b']:.4f}"
+            )
+    ref = {r["item"]: r for r in recs if (r["precision"], r["rank_tol"]) == ("fp64", 0.0)}
+    for prec, tol in configs:  # path a against fp64's path a: how far the rounding of fp32 moves the SIS
+        if (prec, tol) == ("fp64", 0.0) or not ref:
+            continue
+        pairs = [
+            (r["frac_a"], ref[r["item"]]["frac_a"])
+            for r in recs
+            if (r["precision"], r["rank_tol"]) == (prec, tol) and r["item"] in ref
+        ]
+        both = np.array([(x, y) for x, y in pairs if not (math.isnan(x) or math.isnan(y))]).reshape(-1, 2)
+        if len(both):
+            d = np.abs(both[:, 0] - both[:, 1])
+            print(
+                f"{prec}, rank_tol {tol:g} vs fp64 (path a, {len(pairs)} photos, {len(both)} covered in both): "
+                f"same SIS size {int((d == 0).sum())}, median |dSIS frac| {np.median(d):.4f}, max {d.max():.4f}"
+            )
 
 
 def main() -> None:
