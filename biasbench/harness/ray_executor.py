@@ -41,6 +41,8 @@ from biasbench.harness.store import Store
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'biasbench[ray]'"
 STALL_ENV = "BIASBENCH_RAY_TEST_STALL"
+#: the longest the driver waits in one ``ray.wait`` call (Ctrl-C is handled between calls)
+WAIT_SECONDS = 0.5
 SHARD = "shard.duckdb"
 
 
@@ -162,7 +164,8 @@ def execute_on_ray(
         pending = list(refs)
         try:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+                # a bounded wait: a Ctrl-C is handled between two calls, not after the next task ends
+                done, pending = ray.wait(pending, num_returns=1, timeout=WAIT_SECONDS)
                 for ref in done:
                     retries += _consume(ray, ref, refs[ref], attempts, store, run_id, ui, summary)
                     bar.advance()
