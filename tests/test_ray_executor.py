@@ -94,6 +94,8 @@ def _bench_ray(world, cluster, db: Path, extra_env: dict[str, str] | None = None
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: Ctrl-C raises KeyboardInterrupt even if this process's SIGINT is ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -242,7 +244,11 @@ def test_ctrl_c_on_the_driver_cancels_outstanding_tasks_and_leaves_whole_jobs(
     stalled = int(pid_file.read_text())
     assert _alive(stalled)
     proc.send_signal(signal.SIGINT)
-    out, errs = proc.communicate(timeout=120)
+    try:
+        out, errs = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # Ray's core can swallow a SIGINT under load: a user presses again
+        proc.send_signal(signal.SIGINT)
+        out, errs = proc.communicate(timeout=120)
     assert proc.returncode != 0, errs[-3000:]
     assert "cancelled 1 outstanding Ray task(s)" in errs
     # (a driver that disconnects also ends its tasks on Ray's side; the message shows ours did it first)
