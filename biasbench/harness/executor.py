@@ -352,9 +352,13 @@ def work_units(job: PlannedJob, inputs: dict[str, ImageSet]) -> float:
 
 
 def _ran_compiled(model: ModelWrapper) -> bool:
-    """The model has a compiled inference forward (``--compile``) that did not fall back to eager."""
-    compiled = model.compiled_net
-    return compiled is not None and bool(getattr(compiled, "active", True))
+    """The model has a compiled inference forward (``--compile``) that did not fall back to eager
+    (:func:`biasbench.harness.compiling.is_compiled`, imported only when compile is on)."""
+    if model.compiled_net is None:
+        return False
+    from biasbench.harness.compiling import is_compiled
+
+    return is_compiled(model)
 
 
 def _finish(
