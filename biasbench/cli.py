@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,8 +28,10 @@ app.add_typer(ls_app, name="ls")
 app.add_typer(data_app, name="data")
 app.add_typer(zoo_app, name="zoo")
 
-out = Console()
-err = Console(stderr=True)
+# no emoji codes (``root:x:0:0`` stays as typed), and error lines are never wrapped (a command or a
+# path in a message must stay copyable)
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
 
 DEFAULT_DB = "bench.duckdb"
 DbOpt = Annotated[
@@ -66,12 +68,17 @@ def _esc(value: Any) -> str:
     return escape(str(value))
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    """One clear error line (the message is printed as text: a key like ``[/fc.weight]`` is no markup)."""
+def _fail(msg: str, code: int = 2) -> NoReturn:
+    """One clear error line (the message is printed as text: a key like ``[/fc.weight]`` is no markup,
+    and control characters show as escapes)."""
     from rich.markup import escape
 
-    err.print(f"[red]error:[/red] {escape(msg)}")
-    raise typer.Exit(code)
+    from biasbench.core.names import printable_lines
+
+    err.print(f"[red]error:[/red] {escape(printable_lines(msg))}")
+    # SystemExit, not typer.Exit: typer.Exit is a RuntimeError, which the callers' `except
+    # RuntimeError` would catch and print a second time
+    raise SystemExit(code)
 
 
 def _data_root(p: Path | None) -> Path:
@@ -285,7 +292,6 @@ def _select_where(specs: list[Any], where: list[str]) -> list[Any]:
         return select(specs, parse_where(where))
     except RuntimeError as e:
         _fail(str(e))
-    return specs  # pragma: no cover - _fail exits
 
 
 def _pin_specs(
@@ -353,7 +359,6 @@ def _speed_options(group: str, cache_budget: str | None) -> tuple[int | str, int
         return parse_group(group), parse_size(cache_budget) if cache_budget is not None else None
     except ValueError as e:
         _fail(str(e))
-    raise AssertionError  # unreachable: _fail exits
 
 
 def _check_compile(dev: Any) -> None:
@@ -872,11 +877,14 @@ def merge(
 ) -> None:
     """Merge shard databases into --db: jobs not stored there yet (with results and per-item files),
     checkpoints, runs and failures. Merging the same shard twice adds nothing."""
-    from biasbench.harness.store import Store, StoreError
+    from biasbench.harness.store import Store, StoreError, check_shard_file
 
     try:
-        store = Store(db)
-    except StoreError as e:
+        store = Store(db) if db.exists() else None  # a target that is not ours is refused unwritten
+        for shard in shards:  # every shard is checked before anything is written or copied
+            check_shard_file(shard)
+        store = store or Store(db)
+    except (FileNotFoundError, StoreError) as e:
         _fail(str(e))
     with store:
         for shard in shards:
@@ -1237,7 +1245,9 @@ def main() -> None:
         )  # a StoreError needs the store loaded; don't load it here
         if not isinstance(e, PluginError) and not (store is not None and isinstance(e, store.StoreError)):
             raise
-        err.print(f"error: {e}", markup=False, highlight=False)
+        from biasbench.core.names import printable_lines
+
+        err.print(f"error: {printable_lines(str(e))}", markup=False)
         sys.exit(2)
 
 

@@ -58,42 +58,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-  id VARCHAR PRIMARY KEY, arch VARCHAR, weights VARCHAR, source VARCHAR, weights_sha256 VARCHAR,
-  identity VARCHAR, preprocess JSON, labels VARCHAR, tags JSON, updated_at TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS runs (
-  run_id VARCHAR PRIMARY KEY, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
-  argv JSON, git_sha VARCHAR, versions JSON, device VARCHAR, host VARCHAR);
-CREATE TABLE IF NOT EXISTS jobs (
-  checkpoint_id VARCHAR, metric VARCHAR, config_hash VARCHAR, metric_version VARCHAR, params JSON,
-  datasets JSON, seconds DOUBLE, flags JSON, run_id VARCHAR, created_at TIMESTAMPTZ,
-  PRIMARY KEY (checkpoint_id, metric, config_hash));
-CREATE TABLE IF NOT EXISTS results (
-  checkpoint_id VARCHAR, metric VARCHAR, key VARCHAR, value DOUBLE, n BIGINT, config_hash VARCHAR,
-  metric_version VARCHAR, run_id VARCHAR, created_at TIMESTAMPTZ,
-  UNIQUE (checkpoint_id, metric, key, config_hash));
-CREATE TABLE IF NOT EXISTS item_outputs (
-  checkpoint_id VARCHAR, metric VARCHAR, config_hash VARCHAR, path VARCHAR, n_rows BIGINT,
-  run_id VARCHAR, created_at TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS failures (
-  checkpoint_id VARCHAR, metric VARCHAR, config_hash VARCHAR, error VARCHAR, traceback VARCHAR,
-  run_id VARCHAR, created_at TIMESTAMPTZ);
-ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid BIGINT;
-ALTER TABLE runs ADD COLUMN IF NOT EXISTS retries BIGINT;
-ALTER TABLE jobs ADD COLUMN IF NOT EXISTS timings JSON;
-CREATE OR REPLACE VIEW latest_jobs AS
-  SELECT * EXCLUDE (rn) FROM (
-    SELECT *, row_number() OVER (PARTITION BY checkpoint_id, metric ORDER BY created_at DESC) AS rn
-    FROM jobs) WHERE rn = 1;
-CREATE OR REPLACE VIEW latest_results AS
-  SELECT r.* FROM results r JOIN (
-    SELECT checkpoint_id, metric, config_hash, row_number() OVER (
-      PARTITION BY checkpoint_id, metric, CAST(params AS VARCHAR) ORDER BY created_at DESC) AS rn
-    FROM jobs) j USING (checkpoint_id, metric, config_hash) WHERE j.rn = 1;
-"""
-#: the tables every results database has (a DuckDB file without them is someone else's database)
-TABLES = ("checkpoints", "runs", "jobs", "results", "item_outputs", "failures")
+from biasbench.harness.shards import ShardError, check_shard, item_relpath
+from biasbench.harness.store_schema import SCHEMA, damage_problem, is_damage_error, schema_problem
 
 #: seconds a writer / a reader waits for another process's lock before giving up
 WRITE_LOCK_TIMEOUT = 60.0
@@ -160,6 +126,11 @@ class Store:
                 f"cannot create the folder of the results database {self.path}: "
                 f"{e.strerror or e} (choose a writable --db location)"
             ) from e
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            # someone else's or a damaged file is refused before it is opened for writing (a
+            # read-write open may already rewrite a damaged file's bytes)
+            with self._connect(read_only=True) as con:
+                self._check_tables(con, writing=True)
         with self._connect() as con:
             self._check_tables(con, writing=True)
             con.execute(SCHEMA)
@@ -196,6 +167,8 @@ class Store:
                 con = duckdb.connect(str(self.path), read_only=ro)
                 break
             except duckdb.Error as e:
+                if is_damage_error(e):
+                    raise StoreError(self._damaged(_first_line(e))) from e
                 if not _is_lock_error(e):
                     raise StoreError(_explain(self.path, e, writing=not ro)) from e
                 if time.monotonic() >= deadline:
@@ -205,6 +178,8 @@ class Store:
         try:
             yield con
         except (duckdb.IOException, duckdb.TransactionException, OSError) as e:
+            if is_damage_error(e):
+                raise StoreError(self._damaged(_first_line(e))) from e
             if not _is_space_error(e):
                 raise
             raise StoreError(
@@ -214,25 +189,26 @@ class Store:
         finally:
             con.close()
 
-    def _check_tables(self, con: duckdb.DuckDBPyConnection, *, writing: bool) -> None:
-        """Refuse a DuckDB file that is someone else's database (reading: any missing table;
-        writing: tables, but not ours — an empty file becomes a results database)."""
-        names = {
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-            ).fetchall()
-        }
-        missing = [t for t in TABLES if t not in names]
-        if not missing or (writing and not names - set(TABLES)):
-            return
-        if writing and "jobs" in names:
-            return  # an older results database: its missing tables are created
-        has = ", ".join(sorted(names)) or "no tables"
-        raise StoreError(
-            f"{self.path} is a DuckDB database but not a biasbench results database (it has "
-            f"{has}; missing {', '.join(missing)}); point --db at a results database or a new file"
+    def _damaged(self, why: str) -> str:
+        return (
+            f"the results database {self.path} is damaged: {why}; it was opened read-only and left as it is "
+            "(restore it from a copy, or point --db at another file)"
         )
+
+    def _check_tables(self, con: duckdb.DuckDBPyConnection, *, writing: bool) -> None:
+        """Refuse a DuckDB file that is someone else's database: reading, any table of ours missing;
+        either way, a table named like ours with other columns (an empty file becomes a results
+        database, an older one gains its new columns)."""
+        database = con.execute("SELECT current_database()").fetchone()[0]
+        damage = damage_problem(con, database, self.path.stat().st_size)
+        if damage:
+            raise StoreError(self._damaged(damage))
+        problem = schema_problem(con, database, allow_missing_tables=writing)
+        if problem:
+            raise StoreError(
+                f"{self.path} is a DuckDB database but not a biasbench results database ({problem}); "
+                "point --db at a results database or a new file — nothing was written to it"
+            )
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(
@@ -422,7 +398,7 @@ class Store:
                         con.execute(
                             "INSERT INTO item_outputs (checkpoint_id, metric, config_hash, path, n_rows, run_id, "
                             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [*where, str(dest.relative_to(self.items_dir.parent)), len(items), run_id, now],
+                            [*where, dest.relative_to(self.items_dir).as_posix(), len(items), run_id, now],
                         )
                         os.replace(tmp, dest)
                     con.execute("COMMIT")
@@ -436,13 +412,19 @@ class Store:
                     tmp.unlink()
         return True
 
-    def _write_items_tmp(self, key: JobKey, items: pd.DataFrame) -> tuple[Path, Path]:
-        """The per-item Parquet file under a temporary name beside its destination (written with an
-        in-memory DuckDB: the results database is not held meanwhile)."""
+    def _item_path(self, key: JobKey) -> Path:
+        """Where a job's per-item file lives: ``<db>.items/<metric>/<checkpoint>__<hash>.parquet``."""
         safe_ckpt = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.checkpoint_id)
         if safe_ckpt != key.checkpoint_id:  # ids differing only in replaced characters keep apart
             safe_ckpt += "-" + hashlib.sha256(key.checkpoint_id.encode()).hexdigest()[:8]
-        dest = self.items_dir / key.metric / f"{safe_ckpt}__{key.config_hash}.parquet"
+        safe_metric = "".join(c if c.isalnum() or c in "-_" else "_" for c in key.metric)
+        safe_hash = "".join(c if c.isalnum() or c in "-_" else "_" for c in key.config_hash)
+        return self.items_dir / safe_metric / f"{safe_ckpt}__{safe_hash}.parquet"
+
+    def _write_items_tmp(self, key: JobKey, items: pd.DataFrame) -> tuple[Path, Path]:
+        """The per-item Parquet file under a temporary name beside its destination (written with an
+        in-memory DuckDB: the results database is not held meanwhile)."""
+        dest = self._item_path(key)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -487,46 +469,48 @@ class Store:
             raise FileNotFoundError(f"no results database at {other.resolve()}")
         if other.resolve() == self.path.resolve():
             raise ValueError(f"cannot merge {other} into itself")
-        Store(
-            other, read_only=True, lock_timeout=self.lock_timeout
-        )  # a clear StoreError if it is no results DB
+        check_shard_file(other, self.lock_timeout)
         with self._connect() as con:
             try:
                 con.execute(f"ATTACH '{_sql_str(other)}' AS shard (READ_ONLY)")
             except duckdb.Error as e:
                 raise StoreError(_explain(other, e, writing=False)) from e
             try:
-                return self._merge_attached(con, other)
+                sources = check_shard(con, other)  # again, on what is attached now
+                return self._merge_attached(con, sources)
+            except ShardError as e:
+                raise StoreError(str(e)) from e
+            except duckdb.Error as e:
+                if is_damage_error(e):
+                    raise StoreError(f"{other} is refused: the file is damaged ({_first_line(e)})") from e
+                raise
             finally:
                 con.execute("DROP TABLE IF EXISTS merge_keys")
                 with contextlib.suppress(duckdb.Error):
                     con.unregister("merge_items")
                 con.execute("DETACH shard")
 
-    def _merge_attached(self, con: duckdb.DuckDBPyConnection, other: Path) -> dict[str, int]:
+    def _merge_attached(self, con: duckdb.DuckDBPyConnection, sources: dict[int, Path]) -> dict[str, int]:
+        """Merge the attached, checked shard; ``sources``: each item row's checked file."""
         con.execute(
             "CREATE OR REPLACE TEMP TABLE merge_keys AS "
             "SELECT checkpoint_id, metric, config_hash FROM shard.jobs "
             "EXCEPT SELECT checkpoint_id, metric, config_hash FROM jobs"
         )
         items = con.execute(
-            "SELECT i.* FROM shard.item_outputs i JOIN merge_keys USING (checkpoint_id, metric, config_hash)"
+            "SELECT i.rowid AS shard_rowid, i.* FROM shard.item_outputs i "
+            "JOIN merge_keys USING (checkpoint_id, metric, config_hash)"
         ).df()
-        other_items_root = other.parent
         paths: list[str] = []
         for row in items.itertuples():
-            src = other_items_root / row.path
-            if not src.is_file():
-                raise FileNotFoundError(
-                    f"{other}: per-item file {src} is missing (copy the shard's "
-                    f"{other.name}.items folder along with it)"
-                )
-            dest = self.items_dir / row.metric / src.name
+            src = sources[int(row.shard_rowid)]
+            dest = self._item_path(JobKey(row.checkpoint_id, row.metric, row.config_hash))
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
             shutil.copyfile(src, tmp)
             os.replace(tmp, dest)
-            paths.append(str(dest.relative_to(self.items_dir.parent)))
+            paths.append(dest.relative_to(self.items_dir).as_posix())
+        items = items.drop(columns=["shard_rowid"])
         items["path"] = paths
         con.register("merge_items", items)
         counts: dict[str, int] = {}
@@ -545,7 +529,7 @@ class Store:
             )
             add(
                 "checkpoints",
-                "INSERT OR REPLACE INTO checkpoints SELECT o.* FROM shard.checkpoints o "
+                "INSERT OR REPLACE INTO checkpoints BY NAME SELECT o.* FROM shard.checkpoints o "
                 "LEFT JOIN checkpoints c ON c.id = o.id "
                 "WHERE c.id IS NULL OR o.updated_at > c.updated_at",
             )
@@ -556,11 +540,14 @@ class Store:
             )
             add(
                 "results",
-                "INSERT INTO results SELECT r.* FROM shard.results r "
+                "INSERT INTO results BY NAME SELECT r.* FROM shard.results r "
                 "JOIN merge_keys USING (checkpoint_id, metric, config_hash)",
             )
-            add("item_outputs", "INSERT INTO item_outputs SELECT * FROM merge_items")
-            add("failures", "INSERT INTO failures SELECT * FROM shard.failures EXCEPT SELECT * FROM failures")
+            add("item_outputs", "INSERT INTO item_outputs BY NAME SELECT * FROM merge_items")
+            add(
+                "failures",
+                "INSERT INTO failures BY NAME SELECT * FROM shard.failures EXCEPT SELECT * FROM failures",
+            )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -598,7 +585,10 @@ class Store:
             row = con.execute(sql + " ORDER BY j.created_at DESC LIMIT 1", args).fetchone()
         if row is None:
             raise KeyError(f"no per-item outputs stored for {checkpoint_id!r} × {metric!r}")
-        path = self.items_dir.parent / row[0]
+        rel = item_relpath(row[0])
+        if rel is None:
+            raise StoreError(f"the per-item path {row[0]!r} of {checkpoint_id!r} × {metric!r} is not a file of {self.items_dir}")
+        path = self.items_dir / rel
         if not path.is_file():
             raise StoreError(
                 f"the per-item file of {checkpoint_id!r} × {metric!r} is missing: {path} (moved without the database's "
@@ -634,6 +624,26 @@ class Store:
     def query(self, sql: str, args: list[Any] | None = None) -> pd.DataFrame:
         with self._connect() as con:
             return con.execute(sql, args or []).df()
+
+
+def check_shard_file(path: str | Path, lock_timeout: float = READ_LOCK_TIMEOUT) -> None:
+    """Check a shard for ``bench merge`` read-only, touching nothing else (:mod:`biasbench.harness.shards`):
+    a :class:`StoreError` naming the shard and the first problem."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results database at {path.resolve()}")
+    Store(path, read_only=True, lock_timeout=lock_timeout)  # a clear error for a file that is no results DB
+    with duckdb.connect() as con:
+        try:
+            con.execute(f"ATTACH '{_sql_str(path)}' AS shard (READ_ONLY)")
+        except duckdb.Error as e:
+            raise StoreError(_explain(path, e, writing=False)) from e
+        try:
+            check_shard(con, path)
+        except ShardError as e:
+            raise StoreError(str(e)) from e
+        except duckdb.Error as e:
+            raise StoreError(f"{path} is refused: the file cannot be read ({_first_line(e)})") from e
 
 
 def _has_job(con: duckdb.DuckDBPyConnection, key: JobKey) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from biasbench.core.names import metric_name_problem
 from biasbench.core.plugins import PluginError, PluginRegistry, Provider
 from biasbench.metrics.base import Metric
 
@@ -27,6 +28,9 @@ def _check(name: str, obj: Any, p: Provider) -> type[Metric]:
         raise PluginError(
             f"metric entry point {name!r} from {p.provider} points to {p.target}, whose name is {obj.name!r}"
         )
+    problem = metric_name_problem(name)
+    if problem:
+        raise PluginError(f"metric name {name!r} from {p.provider} ({p.target}) is invalid: {problem}")
     return obj
 
 

@@ -73,7 +73,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from biasbench.core import labels
+from biasbench.core import labels, names
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import sources
@@ -90,14 +90,14 @@ INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "ham
 
 #: Longest checkpoint id: ids name per-item files (``<id>__<config hash>.parquet``), whose names must
 #: stay below the file systems' 255-byte limit.
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = names.MAX_ID_LENGTH
 #: Largest ``preprocess.resize`` / ``crop`` (pixels).
 MAX_IMAGE_SIZE = 8192
 #: Largest ``num_classes``.
 MAX_NUM_CLASSES = 1_000_000
 
 # always used with fullmatch: ``$`` would also match before a trailing newline
-_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-=@]*")
+_ID_RE = names.ID_RE
 _SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -194,15 +194,9 @@ def _resolve_weights_path(weights: str, base_dir: Path, where_or_id: str) -> str
 
 
 def _check_id(cid: str, where: str) -> None:
-    if len(cid) > MAX_ID_LENGTH:
-        raise RegistryError(
-            f"{where}: id {cid[:40]!r}… is {len(cid)} characters long; at most {MAX_ID_LENGTH} (an id names "
-            f"per-item result files)"
-        )
-    if not _ID_RE.fullmatch(cid):
-        raise RegistryError(
-            f"{where}: invalid id {cid!r} (letters, digits and _ . + - = @; no spaces or slashes)"
-        )
+    problem = names.id_problem(cid)
+    if problem:
+        raise RegistryError(f"{where}: invalid id {cid[:60]!r} ({problem})")
 
 
 def _check_weights_string(weights: str, where: str) -> None:
