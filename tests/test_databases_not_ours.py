@@ -83,7 +83,7 @@ def test_a_truncated_database_is_called_damaged_and_its_bytes_are_not_changed(tm
     cut.write_bytes(data[: int(len(data) * 0.5)])
     before = _digest(cut)
     for ro in (True, False):
-        with pytest.raises(StoreError, match="is damaged: .* \(truncated"):
+        with pytest.raises(StoreError, match=r"is damaged: .* \(truncated"):
             Store(cut, read_only=ro)
     for argv in (["run", "demo", "-m", "accuracy"], ["status"], ["results"]):
         code, err = _main([*argv, "--db", str(cut)], capsys, monkeypatch)

@@ -34,7 +34,9 @@ def id_problem(cid: object) -> str | None:
     if not isinstance(cid, str) or not cid:
         return "an id must be a non-empty string"
     if len(cid) > MAX_ID_LENGTH:
-        return f"it is {len(cid)} characters long; at most {MAX_ID_LENGTH} (an id names per-item result files)"
+        return (
+            f"it is {len(cid)} characters long; at most {MAX_ID_LENGTH} (an id names per-item result files)"
+        )
     if not ID_RE.fullmatch(cid):
         return "letters, digits and _ . + - = @ only, not starting with . + - = @ (no spaces or slashes)"
     return None

@@ -587,7 +587,9 @@ class Store:
             raise KeyError(f"no per-item outputs stored for {checkpoint_id!r} × {metric!r}")
         rel = item_relpath(row[0])
         if rel is None:
-            raise StoreError(f"the per-item path {row[0]!r} of {checkpoint_id!r} × {metric!r} is not a file of {self.items_dir}")
+            raise StoreError(
+                f"the per-item path {row[0]!r} of {checkpoint_id!r} × {metric!r} is not a file of {self.items_dir}"
+            )
         path = self.items_dir / rel
         if not path.is_file():
             raise StoreError(
