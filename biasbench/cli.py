@@ -58,14 +58,18 @@ def _row(table: Table, *cells: Any) -> None:
     """``table.add_row`` with every cell shown as text (ids, paths and error messages are no markup)."""
     from rich.text import Text
 
-    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
+    from biasbench.core.names import printable_lines
+
+    table.add_row(*(c if isinstance(c, Text) else Text(printable_lines(c)) for c in cells))
 
 
 def _esc(value: Any) -> str:
     """``value`` as text to embed in a markup string (a ``[`` in a path or message stays a ``[``)."""
     from rich.markup import escape
 
-    return escape(str(value))
+    from biasbench.core.names import printable_lines
+
+    return escape(printable_lines(value))
 
 
 def _fail(msg: str, code: int = 2) -> NoReturn:
@@ -90,9 +94,9 @@ def _data_root(p: Path | None) -> Path:
 def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     params: dict[str, dict[str, Any]] = {}
     for item in items:
-        name, _, value = item.partition("=")
-        metric, _, key = name.partition(".")
-        if not (metric and key and _):
+        name, eq, value = item.partition("=")
+        metric, dot, key = name.partition(".")
+        if not (metric and key and dot and eq):
             _fail(f"--param {item!r}: expected METRIC.KEY=VALUE, e.g. sis.n_images=16")
         try:
             parsed = json.loads(value)
@@ -142,7 +146,9 @@ def run(
         typer.Option(help="Download and decode cache (default: $BIASBENCH_CACHE or ~/.cache/biasbench)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Start batch size (halved on CUDA out-of-memory).")] = 64,
+    batch_size: Annotated[
+        int, typer.Option(help="Start batch size (halved on CUDA out-of-memory).", min=1, max=65536)
+    ] = 64,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and its cost; compute nothing.")
     ] = False,
@@ -181,6 +187,7 @@ def run(
             help="CPU threads for the models (default: $BIASBENCH_THREADS, else every CPU this process may "
             "use). On a machine shared with other jobs, 1 is often fastest.",
             min=1,
+            max=1024,
             show_default=False,
         ),
     ] = None,
@@ -258,6 +265,8 @@ def run(
             PlanOptions(root, cache, trust_checkpoints, force, seed, dry_run),
             store.stored_jobs(),
         )
+        if not dry_run:  # tags edited in a registry reach the store even when nothing is computed
+            store.update_tags({s.id: s.to_row()["tags"] for s in specs})
         _print_plan(plans, dry_run)
         if dry_run:
             _print_estimate(store, plans, dev, root, cache)
@@ -525,7 +534,9 @@ def results(
                 _fail(str(e))
     df = df[["checkpoint", "metric", "key", "value", "n"]]
     if fmt == "csv":
-        sys.stdout.write(df.to_csv(index=False))
+        from biasbench.reports.render import csv_text
+
+        sys.stdout.write(csv_text(df))
     elif fmt == "json":
         sys.stdout.write(df.to_json(orient="records", indent=1) + "\n")
     elif fmt == "table":
@@ -610,6 +621,20 @@ def _check_out_path(path: Path | None, what: str, *, folder: bool = False) -> No
     where = path if folder else path.parent
     if not where.is_dir():
         _fail(f"{what}: the folder {where} does not exist (create it first)")
+    if folder:
+        if not os.access(where, os.W_OK | os.X_OK):
+            _fail(f"{what}: the folder {where} is not writable")
+        return
+    if path.is_dir():
+        _fail(f"{what}: {path} is a folder; give a file name")
+    existed = path.exists()
+    try:  # opened now, before the report is computed: a file that cannot be written fails first
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        _fail(f"{what}: cannot write {path}: {e.strerror or e}")
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 @app.command()
@@ -657,7 +682,7 @@ def report(
             "--colour-by", help="The checkpoint tag that colours the figures (default: --category)."
         ),
     ] = None,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.", min=100)] = 2000,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.", min=100, max=1_000_000)] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     figure: Annotated[
         Path | None, typer.Option("--figure", help="Also write the heat map (PNG) here.")
@@ -666,7 +691,7 @@ def report(
         Path | None,
         typer.Option("--figures", help="Also write every figure (PNG) into this existing folder."),
     ] = None,
-    top: Annotated[int, typer.Option(help="--keys/--all: show the N strongest pairs.")] = 50,
+    top: Annotated[int, typer.Option(help="--keys/--all: show the N strongest pairs.", min=1)] = 50,
     across_metrics: Annotated[
         bool,
         typer.Option("--across-metrics", help="--keys/--all: only pairs of keys from different metrics."),
@@ -815,7 +840,7 @@ def import_table(
                     seconds=0.0,
                     run_id=run_id,
                 )
-            status = "done"
+            status = "ok"
         finally:
             store.finish_run(run_id, status)
     n_ckpt = table.results["checkpoint"].nunique()

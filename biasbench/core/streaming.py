@@ -23,6 +23,7 @@ grouped-execution benchmark and the bounded-memory test read it).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import threading
@@ -277,6 +278,10 @@ _BUDGET: ContextVar[int | None] = ContextVar("biasbench_cache_budget", default=N
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
+#: the largest cache budget accepted (1 EiB: anything larger is a typo)
+MAX_CACHE_BUDGET = 2**60
+
+
 def parse_size(text: str) -> int:
     """Bytes of a size such as ``500M``, ``20G``, ``1.5T`` or ``123456`` (binary units)."""
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
@@ -285,9 +290,14 @@ def parse_size(text: str) -> int:
         value = float(t[: len(t) - len(unit)])
     except ValueError as e:
         raise ValueError(f"cache budget {text!r}: expected a size such as 500M, 20G or 1.5T") from e
-    if value < 0:
-        raise ValueError(f"cache budget {text!r} is negative")
-    return int(value * _UNITS[unit])
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"cache budget {text!r}: expected a finite, non-negative size such as 500M or 20G")
+    nbytes = value * _UNITS[unit]
+    if nbytes > MAX_CACHE_BUDGET:
+        raise ValueError(
+            f"cache budget {text!r} is more than {MAX_CACHE_BUDGET // 2**50} PiB; give a real disk size"
+        )
+    return int(nbytes)
 
 
 def set_cache_budget(nbytes: int | None) -> Any:

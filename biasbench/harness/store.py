@@ -261,10 +261,11 @@ class Store:
         if not has_pid:
             return []
         rows = con.execute(
-            "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+            "SELECT run_id, pid, epoch(started_at) FROM runs "
+            "WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
             [socket.gethostname()],
         ).fetchall()
-        return [run_id for run_id, pid in rows if not pid_alive(int(pid))]
+        return [run_id for run_id, pid, started in rows if not _run_process_alive(int(pid), started)]
 
     def _mark_interrupted(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         stale = self._stale_runs(con)
@@ -312,6 +313,19 @@ class Store:
                 f"VALUES ({', '.join('?' * (len(cols) + 1))})",
                 values,
             )
+
+    def update_tags(self, tags: dict[str, str]) -> int:
+        """Set the stored tags (JSON text) of checkpoints that have a row here, by id — a registry's
+        edited tags reach the store on every run, even when every job is already stored. Returns how
+        many rows changed."""
+        if not tags:
+            return 0
+        with self._connect() as con:
+            before = con.execute("SELECT id, CAST(tags AS VARCHAR) FROM checkpoints").fetchall()
+            changed = [[tags[cid], cid] for cid, old in before if cid in tags and (old or "{}") != tags[cid]]
+            if changed:
+                con.executemany("UPDATE checkpoints SET tags = ? WHERE id = ?", changed)
+        return len(changed)
 
     # -- jobs ----------------------------------------------------------------------------------
     def has_job(self, key: JobKey) -> bool:
@@ -675,6 +689,34 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc (macOS): signal 0 said it exists
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (Unix seconds), from ``/proc``; ``None`` where that is unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22: starttime, in clock ticks after boot
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+#: seconds a process may seem to have started after its run (btime and clock-tick rounding)
+_START_SLACK = 5.0
+
+
+def _run_process_alive(pid: int, run_started: float | None) -> bool:
+    """Whether the process of a run is still there: alive, and not a newer process that was given the
+    same PID (after a reboot, or once PIDs wrapped around) — one that started after the run did."""
+    if not pid_alive(pid):
+        return False
+    started = process_start_time(pid)
+    return started is None or run_started is None or started <= float(run_started) + _START_SLACK
 
 
 _LOCK_PATTERNS = ("could not set lock", "conflicting lock")

@@ -30,6 +30,10 @@ from typing import Any
 
 import pandas as pd
 
+from biasbench.core import names
+from biasbench.core.plugins import suggest
+from biasbench.metrics.discovery import all_metrics
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -102,6 +106,15 @@ def parse_mapping(text: str) -> tuple[str, list[str], list[Target]]:
         metric, dot, key = name.partition(".")
         if not (dot and metric and key):
             raise TableImportError(f"mapping: target {name!r} must be metric.key (e.g. ood.id)")
+        why = names.metric_name_problem(metric) or names.key_problem(key)
+        if why:
+            raise TableImportError(f"mapping: target {name[:80]!r}: {why}")
+        installed = all_metrics()
+        if metric not in installed:
+            raise TableImportError(
+                f"mapping: target {name[:80]!r}: {metric!r} is not an installed metric "
+                f"(installed: {', '.join(sorted(installed))}){suggest(metric, sorted(installed))}"
+            )
         if isinstance(spec, str):
             spec = {"column": spec}
         if not isinstance(spec, dict):
@@ -139,6 +152,27 @@ def read_table(csv_bytes: bytes, mapping_text: str, *, source: str, file_name: s
     if (ids == "").any():
         raise TableImportError(
             f"{file_name}: row {int((ids == '').to_numpy().argmax()) + 2} has no checkpoint id"
+        )
+    for i, cid in enumerate(ids):
+        why = names.id_problem(cid)
+        if why:
+            raise TableImportError(
+                f"{file_name}: row {i + 2}: checkpoint id {cid[:60]!r} is not one a registry allows ({why})"
+            )
+    tag_problem = next(
+        (
+            (i, c)
+            for i in range(len(table))
+            for c in tag_cols
+            if names.CONTROL_RE.search(table.at[i, c]) or len(table.at[i, c]) > 200
+        ),
+        None,
+    )
+    if tag_problem:
+        i, c = tag_problem
+        raise TableImportError(
+            f"{file_name}: row {i + 2}, tag column {c!r}: {table.at[i, c][:60]!r} has control characters "
+            "or is longer than 200 characters"
         )
     dup = sorted(set(ids[ids.duplicated()]))
     if dup:
@@ -190,9 +224,15 @@ def read_files(csv_path: Path, mapping_path: Path, source: str) -> ImportedTable
     for p in (csv_path, mapping_path):
         if not p.is_file():
             raise TableImportError(f"no such file: {p}")
+    try:
+        mapping_text = mapping_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TableImportError(
+            f"{mapping_path}: the mapping is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from e
     return read_table(
         csv_path.read_bytes(),
-        mapping_path.read_text(encoding="utf-8"),
+        mapping_text,
         source=source,
         file_name=csv_path.name,
     )

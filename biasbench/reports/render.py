@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pandas as pd
@@ -259,8 +260,32 @@ def long_table(report: Report) -> pd.DataFrame:
     return t
 
 
+#: a cell a spreadsheet would read as a formula (OWASP's CSV-injection list), unless it is a number
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def neutralise_formula(value: object) -> object:
+    """A text cell starting like a formula gets a leading ``'`` (OWASP's advice against CSV
+    injection), so a spreadsheet shows it as text; numbers and other cells are returned as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV with every text cell (and header) that would be a spreadsheet formula
+    neutralised."""
+    safe = frame.copy()
+    safe.columns = [neutralise_formula(str(c)) for c in safe.columns]
+    for c in safe.columns:
+        if safe[c].dtype == object or pd.api.types.is_string_dtype(safe[c]):
+            safe[c] = safe[c].map(neutralise_formula)
+    return safe.to_csv(index=False)
+
+
 def to_csv(report: Report) -> str:
-    return long_table(report).to_csv(index=False)
+    return csv_text(long_table(report))
 
 
 def to_json(report: Report) -> str:

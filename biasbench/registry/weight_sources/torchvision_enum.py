@@ -22,8 +22,13 @@ def torchvision_weights_enum(value: str, checkpoint_id: str) -> Any:
     import torchvision
 
     try:
-        return torchvision.models.get_weight(value)
-    except (ValueError, KeyError, AttributeError) as e:
+        # get_weight evaluates the enum's name as an attribute of torchvision.models: a name that is
+        # not a weights enum (`get_weight.x`) fails inside it with a TypeError
+        enum = torchvision.models.get_weight(value)
+        if not isinstance(enum, torchvision.models.WeightsEnum):
+            raise ValueError(f"{value!r} is not a member of a torchvision weights enum")
+        return enum
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
         raise CheckpointError(
             f"checkpoint {checkpoint_id!r}: unknown torchvision weights {value!r} (write the enum and member, "
             f"e.g. 'torchvision:ResNet50_Weights.IMAGENET1K_V1'): {e}"

@@ -1,0 +1,238 @@
+"""The probe's findings on command-line input, exports, terminals, imports and run bookkeeping: each ends
+in one clear, unwrapped, escaped error line (exit 2) or is handled, and nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from biasbench.harness.store import JobKey, Store
+from biasbench.registry.spec import CheckpointError
+from tests.harness_fixtures import bench, demo_registry
+
+
+def _main(argv: list[str], capsys, monkeypatch, columns: int = 60) -> tuple[int, str, str]:
+    """The real entry point in this process at a narrow terminal: exit code, stdout, stderr."""
+    from biasbench.cli import main
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setattr(sys, "argv", ["bench", *argv])
+    code = 0
+    try:
+        main()
+    except SystemExit as ex:
+        code = int(ex.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _one_error_line(err: str) -> None:
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+# -- command-line input ---------------------------------------------------------------------------
+
+
+def test_a_param_without_an_equals_sign_is_refused_not_stored_as_an_empty_string(
+    tmp_path, capsys, monkeypatch
+):
+    code, _, err = _main(
+        ["run", "demo", "-p", "accuracy.dataset", "--db", str(tmp_path / "x.duckdb")], capsys, monkeypatch
+    )
+    assert code == 2
+    _one_error_line(err)
+    assert "expected METRIC.KEY=VALUE" in err
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--batch-size", "0"],
+        ["run", "--batch-size", "-1"],
+        ["run", "--threads", "100000"],
+        ["report", "--top", "-1"],
+        ["report", "--resamples", str(10**12)],
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_anything_runs(tmp_path, argv):
+    r = bench([*argv, "--db", str(tmp_path / "x.duckdb")], tmp_path)
+    assert r.returncode == 2 and "Invalid value" in r.stderr, r.stderr
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+@pytest.mark.parametrize("budget", ["1e999G", "nanG", "-5G", "99999999999T"])
+def test_an_absurd_cache_budget_is_one_error_line(tmp_path, capsys, monkeypatch, budget):
+    code, _, err = _main(
+        ["run", "demo", "--cache-budget", budget, "--db", str(tmp_path / "x.duckdb")], capsys, monkeypatch
+    )
+    assert code == 2 and "cache budget" in err
+    _one_error_line(err)
+
+
+@pytest.mark.parametrize("target", ["/proc/version", "DIR"])
+def test_a_report_output_that_cannot_be_written_fails_before_the_report_is_computed(
+    tmp_path, capsys, monkeypatch, target
+):
+    out = tmp_path if target == "DIR" else Path(target)
+    t0 = time.monotonic()
+    code, _, err = _main(
+        ["report", "-o", str(out), "--db", str(tmp_path / "none.duckdb")], capsys, monkeypatch
+    )
+    assert code == 2 and "--out" in err and time.monotonic() - t0 < 10
+    _one_error_line(err)
+
+
+def test_a_failure_inside_the_run_inputs_prints_one_line_not_a_second_error_2(tmp_path, capsys, monkeypatch):
+    code, _, err = _main(
+        ["run", "demo", "-p", "nosuch.x=1", "--db", str(tmp_path / "x.duckdb")], capsys, monkeypatch
+    )
+    assert code == 2 and "error: 2" not in err
+    _one_error_line(err)
+
+
+def test_quoted_text_keeps_its_colons_and_long_errors_are_not_wrapped(tmp_path, capsys, monkeypatch):
+    long_name = "root:x:0:0:" + "y" * 150
+    code, _, err = _main(
+        ["run", "demo", "-p", long_name, "--db", str(tmp_path / "x.duckdb")], capsys, monkeypatch, columns=40
+    )
+    assert code == 2 and long_name in err  # no emoji for :x:, no line break inside
+    _one_error_line(err)
+
+
+def test_a_torchvision_name_that_is_no_weights_enum_is_a_checkpoint_error():
+    from biasbench.registry.weight_sources.torchvision_enum import torchvision_weights_enum
+
+    with pytest.raises(CheckpointError, match="unknown torchvision weights 'get_weight.x'"):
+        torchvision_weights_enum("get_weight.x", "c")
+
+
+# -- exports and terminals ------------------------------------------------------------------------
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised():
+    from biasbench.reports.render import csv_text
+
+    frame = pd.DataFrame(
+        {
+            "checkpoint": ["=cmd|' /C calc'!A0", "+SUM(1;2)", "@x", "-2.5", "plain", "\tTAB"],
+            "tag": ['=HYPERLINK("http://x")', "a", "b", "c", "d", "e"],
+            "value": [1.0, -2.0, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
+    lines = csv_text(frame).splitlines()
+    rows = [ln.split(",")[0] for ln in lines[1:]]
+    assert rows[0].startswith("'=cmd") and rows[1] == "'+SUM(1;2)" and rows[2] == "'@x"
+    assert rows[3] == "-2.5" and rows[4] == "plain" and rows[5].startswith("'\t")
+    assert "'=HYPERLINK" in lines[1] and lines[2].endswith(",-2.0")
+
+
+def test_status_and_results_print_control_characters_as_escapes(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with Store(db) as s:
+        s.write_job(
+            JobKey("c", "accuracy", "0123456789abcdef"),
+            metric_version="1",
+            params={},
+            datasets={},
+            scalars={"top1": 0.5},
+            n={"top1": 2},
+            items=None,
+            flags=[],
+            seconds=0.1,
+            run_id="r",
+        )
+        s.record_failure("c", "accuracy", None, "missing key \x1b[31mfc.weight\x1b[2J", "tb", "r")
+    for argv in (["status"], ["results"]):
+        r = bench([*argv, "--db", str(db)], tmp_path)
+        assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr
+    assert "\\x1b[31mfc.weight" in bench(["status", "--db", str(db)], tmp_path).stdout
+
+
+# -- imports --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "why"),
+    [
+        ("../../../etc/passwd", "is not one a registry allows"),
+        ("x" * 20000, "is not one a registry allows"),
+        ("=cmd|' /C calc'!A0", "is not one a registry allows"),
+        ("a\x1b[31mb", "is not one a registry allows"),
+    ],
+)
+def test_bench_import_refuses_ids_the_registry_forbids(tmp_path, cell, why):
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"model": [cell], "acc": ["0.5"]}).to_csv(csv, index=False)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('checkpoint = "model"\n[keys]\n"ood.id" = "acc"\n')
+    db = tmp_path / "r.duckdb"
+    r = bench(["import", str(csv), "--mapping", str(mapping), "--source", "paper", "--db", str(db)], tmp_path)
+    assert r.returncode == 2 and why in r.stderr and "\x1b" not in r.stderr
+    assert not db.exists()
+
+
+def test_bench_import_refuses_an_unknown_looking_metric_name_and_a_non_utf8_mapping(tmp_path):
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["m1"], "acc": ["0.5"]}).to_csv(csv, index=False)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('checkpoint = "model"\n[keys]\n"evil.<script>x</script>" = "acc"\n')
+    r = bench(
+        ["import", str(csv), "--mapping", str(mapping), "--source", "p", "--db", str(tmp_path / "r")],
+        tmp_path,
+    )
+    assert r.returncode == 2 and "'evil' is not an installed metric" in r.stderr
+    mapping.write_bytes(b'checkpoint = "model\xff"\n')
+    r = bench(
+        ["import", str(csv), "--mapping", str(mapping), "--source", "p", "--db", str(tmp_path / "r")],
+        tmp_path,
+    )
+    assert r.returncode == 2 and "not UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_import_run_is_recorded_with_the_run_status_ok(tmp_path):
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["m1", "m2"], "acc": ["0.5", "0.7"]}).to_csv(csv, index=False)
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('checkpoint = "model"\n[keys]\n"ood.id" = "acc"\n')
+    db = tmp_path / "r.duckdb"
+    r = bench(["import", str(csv), "--mapping", str(mapping), "--source", "paper", "--db", str(db)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    with Store(db, read_only=True) as s:
+        assert list(s.runs()["status"]) == ["ok"]
+
+
+# -- run bookkeeping ------------------------------------------------------------------------------
+
+
+def test_tags_edited_in_a_registry_reach_the_store_when_every_job_is_already_stored(tmp_path):
+    reg = demo_registry(tmp_path, n=1)
+    db = tmp_path / "r.duckdb"
+    args = ["run", str(reg), "-m", "accuracy", "--db", str(db), "--cache-dir", str(tmp_path / "c")]
+    assert bench(args, tmp_path).returncode == 0
+    reg.write_text(reg.read_text().replace("tags = { seed = 0 }", 'tags = { seed = 0, category = "new" }'))
+    r = bench(args, tmp_path)
+    assert r.returncode == 0 and "Nothing to compute" in r.stderr
+    with Store(db, read_only=True) as s:
+        tags = json.loads(s.checkpoints().set_index("id").loc["tiny0", "tags"])
+    assert tags == {"category": "new", "seed": 0}
+
+
+def test_a_running_run_whose_pid_now_belongs_to_a_newer_process_is_interrupted(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with Store(db) as s:
+        old = s.start_run(argv=[], git_sha=None, versions={}, device="cpu")
+        s.query(  # the same PID (this process), but the run began a day before this process did
+            "UPDATE runs SET started_at = started_at - INTERVAL 1 DAY WHERE run_id = ?", [old]
+        )
+        mine = s.start_run(argv=[], git_sha=None, versions={}, device="cpu")
+    with Store(db, read_only=True) as s:
+        status = dict(zip(s.runs()["run_id"], s.runs()["status"], strict=True))
+    assert status[old] == "interrupted" and status[mine] == "running"
+    assert os.getpid() > 0
