@@ -91,40 +91,6 @@ def _data_root(p: Path | None) -> Path:
     return p if p is not None else default_data_root()
 
 
-def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
-    params: dict[str, dict[str, Any]] = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        metric, dot, key = name.partition(".")
-        if not (metric and key and dot and eq):
-            _fail(f"--param {item!r}: expected METRIC.KEY=VALUE, e.g. sis.n_images=16")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        params.setdefault(metric, {})[key] = parsed
-    return params
-
-
-def _build_metrics(names: list[str] | None, params: dict[str, dict[str, Any]]) -> list[Any]:
-    """The metrics of this run with their parameters, checked now: a bad ``-p`` is an error before any
-    checkpoint is resolved or model loaded."""
-    from biasbench.metrics.base import ParamError
-    from biasbench.metrics.discovery import all_metrics, load_metric
-
-    classes = [load_metric(n) for n in names] if names else list(all_metrics().values())
-    unknown = set(params) - {c.name for c in classes}
-    if unknown:
-        _fail(f"--param for metrics not in this run: {', '.join(sorted(unknown))}")
-    metrics = []
-    for cls in classes:
-        try:
-            metrics.append(cls(**params.get(cls.name, {})))
-        except ParamError as e:
-            _fail(str(e))
-    return metrics
-
-
 @app.command()
 def run(
     targets: Annotated[
@@ -245,42 +211,54 @@ def run(
     ] = 2,
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
-    from biasbench.core.paths import default_cache_dir
-    from biasbench.harness.executor import ExecOptions
-    from biasbench.harness.plan import PlanOptions, plan
-    from biasbench.harness.store import Store
+    from biasbench.harness import session
 
-    root = _data_root(data_root)
-    cache = cache_dir or default_cache_dir()
-    specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], device, threads)
-    specs = _pin_specs(_select_where(specs, where or []), lock_file, allow_unpinned, cache, dry_run)
     group_k, budget = _speed_options(group, cache_budget)
+    opts = session.RunOptions(
+        data_root=data_root,
+        cache_dir=cache_dir,
+        device=device,
+        batch_size=batch_size,
+        force=force,
+        trust_checkpoints=trust_checkpoints,
+        seed=seed,
+        where=tuple(where or ()),
+        allow_unpinned=allow_unpinned,
+        lock_file=lock_file,
+        threads=threads,
+        group=group_k,
+        cache_budget=budget,
+        compile=compile_models,
+    )
+    specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], opts)
+    specs = _pin_specs(specs, opts, dry_run)
     if compile_models and not dry_run:
         _check_compile(dev)
     ray_opts = _ray_options(executor, ray_address, gpus_per_task, max_retries, force)
-    with Store(db) as store:
-        plans = plan(
-            specs,
-            metric_objs,
-            PlanOptions(root, cache, trust_checkpoints, force, seed, dry_run),
-            store.stored_jobs(),
-        )
-        if not dry_run:  # tags edited in a registry reach the store even when nothing is computed
-            store.update_tags({s.id: s.to_row()["tags"] for s in specs})
+    with _open_store(db) as store:
+        plans = session.plan_jobs(store, specs, metric_objs, opts, dry_run=dry_run)
         _print_plan(plans, dry_run)
         if dry_run:
-            _print_estimate(store, plans, dev, root, cache)
+            _print_estimate(store, plans, dev, opts.root, opts.cache)
             return
-        summary = _execute_plans(
+        summary = session.execute_recorded(
             store,
             plans,
-            db,
-            ExecOptions(
-                root, cache, dev, batch_size, trust_checkpoints, seed, group_k, budget, compile=compile_models
+            session.exec_options(opts, dev),
+            console=err,
+            ray_opts=ray_opts,
+            started=lambda run_id, n_todo, n_stored: err.print(
+                f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {_describe(dev)}",
+                markup=False,
             ),
-            ray_opts,
         )
     if summary is None:
+        n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
+        err.print(
+            f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).",
+            markup=False,
+        )
+        _next_steps(db)
         return
     _print_summary(summary)
     if summary.failed:
@@ -293,69 +271,48 @@ def run(
     _next_steps(db)
 
 
-def _select_where(specs: list[Any], where: list[str]) -> list[Any]:
-    """The specs whose tags match every ``--where KEY=VALUE`` (biasbench.registry.select)."""
-    from biasbench.registry.select import parse_where, select
+def _describe(dev: Any) -> str:
+    from biasbench.harness.environment import describe_device
+
+    return describe_device(dev)
+
+
+def _open_store(db: Path) -> Any:
+    from biasbench.harness.store import Store
+
+    return Store(db)
+
+
+def _pin_specs(specs: list[Any], opts: Any, dry_run: bool) -> list[Any]:
+    """Pin unpinned weights from the registries' lock files (:func:`biasbench.harness.session.pin`)."""
+    from biasbench.harness import session
 
     try:
-        return select(specs, parse_where(where))
-    except RuntimeError as e:
+        return session.pin(specs, opts, dry_run=dry_run, note=lambda m: err.print(m, markup=False))
+    except (RuntimeError, ValueError) as e:
         _fail(str(e))
-
-
-def _pin_specs(
-    specs: list[Any], lock_file: Path | None, allow_unpinned: bool, cache: Path, dry_run: bool
-) -> list[Any]:
-    """Pin unpinned weights from the registries' lock files. Still unpinned: refused (naming `bench
-    lock` and --allow-unpinned), or with --allow-unpinned downloaded now and recorded in the lock. A dry
-    run fetches nothing and only says how many are unpinned."""
-    from biasbench.registry import lock
-
-    try:
-        specs, missing = lock.apply_locks(specs, lock_file)
-        if not missing:
-            return specs
-        if dry_run:
-            err.print(f"note: {lock.refusal(missing)}", markup=False)
-            return specs
-        if not allow_unpinned:
-            _fail(lock.refusal(missing))
-        lock.lock_files(
-            missing,
-            cache,
-            lambda e, f: err.print(
-                f"locked {e.id} part {e.part}: sha256 {e.sha256} ({e.size} bytes) in {f}", markup=False
-            ),
-        )
-        specs, missing = lock.apply_locks(specs, lock_file)
-    except RuntimeError as e:
-        _fail(str(e))
-    return specs
 
 
 def _run_inputs(
-    targets: list[str], metrics: str | None, param: list[str], device: str, threads: int | None
+    targets: list[str], metrics: str | None, param: list[str], opts: Any
 ) -> tuple[list, list, Any]:
-    """Checkpoint specs, metrics (parameters checked), the device and the CPU threads of a run; any
-    error ends the command with one message before anything is downloaded or loaded."""
-    import torch
-
+    """Checkpoint specs (``--where`` applied), metrics (parameters checked), the device and the CPU
+    threads of a run; any error ends the command with one message before anything is downloaded or
+    loaded."""
     from biasbench.core.plugins import PluginError
-    from biasbench.harness.environment import default_threads, select_device
-    from biasbench.registry.registry_files import resolve_targets
+    from biasbench.harness import session
 
-    names = list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip())) if metrics else None
+    names = (
+        list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))
+        if metrics is not None
+        else None
+    )
     try:
-        metric_objs = _build_metrics(names, _parse_params(param))
-        specs = resolve_targets(targets)
-        dev = select_device(device)
-        torch.set_num_threads(threads or default_threads())
+        metric_objs = session.build_metrics(names, session.parse_params(param))
+        specs = session.resolve(targets, opts.where)
+        dev = session.prepare_torch(opts)
     except (PluginError, RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
-    if not specs:
-        _fail(f"no checkpoints in {', '.join(targets)}: nothing to benchmark")
-    if metrics is not None and not names:
-        _fail("--metrics names no metric")
     return specs, metric_objs, dev
 
 
@@ -407,49 +364,6 @@ def _ray_options(executor: str, address: str | None, gpus: float, retries: int, 
     except RuntimeError as e:
         _fail(str(e))
     return RayOptions(address, gpus, retries)
-
-
-def _execute_plans(store: Any, plans: list[Any], db: Path, opts: Any, ray_opts: Any = None) -> Any:
-    """Run the planned jobs as one recorded run (on Ray with ``ray_opts``); ``None`` when there is
-    nothing to compute."""
-    from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
-    from biasbench.harness.executor import execute
-    from biasbench.harness.progress import RunUI
-
-    n_todo = sum(len(cp.todo) for cp in plans)
-    n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
-    n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
-    if n_todo == 0 and n_err == 0:
-        err.print(
-            f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).",
-            markup=False,
-        )
-        _next_steps(db)
-        return None
-    run_id = store.start_run(
-        argv=sys.argv,
-        git_sha=git_sha(),
-        versions=package_versions(),
-        device=describe_device(opts.device),
-        host=hostname(),
-    )
-    err.print(
-        f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {describe_device(opts.device)}",
-        markup=False,
-    )
-    status = "interrupted"
-    try:
-        with RunUI(err) as ui:
-            if ray_opts is None:
-                summary = execute(plans, opts, store, run_id, ui)
-            else:
-                from biasbench.harness.ray_executor import execute_on_ray
-
-                summary = execute_on_ray(plans, opts, store, run_id, ui, ray_opts)
-        status = "failed" if summary.failed else "ok"
-    finally:
-        store.finish_run(run_id, status)
-    return summary
 
 
 def _print_plan(plans: list[Any], verbose: bool) -> None:
@@ -937,12 +851,12 @@ def lock_cmd(
     the registry's lock file (<registry>.lock; ./<name>.lock for a shipped registry). `bench run` then
     verifies every download against it."""
     from biasbench.core.paths import default_cache_dir
+    from biasbench.harness import session
     from biasbench.registry import lock
-    from biasbench.registry.registry_files import resolve_targets
 
     cache = cache_dir or default_cache_dir()
     try:
-        specs = _select_where(resolve_targets(targets), where or [])
+        specs = session.resolve(targets, where or ())
         _, missing = lock.apply_locks(specs, lock_file)
         n_pinned = sum(len(lock.spec_parts(sp)) for sp in specs) - len(missing)
         err.print(

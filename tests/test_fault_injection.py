@@ -165,7 +165,7 @@ def _whole_job_problems(snap: dict, ref_counts: dict[tuple[str, str], int], db: 
     if snap["duplicates"]:
         problems.append(f"{snap['duplicates']} duplicate rows")
     for c, m, path, n_rows in snap["items"]:
-        f = db.parent / path
+        f = db.with_name(db.name + ".items") / path  # stored relative to the items folder
         if not f.is_file():
             problems.append(f"job {c} × {m}: per-item file {f} is missing")
         else:

@@ -117,7 +117,7 @@ def _assert_same_as_serial(db: Path, serial: Path) -> None:
         assert got[table] == want[table], table
     # item files: same rows; the paths live beside each database
     assert [r[:3] + r[4:] for r in got["items"]] == [r[:3] + r[4:] for r in want["items"]]
-    assert all((db.parent / r[3]).is_file() for r in got["items"])
+    assert all((db.with_name(db.name + ".items") / r[3]).is_file() for r in got["items"])
 
 
 def test_ray_run_on_two_nodes_stores_what_the_serial_run_stores(world, cluster) -> None:

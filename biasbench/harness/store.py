@@ -13,7 +13,10 @@ means (a rerun skips it unless ``--force``). ``timings``: what the job measured 
 ``results(checkpoint_id, metric, key, value DOUBLE, n, config_hash, metric_version, run_id,
 created_at)`` unique on ``(checkpoint_id, metric, key, config_hash)``.
 ``item_outputs(checkpoint_id, metric, config_hash, path, n_rows, run_id, created_at)`` — per-item
-outputs live in Parquet files beside the database (``<db>.items/<metric>/<checkpoint>__<hash>.parquet``).
+outputs live in Parquet files beside the database (``<db>.items/<metric>/<checkpoint>__<hash>.parquet``);
+``path`` is relative to the items folder (``<metric>/<file>``; older databases stored it with the
+folder's name in front, which is read the same way), so a database renamed with its items folder
+keeps finding its files.
 ``failures(checkpoint_id, metric, config_hash, error, traceback, run_id, created_at)``.
 View ``latest_results``: for each (checkpoint, metric, parameters, key) the row of the newest job, so
 one metric run under different parameters (``accuracy`` on two datasets) keeps one row per variant.

@@ -77,9 +77,9 @@ class Accuracy(Metric):
     def _result(self, ds: ImageSet, keep: torch.Tensor, logits: torch.Tensor) -> MetricResult:
         labels = ds.labels
         top1 = topk_correct(logits[keep], labels[keep], 1)
-        scalars = {"top1": float(top1.float().mean())}
+        scalars = {"top1": float(top1.double().mean())}
         if logits.shape[1] >= 5:
-            scalars["top5"] = float(topk_correct(logits[keep], labels[keep], 5).float().mean())
+            scalars["top5"] = float(topk_correct(logits[keep], labels[keep], 5).double().mean())
         probs = logits.softmax(dim=1)
         conf, pred = probs.max(dim=1)
         items = pd.DataFrame(

@@ -41,11 +41,11 @@ from biasbench.core import labels
 from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import adapters as _adapters
-from biasbench.registry import sources
+from biasbench.registry import in_memory, sources
 from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheckpoint, WeightPart
 from biasbench.registry.weight_sources.torchvision_enum import torchvision_weights_enum
 
-ARCH_FAMILIES = ("timm", "torchvision", "zoo")
+ARCH_FAMILIES = ("timm", "torchvision", "zoo", "python")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -88,6 +88,8 @@ def check_arch(spec: CheckpointSpec) -> None:
             raise CheckpointError(
                 f"checkpoint {spec.id!r}: unknown torchvision architecture {name!r}{suggest(name, known)}"
             )
+    elif family == "python":
+        in_memory.registered_module(name, spec.id)
     else:
         archs = getattr(_zoo(), "ARCHITECTURES", None)
         if archs is None:
@@ -113,6 +115,8 @@ def build_arch(spec: CheckpointSpec, num_classes: int) -> nn.Module:
             import torchvision
 
             return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        if family == "python":  # the caller's module, copied; its class count is checked on its outputs
+            return in_memory.build(name, spec.id)
         return _zoo().ARCHITECTURES[name](num_classes)
     except CheckpointError:
         raise

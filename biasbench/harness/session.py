@@ -1,0 +1,403 @@
+"""The Python API: one run's lifecycle, used by ``bench run`` and by a notebook alike.
+
+``run(targets, metrics, params, db=…)`` does what ``bench run`` does — resolve the targets, filter by
+``where``, pin unpinned weights from the lock files, plan against the store, start a recorded run,
+execute, finish the run — so the two store identical rows (same plan, content keys, resume, failures
+table). ``evaluate(model, …)`` benchmarks a ``torch.nn.Module`` that exists only in this process
+(:mod:`biasbench.registry.in_memory`: its identity is the sha256 of its state dict in sorted key
+order, plus its preprocessing). ``results(db)`` reads the long table back.
+
+The layer sits between the CLI and the harness: ``cli → harness.session → harness.plan / executor /
+store → metrics / registry``. It raises our errors (:class:`RunInputError`, ``StoreError``,
+``CheckpointError``, ``PluginError``, ``ParamError``) and prints nothing unless ``progress=True``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from biasbench.core.paths import default_cache_dir, default_data_root
+from biasbench.core.preprocess import Preprocess
+from biasbench.harness.executor import ExecOptions, RunSummary
+from biasbench.harness.plan import CheckpointPlan, PlanOptions, plan
+from biasbench.harness.store import Store
+
+__all__ = ["Results", "RunInputError", "RunOptions", "evaluate", "results", "run"]
+
+DEFAULT_DB = "bench.duckdb"
+
+
+class RunInputError(ValueError):
+    """A run's inputs are wrong (a metric parameter, a metric list, no checkpoint): nothing ran."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything about a run besides its targets, metrics and parameters (``bench run``'s options)."""
+
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    force: bool = False
+    trust_checkpoints: bool = False
+    seed: int = 0
+    where: tuple[str, ...] = ()
+    allow_unpinned: bool = False
+    lock_file: Path | None = None
+    threads: int | None = None
+    group: int | str = 1
+    cache_budget: int | None = None
+    compile: bool = False
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_root) if self.data_root is not None else default_data_root()
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+
+
+@dataclass
+class Results:
+    """What a run stored for its checkpoints: the long table (checkpoint, metric, key, value, n — the
+    columns of ``bench results --format csv``) and the run's job outcomes."""
+
+    frame: pd.DataFrame
+    summary: RunSummary | None = None
+    db: Path | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame.copy()
+
+    def value(self, metric: str, key: str, checkpoint: str | None = None) -> float:
+        """One stored scalar (``checkpoint`` may be left out when there is one)."""
+        f = self.frame[(self.frame["metric"] == metric) & (self.frame["key"] == key)]
+        if checkpoint is not None:
+            f = f[f["checkpoint"] == checkpoint]
+        if len(f) != 1:
+            raise KeyError(
+                f"{len(f)} stored values for {metric}.{key}" + (f" of {checkpoint}" if checkpoint else "")
+            )
+        return float(f["value"].iloc[0])
+
+
+def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``METRIC.KEY=VALUE`` strings (values parsed as JSON, else kept as strings) by metric."""
+    import json
+
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        metric, dot, key = name.partition(".")
+        if not (metric and key and dot and eq):
+            raise RunInputError(f"--param {item!r}: expected METRIC.KEY=VALUE, e.g. sis.n_images=16")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        params.setdefault(metric, {})[key] = parsed
+    return params
+
+
+def build_metrics(names: Sequence[str] | None, params: Mapping[str, Mapping[str, Any]] | None) -> list[Any]:
+    """The metrics of a run with their parameters, checked now (a bad parameter is an error before any
+    checkpoint is resolved): ``names`` None = every installed metric."""
+    from biasbench.metrics.discovery import all_metrics, load_metric
+
+    params = params or {}
+    if names is not None and not list(names):
+        raise RunInputError("--metrics names no metric")
+    classes = [load_metric(n) for n in names] if names else list(all_metrics().values())
+    unknown = set(params) - {c.name for c in classes}
+    if unknown:
+        raise RunInputError(f"--param for metrics not in this run: {', '.join(sorted(unknown))}")
+    return [cls(**dict(params.get(cls.name, {}))) for cls in classes]
+
+
+def resolve(targets: Sequence[str] | None, where: Sequence[str] = ()) -> list[Any]:
+    """Checkpoint specs of the targets (none: the demo registry), filtered by ``where`` tags."""
+    from biasbench.registry.registry_files import resolve_targets
+    from biasbench.registry.select import parse_where, select
+
+    targets = list(targets) if targets else ["demo"]
+    specs = resolve_targets(targets)
+    if not specs:
+        raise RunInputError(f"no checkpoints in {', '.join(targets)}: nothing to benchmark")
+    return select(specs, parse_where(list(where))) if where else specs
+
+
+def pin(
+    specs: list[Any],
+    opts: RunOptions,
+    *,
+    dry_run: bool = False,
+    note: Callable[[str], None] = lambda _m: None,
+) -> list[Any]:
+    """Pin unpinned weights from the registries' lock files. Still unpinned: refused (naming `bench
+    lock` and --allow-unpinned), or with ``allow_unpinned`` downloaded now and recorded in the lock. A
+    dry run fetches nothing and only says (``note``) how many are unpinned."""
+    from biasbench.registry import lock
+
+    specs, missing = lock.apply_locks(specs, opts.lock_file)
+    if not missing:
+        return specs
+    if dry_run:
+        note(f"note: {lock.refusal(missing)}")
+        return specs
+    if not opts.allow_unpinned:
+        raise RunInputError(lock.refusal(missing))
+    lock.lock_files(
+        missing,
+        opts.cache,
+        lambda e, f: note(f"locked {e.id} part {e.part}: sha256 {e.sha256} ({e.size} bytes) in {f}"),
+    )
+    return lock.apply_locks(specs, opts.lock_file)[0]
+
+
+def plan_jobs(store: Store, specs: list[Any], metrics: list[Any], opts: RunOptions, *, dry_run: bool = False):
+    """The plan of ``specs`` × ``metrics`` against what ``store`` holds; a real run also refreshes the
+    stored tags of the checkpoints (a registry's edited tags reach the store even when nothing runs)."""
+    plans = plan(
+        specs,
+        metrics,
+        PlanOptions(opts.root, opts.cache, opts.trust_checkpoints, opts.force, opts.seed, dry_run),
+        store.stored_jobs(),
+    )
+    if not dry_run:
+        store.update_tags({s.id: s.to_row()["tags"] for s in specs})
+    return plans
+
+
+def exec_options(opts: RunOptions, device: Any) -> ExecOptions:
+    return ExecOptions(
+        opts.root,
+        opts.cache,
+        device,
+        opts.batch_size,
+        opts.trust_checkpoints,
+        opts.seed,
+        opts.group,
+        opts.cache_budget,
+        compile=opts.compile,
+    )
+
+
+def execute_recorded(
+    store: Store,
+    plans: list[CheckpointPlan],
+    exec_opts: ExecOptions,
+    *,
+    console: Console,
+    argv: list[str] | None = None,
+    ray_opts: Any = None,
+    started: Callable[[str, int, int], None] = lambda _r, _t, _s: None,
+) -> RunSummary | None:
+    """Run the planned jobs as one recorded run (``runs`` row: running → ok | failed | interrupted), on
+    Ray with ``ray_opts``; ``None`` when there is nothing to compute. ``started(run_id, todo, stored)``
+    is told when the run begins."""
+    from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
+    from biasbench.harness.executor import execute
+    from biasbench.harness.progress import RunUI
+
+    n_todo = sum(len(cp.todo) for cp in plans)
+    n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
+    n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
+    if n_todo == 0 and n_err == 0:
+        return None
+    run_id = store.start_run(
+        argv=list(sys.argv if argv is None else argv),
+        git_sha=git_sha(),
+        versions=package_versions(),
+        device=describe_device(exec_opts.device),
+        host=hostname(),
+    )
+    started(run_id, n_todo, n_stored)
+    status = "interrupted"
+    try:
+        with RunUI(console) as ui:
+            if ray_opts is None:
+                summary = execute(plans, exec_opts, store, run_id, ui)
+            else:
+                from biasbench.harness.ray_executor import execute_on_ray
+
+                summary = execute_on_ray(plans, exec_opts, store, run_id, ui, ray_opts)
+        status = "failed" if summary.failed else "ok"
+    finally:
+        store.finish_run(run_id, status)
+    return summary
+
+
+def prepare_torch(opts: RunOptions) -> Any:
+    import torch
+
+    from biasbench.harness.environment import default_threads, select_device
+
+    dev = select_device(opts.device)
+    torch.set_num_threads(opts.threads or default_threads())
+    return dev
+
+
+def _options(options: RunOptions | None, kw: dict[str, Any]) -> RunOptions:
+    import dataclasses
+
+    base = options or RunOptions()
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(kw) - known)
+    if unknown:
+        raise TypeError(f"unknown run option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if "where" in kw and kw["where"] is not None:
+        kw["where"] = tuple(kw["where"])
+    return dataclasses.replace(base, **kw)
+
+
+def _run_specs(
+    specs: list[Any],
+    metrics: Sequence[str] | None,
+    params: Mapping[str, Mapping[str, Any]] | None,
+    db: str | Path,
+    opts: RunOptions,
+    progress: bool,
+) -> RunSummary:
+    metric_objs = build_metrics(metrics, params)
+    dev = prepare_torch(opts)
+    console = Console(stderr=True, emoji=False, quiet=not progress)
+    with Store(db) as store:
+        plans = plan_jobs(store, specs, metric_objs, opts)
+        summary = execute_recorded(store, plans, exec_options(opts, dev), console=console)
+    if summary is None:  # nothing to compute: every job is stored
+        from biasbench.harness.executor import JobOutcome
+
+        summary = RunSummary(
+            [
+                JobOutcome(cp.spec.id, j.metric.name, j.status, summary=j.reason)
+                for cp in plans
+                for j in cp.jobs
+            ]
+        )
+    return summary
+
+
+def run(
+    targets: Sequence[str] | str | None = None,
+    metrics: Sequence[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    db: str | Path = DEFAULT_DB,
+    options: RunOptions | None = None,
+    progress: bool = False,
+    **option_overrides: Any,
+) -> RunSummary:
+    """Benchmark ``targets`` (registry names, registry files, timm names, ``ARCH@WEIGHTS``; none: the
+    demo registry) × ``metrics`` (none: every installed metric) with ``params`` (``{"sis":
+    {"n_images": 16}}``) into ``db``, exactly as ``bench run`` does; jobs already stored are skipped.
+    ``option_overrides`` are :class:`RunOptions` fields (``seed=1``, ``data_root=…``, ``where=[…]``).
+    Returns the job outcomes (``summary.failed`` counts failed jobs; their errors are in ``failures``)."""
+    opts = _options(options, option_overrides)
+    specs = resolve([targets] if isinstance(targets, str) else targets, opts.where)
+    specs = pin(specs, opts)
+    return _run_specs(specs, metrics, params, db, opts, progress)
+
+
+def module_preprocess(model: Any) -> Preprocess:
+    """A module's preprocessing when none is given: timm's data config for a timm model (its
+    ``pretrained_cfg``), else the classic ImageNet recipe (:class:`Preprocess` defaults: 256 / 224)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not cfg:
+        return Preprocess()
+    from timm.data import resolve_data_config
+
+    data = resolve_data_config({}, model=model)
+    crop = int(data["input_size"][-1])
+    interpolation = data.get("interpolation") or "bilinear"
+    return Preprocess(
+        resize=int(round(crop / float(data["crop_pct"]))),
+        crop=crop,
+        mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+        interpolation=interpolation if interpolation != "random" else "bilinear",
+    )
+
+
+def evaluate(
+    model: Any,
+    *,
+    labels: str = "imagenet-1k",
+    preprocess: Preprocess | Mapping[str, Any] | None = None,
+    metrics: Sequence[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    name: str = "model",
+    db: str | Path | None = None,
+    tags: Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+    progress: bool = False,
+    **option_overrides: Any,
+) -> Results:
+    """Benchmark a ``torch.nn.Module`` that exists only in this process, as checkpoint ``name``.
+
+    Its identity is the sha256 of its state dict (sorted keys; dtypes, shapes and bytes) plus its
+    ``preprocess`` (a :class:`Preprocess`, a mapping of its fields, or none: :func:`module_preprocess`)
+    and ``labels``; a copy of the module is evaluated (in eval mode, on the run's device), so the
+    caller's module is left as it is. ``db=None``: the results come back and no file is left; with
+    ``db`` they are stored (the checkpoint row's source says it came from Python) and a second call
+    computes nothing. A wrong class count or NaN outputs fail the job with the same message a file
+    would get (``Results.summary`` and, with ``db``, the ``failures`` table)."""
+    from biasbench.core import names
+    from biasbench.registry.in_memory import SCHEME, register_module
+    from biasbench.registry.spec import CheckpointSpec
+
+    problem = names.id_problem(name)
+    if problem:
+        raise RunInputError(f"name {name!r}: {problem}")
+    if preprocess is None:
+        pre = module_preprocess(model)
+    elif isinstance(preprocess, Preprocess):
+        pre = preprocess
+    else:
+        pre = Preprocess.from_mapping(dict(preprocess))
+    register_module(name, model)
+    spec = CheckpointSpec(
+        id=name,
+        arch=f"{SCHEME}:{name}",
+        weights=f"{SCHEME}:{name}",
+        preprocess=pre,
+        labels=labels,
+        num_classes=num_classes,
+        tags=dict(tags or {}),
+        source="python (biasbench.evaluate)",
+    )
+    opts = _options(None, option_overrides)
+    if db is not None:
+        summary = _run_specs([spec], metrics, params, db, opts, progress)
+        return Results(results(db, checkpoints=[name]), summary, Path(db))
+    with tempfile.TemporaryDirectory(prefix="biasbench-evaluate-") as tmp:
+        path = Path(tmp) / "results.duckdb"
+        summary = _run_specs([spec], metrics, params, path, opts, progress)
+        return Results(results(path, checkpoints=[name]), summary, None)
+
+
+def results(
+    db: str | Path = DEFAULT_DB,
+    *,
+    metrics: Sequence[str] | None = None,
+    checkpoints: Sequence[str] | None = None,
+    latest: bool = True,
+) -> pd.DataFrame:
+    """The stored results as a long table: checkpoint, metric, key, value, n (newest job of each
+    variant unless ``latest=False``) — the rows of ``bench results --format csv``."""
+    with Store(db, read_only=True) as store:
+        df = store.results(
+            latest=latest,
+            metrics=list(metrics) if metrics else None,
+            checkpoints=list(checkpoints) if checkpoints else None,
+        )
+    return df[["checkpoint", "metric", "key", "value", "n"]].reset_index(drop=True)
