@@ -63,6 +63,13 @@ def _row(table: Table, *cells: Any) -> None:
     table.add_row(*(c if isinstance(c, Text) else Text(printable_lines(c)) for c in cells))
 
 
+def _plain(value: Any) -> str:
+    """``value`` as terminal-safe text (control characters shown as escapes, line breaks kept)."""
+    from biasbench.core.names import printable_lines
+
+    return printable_lines(value)
+
+
 def _esc(value: Any) -> str:
     """``value`` as text to embed in a markup string (a ``[`` in a path or message stays a ``[``)."""
     from rich.markup import escape
@@ -864,15 +871,22 @@ def lock_cmd(
             "by their source",
             markup=False,
         )
-        lock.lock_files(
+        _, failed = lock.lock_each(
             missing,
             cache,
             lambda e, f: out.print(
                 f"{e.id} part {e.part}: sha256 {e.sha256} ({e.size} bytes) -> {f}", markup=False
             ),
+            lambda u, e: err.print(f"failed: {u.spec.id} part {u.part}: {_plain(e)}", markup=False),
         )
     except RuntimeError as e:
         _fail(str(e))
+    if failed:
+        _fail(
+            f"{len(failed)} of {len(missing)} files could not be locked (each is named above); "
+            "the others are recorded in their lock files",
+            code=1,
+        )
 
 
 def _print_entry(head: list[tuple[str, int]], details: list[str]) -> None:

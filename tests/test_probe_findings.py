@@ -236,3 +236,51 @@ def test_a_running_run_whose_pid_now_belongs_to_a_newer_process_is_interrupted(t
         status = dict(zip(s.runs()["run_id"], s.runs()["status"], strict=True))
     assert status[old] == "interrupted" and status[mine] == "running"
     assert os.getpid() > 0
+
+
+# -- downloads and registries ---------------------------------------------------------------------
+
+
+def test_bench_lock_tries_every_entry_reports_each_failure_and_exits_non_zero(tmp_path, http_server):
+    from biasbench.registry import lock
+    from tests.harness_fixtures import DEMO_PREPROCESS, tiny_checkpoint
+
+    tiny_checkpoint(tmp_path / "srv" / "w.pth", num_classes=10)
+    url = http_server(tmp_path / "srv")
+    reg = tmp_path / "reg" / "r.toml"
+    reg.parent.mkdir()
+    entries = [("gone1", "missing1.pth"), ("good", "w.pth"), ("gone2", "missing2.pth")]
+    reg.write_text(
+        "".join(
+            f'[[checkpoint]]\nid = "{cid}"\narch = "timm:test_resnet"\nweights = "{url}/{f}"\n'
+            f'labels = "demo-world"\n{DEMO_PREPROCESS}\n'
+            for cid, f in entries
+        )
+    )
+    r = bench(["lock", str(reg), "--cache-dir", str(tmp_path / "cache")], tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "failed: gone1" in r.stderr and "failed: gone2" in r.stderr
+    assert "2 of 3 files could not be locked" in r.stderr
+    assert [e.id for e in lock.read_lock(reg.with_suffix(".lock")).values()] == ["good"]
+
+
+def test_an_unknown_dataset_lists_families_once_not_every_member(tmp_path, capsys, monkeypatch):
+    code, _, err = _main(
+        [
+            "run",
+            "demo",
+            "-m",
+            "accuracy",
+            "-p",
+            "accuracy.dataset=nosuch",
+            "--db",
+            str(tmp_path / "x.duckdb"),
+        ],
+        capsys,
+        monkeypatch,
+    )
+    lines = [ln for ln in err.splitlines() if "unknown dataset 'nosuch'" in ln]
+    assert code == 1 and lines
+    listed = lines[0].split("known: ", 1)[-1]
+    assert "imagenet-c/…" in listed and "demo-world/…" in listed
+    assert "imagenet-c/brightness" not in listed and len(listed.split(", ")) < 40

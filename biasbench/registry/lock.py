@@ -186,6 +186,40 @@ def refusal(missing: list[Unpinned]) -> str:
     )
 
 
+def _observe(u: Unpinned, cache_dir: Path) -> tuple[str, Path]:
+    src = sources.parse_weights(u.weights, u.spec.id)
+    path = sources.source_of(src).observe(src.value, u.spec.id, cache_dir=cache_dir)
+    digest = sources.cached_sha256(path, cache_dir)
+    name = urllib.parse.urlsplit(u.weights).path.rsplit("/", 1)[-1]
+    prefix = re.search(r"-([0-9a-f]{8,64})\.", name)
+    if prefix and not digest.startswith(prefix.group(1)):
+        raise RegistryError(
+            f"checkpoint {u.spec.id!r}: the sha256 of {u.weights} is {digest}, which does not start with "
+            f"the prefix {prefix.group(1)} in its file name; not locked"
+        )
+    return digest, path
+
+
+def lock_each(
+    missing: list[Unpinned],
+    cache_dir: Path,
+    on_file: Callable[[LockEntry, Path], None] | None = None,
+    on_error: Callable[[Unpinned, Exception], None] | None = None,
+) -> tuple[list[LockEntry], list[tuple[Unpinned, Exception]]]:
+    """:func:`lock_files`, going on past a file that fails (``bench lock``: every entry is tried and
+    reported); returns what was locked and what failed, with its error."""
+    recorded: list[LockEntry] = []
+    failed: list[tuple[Unpinned, Exception]] = []
+    for u in missing:
+        try:
+            recorded += lock_files([u], cache_dir, on_file)
+        except RuntimeError as e:  # CheckpointError / RegistryError: this file only
+            failed.append((u, e))
+            if on_error is not None:
+                on_error(u, e)
+    return recorded, failed
+
+
 def lock_files(
     missing: list[Unpinned], cache_dir: Path, on_file: Callable[[LockEntry, Path], None] | None = None
 ) -> list[LockEntry]:
@@ -195,16 +229,7 @@ def lock_files(
     against it (a check, not a pin): a file that does not match is refused, not locked."""
     recorded: list[LockEntry] = []
     for u in missing:
-        src = sources.parse_weights(u.weights, u.spec.id)
-        path = sources.source_of(src).observe(src.value, u.spec.id, cache_dir=Path(cache_dir))
-        digest = sources.cached_sha256(path, Path(cache_dir))
-        name = urllib.parse.urlsplit(u.weights).path.rsplit("/", 1)[-1]
-        prefix = re.search(r"-([0-9a-f]{8,64})\.", name)
-        if prefix and not digest.startswith(prefix.group(1)):
-            raise RegistryError(
-                f"checkpoint {u.spec.id!r}: the sha256 of {u.weights} is {digest}, which does not start with "
-                f"the prefix {prefix.group(1)} in its file name; not locked"
-            )
+        digest, path = _observe(u, Path(cache_dir))
         entry = LockEntry(u.spec.id, u.part, u.weights, digest, path.stat().st_size)
         lock = read_lock(u.lock_file)
         lock[(entry.id, entry.part)] = entry

@@ -127,8 +127,12 @@ def get(name: str) -> DatasetEntry:
                 f"unknown dataset {name!r}{suggest(member, list(members))}: the family {family!r} has "
                 f"{', '.join(members)}"
             )
-    names = sorted(catalog())
-    raise UnknownDataset(f"unknown dataset {name!r}{suggest(name, names)}; known: {', '.join(names)}")
+    names = sorted(catalog())  # every member, for the suggestion; the listing names families once
+    listed = sorted(f"{n}/…" if isinstance(DATASETS.load(p), DatasetFamily) else n for n, p in provs.items())
+    raise UnknownDataset(
+        f"unknown dataset {name!r}{suggest(name, names)}; known: {', '.join(listed)} "
+        "(`bench ls datasets` lists each family's members)"
+    )
 
 
 def families() -> dict[str, Dataset]:
