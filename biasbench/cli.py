@@ -125,6 +125,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and its cost; compute nothing.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="--dry-run: also list every job (a table).")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute jobs that are already stored.")] = False,
     trust_checkpoints: Annotated[
         bool,
@@ -244,8 +247,12 @@ def run(
     ray_opts = _ray_options(executor, ray_address, gpus_per_task, max_retries, force)
     with _open_store(db) as store:
         plans = session.plan_jobs(store, specs, metric_objs, opts, dry_run=dry_run)
-        _print_plan(plans, dry_run)
         if dry_run:
+            from biasbench.harness.plan_summary import dataset_lines, status_lines
+
+            _print_plan(plans, verbose)
+            for line in [*status_lines(plans), *dataset_lines(plans, opts.root, opts.cache)]:
+                out.print(_plain(line), markup=False, highlight=False, soft_wrap=True)
             _print_estimate(store, plans, dev, opts.root, opts.cache)
             return
         summary = session.execute_recorded(
@@ -351,7 +358,7 @@ def _print_estimate(store: Any, plans: list[Any], dev: Any, root: Path, cache: P
 
     cost = estimate(plans, load_history(store.query), describe_device(dev), root, cache)
     for line in describe(cost):
-        out.print(line, markup=False, highlight=False)
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _ray_options(executor: str, address: str | None, gpus: float, retries: int, force: bool) -> Any:
@@ -374,6 +381,7 @@ def _ray_options(executor: str, address: str | None, gpus: float, retries: int, 
 
 
 def _print_plan(plans: list[Any], verbose: bool) -> None:
+    """The per-job table (``--dry-run --verbose``)."""
     if not verbose:
         return
     t = Table(title="plan")

@@ -90,7 +90,9 @@ def test_an_empty_registry_and_an_unknown_timm_arch_are_clear_errors(tmp_path, e
     reg = tmp_path / "r.toml"
     reg.write_text('[[checkpoint]]\nid = "big"\narch = "timm:resnet9000"\nweights = "/x/w.pth"\n')
     r = bench(
-        ["run", str(reg), "-m", "accuracy", "--dry-run", "--db", str(tmp_path / "b.duckdb")], tmp_path, env
+        ["run", str(reg), "-m", "accuracy", "--dry-run", "--verbose", "--db", str(tmp_path / "b.duckdb")],
+        tmp_path,
+        env,
     )
     assert "unknown timm architecture 'resnet9000'" in " ".join(r.stdout.split())
 
@@ -99,7 +101,16 @@ def test_a_metric_named_twice_is_planned_once(tmp_path, env):
     reg = tmp_path / "r.toml"
     reg.write_text(demo_entry())
     r = bench(
-        ["run", str(reg), "-m", "accuracy,accuracy", "--dry-run", "--db", str(tmp_path / "b.duckdb")],
+        [
+            "run",
+            str(reg),
+            "-m",
+            "accuracy,accuracy",
+            "--dry-run",
+            "--verbose",
+            "--db",
+            str(tmp_path / "b.duckdb"),
+        ],
         tmp_path,
         env,
     )

@@ -102,7 +102,7 @@ def test_bench_run_without_targets_is_the_demo_registry_times_every_installed_me
     above: every demo checkpoint × every installed metric; the copied checkpoints' jobs are stored."""
     work, env, proc = readme_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    dry = bench_subprocess(["run", *SMALL, "--dry-run"], cwd=work, env=env, timeout=300)
+    dry = bench_subprocess(["run", *SMALL, "--dry-run", "--verbose"], cwd=work, env=env, timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:]
     rows = re.findall(r"^│ (\S+)\s+│ (\S+)\s+│ (\S+)\s+│", dry.stdout, flags=re.MULTILINE)
     rows = [r for r in rows if r[0] != "checkpoint"]
