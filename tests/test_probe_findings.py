@@ -299,3 +299,67 @@ def test_the_zoos_dry_run_reads_in_under_40_lines_with_causes_and_dataset_volume
         ["run", "resnet50-zoo", "--dry-run", "--verbose", "--db", str(tmp_path / "z.duckdb")], tmp_path
     )
     assert len(verbose.stdout.splitlines()) > 336  # the per-job table on request
+
+
+class _Endless:
+    """A server on 127.0.0.1 that sends ``total`` bytes with no Content-Length (HTTP/1.0, close)."""
+
+    def __init__(self, total: int) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                chunk = b"x" * 65536
+                sent = 0
+                try:
+                    while sent < outer.total:
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+                except OSError:
+                    pass
+
+        self.total = total
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/big.bin"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_download_larger_than_its_bound_is_stopped_and_leaves_no_partial_file(tmp_path, http_server):
+    from biasbench.registry.download import TooLarge, fetch
+
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "w.bin").write_bytes(b"y" * 3_000_000)
+    url = http_server(tmp_path / "srv")
+    dest = tmp_path / "dl" / "w.bin"
+    with pytest.raises(TooLarge, match="announces 3,000,000 bytes"):  # refused before a byte is kept
+        fetch(f"{url}/w.bin", dest, None, max_bytes=1_000_000)
+    assert not dest.exists() and not list(dest.parent.glob("*.part"))
+    endless = _Endless(8 << 20)
+    try:
+        with pytest.raises(TooLarge, match="sent more than the 2,097,152 bytes"):
+            fetch(endless.url, dest, None, max_bytes=2 << 20)
+    finally:
+        endless.close()
+    assert not dest.exists() and not list(dest.parent.glob("*.part"))
+    assert fetch(f"{url}/w.bin", dest, None, max_bytes=3_000_000).stat().st_size == 3_000_000
+
+
+def test_a_failed_download_names_a_partial_file_only_when_one_exists(tmp_path):
+    from biasbench.registry.download import DownloadError, fetch
+
+    with pytest.raises(DownloadError) as ex:
+        fetch("http://127.0.0.1:9/none.bin", tmp_path / "none.bin", None, timeout=2)
+    assert "kept for a resume" not in str(ex.value) and not list(tmp_path.glob("*.part"))

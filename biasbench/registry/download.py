@@ -10,6 +10,7 @@ sites without access to the original host, and our tests, can serve the same fil
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -47,9 +48,29 @@ def apply_mirror(url: str, mirror: str | None, strip_prefix: str | None = None) 
     return mirror.rstrip("/") + "/" + rest.lstrip("/")
 
 
-def fetch(url: str, dest: Path, sha256: str | None, *, timeout: float = 60.0, quiet: bool = True) -> Path:
+#: the most bytes one download may bring when the caller knows no size (a server that sends without
+#: end fills no disk)
+MAX_DOWNLOAD_BYTES = 64 << 30
+
+
+class TooLarge(DownloadError):
+    """The server sent (or announced) more bytes than the file may have."""
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    *,
+    timeout: float = 60.0,
+    quiet: bool = True,
+    max_bytes: int | None = None,
+) -> Path:
     """Download ``url`` to ``dest`` and verify ``sha256`` (required unless None is explicitly allowed
-    by the caller). Returns ``dest``. Resumes ``dest.part`` if present."""
+    by the caller). Returns ``dest``. Resumes ``dest.part`` if present. ``max_bytes``: the file's
+    known size (a manifest's, a lock's) or a bound; more is refused and the partial file deleted
+    (default :data:`MAX_DOWNLOAD_BYTES`)."""
+    limit = MAX_DOWNLOAD_BYTES if max_bytes is None else int(max_bytes)
     dest = Path(dest)
     expected = sha256.lower() if sha256 else None
     if dest.exists():
@@ -66,18 +87,39 @@ def fetch(url: str, dest: Path, sha256: str | None, *, timeout: float = 60.0, qu
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status = getattr(resp, "status", 200)
             mode = "ab" if (offset and status == 206) else "wb"
+            written = offset if mode == "ab" else 0
+            announced = resp.headers.get("Content-Length")
+            if announced and announced.isdigit() and written + int(announced) > limit:
+                part.unlink(missing_ok=True)
+                raise TooLarge(
+                    f"download of {url} refused: the server announces {written + int(announced):,} bytes, more "
+                    f"than the {limit:,} the file may have; nothing was kept"
+                )
             with open(part, mode) as out:
                 for block in iter(lambda: resp.read(CHUNK), b""):
+                    written += len(block)
+                    if written > limit:
+                        raise TooLarge(
+                            f"download of {url} stopped: the server sent more than the {limit:,} bytes the file "
+                            "may have; the partial file was deleted"
+                        )
                     out.write(block)
+    except TooLarge:
+        part.unlink(missing_ok=True)
+        raise
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the partial file is already complete (or too long)
             pass
         else:
             raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise DownloadError(
-            f"download of {url} failed: {e}; the partial file {part} is kept for a resume"
-        ) from e
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"download of {url} failed: the disk is full ({e.strerror}); the partial file was deleted"
+            ) from e
+        kept = f"; the partial file {part} is kept for a resume" if part.is_file() else ""
+        raise DownloadError(f"download of {url} failed: {e}{kept}") from e
     got = sha256_file(part)
     if expected is not None and got != expected:
         part.unlink(missing_ok=True)

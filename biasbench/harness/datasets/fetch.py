@@ -82,6 +82,8 @@ ARCHIVE_FORMATS = ("tar", "tar.gz", "tgz", "tar.bz2", "tar.xz", "zip")
 MAX_EXTRACT_BYTES = 64 * 2**30
 MAX_MEMBERS = 2_000_000
 MAX_RATIO = 100.0
+#: the largest single file of a file-list manifest (its images are small; a server sending more is refused)
+MAX_MANIFEST_FILE_BYTES = 256 * 2**20
 _RATIO_FLOOR = 64 * 2**20
 _NAME_MAX = 255  # bytes per path component (ext4, xfs, APFS, NTFS)
 _PATH_MAX = 4000
@@ -109,7 +111,7 @@ class Archive:
     """A release archive: URL, sha256 (None = not pinned), the prefix stripped from member names.
 
     ``n_files``: the number of images (:data:`IMAGE_SUFFIXES`) it must hold under ``strip_prefix``;
-    ``size``: its size in bytes where published (shown, not enforced - the sha256 is);
+    ``size``: its size in bytes where published (shown, and the most bytes a download may bring);
     ``file_name``: the archive's file name where the URL's path does not end in it (a Google Drive
     link); ``merge``: the archive is one part of a dataset whose other parts are other manifests with
     the same target (ImageNet-C's five tars): its top-level folders are put into the target beside
@@ -457,7 +459,7 @@ def _fetch_files(
     def one(item: tuple[str, str]) -> tuple[str, Exception | None]:
         rel, sha = item
         try:
-            fetch(m.file_url(rel, mirror), target / rel, sha)
+            fetch(m.file_url(rel, mirror), target / rel, sha, max_bytes=MAX_MANIFEST_FILE_BYTES)
         except DownloadError as e:
             return rel, e
         return rel, None
@@ -518,7 +520,7 @@ def _fetch_archive(
     archive_path = data_root / DOWNLOADS_DIR / arch.filename
     size = f", {arch.size / 1e9:.2f} GB" if arch.size else ""
     log(f"fetching {m.name}: {url} (pinned: {m.pinned}; license {m.license}{size}) -> {archive_path}")
-    fetch(url, archive_path, expected)
+    fetch(url, archive_path, expected, max_bytes=arch.size or None)  # the manifest's size bounds it
     log(f"  {arch.filename}: sha256 verified; extracting safely into {target}")
     tmp = data_root / f".{m.target.replace('/', '_')}.{m.name}.extracting-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
