@@ -85,7 +85,11 @@ def test_a_full_disk_during_a_run_fails_cleanly_and_keeps_every_earlier_result(t
     said = " ".join(second.stderr.split())
     assert second.returncode != 0
     assert "Traceback" not in second.stderr, second.stderr
-    assert "error:" in said or "failed" in said, said
+    errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+    assert second.returncode == 2 and len(errors) == 1, said  # one error line, the run stopped
+    assert "disk is full or a file-size limit" in errors[0] and "job(s) failed" not in said, said
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute(query).fetchall() == before
         assert con.execute("SELECT count(*) FROM jobs WHERE checkpoint_id = 'plain'").fetchone()[0] == 1
+        # the full disk is no job's failure: nothing is recorded against the jobs
+        assert con.execute("SELECT count(*) FROM failures").fetchone()[0] == 0

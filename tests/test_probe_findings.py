@@ -363,3 +363,30 @@ def test_a_failed_download_names_a_partial_file_only_when_one_exists(tmp_path):
     with pytest.raises(DownloadError) as ex:
         fetch("http://127.0.0.1:9/none.bin", tmp_path / "none.bin", None, timeout=2)
     assert "kept for a resume" not in str(ex.value) and not list(tmp_path.glob("*.part"))
+
+
+def test_a_full_disk_while_a_job_is_written_stops_the_run_and_records_no_job_failure(
+    tmp_path, monkeypatch, one_thread
+):
+    import duckdb
+
+    import biasbench
+    from biasbench.harness.store import DiskFull
+
+    reg = demo_registry(tmp_path, n=2)
+    db = tmp_path / "r.duckdb"
+    calls = []
+
+    def full(self, key, items):
+        calls.append(key)
+        raise duckdb.IOException(
+            'IO Error: {"exception_type":"IO","exception_message":"No space left on device"}'
+        )
+
+    monkeypatch.setattr(Store, "_write_items_tmp", full)
+    with pytest.raises(DiskFull, match="the disk is full"):
+        biasbench.run([str(reg)], ["accuracy"], db=db, cache_dir=tmp_path / "c")
+    assert len(calls) == 1  # stopped at the first: the second checkpoint was not tried
+    with Store(db, read_only=True) as s:
+        assert s.failures().empty and s.results().empty
+        assert list(s.runs()["status"]) == ["interrupted"]

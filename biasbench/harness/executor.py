@@ -35,7 +35,7 @@ from biasbench.harness.datasets import catalog
 from biasbench.harness.estimate import IMAGES_X_CONDITIONS
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
-from biasbench.harness.store import JobKey, Store, StoreError
+from biasbench.harness.store import JobKey, Store, StoreError, disk_full, is_space_error
 from biasbench.metrics.base import EvalContext, MetricResult, ModelWrapper
 from biasbench.registry import loading
 from biasbench.registry.spec import LoadedCheckpoint
@@ -219,6 +219,8 @@ def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001 - a checkpoint that cannot load fails its jobs only
+        if is_space_error(e):  # not this job's failure: no job can be written now
+            raise disk_full(e) from e
         tb = traceback.format_exc()
         for job in todo:
             _fail(store, env.run_id, ui, summary, job, _first_line(e), tb)
@@ -303,6 +305,8 @@ def _run_job(job: PlannedJob, model: ModelWrapper, env: _Env) -> None:
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
+        if is_space_error(e):  # not this job's failure: no job can be written now
+            raise disk_full(e) from e
         _fail(env.store, env.run_id, env.ui, env.summary, job, _first_line(e), traceback.format_exc())
         return
     finally:
@@ -327,7 +331,9 @@ def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
             )
     except StoreError:
         raise
-    except Exception:  # noqa: BLE001 - not one model's failure: each job on its own
+    except Exception as e:  # noqa: BLE001 - not one model's failure: each job on its own
+        if is_space_error(e):
+            raise disk_full(e) from e
         for m, job in pairs:
             _run_job(job, m.model, env)
         return
@@ -397,6 +403,8 @@ def _finish(
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
+        if is_space_error(e):  # not this job's failure: no job can be written now
+            raise disk_full(e) from e
         _fail(store, env.run_id, ui, summary, job, _first_line(e), traceback.format_exc())
         return
     if not written:

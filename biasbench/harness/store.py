@@ -76,6 +76,18 @@ class StoreError(RuntimeError):
     for a lock)."""
 
 
+class DiskFull(StoreError):
+    """The disk filled (or a quota or file-size limit was reached) during a run: the run stops at once
+    with one message; every job written before stays."""
+
+
+def disk_full(e: BaseException, where: str = "the run") -> DiskFull:
+    return DiskFull(
+        f"{where} stopped: the disk is full or a file-size limit was reached ({_first_line(e)}); every job "
+        "written before is intact — free space and rerun (stored jobs are skipped)"
+    )
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -183,7 +195,7 @@ class Store:
         except (duckdb.IOException, duckdb.TransactionException, OSError) as e:
             if is_damage_error(e):
                 raise StoreError(self._damaged(_first_line(e))) from e
-            if not _is_space_error(e):
+            if not is_space_error(e):
                 raise
             raise StoreError(
                 f"cannot write to the results database {self.path}: the disk is full or a file-size limit was "
@@ -759,8 +771,19 @@ def _lock_message(path: Path, e: BaseException, timeout: float) -> str:
     )
 
 
-def _is_space_error(e: BaseException) -> bool:
-    """A write failed for lack of space (a full disk, a quota, a file-size limit)."""
+def is_space_error(e: BaseException) -> bool:
+    """A write failed for lack of space (a full disk, a quota, a file-size limit), or was caused by
+    one (the error's cause or context is such a failure)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if _space_error(e):
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
+
+
+def _space_error(e: BaseException) -> bool:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return True
     low = str(e).lower()
