@@ -261,8 +261,10 @@ def run(
             session.exec_options(opts, dev),
             console=err,
             ray_opts=ray_opts,
-            started=lambda run_id, n_todo, n_stored: err.print(
-                f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored, on {_describe(dev)}",
+            started=lambda run_id, n_todo, n_stored, n_err: err.print(
+                f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored"
+                + (f", {n_err} that cannot run (recorded as failures)" if n_err else "")
+                + f", on {_describe(dev)}",
                 markup=False,
             ),
         )

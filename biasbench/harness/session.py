@@ -200,11 +200,12 @@ def execute_recorded(
     console: Console,
     argv: list[str] | None = None,
     ray_opts: Any = None,
-    started: Callable[[str, int, int], None] = lambda _r, _t, _s: None,
+    started: Callable[[str, int, int, int], None] = lambda _r, _t, _s, _e: None,
 ) -> RunSummary | None:
     """Run the planned jobs as one recorded run (``runs`` row: running → ok | failed | interrupted), on
-    Ray with ``ray_opts``; ``None`` when there is nothing to compute. ``started(run_id, todo, stored)``
-    is told when the run begins."""
+    Ray with ``ray_opts``; ``None`` when there is nothing to compute. ``started(run_id, todo, stored,
+    errors)`` is told when the run begins (``errors``: jobs that cannot run and will be recorded as
+    failures)."""
     from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
     from biasbench.harness.executor import execute
     from biasbench.harness.progress import RunUI
@@ -221,7 +222,7 @@ def execute_recorded(
         device=describe_device(exec_opts.device),
         host=hostname(),
     )
-    started(run_id, n_todo, n_stored)
+    started(run_id, n_todo, n_stored, n_err)
     status = "interrupted"
     try:
         with RunUI(console) as ui:
