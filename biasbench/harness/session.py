@@ -317,16 +317,9 @@ def module_preprocess(model: Any) -> Preprocess:
         return Preprocess()
     from timm.data import resolve_data_config
 
-    data = resolve_data_config({}, model=model)
-    crop = int(data["input_size"][-1])
-    interpolation = data.get("interpolation") or "bilinear"
-    return Preprocess(
-        resize=int(round(crop / float(data["crop_pct"]))),
-        crop=crop,
-        mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-        interpolation=interpolation if interpolation != "random" else "bilinear",
-    )
+    from biasbench.registry.loading import data_config_preprocess
+
+    return data_config_preprocess(resolve_data_config({}, model=model))
 
 
 def evaluate(

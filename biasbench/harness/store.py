@@ -500,10 +500,7 @@ class Store:
             raise ValueError(f"cannot merge {other} into itself")
         check_shard_file(other, self.lock_timeout)
         with self._connect() as con:
-            try:
-                con.execute(f"ATTACH '{_sql_str(other)}' AS shard (READ_ONLY)")
-            except duckdb.Error as e:
-                raise StoreError(_explain(other, e, writing=False)) from e
+            _attach_shard(con, other)
             try:
                 sources = check_shard(con, other)  # again, on what is attached now
                 return self._merge_attached(con, sources)
@@ -657,6 +654,14 @@ class Store:
             return con.execute(sql, args or []).df()
 
 
+def _attach_shard(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Attach the shard ``path`` read-only as ``shard`` (a :class:`StoreError` naming the cause)."""
+    try:
+        con.execute(f"ATTACH '{_sql_str(path)}' AS shard (READ_ONLY)")
+    except duckdb.Error as e:
+        raise StoreError(_explain(path, e, writing=False)) from e
+
+
 def check_shard_file(path: str | Path, lock_timeout: float = READ_LOCK_TIMEOUT) -> None:
     """Check a shard for ``bench merge`` read-only, touching nothing else (:mod:`biasbench.harness.shards`):
     a :class:`StoreError` naming the shard and the first problem."""
@@ -665,10 +670,7 @@ def check_shard_file(path: str | Path, lock_timeout: float = READ_LOCK_TIMEOUT) 
         raise FileNotFoundError(f"no results database at {path.resolve()}")
     Store(path, read_only=True, lock_timeout=lock_timeout)  # a clear error for a file that is no results DB
     with duckdb.connect() as con:
-        try:
-            con.execute(f"ATTACH '{_sql_str(path)}' AS shard (READ_ONLY)")
-        except duckdb.Error as e:
-            raise StoreError(_explain(path, e, writing=False)) from e
+        _attach_shard(con, path)
         try:
             check_shard(con, path)
         except ShardError as e:

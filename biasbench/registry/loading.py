@@ -192,7 +192,13 @@ def timm_preprocess(model_name: str) -> Preprocess:
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(model_name, allow_unregistered=True)
-    data = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else None)
+    return data_config_preprocess(
+        resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else None)
+    )
+
+
+def data_config_preprocess(data: dict[str, Any]) -> Preprocess:
+    """A timm data config (``resolve_data_config``'s dict) as a :class:`Preprocess`."""
     crop = int(data["input_size"][-1])
     interpolation = data.get("interpolation") or "bilinear"
     if interpolation not in ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming"):
