@@ -907,11 +907,11 @@ def _print_entry(head: list[tuple[str, int]], details: list[str]) -> None:
 
     line = Text()
     for i, (value, pad) in enumerate(head):
-        line.append(value.ljust(pad), style="bold" if i == 0 else "")
+        line.append(_plain(value).ljust(pad), style="bold" if i == 0 else "")
         line.append("  ")
     out.print(line.rstrip() or line)
     for d in details:
-        out.print(Padding(Text(d, style="dim", overflow="fold"), (0, 0, 0, 4)))
+        out.print(Padding(Text(_plain(d), style="dim", overflow="fold"), (0, 0, 0, 4)))
 
 
 @ls_app.command("checkpoints")

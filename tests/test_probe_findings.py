@@ -391,3 +391,13 @@ def test_a_full_disk_while_a_job_is_written_stops_the_run_and_records_no_job_fai
     with Store(db, read_only=True) as s:
         assert s.failures().empty and s.results().empty
         assert list(s.runs()["status"]) == ["interrupted"]
+
+
+def test_a_tag_with_control_characters_is_refused_by_the_registry_as_the_readme_says(tmp_path):
+    reg = tmp_path / "ctl.toml"
+    reg.write_text(
+        '[[checkpoint]]\nid = "a"\narch = "timm:resnet18"\nweights = "/x/w.pth"\ntags = { note = "a\\u001b[2Jb" }\n'
+    )
+    r = bench(["ls", "checkpoints", str(reg)], tmp_path)
+    assert r.returncode == 2 and "contains control characters" in r.stderr
+    assert "\x1b" not in r.stdout + r.stderr

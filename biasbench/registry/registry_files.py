@@ -131,7 +131,12 @@ def _jsonable_tag(v: Any, where: str, key: str) -> Any:
     """Tags as JSON-able values (dates as ISO strings); a NaN or infinite float is an error (it has no
     JSON form and means nothing as a covariate)."""
     if isinstance(v, dict):
+        for k in v:
+            if names.CONTROL_RE.search(str(k)):
+                raise RegistryError(f"{where}: {key} name {str(k)!r} contains control characters")
         return {str(k): _jsonable_tag(x, where, f"{key}.{k}") for k, x in v.items()}
+    if isinstance(v, str) and names.CONTROL_RE.search(v):
+        raise RegistryError(f"{where}: {key} = {v[:60]!r} contains control characters")
     if isinstance(v, list):
         return [_jsonable_tag(x, where, f"{key}[{i}]") for i, x in enumerate(v)]
     if isinstance(v, float) and not math.isfinite(v):
