@@ -315,7 +315,7 @@ valid_entries = st.fixed_dictionaries(
             ident,
             st.integers(-(2**63), 2**63 - 1)
             | st.floats(allow_nan=False, allow_infinity=False)
-            | text
+            | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)  # no control characters
             | st.booleans(),
             max_size=3,
         ),
