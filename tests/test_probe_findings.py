@@ -401,3 +401,21 @@ def test_a_tag_with_control_characters_is_refused_by_the_registry_as_the_readme_
     r = bench(["ls", "checkpoints", str(reg)], tmp_path)
     assert r.returncode == 2 and "contains control characters" in r.stderr
     assert "\x1b" not in r.stdout + r.stderr
+
+
+def test_torchvision_and_timm_downloads_stay_in_biasbench_cache_when_it_is_set(
+    tmp_path, http_server, monkeypatch
+):
+    import hashlib
+
+    from biasbench.registry import download
+
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    body = b"weights" * 1000
+    name = f"net-{hashlib.sha256(body).hexdigest()[:8]}.pth"
+    (srv / name).write_bytes(body)
+    base = http_server(srv)
+    monkeypatch.setenv("BIASBENCH_CACHE", str(tmp_path / "ours"))
+    got = download.download_url_to_hub_cache(f"{base}/{name}")
+    assert got == tmp_path / "ours" / "weights" / "hub" / "checkpoints" / name and got.read_bytes() == body

@@ -131,12 +131,23 @@ def fetch(
     return dest
 
 
-def download_url_to_hub_cache(url: str) -> Path:
-    """Download ``url`` into ``<torch.hub dir>/checkpoints/<basename>`` (resumable, atomic) and check
-    the sha256 prefix that torchvision/timm file names carry (``resnet50-0676ba61.pth``)."""
+def hub_checkpoints_dir() -> Path:
+    """Where torchvision's and timm's own weights go: ``$BIASBENCH_CACHE/weights/hub/checkpoints``
+    when ``$BIASBENCH_CACHE`` is set (every download then stays in our cache), else torch.hub's
+    ``<hub dir>/checkpoints`` (shared with torch itself)."""
+    ours = os.environ.get("BIASBENCH_CACHE")
+    if ours:
+        return Path(ours).expanduser() / "weights" / "hub" / "checkpoints"
     import torch.hub
 
-    dest = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?", 1)[0])
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def download_url_to_hub_cache(url: str) -> Path:
+    """Download ``url`` into :func:`hub_checkpoints_dir` as ``<basename>`` (resumable, atomic, size-
+    bounded) and check the sha256 prefix that torchvision/timm file names carry
+    (``resnet50-0676ba61.pth``)."""
+    dest = hub_checkpoints_dir() / os.path.basename(url.split("?", 1)[0])
     if dest.exists():  # like torch.hub: a file in the cache was checked when it was downloaded
         return dest
     fetch(apply_mirror(url, os.environ.get("BIASBENCH_MIRROR")), dest, None)
