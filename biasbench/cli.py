@@ -128,6 +128,10 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="--dry-run: also list every job (a table).")
     ] = False,
+    history: Annotated[
+        Path | None,
+        typer.Option("--history", help="--dry-run: estimate times from the jobs stored in this database."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute jobs that are already stored.")] = False,
     trust_checkpoints: Annotated[
         bool,
@@ -253,7 +257,7 @@ def run(
             _print_plan(plans, verbose)
             for line in [*status_lines(plans), *dataset_lines(plans, opts.root, opts.cache)]:
                 out.print(_plain(line), markup=False, highlight=False, soft_wrap=True)
-            _print_estimate(store, plans, dev, opts.root, opts.cache)
+            _print_estimate(store, plans, dev, opts.root, opts.cache, history)
             return
         summary = session.execute_recorded(
             store,
@@ -353,12 +357,30 @@ def _check_compile(dev: Any) -> None:
         _fail(str(e))
 
 
-def _print_estimate(store: Any, plans: list[Any], dev: Any, root: Path, cache: Path) -> None:
-    """The dry run's cost: images × conditions per metric and in total, time from stored timings."""
+def _print_estimate(
+    store: Any, plans: list[Any], dev: Any, root: Path, cache: Path, history: Path | None = None
+) -> None:
+    """The dry run's cost: images × conditions per metric and in total, time from the stored timings
+    of ``--db`` (or of the ``--history`` database), saying which."""
     from biasbench.harness.environment import describe_device
     from biasbench.harness.estimate import describe, estimate, load_history
+    from biasbench.harness.store import Store, StoreError
 
-    cost = estimate(plans, load_history(store.query), describe_device(dev), root, cache)
+    source = store
+    if history is not None:
+        try:
+            source = Store(history, read_only=True)
+        except (FileNotFoundError, StoreError) as e:
+            _fail(f"--history: {e}")
+    hist = load_history(source.query)
+    out.print(
+        f"timing history: {len(hist.rates)} stored job(s) of {source.path}"
+        + (" (--history)" if history is not None else " (--db; --history DB reads another)"),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    cost = estimate(plans, hist, describe_device(dev), root, cache)
     for line in describe(cost):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 

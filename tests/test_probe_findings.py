@@ -419,3 +419,22 @@ def test_torchvision_and_timm_downloads_stay_in_biasbench_cache_when_it_is_set(
     monkeypatch.setenv("BIASBENCH_CACHE", str(tmp_path / "ours"))
     got = download.download_url_to_hub_cache(f"{base}/{name}")
     assert got == tmp_path / "ours" / "weights" / "hub" / "checkpoints" / name and got.read_bytes() == body
+
+
+def test_a_dry_run_estimates_times_from_another_databases_history_and_says_where_from(tmp_path):
+    reg = demo_registry(tmp_path, n=1)
+    hist = tmp_path / "history.duckdb"
+    base = ["run", str(reg), "-m", "accuracy", "--cache-dir", str(tmp_path / "c")]
+    assert bench([*base, "--db", str(hist)], tmp_path).returncode == 0
+    fresh = tmp_path / "fresh.duckdb"
+    bare = bench([*base, "--dry-run", "--db", str(fresh)], tmp_path)
+    assert (
+        f"timing history: 0 stored job(s) of {fresh} (--db" in bare.stdout and "time unknown" in bare.stdout
+    )
+    told = bench([*base, "--dry-run", "--db", str(fresh), "--history", str(hist)], tmp_path)
+    assert f"timing history: 1 stored job(s) of {hist} (--history)" in told.stdout
+    assert "time unknown" not in told.stdout and "(from 1 stored job of timm:test_resnet)" in told.stdout
+    missing = bench(
+        [*base, "--dry-run", "--db", str(fresh), "--history", str(tmp_path / "none.duckdb")], tmp_path
+    )
+    assert missing.returncode == 2 and "--history: no results database" in missing.stderr
