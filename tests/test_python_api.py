@@ -66,15 +66,19 @@ def test_evaluate_on_an_in_memory_copy_gives_the_registry_paths_scalars_and_resu
     before = {k: v.clone() for k, v in net.state_dict().items()}
 
     db = tmp_path / "mem.duckdb"
-    res = biasbench.evaluate(
-        net,
-        labels="demo-world",
-        preprocess=loaded.preprocess,
-        metrics=["accuracy"],
-        name="mine",
-        db=db,
-        cache_dir=cache,
-    )
+
+    def evaluate() -> biasbench.Results:  # the same in-memory checkpoint, into the same database
+        return biasbench.evaluate(
+            net,
+            labels="demo-world",
+            preprocess=loaded.preprocess,
+            metrics=["accuracy"],
+            name="mine",
+            db=db,
+            cache_dir=cache,
+        )
+
+    res = evaluate()
     reg_vals = {row[2]: row[3] for row in _rows(reg_db) if row[0] == spec.id}
     assert (
         res.value("accuracy", "top1") == reg_vals["top1"]
@@ -86,28 +90,12 @@ def test_evaluate_on_an_in_memory_copy_gives_the_registry_paths_scalars_and_resu
         assert row["source"] == "python (biasbench.evaluate)" and row["weights"] == "python:mine"
         hash1 = s.results()["config_hash"].iloc[0]
 
-    again = biasbench.evaluate(
-        net,
-        labels="demo-world",
-        preprocess=loaded.preprocess,
-        metrics=["accuracy"],
-        name="mine",
-        db=db,
-        cache_dir=cache,
-    )
+    again = evaluate()
     assert [o.status for o in again.summary.outcomes] == ["stored"]
 
     with torch.no_grad():
         next(net.parameters()).view(-1)[0] += 1.0  # one weight changed: a new identity, computed anew
-    third = biasbench.evaluate(
-        net,
-        labels="demo-world",
-        preprocess=loaded.preprocess,
-        metrics=["accuracy"],
-        name="mine",
-        db=db,
-        cache_dir=cache,
-    )
+    third = evaluate()
     assert [o.status for o in third.summary.outcomes] == ["done"]
     with Store(db, read_only=True) as s:
         assert set(s.query("SELECT DISTINCT config_hash FROM jobs")["config_hash"]) - {hash1}

@@ -1,5 +1,5 @@
-"""The names that reach file names, SQL rows and terminals: checkpoint ids, metric names, result keys and
-content keys. One rule each, used wherever such a name comes in from outside (a registry file, a
+"""The names that reach file names, SQL rows and terminals: checkpoint ids, metric names and result
+keys. One rule each, used wherever such a name comes in from outside (a registry file, a
 command line, an imported table, a merged shard).
 
 * checkpoint id: at most :data:`MAX_ID_LENGTH` (128) characters of ``A-Z a-z 0-9 _ . + - = @``, not
@@ -7,8 +7,7 @@ command line, an imported table, a merged shard).
   no control characters; a leading ``=``/``+``/``-``/``@`` would be a spreadsheet formula);
 * metric name: a letter, then letters, digits, ``_`` or ``-``; at most 64 characters (a metric names a
   folder of per-item files);
-* result key: 1–200 printable characters, no control characters;
-* config hash: 16 lower-case hex digits (the first 16 of a sha256, :func:`biasbench.core.hashing.config_hash`).
+* result key: 1–200 printable characters, no control characters.
 
 Each ``*_problem`` function returns ``None`` for a valid name, else a short phrase saying what is wrong.
 """
@@ -24,8 +23,6 @@ MAX_KEY_LENGTH = 200
 # always used with fullmatch: ``$`` would also match before a trailing newline
 ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-=@]*")
 METRIC_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
-CONFIG_HASH_RE = re.compile(r"[0-9a-f]{16}")
-SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

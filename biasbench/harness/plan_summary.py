@@ -33,9 +33,8 @@ def human_bytes(n: float) -> str:
 
 
 def _cause(reason: str) -> str:
-    first = (
-        (reason or "no reason given").strip().splitlines()[0] if (reason or "").strip() else "no reason given"
-    )
+    text = (reason or "").strip()
+    first = text.splitlines()[0] if text else "no reason given"
     return first if len(first) <= CAUSE_WIDTH else first[: CAUSE_WIDTH - 1] + "…"
 
 

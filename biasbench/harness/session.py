@@ -346,7 +346,7 @@ def evaluate(
     computes nothing. A wrong class count or NaN outputs fail the job with the same message a file
     would get (``Results.summary`` and, with ``db``, the ``failures`` table)."""
     from biasbench.core import names
-    from biasbench.registry.in_memory import SCHEME, register_module
+    from biasbench.registry.in_memory import SCHEME, register_module, unregister_module
     from biasbench.registry.spec import CheckpointSpec
 
     problem = names.id_problem(name)
@@ -370,13 +370,16 @@ def evaluate(
         source="python (biasbench.evaluate)",
     )
     opts = _options(None, option_overrides)
-    if db is not None:
-        summary = _run_specs([spec], metrics, params, db, opts, progress)
-        return Results(results(db, checkpoints=[name]), summary, Path(db))
-    with tempfile.TemporaryDirectory(prefix="biasbench-evaluate-") as tmp:
-        path = Path(tmp) / "results.duckdb"
-        summary = _run_specs([spec], metrics, params, path, opts, progress)
-        return Results(results(path, checkpoints=[name]), summary, None)
+    try:
+        if db is not None:
+            summary = _run_specs([spec], metrics, params, db, opts, progress)
+            return Results(results(db, checkpoints=[name]), summary, Path(db))
+        with tempfile.TemporaryDirectory(prefix="biasbench-evaluate-") as tmp:
+            path = Path(tmp) / "results.duckdb"
+            summary = _run_specs([spec], metrics, params, path, opts, progress)
+            return Results(results(path, checkpoints=[name]), summary, None)
+    finally:
+        unregister_module(name)  # biasbench holds no reference to the caller's model after the call
 
 
 def results(

@@ -40,6 +40,12 @@ def register_module(name: str, module: nn.Module) -> None:
             sources.SOURCES.register(SCHEME, InMemoryModule)
 
 
+def unregister_module(name: str) -> None:
+    """Forget the module registered as ``name`` (it is no longer held by biasbench)."""
+    with _LOCK:
+        _MODULES.pop(name, None)
+
+
 def registered_module(name: str, checkpoint_id: str) -> nn.Module:
     """The module registered as ``name`` (a :class:`CheckpointError` naming the checkpoint if none)."""
     with _LOCK:

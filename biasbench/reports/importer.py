@@ -102,6 +102,7 @@ def parse_mapping(text: str) -> tuple[str, list[str], list[Target]]:
             'mapping: a [keys] table is required ("metric.key" = "column" or {column/mean, scale})'
         )
     targets = []
+    installed = all_metrics()
     for name, spec in keys.items():
         metric, dot, key = name.partition(".")
         if not (dot and metric and key):
@@ -109,7 +110,6 @@ def parse_mapping(text: str) -> tuple[str, list[str], list[Target]]:
         why = names.metric_name_problem(metric) or names.key_problem(key)
         if why:
             raise TableImportError(f"mapping: target {name[:80]!r}: {why}")
-        installed = all_metrics()
         if metric not in installed:
             raise TableImportError(
                 f"mapping: target {name[:80]!r}: {metric!r} is not an installed metric "
