@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+
+
+class _Commands(TyperGroup):
+    """Every command ends an error of ours the same way: one ``error: …`` line on stderr (no
+    traceback; control characters as escapes) and the exit code its class names."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from biasbench.core.errors import BiasbenchError
+
+        try:
+            return super().invoke(ctx)
+        except BiasbenchError as e:
+            _fail(str(e), e.exit_code)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="Benchmark image-classifier checkpoints for their biases and their generalization.\n\n"
     "Start with `bench run` (the demo zoo on the synthetic world), then `bench report`.",
     no_args_is_help=True,
@@ -90,6 +107,19 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
     # SystemExit, not typer.Exit: typer.Exit is a RuntimeError, which the callers' `except
     # RuntimeError` would catch and print a second time
     raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def _os_errors() -> Iterator[None]:
+    """An error of the operating system (a permission, a full disk) ends the command like ours."""
+    from biasbench.core.errors import BiasbenchError, StateError
+
+    try:
+        yield
+    except BiasbenchError:
+        raise
+    except OSError as e:
+        raise StateError(str(e)) from e
 
 
 def _data_root(p: Path | None) -> Path:
@@ -225,9 +255,12 @@ def run(
     ] = 2,
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
+    from biasbench.core.streaming import parse_size
     from biasbench.harness import session
+    from biasbench.harness.grouping import parse_group
+    from biasbench.harness.status import PlanStatus
+    from biasbench.harness.store import Store
 
-    group_k, budget = _speed_options(group, cache_budget)
     opts = session.RunOptions(
         data_root=data_root,
         cache_dir=cache_dir,
@@ -240,24 +273,31 @@ def run(
         allow_unpinned=allow_unpinned,
         lock_file=lock_file,
         threads=threads,
-        group=group_k,
-        cache_budget=budget,
+        group=parse_group(group),
+        cache_budget=parse_size(cache_budget) if cache_budget is not None else None,
         compile=compile_models,
     )
-    specs, metric_objs, dev = _run_inputs(targets or ["demo"], metrics, param or [], opts)
-    specs = _pin_specs(specs, opts, dry_run)
+    names = (
+        None if metrics is None else list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))
+    )
+    metric_objs = session.build_metrics(names, session.parse_params(param or []))
+    specs = session.resolve(targets or ["demo"], opts.where)
+    dev = session.prepare_torch(opts)
+    specs = session.pin(specs, opts, dry_run=dry_run, note=lambda m: err.print(m, markup=False))
     if compile_models and not dry_run:
-        _check_compile(dev)
+        from biasbench.harness.compiling import check_available
+
+        check_available(dev)
     ray_opts = _ray_options(executor, ray_address, gpus_per_task, max_retries, force)
-    with _open_store(db) as store:
+    with Store(db) as store:
         plans = session.plan_jobs(store, specs, metric_objs, opts, dry_run=dry_run)
         if dry_run:
             from biasbench.harness.plan_summary import dataset_lines, status_lines
 
             _print_plan(plans, verbose)
-            for line in [*status_lines(plans), *dataset_lines(plans, opts.root, opts.cache)]:
+            lines = [*status_lines(plans), *dataset_lines(plans, opts.root, opts.cache)]
+            for line in [*lines, *session.dry_run_cost(store, plans, dev, opts, history)]:
                 out.print(_plain(line), markup=False, highlight=False, soft_wrap=True)
-            _print_estimate(store, plans, dev, opts.root, opts.cache, history)
             return
         summary = session.execute_recorded(
             store,
@@ -273,116 +313,27 @@ def run(
             ),
         )
     if summary is None:
-        n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
-        err.print(
+        n_stored = sum(j.status == PlanStatus.STORED for cp in plans for j in cp.jobs)
+        out.print(
             f"Nothing to compute: all {n_stored} jobs are already stored in {db} (use --force to recompute).",
             markup=False,
         )
         _next_steps(db)
         return
     _print_summary(summary)
+    _next_steps(db)
     if summary.failed:
         err.print(
             f"[red]{summary.failed} job(s) failed[/red]; details: `bench status --db {_esc(db)}`. "
             "Every other result is stored."
         )
-        _next_steps(db)
         raise typer.Exit(1)
-    _next_steps(db)
 
 
 def _describe(dev: Any) -> str:
     from biasbench.harness.environment import describe_device
 
     return describe_device(dev)
-
-
-def _open_store(db: Path) -> Any:
-    from biasbench.harness.store import Store
-
-    return Store(db)
-
-
-def _pin_specs(specs: list[Any], opts: Any, dry_run: bool) -> list[Any]:
-    """Pin unpinned weights from the registries' lock files (:func:`biasbench.harness.session.pin`)."""
-    from biasbench.harness import session
-
-    try:
-        return session.pin(specs, opts, dry_run=dry_run, note=lambda m: err.print(m, markup=False))
-    except (RuntimeError, ValueError) as e:
-        _fail(str(e))
-
-
-def _run_inputs(
-    targets: list[str], metrics: str | None, param: list[str], opts: Any
-) -> tuple[list, list, Any]:
-    """Checkpoint specs (``--where`` applied), metrics (parameters checked), the device and the CPU
-    threads of a run; any error ends the command with one message before anything is downloaded or
-    loaded."""
-    from biasbench.core.plugins import PluginError
-    from biasbench.harness import session
-
-    names = (
-        list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))
-        if metrics is not None
-        else None
-    )
-    try:
-        metric_objs = session.build_metrics(names, session.parse_params(param))
-        specs = session.resolve(targets, opts.where)
-        dev = session.prepare_torch(opts)
-    except (PluginError, RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
-    return specs, metric_objs, dev
-
-
-def _speed_options(group: str, cache_budget: str | None) -> tuple[int | str, int | None]:
-    """``--group`` (a positive int or auto) and ``--cache-budget`` (bytes), checked."""
-    from biasbench.core.streaming import parse_size
-    from biasbench.harness.grouping import parse_group
-
-    try:
-        return parse_group(group), parse_size(cache_budget) if cache_budget is not None else None
-    except ValueError as e:
-        _fail(str(e))
-
-
-def _check_compile(dev: Any) -> None:
-    """``--compile``: end the command with one message when torch.compile does not work on ``dev``."""
-    from biasbench.harness.compiling import CompileUnavailable, check_available
-
-    try:
-        check_available(dev)
-    except CompileUnavailable as e:
-        _fail(str(e))
-
-
-def _print_estimate(
-    store: Any, plans: list[Any], dev: Any, root: Path, cache: Path, history: Path | None = None
-) -> None:
-    """The dry run's cost: images × conditions per metric and in total, time from the stored timings
-    of ``--db`` (or of the ``--history`` database), saying which."""
-    from biasbench.harness.environment import describe_device
-    from biasbench.harness.estimate import describe, estimate, load_history
-    from biasbench.harness.store import Store, StoreError
-
-    source = store
-    if history is not None:
-        try:
-            source = Store(history, read_only=True)
-        except (FileNotFoundError, StoreError) as e:
-            _fail(f"--history: {e}")
-    hist = load_history(source.query)
-    out.print(
-        f"timing history: {len(hist.rates)} stored job(s) of {source.path}"
-        + (" (--history)" if history is not None else " (--db; --history DB reads another)"),
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
-    cost = estimate(plans, hist, describe_device(dev), root, cache)
-    for line in describe(cost):
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _ray_options(executor: str, address: str | None, gpus: float, retries: int, force: bool) -> Any:
@@ -397,10 +348,7 @@ def _ray_options(executor: str, address: str | None, gpus: float, retries: int, 
         )
     from biasbench.harness.ray_executor import RayOptions, import_ray
 
-    try:
-        import_ray()
-    except RuntimeError as e:
-        _fail(str(e))
+    import_ray()
     return RayOptions(address, gpus, retries)
 
 
@@ -436,12 +384,12 @@ def _print_summary(summary: Any) -> None:
             f"{o.seconds:.1f}" if o.seconds else "",
             o.summary[:80],
         )
-    err.print(t)
+    out.print(t)
 
 
 def _next_steps(db: Path) -> None:
     flag = "" if str(db) == DEFAULT_DB else f" --db {db}"
-    err.print(
+    out.print(
         f"Results are in [bold]{_esc(db.resolve())}[/bold]. Next: `bench report{_esc(flag)}` (correlations) "
         f"or `bench results{_esc(flag)}`."
     )
@@ -467,25 +415,11 @@ def results(
     sis_q: Annotated[float | None, typer.Option("--sis-q", help="…and this q (with --sis-tau).")] = None,
 ) -> None:
     """Print stored results: checkpoint, metric, key, value, n."""
-    from biasbench.harness.store import Store, StoreError
+    from biasbench.harness import session
 
-    for flag, v in (("--sis-tau", sis_tau), ("--sis-q", sis_q)):
-        if v is not None and not 0.0 < v <= 1.0:
-            _fail(f"{flag} must be in (0, 1], got {v}")
-    if sis_q is not None and sis_tau is None:
-        _fail("--sis-q needs --sis-tau")
-    try:
-        store = Store(db, read_only=True)
-    except (FileNotFoundError, StoreError) as e:
-        _fail(str(e))
-    with store:
-        df = store.results(latest=not all_versions, metrics=metric, checkpoints=checkpoint)
-        if sis_tau is not None:
-            try:
-                df = _recompute_sis(store, df, sis_tau, sis_q)
-            except StoreError as e:  # a missing or damaged per-item file
-                _fail(str(e))
-    df = df[["checkpoint", "metric", "key", "value", "n"]]
+    df = session.results(
+        db, metrics=metric, checkpoints=checkpoint, latest=not all_versions, sis_tau=sis_tau, sis_q=sis_q
+    )
     if fmt == "csv":
         from biasbench.reports.render import csv_text
 
@@ -501,66 +435,6 @@ def results(
         out.print(t)
     else:
         _fail(f"unknown format {fmt!r} (table, csv, json)")
-
-
-def _recompute_sis(store: Any, df: Any, tau: float, q: float | None) -> Any:
-    """Replace each checkpoint's sis rows by scalars recomputed from its stored traces (no model)."""
-    import pandas as pd
-
-    from biasbench.metrics.sis_traces import counts_from_traces, scalars_from_traces
-
-    rows = []
-    for ckpt in sorted(df.loc[df.metric == "sis", "checkpoint"].unique()):
-        traces = store.items(ckpt, "sis")
-        stored_q = df[(df.checkpoint == ckpt) & (df.metric == "sis") & (df.key == "q")]["value"]
-        q_used = q if q is not None else (float(stored_q.iloc[0]) if len(stored_q) else 0.05)
-        scalars = scalars_from_traces(traces, tau=tau, q=q_used)
-        n = counts_from_traces(traces, tau, list(scalars))  # what each key rests on, as the metric counts
-        for k, v in scalars.items():
-            rows.append({"checkpoint": ckpt, "metric": "sis", "key": k, "value": float(v), "n": n[k]})
-    return pd.concat([df[df.metric != "sis"], pd.DataFrame(rows)], ignore_index=True).sort_values(
-        ["checkpoint", "metric", "key"]
-    )
-
-
-def _report_inputs(store: Any) -> tuple[Any, Any, Any, dict[str, dict[str, Any]]]:
-    """What a report reads: the newest results per metric variant with their job's parameters, the
-    jobs behind them, the runs, and each checkpoint's tags."""
-    res = store.query(
-        "SELECT r.checkpoint_id AS checkpoint, r.metric, r.key, r.value, r.n, r.run_id, "
-        "CAST(j.params AS VARCHAR) AS params, CAST(j.datasets AS VARCHAR) AS datasets, j.metric_version "
-        "FROM latest_results r JOIN jobs j USING (checkpoint_id, metric, config_hash) "
-        "ORDER BY checkpoint, metric, key"
-    )
-    src = [json.loads(d or "{}").get("import", {}).get("source") for d in res["datasets"]]
-    res["source"] = src
-    res.loc[res["source"].notna(), "params"] = None
-    jobs = res.drop_duplicates(["checkpoint", "metric", "params", "run_id"])[
-        ["checkpoint", "metric", "metric_version", "params", "datasets", "run_id"]
-    ]
-    runs = store.runs()
-    tags = {}
-    for cid, t in store.query("SELECT id, CAST(tags AS VARCHAR) AS tags FROM checkpoints").itertuples(
-        index=False
-    ):
-        tags[cid] = json.loads(t) if t else {}
-    return res, jobs, runs, tags
-
-
-def _sis_sizes(store: Any, res: Any) -> tuple[dict[str, Any], list[str]]:
-    """Per checkpoint with stored SIS traces, each image's SIS size (fraction of pixels) at the stored
-    τ — read from the traces, no model — and a note per checkpoint whose traces cannot be read."""
-    from biasbench.harness.store import StoreError
-    from biasbench.metrics.sis_traces import sis_fractions
-
-    sizes, notes = {}, []
-    taus = res[(res["metric"] == "sis") & (res["key"] == "tau") & res["source"].isna()]
-    for ckpt, tau in zip(taus["checkpoint"], taus["value"], strict=True):
-        try:
-            sizes[ckpt] = sis_fractions(store.items(ckpt, "sis"), float(tau))
-        except (KeyError, StoreError) as e:
-            notes.append(f"SIS sizes of {ckpt}: {e}")
-    return sizes, notes
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -652,67 +526,49 @@ def report(
 ) -> None:
     """Do biases explain generalization? Bias × generalization correlations across checkpoints, with
     bootstrap intervals, corrected p-values, partial correlations and leave-one-category-out ranges."""
-    from biasbench.harness.store import Store, StoreError
-    from biasbench.reports import render
-    from biasbench.reports.analysis import ReportError, build_report, provenance
-    from biasbench.reports.scores import UnknownKeyError, build_scores
-    from biasbench.reports.statistics import CORRECTIONS, METHODS, Options
+    import biasbench
+    from biasbench.reports.statistics import check_choice
 
     formats = ("terminal", "md", "html", "csv", "json")
     if fmt not in formats:
         _fail(f"unknown format {fmt!r} ({', '.join(formats)})")
-    if method not in METHODS:
-        _fail(f"unknown method {method!r} ({', '.join(METHODS)})")
-    if correction not in CORRECTIONS:
-        _fail(f"unknown correction {correction!r} ({', '.join(CORRECTIONS)})")
+    check_choice(method, correction)
     _check_out_path(out_file, "--out")
     _check_out_path(figure, "--figure")
     _check_out_path(figures, "--figures", folder=True)
-    try:
-        store = Store(db, read_only=True)
-    except (FileNotFoundError, StoreError) as e:
-        _fail(str(e))
-    with store:
-        res, jobs, runs, tags = _report_inputs(store)
-        sis_sizes, sis_notes = _sis_sizes(store, res) if fmt == "html" or figures else ({}, [])
-    scores = build_scores(res, tags)
-    scores.notes += sis_notes
-    try:
-        rep = build_report(
-            scores,
-            keys=_csv_list(keys),
-            all_keys=all_keys,
-            bias=_csv_list(bias),
-            generalization=_csv_list(generalization),
-            across_metrics=across_metrics,
-            top=top,
-            control=control,
-            category=category,
-            options=Options(method=method, correction=correction, n_resamples=resamples, seed=seed),
-        )
-    except (UnknownKeyError, ReportError) as e:
-        _fail(str(e))
-    used = sorted(set(rep.rows) | set(rep.cols) | ({rep.control} if rep.control else set()))
-    rep.provenance = provenance(jobs, runs, scores, used)
-    rep.sis_sizes = sis_sizes
+    rep = biasbench.report(
+        db,
+        keys=_csv_list(keys),
+        all_keys=all_keys,
+        bias=_csv_list(bias),
+        generalization=_csv_list(generalization),
+        method=method,
+        correction=correction,
+        control=control,
+        category=category,
+        resamples=resamples,
+        seed=seed,
+        top=top,
+        across_metrics=across_metrics,
+        sis_sizes=fmt == "html" or figures is not None,
+    )
     colour = colour_by or rep.category
-    if colour and colour not in scores.covariates.columns:
+    covariates = rep.scores.covariates.columns
+    if colour and colour not in covariates:
         _fail(
-            f"--colour-by: no checkpoint carries the tag {colour!r}; tags: {', '.join(scores.covariates.columns) or 'none'}"
+            f"--colour-by: no checkpoint carries the tag {colour!r}; tags: {', '.join(covariates) or 'none'}"
         )
     if fmt == "terminal":
         text = None
         console = Console(file=open(out_file, "w", encoding="utf-8"), width=160) if out_file else out  # noqa: SIM115
-        for part in render.terminal_tables(rep):
+        for part in rep.terminal_parts():
             console.print(part)
         if out_file:
             console.file.close()
     elif fmt == "html":
-        from biasbench.reports.html import html_page
-
-        text = html_page(rep, colour_by=colour)
+        text = rep.to_html(colour_by=colour)
     else:
-        text = {"md": render.markdown, "csv": render.to_csv, "json": render.to_json}[fmt](rep)
+        text = {"md": rep.to_markdown, "csv": rep.to_csv, "json": rep.to_json}[fmt]()
     if text is not None:
         if out_file:
             out_file.write_text(text, encoding="utf-8")
@@ -745,59 +601,12 @@ def import_table(
     db: DbOpt = Path(DEFAULT_DB),
 ) -> None:
     """Import published per-checkpoint results (a wide CSV) so reports use them beside measured ones."""
-    from biasbench.core.hashing import config_hash
-    from biasbench.harness.environment import git_sha, hostname, package_versions
-    from biasbench.harness.store import JobKey, Store, StoreError
-    from biasbench.reports.importer import TableImportError, read_files
+    import biasbench
 
-    try:
-        table = read_files(file, mapping, source)
-    except TableImportError as e:
-        _fail(str(e))
-    if table.results.empty:
-        _fail(f"{file}: no value to import (every mapped cell is empty)")
+    table = biasbench.import_table(file, mapping, source, db=db)
     prov = table.provenance
-    try:
-        store = Store(db)
-    except StoreError as e:
-        _fail(str(e))
-    with store:
-        known = set(store.query("SELECT id FROM checkpoints")["id"])
-        run_id = store.start_run(
-            argv=sys.argv, git_sha=git_sha(), versions=package_versions(), device="import", host=hostname()
-        )
-        status = "failed"
-        try:
-            for ckpt, tags in table.tags.items():
-                if ckpt not in known:  # a measured checkpoint keeps its own row
-                    store.upsert_checkpoint(
-                        {"id": ckpt, "source": f"import:{source}", "tags": json.dumps(tags)}
-                    )
-            for (ckpt, metric), grp in table.results.groupby(["checkpoint", "metric"]):
-                key = JobKey(
-                    ckpt,
-                    metric,
-                    config_hash(
-                        {"import": source, "sha256": prov["sha256"], "mapping": prov["mapping_sha256"]}
-                    ),
-                )
-                store.write_job(
-                    key,
-                    metric_version="import",
-                    params=None,  # imported: no parameters (reports put them beside the measured variant)
-                    datasets={"import": prov},
-                    scalars=dict(zip(grp["key"], grp["value"], strict=True)),
-                    n={},
-                    items=None,
-                    flags=["imported"],
-                    seconds=0.0,
-                    run_id=run_id,
-                )
-            status = "ok"
-        finally:
-            store.finish_run(run_id, status)
     n_ckpt = table.results["checkpoint"].nunique()
-    err.print(
+    out.print(
         f"imported {len(table.results)} values of {n_ckpt} checkpoints from {file.name} "
         f"(sha256 {prov['sha256'][:12]}…) as source {source!r} into {db}",
         markup=False,
@@ -815,35 +624,23 @@ def status(
 ) -> None:
     """What the database holds: runs, jobs, results, and the latest failures with their errors. A
     `running` run on this host whose process is gone is marked `interrupted` (when the file is writable)."""
-    from biasbench.harness.store import Store, StoreError
+    from biasbench.harness import session
 
-    try:
-        store = Store(db, read_only=True)
-    except (FileNotFoundError, StoreError) as e:
-        _fail(str(e))
-    with store:
-        store.mark_interrupted()
-        counts = store.query(
-            "SELECT (SELECT count(*) FROM runs) runs, (SELECT count(*) FROM checkpoints) checkpoints, "
-            "(SELECT count(*) FROM jobs) jobs, (SELECT count(*) FROM results) results, "
-            "(SELECT count(*) FROM failures) failures"
-        ).iloc[0]
-        out.print(f"{db.resolve()}: " + ", ".join(f"{k} {int(v)}" for k, v in counts.items()), markup=False)
-        runs = store.runs().tail(5)
-        t = Table(title="recent runs")
-        for c in ("run_id", "status", "started_at", "device"):
+    st = session.status(db, failures=failures)
+    out.print(f"{st.path.resolve()}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()), markup=False)
+    t = Table(title="recent runs")
+    for c in ("run_id", "status", "started_at", "device"):
+        t.add_column(c)
+    for r in st.runs.itertuples():
+        _row(t, r.run_id, str(r.status), str(r.started_at)[:19], str(r.device))
+    out.print(t)
+    if len(st.failures):
+        t = Table(title="latest failures")
+        for c in ("checkpoint", "metric", "error"):
             t.add_column(c)
-        for r in runs.itertuples():
-            _row(t, r.run_id, str(r.status), str(r.started_at)[:19], str(r.device))
+        for r in st.failures.itertuples():
+            _row(t, r.checkpoint_id, r.metric, r.error)
         out.print(t)
-        f = store.failures().tail(failures)
-        if len(f):
-            t = Table(title="latest failures")
-            for c in ("checkpoint", "metric", "error"):
-                t.add_column(c)
-            for r in f.itertuples():
-                _row(t, r.checkpoint_id, r.metric, r.error)
-            out.print(t)
 
 
 @app.command()
@@ -855,23 +652,16 @@ def merge(
 ) -> None:
     """Merge shard databases into --db: jobs not stored there yet (with results and per-item files),
     checkpoints, runs and failures. Merging the same shard twice adds nothing."""
-    from biasbench.harness.store import Store, StoreError, check_shard_file
+    from biasbench.harness import session
 
-    try:
-        store = Store(db) if db.exists() else None  # a target that is not ours is refused unwritten
-        for shard in shards:  # every shard is checked before anything is written or copied
-            check_shard_file(shard)
-        store = store or Store(db)
-    except (FileNotFoundError, StoreError) as e:
-        _fail(str(e))
-    with store:
-        for shard in shards:
-            try:
-                counts = store.merge(shard)
-            except (FileNotFoundError, ValueError, StoreError) as e:
-                _fail(str(e))
-            added = ", ".join(f"{k} {v}" for k, v in counts.items())
-            err.print(f"merged {shard} into {db}: added {added}", markup=False)
+    session.merge(
+        shards,
+        db,
+        lambda shard, counts: out.print(
+            f"merged {shard} into {db}: added {', '.join(f'{k} {v}' for k, v in counts.items())}",
+            markup=False,
+        ),
+    )
 
 
 @app.command("lock")
@@ -889,35 +679,32 @@ def lock_cmd(
     """Download each weight file that its registry does not pin, once, and record its sha256 and size in
     the registry's lock file (<registry>.lock; ./<name>.lock for a shipped registry). `bench run` then
     verifies every download against it."""
+    from biasbench.core.errors import WorkFailed
     from biasbench.core.paths import default_cache_dir
     from biasbench.harness import session
     from biasbench.registry import lock
 
     cache = cache_dir or default_cache_dir()
-    try:
-        specs = session.resolve(targets, where or ())
-        _, missing = lock.apply_locks(specs, lock_file)
-        n_pinned = sum(len(lock.spec_parts(sp)) for sp in specs) - len(missing)
-        err.print(
-            f"{len(specs)} checkpoints: {len(missing)} files to lock, {n_pinned} pinned, locked or checked "
-            "by their source",
-            markup=False,
-        )
-        _, failed = lock.lock_each(
-            missing,
-            cache,
-            lambda e, f: out.print(
-                f"{e.id} part {e.part}: sha256 {e.sha256} ({e.size} bytes) -> {f}", markup=False
-            ),
-            lambda u, e: err.print(f"failed: {u.spec.id} part {u.part}: {_plain(e)}", markup=False),
-        )
-    except RuntimeError as e:
-        _fail(str(e))
+    specs = session.resolve(targets, where or ())
+    _, missing = lock.apply_locks(specs, lock_file)
+    n_pinned = sum(len(lock.spec_parts(sp)) for sp in specs) - len(missing)
+    err.print(
+        f"{len(specs)} checkpoints: {len(missing)} files to lock, {n_pinned} pinned, locked or checked "
+        "by their source",
+        markup=False,
+    )
+    _, failed = lock.lock_each(
+        missing,
+        cache,
+        lambda e, f: out.print(
+            f"{e.id} part {e.part}: sha256 {e.sha256} ({e.size} bytes) -> {f}", markup=False
+        ),
+        lambda u, e: err.print(f"failed: {u.spec.id} part {u.part}: {_plain(e)}", markup=False),
+    )
     if failed:
-        _fail(
+        raise WorkFailed(
             f"{len(failed)} of {len(missing)} files could not be locked (each is named above); "
-            "the others are recorded in their lock files",
-            code=1,
+            "the others are recorded in their lock files"
         )
 
 
@@ -951,11 +738,8 @@ def ls_checkpoints(
     from biasbench.registry.registry_files import resolve_targets, shipped_registries
 
     for name in registry or sorted(shipped_registries()):
-        try:
-            specs = resolve_targets([name])
-            rows = [(sp, lock.source_kind(sp), lock.pin_status(sp, lock_file)) for sp in specs]
-        except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
-            _fail(str(e))
+        specs = resolve_targets([name])
+        rows = [(sp, lock.source_kind(sp), lock.pin_status(sp, lock_file)) for sp in specs]
         groups: dict[str, list[Any]] = {}
         for row in rows:
             groups.setdefault(str(row[0].tags.get("category", "")), []).append(row)
@@ -1103,10 +887,9 @@ def data_fetch(
 ) -> None:
     """Download a dataset, verify every file's sha256, and put it under the data root."""
     from biasbench.harness.datasets.fetch import dataset_manifests, fetch_dataset
-    from biasbench.registry.download import DownloadError
 
     _require_manifest(name, dataset_manifests())
-    try:
+    with _os_errors():
         path = fetch_dataset(
             name,
             _data_root(data_root),
@@ -1114,9 +897,7 @@ def data_fetch(
             log=err.print,
             sha256=sha256,
         )
-    except (DownloadError, KeyError, ValueError, OSError) as e:
-        _fail(str(e))
-    err.print(f"[green]ok[/green]: {_esc(name)} at {_esc(path)}")
+    out.print(f"[green]ok[/green]: {_esc(name)} at {_esc(path)}")
 
 
 @data_app.command("verify")
@@ -1124,18 +905,17 @@ def data_verify(
     name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRootOpt = None
 ) -> None:
     """Check a dataset's files against its manifest (sha256 of every file)."""
+    from biasbench.core.errors import WorkFailed
     from biasbench.harness.datasets.fetch import dataset_manifests, verify_dataset
 
     _require_manifest(name, dataset_manifests())
-    try:
+    with _os_errors():
         problems = verify_dataset(name, _data_root(data_root))
-    except (KeyError, ValueError, OSError) as e:
-        _fail(str(e))
     if problems:
         for p in problems[:50]:
             err.print(f"[red]✗[/red] {_esc(p)}")
-        _fail(f"{name}: {len(problems)} problem(s)", code=1)
-    err.print(f"[green]ok[/green]: every file of {_esc(name)} matches its manifest")
+        raise WorkFailed(f"{name}: {len(problems)} problem(s)")
+    out.print(f"[green]ok[/green]: every file of {_esc(name)} matches its manifest")
 
 
 @data_app.command("make")
@@ -1174,19 +954,19 @@ def data_make(
         if entry is None or entry.location is None:
             _fail(f"--from {source!r}: no such folder, nor a dataset name with a folder")
         src = entry.location(root)
-    try:
-        sev = [int(s) for s in severities.split(",") if s.strip()]
+    sev = [s.strip() for s in severities.split(",") if s.strip()]
+    if not all(s.isdigit() for s in sev):
+        _fail(f"--severities {severities!r}: comma-separated whole numbers, e.g. 1,3,5")
+    with _os_errors():
         report = make_imagenet_c(
             src,
             to if to is not None else root,
             corruptions=[c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None,
-            severities=sev,
+            severities=[int(s) for s in sev],
             per_class=per_class,
             log=err.print,
         )
-    except (ValueError, ImportError, OSError) as e:
-        _fail(str(e))
-    err.print(f"[green]ok[/green]: {report.written} images written into {_esc(report.target)}")
+    out.print(f"[green]ok[/green]: {report.written} images written into {_esc(report.target)}")
 
 
 @zoo_app.command("train")
@@ -1217,23 +997,9 @@ def zoo_train(
 
 
 def main() -> None:
-    """The `bench` entry point: a broken, duplicated or unknown plugin anywhere, or a results database
-    that cannot be used (not a DuckDB file, not writable, locked by another process), ends in one clear
-    line and exit code 2."""
-    from biasbench.core.plugins import PluginError
-
-    try:
-        app()
-    except Exception as e:
-        store = sys.modules.get(
-            "biasbench.harness.store"
-        )  # a StoreError needs the store loaded; don't load it here
-        if not isinstance(e, PluginError) and not (store is not None and isinstance(e, store.StoreError)):
-            raise
-        from biasbench.core.names import printable_lines
-
-        err.print(f"error: {printable_lines(str(e))}", markup=False)
-        sys.exit(2)
+    """The `bench` entry point: every error of ours ends in one ``error:`` line and its exit code
+    (:class:`biasbench.core.errors.BiasbenchError`; the command group catches it once)."""
+    app()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ cli → reports / harness → metrics / registry → core. A module may import i
 and the layers below it; peers of one layer never import each other; a plugin module (an entry-point
 target of one of our groups) never imports another plugin module (shared helpers live in
 non-plugin modules such as ``metrics/common.py``); there are no
-import cycles. Every import counts, also those inside functions.
+import cycles. Every import counts, also those inside functions — except those under
+``if TYPE_CHECKING:``, which never run (a type annotation is no dependency at run time).
 """
 
 from __future__ import annotations
@@ -40,7 +41,16 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     is_pkg = path.name == "__init__.py"
     found: set[str] = set()
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from biasbench.harness.store import JobKey, Store
+from biasbench.harness.store import JobKey, JobRecord, Store
 from tests.harness_fixtures import bench
 
 
@@ -53,15 +53,7 @@ def _db(tmp_path):
         for i, (a, b) in enumerate([(0.1, 1.0), (0.2, 3.0), (0.3, 2.0), (0.4, 5.0)]):
             s.write_job(
                 JobKey(f"c{i}", "m", "h"),
-                metric_version="1",
-                params={},
-                datasets={},
-                scalars={"a": a, "b": b},
-                n={"a": 4, "b": 4},
-                items=None,
-                flags=[],
-                seconds=0,
-                run_id="r",
+                JobRecord(metric_version="1", scalars={"a": a, "b": b}, n={"a": 4, "b": 4}, run_id="r"),
             )
         s.record_failure("c9", "m", None, "weights missing", "tb", "r")
     return db

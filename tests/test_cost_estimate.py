@@ -47,7 +47,7 @@ def test_a_dry_run_estimates_from_the_stored_seconds_per_image_of_similar_jobs(s
     with Store(db, read_only=True) as s:
         jobs = s.query("SELECT seconds, CAST(timings AS VARCHAR) AS t FROM jobs")
         device = s.query("SELECT device FROM runs")["device"][0]
-        history = load_history(s.query)
+        history = load_history(s.timing_rows())
     recorded = [json.loads(t)["run.images_x_conditions"] for t in jobs["t"]]
     assert recorded == [N_IMAGES] * N_CHECKPOINTS
     per_image = statistics.median(jobs["seconds"] / N_IMAGES)

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from biasbench.harness.store import JobKey, Store, StoreError
+from biasbench.harness.store import JobKey, JobRecord, Store, StoreError
 
 
 def _digest(p: Path) -> str:
@@ -43,15 +43,14 @@ def _ours(path: Path, n_jobs: int = 30) -> Path:
         for i in range(n_jobs):
             s.write_job(
                 JobKey(f"c{i}", "accuracy", "0123456789abcdef"),
-                metric_version="1",
-                params={},
-                datasets={},
-                scalars={"top1": i / n_jobs},
-                n={"top1": 10},
-                items=pd.DataFrame({"item": range(2000), "correct": [i % 2] * 2000}),
-                flags=[],
-                seconds=0.1,
-                run_id="r",
+                JobRecord(
+                    metric_version="1",
+                    scalars={"top1": i / n_jobs},
+                    n={"top1": 10},
+                    items=pd.DataFrame({"item": range(2000), "correct": [i % 2] * 2000}),
+                    seconds=0.1,
+                    run_id="r",
+                ),
             )
     return path
 

@@ -10,7 +10,7 @@ import json
 import duckdb
 import pytest
 
-from biasbench.harness.store import JobKey, Store
+from biasbench.harness.store import JobKey, JobRecord, Store
 from biasbench.reports.importer import TableImportError, parse_mapping, read_table
 from tests.harness_fixtures import bench
 
@@ -50,15 +50,13 @@ def _measured_db(path):
             for metric, scalars in (("shape_bias", {"shape_bias": sb}), ("ood", {"id": acc})):
                 s.write_job(
                     JobKey(c, metric, f"h-{c}"),
-                    metric_version="1",
-                    params={"p": 1},
-                    datasets={},
-                    scalars=scalars,
-                    n=dict.fromkeys(scalars, 10),
-                    items=None,
-                    flags=[],
-                    seconds=0.0,
-                    run_id="r0",
+                    JobRecord(
+                        metric_version="1",
+                        params={"p": 1},
+                        scalars=scalars,
+                        n=dict.fromkeys(scalars, 10),
+                        run_id="r0",
+                    ),
                 )
     return path
 
@@ -102,7 +100,7 @@ def test_imported_results_reproduce_the_hand_computed_rho_beside_measured_ones(t
         ["import", str(csv_path), "--mapping", str(map_path), "--source", "study", "--db", str(db)], tmp_path
     )
     assert r.returncode == 0, r.stderr
-    assert "imported 6 values of 3 checkpoints" in r.stderr and "not imported): notes" in r.stderr
+    assert "imported 6 values of 3 checkpoints" in r.stdout and "not imported): notes" in r.stderr
     # provenance stored with every imported job
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute(

@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from biasbench.harness.store import JobKey, Store, StoreError
+from biasbench.harness.store import JobKey, JobRecord, Store, StoreError
 from tests.harness_fixtures import bench
 
 KEY = JobKey("ckpt-a", "accuracy", "0123456789abcdef")
@@ -23,15 +23,15 @@ def _shard(path: Path, key: JobKey = KEY, value: float = 0.75) -> Path:
     with Store(path) as s:
         s.write_job(
             key,
-            metric_version="1",
-            params={"dataset": "x"},
-            datasets={},
-            scalars={"top1": value},
-            n={"top1": 4},
-            items=pd.DataFrame({"item": [0, 1, 2, 3], "correct": [1, 0, 1, 1]}),
-            flags=[],
-            seconds=0.1,
-            run_id="20261202T000000-abcdef01",
+            JobRecord(
+                metric_version="1",
+                params={"dataset": "x"},
+                scalars={"top1": value},
+                n={"top1": 4},
+                items=pd.DataFrame({"item": [0, 1, 2, 3], "correct": [1, 0, 1, 1]}),
+                seconds=0.1,
+                run_id="20261202T000000-abcdef01",
+            ),
         )
         s.upsert_checkpoint({"id": key.checkpoint_id, "arch": "timm:resnet18", "tags": "{}"})
     return path

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from biasbench.harness.store import JobKey, Store
+from biasbench.harness.store import JobKey, JobRecord, Store
 from biasbench.registry.spec import CheckpointError
 from tests.harness_fixtures import bench, demo_registry
 
@@ -138,15 +138,7 @@ def test_status_and_results_print_control_characters_as_escapes(tmp_path):
     with Store(db) as s:
         s.write_job(
             JobKey("c", "accuracy", "0123456789abcdef"),
-            metric_version="1",
-            params={},
-            datasets={},
-            scalars={"top1": 0.5},
-            n={"top1": 2},
-            items=None,
-            flags=[],
-            seconds=0.1,
-            run_id="r",
+            JobRecord(metric_version="1", scalars={"top1": 0.5}, n={"top1": 2}, seconds=0.1, run_id="r"),
         )
         s.record_failure("c", "accuracy", None, "missing key \x1b[31mfc.weight\x1b[2J", "tb", "r")
     for argv in (["status"], ["results"]):

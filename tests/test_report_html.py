@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biasbench.harness.store import JobKey, Store
+from biasbench.harness.store import JobKey, JobRecord, Store
 from tests.harness_fixtures import bench
 
 WIDTH, HEIGHT = 1366, 900  # a laptop screen
@@ -111,19 +111,17 @@ def _db(path: Path) -> Path:
             for metric, scalars in jobs.items():
                 s.write_job(
                     JobKey(c, metric, f"h{i}"),
-                    metric_version="1",
-                    params={},
-                    datasets={
-                        "images": {"name": "demo-world/test", "manifest": "feedbeef", "preprocess": "x"}
-                    },
-                    scalars=scalars,
-                    n=dict.fromkeys(scalars, 50),
-                    items=None,
-                    flags=[],
-                    seconds=0.0,
-                    run_id=run,
+                    JobRecord(
+                        metric_version="1",
+                        datasets={
+                            "images": {"name": "demo-world/test", "manifest": "feedbeef", "preprocess": "x"}
+                        },
+                        scalars=scalars,
+                        n=dict.fromkeys(scalars, 50),
+                        run_id=run,
+                    ),
                 )
-        s.finish_run(run, "done")
+        s.finish_run(run, "ok")
     return path
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from biasbench.harness.store import JobKey, Store
+from biasbench.harness.store import JobKey, JobRecord, Store
 from biasbench.metrics.base import KeyRole, Metric
 from biasbench.metrics.discovery import METRICS
 from tests.harness_fixtures import bench
@@ -32,15 +32,14 @@ def _job(
 ) -> None:
     s.write_job(
         JobKey(ckpt, metric, h),
-        metric_version="1",
-        params=params,
-        datasets={"images": {"name": "demo-world/test", "manifest": "abc123", "preprocess": "as-stored"}},
-        scalars=scalars,
-        n=dict.fromkeys(scalars, 100),
-        items=None,
-        flags=[],
-        seconds=0.0,
-        run_id=run,
+        JobRecord(
+            metric_version="1",
+            params=params,
+            datasets={"images": {"name": "demo-world/test", "manifest": "abc123", "preprocess": "as-stored"}},
+            scalars=scalars,
+            n=dict.fromkeys(scalars, 100),
+            run_id=run,
+        ),
     )
 
 
@@ -62,7 +61,7 @@ def db(tmp_path):
                 run,
             )
             _job(s, c, "ood", f"o{i}", {"sets": None}, {"id": OOD_ID[i], "robustness": ROBUST[i]}, run)
-        s.finish_run(run, "done")
+        s.finish_run(run, "ok")
     return path
 
 
@@ -220,7 +219,8 @@ def test_sis_sizes_are_read_from_the_stored_traces(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from biasbench.cli import _report_inputs, _sis_sizes
+    from biasbench.harness.store import StoreError
+    from biasbench.reports.inputs import from_store_rows, sis_sizes
 
     order = np.repeat(np.arange(4, dtype=np.int16), 4)
     confs = [[1.0, 0.99, 0.95, 0.5, 0.1], [0.95, 0.5, 0.4, 0.3, 0.1], [0.5, 0.4, 0.3, 0.2, 0.1]]
@@ -231,19 +231,14 @@ def test_sis_sizes_are_read_from_the_stored_traces(tmp_path):
     with Store(path) as s:
         s.write_job(
             JobKey("c0", "sis", "h"),
-            metric_version="1",
-            params={},
-            datasets={},
-            scalars={"tau": 0.9, "sis_frac_median": 0.75},
-            n={},
-            items=items,
-            flags=[],
-            seconds=0.0,
-            run_id="r",
+            JobRecord(
+                metric_version="1", scalars={"tau": 0.9, "sis_frac_median": 0.75}, items=items, run_id="r"
+            ),
         )
     with Store(path, read_only=True) as s:
-        res, *_ = _report_inputs(s)
-        sizes, notes = _sis_sizes(s, res)
+        data = from_store_rows(s.report_rows(), s.runs(), s.checkpoint_tags())
+        sis_sizes(data, lambda c: s.items(c, "sis"), (KeyError, StoreError))
+    sizes, notes = data.sis_sizes, data.notes
     assert notes == [] and list(sizes) == ["c0"]
     assert sizes["c0"][:2].tolist() == [0.5, 1.0] and np.isnan(sizes["c0"][2])
 
@@ -294,7 +289,7 @@ def test_stability_keys_are_shown_beside_the_table_in_the_terminal_and_markdown_
                 {"sis_frac_median": 0.1 * (i + 1), "sis_frac_median_ci_low": lows[i]},
                 run,
             )
-        s.finish_run(run, "done")
+        s.finish_run(run, "ok")
     term = _report(db, tmp_path)
     assert term.returncode == 0, term.stderr
     text = " ".join(term.stdout.split())

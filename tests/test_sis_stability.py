@@ -283,7 +283,7 @@ def test_key_roles_declare_the_bias_keys_and_the_stability_keys():
 def test_demo_world_two_paths_give_identical_traces_under_the_robust_ranking(tmp_path):
     from biasbench.core import world
     from biasbench.harness.executor import wrap_model
-    from biasbench.harness.store import JobKey, Store
+    from biasbench.harness.store import JobKey, JobRecord, Store
     from biasbench.registry import loading
     from biasbench.registry.registry_files import resolve_targets
 
@@ -300,15 +300,15 @@ def test_demo_world_two_paths_give_identical_traces_under_the_robust_ranking(tmp
     store = Store(tmp_path / "b.duckdb")
     store.write_job(
         JobKey("plain", "sis", "h"),
-        metric_version=metric.version,
-        params=metric.params_json(),
-        datasets={},
-        scalars=res.scalars,
-        n=res.n,
-        items=res.items,
-        flags=res.flags,
-        seconds=0.0,
-        run_id="r",
+        JobRecord(
+            metric_version=metric.version,
+            params=metric.params_json(),
+            scalars=res.scalars,
+            n=res.n,
+            items=res.items,
+            flags=res.flags,
+            run_id="r",
+        ),
     )
     items = store.items("plain", "sis")
     steps = items["conf"].map(len) - 1

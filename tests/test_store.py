@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasbench.harness.store import JobKey, Store
+from biasbench.harness.store import JobKey, JobRecord, Store
 
 
 def _write(
@@ -14,15 +14,15 @@ def _write(
 ) -> None:
     store.write_job(
         key,
-        metric_version="1",
-        params={"a": 1},
-        datasets={},
-        scalars={"x": value, "y": 2 * value},
-        n={"x": 10, "y": 10},
-        items=items,
-        flags=[],
-        seconds=0.1,
-        run_id=run_id,
+        JobRecord(
+            metric_version="1",
+            params={"a": 1},
+            scalars={"x": value, "y": 2 * value},
+            n={"x": 10, "y": 10},
+            items=items,
+            seconds=0.1,
+            run_id=run_id,
+        ),
     )
 
 
@@ -61,15 +61,7 @@ def test_failed_transaction_leaves_no_partial_job(tmp_path):
         with pytest.raises(Exception):  # noqa: B017 - a non-numeric value fails inside the transaction
             s.write_job(
                 k,
-                metric_version="1",
-                params={},
-                datasets={},
-                scalars={"ok": 1.0, "bad": "x"},
-                n={},
-                items=None,
-                flags=[],
-                seconds=0,
-                run_id="r",
+                JobRecord(metric_version="1", scalars={"ok": 1.0, "bad": "x"}, run_id="r"),
             )
         assert not s.has_job(k)
         assert s.results(latest=False).empty

@@ -15,25 +15,18 @@ import duckdb
 import pandas as pd
 import pytest
 
-from biasbench.harness.store import JobKey, Store, StoreError, pid_alive
+from biasbench.harness.store import JobKey, JobRecord, Store, StoreError, pid_alive
 from tests.harness_fixtures import REPO, bench
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(200)
 
 
-def _write(store: Store, key: JobKey, value: float = 0.5, **kw) -> bool:
+def _write(store: Store, key: JobKey, value: float = 0.5, timings: dict | None = None) -> bool:
     return store.write_job(
         key,
-        metric_version="1",
-        params={},
-        datasets={},
-        scalars={"x": value},
-        n={"x": 3},
-        items=None,
-        flags=[],
-        seconds=0.1,
-        run_id="r",
-        **kw,
+        JobRecord(
+            metric_version="1", scalars={"x": value}, n={"x": 3}, seconds=0.1, run_id="r", timings=timings
+        ),
     )
 
 
@@ -342,27 +335,13 @@ def test_if_absent_keeps_another_runs_copy_and_leaves_no_orphan_file(tmp_path):
     with Store(tmp_path / "b.duckdb") as s:
         assert s.write_job(
             key,
-            metric_version="1",
-            params={},
-            datasets={},
-            scalars={"x": 1.0},
-            n={},
-            items=items,
-            flags=[],
-            seconds=0,
-            run_id="first",
+            JobRecord(metric_version="1", scalars={"x": 1.0}, items=items, run_id="first"),
         )
         again = s.write_job(
             key,
-            metric_version="1",
-            params={},
-            datasets={},
-            scalars={"x": 2.0},
-            n={},
-            items=items.assign(v=[9.0, 9.0]),
-            flags=[],
-            seconds=0,
-            run_id="second",
+            JobRecord(
+                metric_version="1", scalars={"x": 2.0}, items=items.assign(v=[9.0, 9.0]), run_id="second"
+            ),
             if_absent=True,
         )
         assert again is False

@@ -41,6 +41,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from biasbench.core.errors import InputError, UnknownNameError
+
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 REFERENCE_SIZE = 224  # ImageNet-C's image size, to which pixel-length constants refer
 
@@ -49,7 +51,7 @@ Corruption = Callable[[torch.Tensor, int, "torch.Generator | None"], torch.Tenso
 
 def _c(values: tuple[float, ...], severity: int) -> float:
     if severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+        raise InputError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     return values[severity - 1]
 
 
@@ -160,7 +162,7 @@ def corrupt(
 ) -> torch.Tensor:
     """Apply corruption ``name`` at ``severity`` (1…5) to a float [0, 1] batch (N, 3, H, W)."""
     if name not in CORRUPTIONS:
-        raise KeyError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
+        raise UnknownNameError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
     if x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"corrupt expects a float (N, C, H, W) batch, got {tuple(x.shape)} {x.dtype}")
+        raise InputError(f"corrupt expects a float (N, C, H, W) batch, got {tuple(x.shape)} {x.dtype}")
     return CORRUPTIONS[name](x, severity, generator)

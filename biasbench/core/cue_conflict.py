@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from biasbench.core.errors import InputError
+
 _CUE_NAME = re.compile(r"(?:^|_)([a-z]+)(\d+)-([a-z]+)(\d+)\.png$")
 
 
@@ -16,5 +18,5 @@ def parse_cue_conflict_name(name: str) -> tuple[str, str]:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     m = _CUE_NAME.search(base)
     if not m:
-        raise ValueError(f"{name!r} is not a cue-conflict stimulus name '<shape><i>-<texture><j>.png'")
+        raise InputError(f"{name!r} is not a cue-conflict stimulus name '<shape><i>-<texture><j>.png'")
     return m.group(1), m.group(3)

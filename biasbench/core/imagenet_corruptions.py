@@ -10,6 +10,8 @@ import hashlib
 
 import numpy as np
 
+from biasbench.core.errors import InputError, MissingExtra
+
 #: The 15 standard ImageNet-C corruptions (their mean is the usual mCE / mean-accuracy set).
 IMAGENET_C_STANDARD: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
@@ -45,16 +47,16 @@ def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int) 
     through the maintained ``imagecorruptions-imaug`` package; the result is (H, W, 3) uint8. The
     corruption's randomness is fixed by ``seed``."""
     if corruption not in (*IMAGENET_C_STANDARD, *IMAGENET_C_EXTRA):
-        raise ValueError(
+        raise InputError(
             f"unknown ImageNet-C corruption {corruption!r}; known: "
             f"{', '.join((*IMAGENET_C_STANDARD, *IMAGENET_C_EXTRA))}"
         )
     if severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+        raise InputError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     try:
         from imagecorruptions import corrupt
     except ImportError as e:
-        raise ImportError(IMAGECORRUPTIONS_EXTRA) from e
+        raise MissingExtra(IMAGECORRUPTIONS_EXTRA) from e
     kwargs = {"seed": seed} if corruption in _SEEDED_BY_ARGUMENT else {}
     state = np.random.get_state()
     np.random.seed(seed)  # the package draws from NumPy's global generator; restored afterwards

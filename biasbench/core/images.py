@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 from torchvision.transforms.functional import InterpolationMode
 
+from biasbench.core.errors import InputError
 from biasbench.core.hashing import sha256_text
 from biasbench.core.preprocess import Preprocess
 
@@ -50,17 +51,17 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"dataset {self.name!r}: images must be uint8 (N, 3, H, W), got "
                 f"{tuple(self.images.shape)} {self.images.dtype}"
             )
         n = self.images.shape[0]
         if self.labels.shape != (n,):
-            raise ValueError(
+            raise InputError(
                 f"dataset {self.name!r}: {n} images but labels of shape {tuple(self.labels.shape)}"
             )
         if len(self.item_ids) != n:
-            raise ValueError(f"dataset {self.name!r}: {n} images but {len(self.item_ids)} item ids")
+            raise InputError(f"dataset {self.name!r}: {n} images but {len(self.item_ids)} item ids")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -87,7 +88,7 @@ def _interp(name: str) -> InterpolationMode:
     try:
         return InterpolationMode(name)
     except ValueError as e:
-        raise ValueError(f"unknown interpolation {name!r}") from e
+        raise InputError(f"unknown interpolation {name!r}") from e
 
 
 def decode_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
@@ -125,7 +126,7 @@ def decode_files(paths: list[Path], pre: Preprocess | None) -> np.ndarray:
         arrays = list(pool.map(one, paths))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"images differ in size ({sorted(shapes)[:3]}…); give a preprocessing with a crop")
+        raise InputError(f"images differ in size ({sorted(shapes)[:3]}…); give a preprocessing with a crop")
     return np.stack(arrays) if arrays else np.zeros((0, 3, 1, 1), np.uint8)
 
 
@@ -171,7 +172,7 @@ def cached_in_chunks(
             sl = slice(start, min(start + CACHE_BUILD_CHUNK, n))
             chunk = decode(sl)
             if chunk.shape != (sl.stop - sl.start, 3, *size):
-                raise ValueError(
+                raise InputError(
                     f"images {sl.start}..{sl.stop - 1} decode to {tuple(chunk.shape)}, expected "
                     f"{(sl.stop - sl.start, 3, *size)}"
                 )

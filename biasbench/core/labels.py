@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.core.plugins import PluginError, PluginRegistry, Provider
 
 #: Names of the label spaces this package ships (datasets declare theirs by name).
@@ -58,7 +59,7 @@ class LabelSpace:
     def class_names(self) -> tuple[str, ...]:
         names = tuple(str(n) for n in self.class_names_loader())
         if len(names) != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"label space {self.name!r}: {len(names)} class names for {self.num_classes} classes"
             )
         return names
@@ -80,14 +81,14 @@ class LabelSpace:
 
     def subset(self, name: str) -> tuple[int, ...]:
         if name not in self.subsets:
-            raise KeyError(
+            raise UnknownNameError(
                 f"label space {self.name!r} has no subset {name!r}; known: {', '.join(self.subsets) or 'none'}"
             )
         return tuple(int(i) for i in self.subsets[name]())
 
     def multi_label(self, name: str) -> Any:
         if name not in self.multi_labels:
-            raise KeyError(
+            raise UnknownNameError(
                 f"label space {self.name!r} has no multi-label table {name!r}; known: {', '.join(self.multi_labels) or 'none'}"
             )
         return self.multi_labels[name]()

@@ -31,13 +31,15 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
+from biasbench.core.errors import InputError, StateError
+
 T = TypeVar("T")
 
 #: The provider string of plugins registered with :meth:`PluginRegistry.register`.
 RUNTIME = "register() at run time"
 
 
-class PluginError(RuntimeError):
+class PluginError(StateError):
     """A plugin is broken, declared twice, or unknown (the message names the provider)."""
 
 
@@ -71,7 +73,7 @@ def import_target(target: str) -> Any:
     """The object named by ``module:dotted.attr``."""
     module, sep, attr = target.partition(":")
     if not sep or not module or not attr:
-        raise ValueError(f"{target!r} is not of the form module:attr")
+        raise InputError(f"{target!r} is not of the form module:attr")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from biasbench.core.errors import InputError
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -32,7 +34,7 @@ class Preprocess:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(m) - known
         if unknown:
-            raise ValueError(f"unknown preprocess keys {sorted(unknown)}; known: {sorted(known)}")
+            raise InputError(f"unknown preprocess keys {sorted(unknown)}; known: {sorted(known)}")
         kw = dict(m)
         for k in ("mean", "std"):
             if k in kw:

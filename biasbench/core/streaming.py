@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from biasbench.core.errors import InputError
 from biasbench.core.images import cached_in_chunks, decode_files, image_decoder
 from biasbench.core.preprocess import Preprocess
 
@@ -164,7 +165,7 @@ class StreamedImages:
         if out is None:
             out = decode_batch_cpu(paths, self.pre)
         if tuple(out.shape[2:]) != self.size and len(paths):
-            raise ValueError(
+            raise InputError(
                 f"images decode to {tuple(out.shape[2:])}, expected {self.size} (used as stored, every "
                 f"image must be that size): {paths[0].parent}"
             )
@@ -180,7 +181,7 @@ def decode_batch_cpu(paths: Sequence[Path], pre: Preprocess | None) -> torch.Ten
     arrays = list(_pool().map(one, paths))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"images differ in size ({sorted(shapes)[:3]}…); give a preprocessing with a crop")
+        raise InputError(f"images differ in size ({sorted(shapes)[:3]}…); give a preprocessing with a crop")
     return torch.from_numpy(np.stack(arrays))
 
 
@@ -289,12 +290,12 @@ def parse_size(text: str) -> int:
     try:
         value = float(t[: len(t) - len(unit)])
     except ValueError as e:
-        raise ValueError(f"cache budget {text!r}: expected a size such as 500M, 20G or 1.5T") from e
+        raise InputError(f"cache budget {text!r}: expected a size such as 500M, 20G or 1.5T") from e
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"cache budget {text!r}: expected a finite, non-negative size such as 500M or 20G")
+        raise InputError(f"cache budget {text!r}: expected a finite, non-negative size such as 500M or 20G")
     nbytes = value * _UNITS[unit]
     if nbytes > MAX_CACHE_BUDGET:
-        raise ValueError(
+        raise InputError(
             f"cache budget {text!r} is more than {MAX_CACHE_BUDGET // 2**50} PiB; give a real disk size"
         )
     return int(nbytes)

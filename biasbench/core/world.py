@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from biasbench.core.corruptions import gaussian_blur
+from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.core.images import ImageSet, cached_array
 from biasbench.core.labels import DEMO_WORLD
 
@@ -406,7 +407,7 @@ def render(
             texture = torch.full_like(texture, -1)
         img = bg * (1 - mask[:, None]) + fill * mask[:, None]
     else:
-        raise ValueError(f"unknown render mode {mode!r}")
+        raise InputError(f"unknown render mode {mode!r}")
     return Rendered(
         images=img.clamp(0, 1),
         mask=mask,
@@ -443,7 +444,7 @@ def split_labels(split: str, cfg: WorldConfig = WorldConfig()) -> tuple[torch.Te
         "edges": cfg.n_edges,
     }.get(split)
     if n is None:
-        raise KeyError(f"unknown demo-world split {split!r}; known: {', '.join(SPLITS)}")
+        raise UnknownNameError(f"unknown demo-world split {split!r}; known: {', '.join(SPLITS)}")
     cls = torch.arange(n) % k
     mode = {"train": "textured", "test": "textured"}.get(split, split)
     return cls, cls.clone(), mode
@@ -475,7 +476,7 @@ def render_pool(
         sl = slice(start, start + CHUNK)
         parts.append(render(shape[sl], texture[sl], g, cfg.size, mode))
     if not parts:
-        raise ValueError(f"pool {name!r} is empty under {cfg}")
+        raise InputError(f"pool {name!r} is empty under {cfg}")
     out = Rendered(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Rendered)))
     if limit is not None:
         out = Rendered(*(getattr(out, f.name)[:n] for f in dataclasses.fields(Rendered)))

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch._dynamo.exc import BackendCompilerFailed
 
+from biasbench.core.errors import StateError
 from biasbench.metrics.base import ModelWrapper
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ LOGIT_RTOL = 1e-4
 _COMPILE_ERRORS = (BackendCompilerFailed,)
 
 
-class CompileUnavailable(RuntimeError):
+class CompileUnavailable(StateError):
     """``--compile`` was asked for, but ``torch.compile`` does not work here."""
 
 

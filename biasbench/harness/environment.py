@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from biasbench.core.errors import InputError, StateError
+
 
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
@@ -48,14 +50,14 @@ def select_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a device; choose one of {', '.join(DEVICES)}") from e
+        raise InputError(f"--device {name!r} is not a device; choose one of {', '.join(DEVICES)}") from e
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: only {', '.join(DEVICES)} are supported")
+        raise InputError(f"--device {name!r}: only {', '.join(DEVICES)} are supported")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+            raise StateError("--device cuda was asked for, but torch sees no CUDA device")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+            raise StateError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -68,9 +70,9 @@ def default_threads() -> int:
         try:
             n = int(env)
         except ValueError as e:
-            raise ValueError(f"BIASBENCH_THREADS={env!r} is not a whole number") from e
+            raise InputError(f"BIASBENCH_THREADS={env!r} is not a whole number") from e
         if n < 1:
-            raise ValueError(f"BIASBENCH_THREADS={env!r} must be ≥ 1")
+            raise InputError(f"BIASBENCH_THREADS={env!r} must be ≥ 1")
         return n
     try:
         return max(1, len(os.sched_getaffinity(0)))

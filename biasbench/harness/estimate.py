@@ -24,17 +24,18 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from biasbench.core.preprocess import preprocess_key
 from biasbench.harness.datasets import catalog
 from biasbench.harness.datasets.imagenet_files import IMAGE_EXTENSIONS
 from biasbench.harness.plan import ABSENT, CheckpointPlan, PlannedJob, ResolvedDataset
+from biasbench.harness.status import PlanStatus
 
 #: the `jobs.timings` key of a job's images × conditions (written by the executor)
 IMAGES_X_CONDITIONS = "run.images_x_conditions"
@@ -126,15 +127,10 @@ def dataset_size(rd: ResolvedDataset, data_root: Path, cache_dir: Path) -> int |
         return None
 
 
-def load_history(query: Callable[[str], Any]) -> History:
+def load_history(timings: pd.DataFrame) -> History:
     """Seconds per image × condition of every stored job that recorded its images × conditions, and
-    those images × conditions by (metric, datasets)."""
-    df = query(
-        "SELECT j.metric, c.arch, r.device, j.seconds, CAST(j.timings AS VARCHAR) AS timings, "
-        "CAST(j.datasets AS VARCHAR) AS datasets "
-        "FROM jobs j LEFT JOIN checkpoints c ON c.id = j.checkpoint_id "
-        "LEFT JOIN runs r ON r.run_id = j.run_id WHERE j.timings IS NOT NULL"
-    )
+    those images × conditions by (metric, datasets); ``timings``: :meth:`Store.timing_rows`."""
+    df = timings
     out = History()
     for row in df.itertuples(index=False):
         try:
@@ -173,11 +169,11 @@ def estimate(
     cost = PlanCost(device, {})
     for cp in plans:
         for job in cp.jobs:
-            if job.status not in ("todo", "error"):
+            if job.status not in (PlanStatus.TODO, PlanStatus.ERROR):
                 continue
             mc = cost.metrics.setdefault(job.metric.name, MetricCost(job.metric.name))
             absent = any(rd.manifest == ABSENT for rd in job.datasets.values())
-            if job.status == "error" and not absent:
+            if job.status == PlanStatus.ERROR and not absent:
                 mc.unplanned += 1
                 continue
             units = history.units.get(

@@ -28,6 +28,7 @@ import torch
 from rich.markup import escape
 
 from biasbench.core import labels
+from biasbench.core.errors import StateError
 from biasbench.core.images import ImageSet
 from biasbench.core.streaming import reset_cache_budget, set_cache_budget
 from biasbench.harness import grouping
@@ -35,7 +36,8 @@ from biasbench.harness.datasets import catalog
 from biasbench.harness.estimate import IMAGES_X_CONDITIONS
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
-from biasbench.harness.store import JobKey, Store, StoreError, disk_full, is_space_error
+from biasbench.harness.status import Outcome, PlanStatus
+from biasbench.harness.store import JobKey, JobRecord, Store, StoreError, disk_full, is_space_error
 from biasbench.metrics.base import EvalContext, MetricResult, ModelWrapper
 from biasbench.registry import loading
 from biasbench.registry.spec import LoadedCheckpoint
@@ -68,7 +70,7 @@ class ExecOptions:
 class JobOutcome:
     checkpoint: str
     metric: str
-    status: str  # done | failed | stored | n/a
+    status: Outcome
     seconds: float = 0.0
     summary: str = ""
 
@@ -77,12 +79,12 @@ class JobOutcome:
 class RunSummary:
     outcomes: list[JobOutcome] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
+    def count(self, status: Outcome) -> int:
         return sum(o.status == status for o in self.outcomes)
 
     @property
     def failed(self) -> int:
-        return self.count("failed")
+        return self.count(Outcome.FAILED)
 
 
 class DatasetCache:
@@ -197,9 +199,9 @@ def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
     checkpoint that fails to load fails its own jobs only (``None``)."""
     store, ui, summary = env.store, env.ui, env.summary
     for job in cp.jobs:
-        if job.status in ("stored", "n/a"):
+        if job.status in (PlanStatus.STORED, PlanStatus.NOT_APPLICABLE):
             summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason))
-        elif job.status == "error":
+        elif job.status == PlanStatus.ERROR:
             _fail(store, env.run_id, ui, summary, job, job.reason, job.trace)
     todo = _not_stored_meanwhile(cp.todo, env.known, store, ui, summary)
     if not todo:
@@ -269,7 +271,9 @@ def _not_stored_meanwhile(
                 "run[/dim]"
             )
             summary.outcomes.append(
-                JobOutcome(job.spec.id, job.metric.name, "stored", summary="stored meanwhile by another run")
+                JobOutcome(
+                    job.spec.id, job.metric.name, Outcome.STORED, summary="stored meanwhile by another run"
+                )
             )
         else:
             keep.append(job)
@@ -326,7 +330,7 @@ def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
         inputs = {role: env.data.get(rd) for role, rd in pairs[0][1].datasets.items()}
         results = metric.evaluate_group([m.model for m, _ in pairs], inputs, ctx)
         if len(results) != len(pairs):
-            raise RuntimeError(
+            raise StateError(
                 f"{metric.name}.evaluate_group returned {len(results)} results for {len(pairs)} models"
             )
     except StoreError:
@@ -385,8 +389,7 @@ def _finish(
         n = {k: result.n_for(k) for k in result.scalars}
         timings = {k: float(v) for k, v in result.timings.items()}
         timings.update({IMAGES_X_CONDITIONS: units, GROUP_SIZE: float(group), COMPILED: float(compiled)})
-        written = store.write_job(
-            job.key,
+        record = JobRecord(
             metric_version=job.metric.version,
             params=job.metric.params_json(),
             datasets={role: rd.describe() for role, rd in job.datasets.items()},
@@ -397,6 +400,10 @@ def _finish(
             seconds=seconds,
             run_id=env.run_id,
             timings=timings,
+        )
+        written = store.write_job(
+            job.key,
+            record,
             if_absent=job.key
             not in env.known,  # a forced recompute replaces; otherwise another run's copy stays
         )
@@ -413,7 +420,9 @@ def _finish(
             "(its copy kept)[/dim]"
         )
         summary.outcomes.append(
-            JobOutcome(job.spec.id, job.metric.name, "stored", seconds, "stored meanwhile by another run")
+            JobOutcome(
+                job.spec.id, job.metric.name, Outcome.STORED, seconds, "stored meanwhile by another run"
+            )
         )
         return
     keys = [k for k in job.metric.headline if k in result.scalars] or list(result.scalars)[:3]
@@ -421,7 +430,7 @@ def _finish(
     flags = f" [yellow]flags: {escape('; '.join(result.flags))}[/yellow]" if result.flags else ""
     who = f"{escape(job.spec.id)} · " if group > 1 else ""
     ui.print(f"  [green]✓[/green] {who}{escape(job.metric.name)} ({seconds:.1f}s) {escape(head)}{flags}")
-    summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "done", seconds, head))
+    summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, Outcome.DONE, seconds, head))
 
 
 def _fail(
@@ -431,7 +440,7 @@ def _fail(
         job.spec.id, job.metric.name, job.key.config_hash if job.key else None, error, tb, run_id
     )
     ui.print(f"  [red]✗[/red] {escape(job.spec.id)} · {escape(job.metric.name)}: {escape(error)}")
-    summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, "failed", summary=error))
+    summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, Outcome.FAILED, summary=error))
 
 
 def _json(v: Any) -> str:

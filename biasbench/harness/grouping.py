@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from biasbench.core.errors import InputError
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.plan import CheckpointPlan
 
@@ -38,11 +39,11 @@ def parse_group(text: str | int | None) -> int | str:
     if isinstance(text, int) or str(text).strip().isdigit():
         k = int(text)
         if k < 1:
-            raise ValueError(f"--group {text}: a group holds at least 1 checkpoint")
+            raise InputError(f"--group {text}: a group holds at least 1 checkpoint")
         return k
     if str(text).strip().lower() == "auto":
         return "auto"
-    raise ValueError(f"--group {text!r}: expected a number of checkpoints (e.g. 4) or auto")
+    raise InputError(f"--group {text!r}: expected a number of checkpoints (e.g. 4) or auto")
 
 
 def preprocess_buckets(plans: list[CheckpointPlan]) -> list[list[CheckpointPlan]]:

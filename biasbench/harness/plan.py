@@ -17,6 +17,7 @@ from typing import Any
 from biasbench.core.hashing import config_hash
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.datasets import catalog
+from biasbench.harness.status import PlanStatus
 from biasbench.harness.store import JobKey
 from biasbench.metrics.base import DatasetRequest, Metric, NotApplicable
 from biasbench.registry import loading
@@ -41,7 +42,7 @@ class ResolvedDataset:
 class PlannedJob:
     spec: CheckpointSpec
     metric: Metric
-    status: str  # todo | stored | n/a | error
+    status: PlanStatus
     key: JobKey | None = None
     datasets: dict[str, ResolvedDataset] = field(default_factory=dict)
     reason: str = ""
@@ -58,7 +59,7 @@ class CheckpointPlan:
 
     @property
     def todo(self) -> list[PlannedJob]:
-        return [j for j in self.jobs if j.status == "todo"]
+        return [j for j in self.jobs if j.status == PlanStatus.TODO]
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,13 @@ def _unresolved_plan(
     """A dry run's plan of a checkpoint whose weights it may not fetch (remote or from code)."""
     note = "dry run: weights not fetched (remote or from code), so the job's config hash is unknown"
     for m in metrics:
-        job = PlannedJob(cp.spec, m, "todo", reason=note)
+        job = PlannedJob(cp.spec, m, PlanStatus.TODO, reason=note)
         try:
             job.datasets = _resolve_datasets(m, cp.spec.labels, cp.preprocess, opts, manifests)
         except NotApplicable as e:
-            job.status, job.reason = "n/a", str(e)
+            job.status, job.reason = PlanStatus.NOT_APPLICABLE, str(e)
         except Exception as e:  # noqa: BLE001 - a missing dataset shows up in the plan
-            job.status, job.reason = "error", str(e)
+            job.status, job.reason = PlanStatus.ERROR, str(e)
             job.datasets = getattr(e, "datasets", {})
         cp.jobs.append(job)
     return cp
@@ -174,24 +175,25 @@ def plan(
         except Exception as e:  # noqa: BLE001 - any failure here fails every job of this checkpoint
             cp.error = str(e)
             cp.jobs = [
-                PlannedJob(spec, m, "error", reason=str(e), trace=traceback.format_exc()) for m in metrics
+                PlannedJob(spec, m, PlanStatus.ERROR, reason=str(e), trace=traceback.format_exc())
+                for m in metrics
             ]
             plans.append(cp)
             continue
         for m in metrics:
-            job = PlannedJob(spec, m, "todo")
+            job = PlannedJob(spec, m, PlanStatus.TODO)
             try:
                 job.datasets = _resolve_datasets(m, spec.labels, cp.preprocess, opts, manifests)
             except NotApplicable as e:
-                job.status, job.reason = "n/a", str(e)
+                job.status, job.reason = PlanStatus.NOT_APPLICABLE, str(e)
             except Exception as e:  # noqa: BLE001 - a missing dataset fails this job only
-                job.status, job.reason, job.trace = "error", str(e), traceback.format_exc()
+                job.status, job.reason, job.trace = PlanStatus.ERROR, str(e), traceback.format_exc()
                 job.datasets = getattr(e, "datasets", {})
             else:
                 h = job_hash(spec, cp.weights_sha256, cp.preprocess, m, job.datasets, opts.seed)
                 job.key = JobKey(spec.id, m.name, h)
                 if job.key in stored and not opts.force:
-                    job.status = "stored"
+                    job.status = PlanStatus.STORED
             cp.jobs.append(job)
         plans.append(cp)
     return plans

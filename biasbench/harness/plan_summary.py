@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from biasbench.harness.plan import ABSENT, CheckpointPlan
+from biasbench.harness.status import PlanStatus
 
 CAUSE_WIDTH = 140
 MAX_CAUSES = 12
 FIRST_IDS = 3
-STATUSES = ("todo", "stored", "n/a", "error")
+STATUSES = tuple(PlanStatus)
 
 
 def human_bytes(n: float) -> str:
@@ -48,7 +49,9 @@ def status_lines(plans: list[CheckpointPlan]) -> list[str]:
     )
     causes: dict[tuple[str, str], list[str]] = defaultdict(list)
     for j in jobs:
-        if j.status in ("n/a", "error") or (j.status == "todo" and j.reason):
+        if j.status in (PlanStatus.NOT_APPLICABLE, PlanStatus.ERROR) or (
+            j.status == PlanStatus.TODO and j.reason
+        ):
             causes[(j.status, _cause(j.reason))].append(f"{j.spec.id} · {j.metric.name}")
     ordered = sorted(causes.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     lines = [head]
@@ -82,7 +85,7 @@ def dataset_lines(plans: list[CheckpointPlan], data_root: Path, cache_dir: Path)
     needed: dict[str, dict[str, Any]] = {}
     for cp in plans:
         for j in cp.jobs:
-            if j.status not in ("todo", "error"):
+            if j.status not in (PlanStatus.TODO, PlanStatus.ERROR):
                 continue
             for rd in j.datasets.values():
                 d = needed.setdefault(rd.request.name, {"absent": False, "crops": set(), "rd": rd})

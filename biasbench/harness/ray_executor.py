@@ -33,10 +33,12 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
+from biasbench.core.errors import StateError
 from biasbench.harness import grouping
 from biasbench.harness.executor import ExecOptions, JobOutcome, RunSummary, execute
 from biasbench.harness.plan import CheckpointPlan
 from biasbench.harness.progress import RunUI
+from biasbench.harness.status import Outcome, PlanStatus
 from biasbench.harness.store import Store
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'biasbench[ray]'"
@@ -60,7 +62,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError as e:
-        raise RuntimeError(RAY_MISSING) from e
+        raise StateError(RAY_MISSING) from e
     return ray
 
 
@@ -122,7 +124,7 @@ def run_task(
 def _chunks(plans: list[CheckpointPlan], group: int | str) -> list[list[CheckpointPlan]]:
     """The plans with something to do (todo or error jobs), one per task, or ``group`` checkpoints of
     one preprocessing per task."""
-    busy = [cp for cp in plans if cp.todo or any(j.status == "error" for j in cp.jobs)]
+    busy = [cp for cp in plans if cp.todo or any(j.status == PlanStatus.ERROR for j in cp.jobs)]
     if not isinstance(group, int) or group <= 1:
         return [[cp] for cp in busy]
     out: list[list[CheckpointPlan]] = []
@@ -210,7 +212,7 @@ def _consume(
         tb = traceback.format_exc()
         for cp in chunk:
             for job in cp.jobs:
-                if job.status in ("todo", "error"):
+                if job.status in (PlanStatus.TODO, PlanStatus.ERROR):
                     store.record_failure(
                         cp.spec.id,
                         job.metric.name,
@@ -222,7 +224,9 @@ def _consume(
                     ui.print(
                         f"  [red]✗[/red] {escape(cp.spec.id)} · {escape(job.metric.name)}: {escape(error)}"
                     )
-                    summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, "failed", summary=error))
+                    summary.outcomes.append(
+                        JobOutcome(cp.spec.id, job.metric.name, Outcome.FAILED, summary=error)
+                    )
         return max(0, ray.get(attempts.count.remote(chunk[0].spec.id)) - 1)
     with tempfile.TemporaryDirectory(prefix="biasbench-shard-") as tmp:
         for rel, data in out["files"].items():

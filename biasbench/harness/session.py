@@ -24,18 +24,31 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
+from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.core.paths import default_cache_dir, default_data_root
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.executor import ExecOptions, RunSummary
 from biasbench.harness.plan import CheckpointPlan, PlanOptions, plan
-from biasbench.harness.store import Store
+from biasbench.harness.status import PlanStatus, RunStatus
+from biasbench.harness.store import Store, StoreError
 
-__all__ = ["Results", "RunInputError", "RunOptions", "evaluate", "results", "run"]
+__all__ = [
+    "Results",
+    "RunInputError",
+    "RunOptions",
+    "StoreStatus",
+    "evaluate",
+    "merge",
+    "record_import",
+    "results",
+    "run",
+    "status",
+]
 
 DEFAULT_DB = "bench.duckdb"
 
 
-class RunInputError(ValueError):
+class RunInputError(InputError):
     """A run's inputs are wrong (a metric parameter, a metric list, no checkpoint): nothing ran."""
 
 
@@ -85,7 +98,7 @@ class Results:
         if checkpoint is not None:
             f = f[f["checkpoint"] == checkpoint]
         if len(f) != 1:
-            raise KeyError(
+            raise UnknownNameError(
                 f"{len(f)} stored values for {metric}.{key}" + (f" of {checkpoint}" if checkpoint else "")
             )
         return float(f["value"].iloc[0])
@@ -211,8 +224,8 @@ def execute_recorded(
     from biasbench.harness.progress import RunUI
 
     n_todo = sum(len(cp.todo) for cp in plans)
-    n_stored = sum(j.status == "stored" for cp in plans for j in cp.jobs)
-    n_err = sum(j.status == "error" for cp in plans for j in cp.jobs)
+    n_stored = sum(j.status == PlanStatus.STORED for cp in plans for j in cp.jobs)
+    n_err = sum(j.status == PlanStatus.ERROR for cp in plans for j in cp.jobs)
     if n_todo == 0 and n_err == 0:
         return None
     run_id = store.start_run(
@@ -223,7 +236,7 @@ def execute_recorded(
         host=hostname(),
     )
     started(run_id, n_todo, n_stored, n_err)
-    status = "interrupted"
+    status = RunStatus.INTERRUPTED
     try:
         with RunUI(console) as ui:
             if ray_opts is None:
@@ -232,7 +245,7 @@ def execute_recorded(
                 from biasbench.harness.ray_executor import execute_on_ray
 
                 summary = execute_on_ray(plans, exec_opts, store, run_id, ui, ray_opts)
-        status = "failed" if summary.failed else "ok"
+        status = RunStatus.FAILED if summary.failed else RunStatus.OK
     finally:
         store.finish_run(run_id, status)
     return summary
@@ -388,13 +401,156 @@ def results(
     metrics: Sequence[str] | None = None,
     checkpoints: Sequence[str] | None = None,
     latest: bool = True,
+    sis_tau: float | None = None,
+    sis_q: float | None = None,
 ) -> pd.DataFrame:
     """The stored results as a long table: checkpoint, metric, key, value, n (newest job of each
-    variant unless ``latest=False``) — the rows of ``bench results --format csv``."""
+    variant unless ``latest=False``) — the rows of ``bench results --format csv``. ``sis_tau`` (and
+    ``sis_q``): the sis rows recomputed for that τ from the stored traces (no model)."""
+    for flag, v in (("--sis-tau", sis_tau), ("--sis-q", sis_q)):
+        if v is not None and not 0.0 < v <= 1.0:
+            raise RunInputError(f"{flag} must be in (0, 1], got {v}")
+    if sis_q is not None and sis_tau is None:
+        raise RunInputError("--sis-q needs --sis-tau")
     with Store(db, read_only=True) as store:
         df = store.results(
             latest=latest,
             metrics=list(metrics) if metrics else None,
             checkpoints=list(checkpoints) if checkpoints else None,
         )
+        if sis_tau is not None:
+            df = _recompute_sis(store, df, sis_tau, sis_q)
     return df[["checkpoint", "metric", "key", "value", "n"]].reset_index(drop=True)
+
+
+def _recompute_sis(store: Store, df: pd.DataFrame, tau: float, q: float | None) -> pd.DataFrame:
+    """Each checkpoint's sis rows replaced by scalars recomputed from its stored traces (no model)."""
+    from biasbench.metrics.sis_traces import counts_from_traces, scalars_from_traces
+
+    rows = []
+    for ckpt in sorted(df.loc[df.metric == "sis", "checkpoint"].unique()):
+        traces = store.items(ckpt, "sis")
+        stored_q = df[(df.checkpoint == ckpt) & (df.metric == "sis") & (df.key == "q")]["value"]
+        q_used = q if q is not None else (float(stored_q.iloc[0]) if len(stored_q) else 0.05)
+        scalars = scalars_from_traces(traces, tau=tau, q=q_used)
+        n = counts_from_traces(traces, tau, list(scalars))  # what each key rests on, as the metric counts
+        for k, v in scalars.items():
+            rows.append({"checkpoint": ckpt, "metric": "sis", "key": k, "value": float(v), "n": n[k]})
+    return pd.concat([df[df.metric != "sis"], pd.DataFrame(rows)], ignore_index=True).sort_values(
+        ["checkpoint", "metric", "key"]
+    )
+
+
+@dataclass
+class StoreStatus:
+    """``bench status``: rows per table, the recent runs and the latest failures."""
+
+    path: Path
+    counts: dict[str, int]
+    runs: pd.DataFrame
+    failures: pd.DataFrame
+
+
+def status(db: str | Path = DEFAULT_DB, *, runs: int = 5, failures: int = 10) -> StoreStatus:
+    """What ``db`` holds; a ``running`` run on this host whose process is gone is marked
+    ``interrupted`` (when the file is writable)."""
+    with Store(db, read_only=True) as store:
+        store.mark_interrupted()
+        return StoreStatus(
+            store.path, store.counts(), store.runs().tail(runs), store.failures().tail(failures)
+        )
+
+
+def merge(
+    shards: Sequence[str | Path],
+    db: str | Path = DEFAULT_DB,
+    merged: Callable[[str | Path, dict[str, int]], None] = lambda _s, _c: None,
+) -> list[dict[str, int]]:
+    """Merge shard databases into ``db`` (created when missing); every shard is checked whole and
+    read-only before anything is written, and a target that is not ours is refused unwritten. Returns
+    what each shard added, per table (also told to ``merged`` as each shard is merged)."""
+    from biasbench.harness.store import check_shard_file
+
+    target = Path(db)
+    store = Store(target) if target.exists() else None
+    for shard in shards:
+        check_shard_file(shard)
+    added = []
+    with store or Store(target) as s:
+        for shard in shards:
+            added.append(s.merge(shard))
+            merged(shard, added[-1])
+    return added
+
+
+def record_import(
+    db: str | Path,
+    results: pd.DataFrame,
+    tags: Mapping[str, Mapping[str, Any]],
+    provenance: Mapping[str, Any],
+    source: str,
+    *,
+    argv: list[str] | None = None,
+) -> str:
+    """Store a published table's values (``results``: checkpoint, metric, key, value) as one recorded
+    run: one job per (checkpoint, metric) whose key hashes the table's and the mapping's sha256,
+    flagged ``imported``; a checkpoint not measured here gets a row with ``tags`` and source
+    ``import:<source>``. Returns the run id."""
+    import json
+
+    from biasbench.core.hashing import config_hash
+    from biasbench.harness.environment import git_sha, hostname, package_versions
+    from biasbench.harness.store import JobKey, JobRecord
+
+    prov = dict(provenance)
+    job_hash = config_hash({"import": source, "sha256": prov["sha256"], "mapping": prov["mapping_sha256"]})
+    with Store(db) as store:
+        known = store.checkpoint_ids()
+        run_id = store.start_run(
+            argv=list(sys.argv if argv is None else argv),
+            git_sha=git_sha(),
+            versions=package_versions(),
+            device="import",
+            host=hostname(),
+        )
+        status = RunStatus.FAILED
+        try:
+            for ckpt, t in tags.items():
+                if ckpt not in known:  # a measured checkpoint keeps its own row
+                    store.upsert_checkpoint({"id": ckpt, "source": f"import:{source}", "tags": json.dumps(t)})
+            for (ckpt, metric), grp in results.groupby(["checkpoint", "metric"]):
+                record = JobRecord(
+                    metric_version="import",
+                    params=None,  # imported: no parameters (reports put them beside the measured variant)
+                    datasets={"import": prov},
+                    scalars=dict(zip(grp["key"], grp["value"], strict=True)),
+                    flags=["imported"],
+                    run_id=run_id,
+                )
+                store.write_job(JobKey(ckpt, metric, job_hash), record)
+            status = RunStatus.OK
+        finally:
+            store.finish_run(run_id, status)
+    return run_id
+
+
+def dry_run_cost(
+    store: Store, plans: list[CheckpointPlan], device: Any, opts: RunOptions, history: str | Path | None
+) -> list[str]:
+    """A dry run's cost lines: where the timing history comes from (``db``, or the ``history``
+    database), then images × conditions per metric and in total, and the time they take."""
+    from biasbench.harness.environment import describe_device
+    from biasbench.harness.estimate import describe, estimate, load_history
+
+    source = store
+    if history is not None:
+        try:
+            source = Store(history, read_only=True)
+        except StoreError as e:
+            raise type(e)(f"--history: {e}") from e
+    hist = load_history(source.timing_rows())
+    head = f"timing history: {len(hist.rates)} stored job(s) of {source.path}" + (
+        " (--history)" if history is not None else " (--db; --history DB reads another)"
+    )
+    cost = estimate(plans, hist, describe_device(device), opts.root, opts.cache)
+    return [head, *describe(cost)]

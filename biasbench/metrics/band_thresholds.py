@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from biasbench.core.errors import InputError
+
 FWHM_FACTOR = 2.0 * math.sqrt(math.log(4.0))
 
 
@@ -29,7 +31,7 @@ def thresholds(acc: np.ndarray, criterion: float | np.ndarray) -> np.ndarray:
     """
     acc = np.asarray(acc, dtype=float)
     if acc.ndim != 2 or acc.shape[0] < 2:
-        raise ValueError(f"accuracy matrix must be (n_sd + 1, n_bands), got {acc.shape}")
+        raise InputError(f"accuracy matrix must be (n_sd + 1, n_bands), got {acc.shape}")
     n_sd = acc.shape[0] - 1
     out = np.full(acc.shape[1], n_sd, dtype=int)
     for i in range(acc.shape[1]):

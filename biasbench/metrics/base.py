@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from biasbench.core.errors import InputError, StateError
 from biasbench.core.hashing import jsonable, sha256_text
 from biasbench.core.images import ImageSet
 from biasbench.core.plugins import first_paragraph
@@ -65,7 +66,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-class MetricError(RuntimeError):
+class MetricError(StateError):
     """A metric could not produce a valid result (the message says why)."""
 
 
@@ -386,7 +387,7 @@ class MetricResult:
                 raise MetricError(f"metric {metric!r}: timing {k!r} = {v!r} is not a number") from e
 
 
-class ParamError(ValueError):
+class ParamError(InputError):
     """A metric parameter has a wrong type or value (the message names the metric and the parameter);
     raised when the metric is built, i.e. when the job is planned, before any model loads."""
 

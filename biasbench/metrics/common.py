@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from biasbench.core import labels
+from biasbench.core.errors import InputError
 from biasbench.core.preprocess import Preprocess
 from biasbench.metrics.base import (
     DatasetRequest,
@@ -119,7 +120,7 @@ def aggregate_groups(
 ) -> torch.Tensor:
     """(N, C) probabilities -> (N, len(groups)) scores: mean (or sum) over each group of class indices."""
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; known: {', '.join(AGGREGATIONS)}")
+        raise InputError(f"unknown aggregation {aggregation!r}; known: {', '.join(AGGREGATIONS)}")
     cols = []
     for idx in groups:
         sel = probs[:, list(idx)]

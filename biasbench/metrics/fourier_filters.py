@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import torch
 
+from biasbench.core.errors import InputError
+
 LOWPASS = "lowpass"
 HIGHPASS = "highpass"
 
@@ -36,10 +38,10 @@ def box_half_width(cutoff: float, kind: str, size: int) -> int:
     keeps products that are integers in exact arithmetic from flooring one too low.
     """
     if not 0.0 <= cutoff <= 1.0:
-        raise ValueError(f"cutoff must lie in [0, 1], got {cutoff}")
+        raise InputError(f"cutoff must lie in [0, 1], got {cutoff}")
     frac = cutoff if kind == LOWPASS else 1.0 - cutoff if kind == HIGHPASS else None
     if frac is None:
-        raise ValueError(f"unknown filter kind {kind!r}; expected {LOWPASS!r} or {HIGHPASS!r}")
+        raise InputError(f"unknown filter kind {kind!r}; expected {LOWPASS!r} or {HIGHPASS!r}")
     return int(math.floor(frac * size / 2.0 + 1e-9))
 
 

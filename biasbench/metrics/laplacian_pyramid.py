@@ -44,6 +44,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from biasbench.core.errors import InputError
+
 #: pyrtools' ``binom5`` (``named_filter('binom5')``): sqrt(2) · [1, 4, 6, 4, 1] / 16.
 BINOM5 = np.sqrt(2.0) * np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 _ORIGIN = 2  # floor(len(filter) / 2)
@@ -56,7 +58,7 @@ def _reflect1(p: int, n: int) -> int:
     if p > n - 1:
         p = 2 * (n - 1) - p
     if not 0 <= p < n:
-        raise ValueError(f"filter overhang too large for an axis of length {n}")
+        raise InputError(f"filter overhang too large for an axis of length {n}")
     return p
 
 
@@ -104,10 +106,10 @@ def expand_matrix(n_out: int, n_in: int, filt: np.ndarray = BINOM5) -> np.ndarra
     folded tap, and so do we — the test oracle is pyrtools itself.
     """
     if n_in != (n_out + 1) // 2:
-        raise ValueError(f"cannot expand {n_in} samples to {n_out}")
+        raise InputError(f"cannot expand {n_in} samples to {n_out}")
     size = len(filt)
     if n_out < size:
-        raise ValueError(f"pyrtools cannot expand to {n_out} < {size} samples")
+        raise InputError(f"pyrtools cannot expand to {n_out} < {size} samples")
     u = np.zeros((n_out, n_in))
     y, y_stop, col = -_ORIGIN, n_out - _ORIGIN, 0
     ctr_stop = min(n_out - size, y_stop)
@@ -171,7 +173,7 @@ class LaplacianBands:
         self.h, self.w = int(h), int(w)
         self.levels = pyramid_levels(h, w) if levels is None else int(levels)
         if not 1 <= self.levels <= pyramid_levels(h, w):
-            raise ValueError(f"a {h}x{w} image has at most {pyramid_levels(h, w)} pyramid levels")
+            raise InputError(f"a {h}x{w} image has at most {pyramid_levels(h, w)} pyramid levels")
         self._rows = _axis_ops(self.h, self.levels)
         self._cols = _axis_ops(self.w, self.levels)
         self._cache: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor | None, ...]] = {}
@@ -198,9 +200,9 @@ class LaplacianBands:
     def band(self, w: torch.Tensor, k: int) -> torch.Tensor:
         """``recon_pyr(levels=k)`` of each (H, W) image in ``w`` (…, H, W)."""
         if w.shape[-2:] != (self.h, self.w):
-            raise ValueError(f"expected (..., {self.h}, {self.w}), got {tuple(w.shape)}")
+            raise InputError(f"expected (..., {self.h}, {self.w}), got {tuple(w.shape)}")
         if not 0 <= k < self.levels:
-            raise ValueError(f"level {k} out of range 0..{self.levels - 1}")
+            raise InputError(f"level {k} out of range 0..{self.levels - 1}")
         dr, dct, qr, qct, ur, uct = self._mats(k, w)
         g = w if k == 0 else dr @ w @ dct
         lap = g if qr is None else g - qr @ g @ qct

@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 
 from biasbench.core import labels
+from biasbench.core.errors import InputError
 from biasbench.metrics.base import (
     DatasetRequest,
     EvalContext,
@@ -141,10 +142,10 @@ class OOD(Metric):
                 sets = tuple(s.strip() for s in sets.split(",") if s.strip())
             if sets is not None:
                 if not isinstance(sets, (list, tuple)) or not all(isinstance(s, str) for s in sets):
-                    raise ValueError(f"ood: parameter sets = {self.sets!r} is not a list of set names")
+                    raise InputError(f"ood: parameter sets = {self.sets!r} is not a list of set names")
                 unknown = [s for s in sets if s not in SETS]
                 if unknown or not sets:
-                    raise ValueError(
+                    raise InputError(
                         f"ood: parameter sets has unknown or no sets {unknown}; known: {', '.join(SETS)}"
                     )
                 object.__setattr__(self, "sets", tuple(dict.fromkeys(sets)))

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biasbench.core.errors import InputError
+
 
 def pgd_linf(
     model: nn.Module,
@@ -32,7 +34,7 @@ def pgd_linf(
     ``y``: every image stays within ``eps`` of its clean image (L∞) and within [0, 1]. ``noise``:
     U[0, 1) draws of ``x``'s shape for the random start (else drawn with ``generator``)."""
     if eps < 0 or step < 0 or steps < 0:
-        raise ValueError(f"PGD needs eps, step, steps ≥ 0; got {eps}, {step}, {steps}")
+        raise InputError(f"PGD needs eps, step, steps ≥ 0; got {eps}, {step}, {steps}")
     x0 = x.detach().float()
     if random_start and eps > 0:
         if noise is None:

@@ -56,6 +56,7 @@ import torch
 
 from biasbench.core import labels
 from biasbench.core.cue_conflict import parse_cue_conflict_name
+from biasbench.core.errors import InputError
 from biasbench.core.labels import IMAGENET16
 from biasbench.metrics.base import (
     DatasetRequest,
@@ -116,7 +117,7 @@ def count_cue_conflict(
         torch.as_tensor(t, dtype=torch.long).reshape(-1) for t in (decision, shape, texture)
     )
     if not (decision.shape == shape.shape == texture.shape):
-        raise ValueError(
+        raise InputError(
             f"lengths differ: {decision.numel()} decisions, {shape.numel()} shapes, {texture.numel()} textures"
         )
     valid = (shape >= 0) & (texture >= 0)
@@ -141,13 +142,13 @@ def count_named(decisions: Sequence[str], image_names: Sequence[str]) -> CueConf
     """Replay recorded decisions: class-name decisions (e.g. a model-vs-human CSV's ``object_response``)
     and the stimulus file names (its ``imagename``), through :func:`count_cue_conflict`."""
     if len(decisions) != len(image_names):
-        raise ValueError(f"{len(decisions)} decisions but {len(image_names)} image names")
+        raise InputError(f"{len(decisions)} decisions but {len(image_names)} image names")
     names = list(labels.get(IMAGENET16).class_names)
     index = {c: i for i, c in enumerate(names)}
     pairs = [parse_cue_conflict_name(n) for n in image_names]
     for s, t in pairs:
         if s not in index or t not in index:
-            raise ValueError(f"unknown category in cue-conflict name: {s!r}/{t!r}; known: {names}")
+            raise InputError(f"unknown category in cue-conflict name: {s!r}/{t!r}; known: {names}")
     dec = torch.tensor([index.get(str(d).strip(), -1) for d in decisions], dtype=torch.long)
     return count_cue_conflict(
         dec,
@@ -172,7 +173,7 @@ def accuracy16(decision: torch.Tensor, labels: torch.Tensor) -> tuple[float, int
 
 def _check_aggregation(aggregation: str) -> None:
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
 def _items(
@@ -291,11 +292,11 @@ class Acc16(Metric):
             if isinstance(sets, str):
                 sets = tuple(s.strip() for s in sets.split(",") if s.strip())
             if not isinstance(sets, (list, tuple)) or not all(isinstance(s, str) for s in sets):
-                raise ValueError(f"acc16: parameter sets = {self.sets!r} is not a list of set names")
+                raise InputError(f"acc16: parameter sets = {self.sets!r} is not a list of set names")
             sets = tuple(sets)
             unknown = [s for s in sets if s not in ACC16_SETS]
             if unknown or not sets:
-                raise ValueError(
+                raise InputError(
                     f"acc16: parameter sets has unknown or no sets {unknown or sets}; known: {', '.join(ACC16_SETS)}"
                 )
             object.__setattr__(self, "sets", sets)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from biasbench.core.errors import InputError
 from biasbench.metrics.base import MetricError, check_finite
 from biasbench.metrics.sis_traces import num_steps
 
@@ -189,7 +190,7 @@ def batched_gradient_backselect(
     run the whole step, softmax and gradient included, in float64 (``conf`` is stored as float32).
     """
     if rank_tol < 0:
-        raise ValueError(f"rank_tol must be ≥ 0, got {rank_tol}")
+        raise InputError(f"rank_tol must be ≥ 0, got {rank_tol}")
     _require_eval(model)
     t0 = time.perf_counter()
     if x.is_inference():

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from biasbench.core.errors import InputError
 from biasbench.metrics.sis_sets import sis_mask
 
 STABILITY_COLUMNS: tuple[str, ...] = (
@@ -51,7 +52,7 @@ def first_divergence(order_a: np.ndarray, order_b: np.ndarray, steps: int) -> in
     a = np.asarray(order_a, dtype=np.int64)
     b = np.asarray(order_b, dtype=np.int64)
     if a.shape != b.shape:
-        raise ValueError(f"traces of different sizes: {a.shape} vs {b.shape}")
+        raise InputError(f"traces of different sizes: {a.shape} vs {b.shape}")
     diff = a != b
     if not diff.any():
         return int(steps)

@@ -52,6 +52,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from biasbench.core.errors import InputError
 from biasbench.core.statistics import bootstrap_ci
 from biasbench.metrics.sis_sets import sis_mask, sis_size, threshold_step  # noqa: F401 - re-exported
 from biasbench.metrics.sis_stability import stability_counts, stability_scalars
@@ -83,7 +84,7 @@ TRACE_COLUMNS: tuple[str, ...] = (
 def num_steps(num_pixels: int, k: int) -> int:
     """``T = ceil(P / k)``: the number of BackSelect steps for ``P`` pixels, ``k`` per step."""
     if k < 1:
-        raise ValueError(f"k must be ≥ 1, got {k}")
+        raise InputError(f"k must be ≥ 1, got {k}")
     return -(-int(num_pixels) // int(k))
 
 
@@ -154,7 +155,7 @@ def scalars_from_traces(traces: pd.DataFrame, tau: float, q: float) -> dict[str,
     (:func:`timings_from_traces`), not a key.
     """
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be in [0, 1], got {q}")
+        raise InputError(f"q must be in [0, 1], got {q}")
     n = len(traces)
     out: dict[str, float] = {"tau": float(tau), "q": float(q), "n_images": float(n)}
     if n == 0:

@@ -18,10 +18,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from biasbench.core.errors import StateError
+
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(StateError):
     """A download failed (network error, HTTP error); the message names the URL."""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from biasbench.core.errors import StateError
 from biasbench.core.preprocess import Preprocess
 
 
@@ -90,5 +91,5 @@ class LoadedCheckpoint:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StateError):
     """A checkpoint could not be resolved or loaded (the message names the checkpoint and why)."""

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from biasbench.core.errors import InputError
 from biasbench.reports import statistics as st
 from biasbench.reports.scores import Scores, resolve_keys
 
@@ -28,7 +30,7 @@ CONTROL_CANDIDATES = ("ood.id", "accuracy.top1")
 CATEGORY_TAG = "category"
 
 
-class ReportError(ValueError):
+class ReportError(InputError):
     """The report cannot be made as asked (unknown key or tag, nothing to correlate)."""
 
 
@@ -56,6 +58,39 @@ class Report:
     @property
     def n_checkpoints(self) -> int:
         return len(self.scores.values)
+
+    def to_markdown(self) -> str:
+        """The report as Markdown (``bench report -f md``)."""
+        from biasbench.reports.render import markdown
+
+        return markdown(self)
+
+    def to_csv(self) -> str:
+        """One row per pair (``bench report -f csv``)."""
+        from biasbench.reports.render import to_csv
+
+        return to_csv(self)
+
+    def to_json(self) -> str:
+        from biasbench.reports.render import to_json
+
+        return to_json(self)
+
+    def to_html(self, path: str | Path | None = None, *, colour_by: str | None = None) -> str:
+        """The self-contained HTML page (``bench report -f html``), also written to ``path`` when given;
+        ``colour_by``: the tag that colours the figures (default: the category tag)."""
+        from biasbench.reports.html import html_page
+
+        page = html_page(self, colour_by=colour_by or self.category)
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def terminal_parts(self) -> list[Any]:
+        """The rich tables and lines ``bench report`` prints."""
+        from biasbench.reports.render import terminal_tables
+
+        return terminal_tables(self)
 
 
 def _control(scores: Scores, control: str | None) -> str | None:

@@ -17,9 +17,12 @@ import io
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import matplotlib
+
+from biasbench.core.errors import NotFoundError
 
 matplotlib.use("Agg")
 
@@ -28,8 +31,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from biasbench.reports.analysis import Report  # noqa: E402
 from biasbench.reports.statistics import SYMBOL  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from biasbench.reports.analysis import Report
 
 DPI = 90
 MAX_PAIRS = 12  # panels of a free exploration's scatter grid
@@ -266,7 +271,7 @@ def svg_with_titles(fig: Figure, titles: dict[str, str]) -> str:
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` to ``path`` (its folder must exist: a typo is not a new folder)."""
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"the folder {path.parent} does not exist")
+        raise NotFoundError(f"the folder {path.parent} does not exist")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -275,7 +280,7 @@ def save(fig: Figure, path: Path) -> Path:
 def write_all(report: Report, folder: Path, colour_by: str | None = None) -> list[Path]:
     """Every figure that has data, as PNG files in the existing ``folder``."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"the folder {folder} does not exist")
+        raise NotFoundError(f"the folder {folder} does not exist")
     out = [save(heatmap(report), folder / "heatmap.png")]
     if report.rows and report.cols:
         out.append(save(scatter_grid(report, colour_by)[0], folder / "scatter.png"))

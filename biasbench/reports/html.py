@@ -11,12 +11,14 @@ import base64
 import json
 import math
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from biasbench.reports import figures
-from biasbench.reports.analysis import Report
 from biasbench.reports.render import CORRECTION_NAME, ci, headline, legend, loco, num, pair_rows, star
 from biasbench.reports.statistics import SYMBOL
+
+if TYPE_CHECKING:  # pragma: no cover
+    from biasbench.reports.analysis import Report
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1280px;

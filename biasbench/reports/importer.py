@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from biasbench.core import names
+from biasbench.core.errors import InputError
 from biasbench.core.plugins import suggest
 from biasbench.metrics.discovery import all_metrics
 
@@ -40,7 +41,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-class TableImportError(ValueError):
+class TableImportError(InputError):
     """The table or the mapping cannot be used; the message says which part and why."""
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from biasbench.reports.analysis import Report
 from biasbench.reports.statistics import SYMBOL
+
+if TYPE_CHECKING:  # pragma: no cover
+    from biasbench.reports.analysis import Report
 
 ALPHA = 0.05
 CORRECTION_NAME = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no"}

@@ -22,10 +22,11 @@ from typing import Any
 
 import pandas as pd
 
+from biasbench.core.errors import InputError
 from biasbench.reports.roles import declared_position, key_role
 
 
-class UnknownKeyError(ValueError):
+class UnknownKeyError(InputError):
     """A requested column is not in the results; the message lists the known ones."""
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from biasbench.core.errors import InputError
 from biasbench.core.statistics import CONFIDENCE, N_RESAMPLES, SEED
 
 METHODS = ("spearman", "pearson", "kendall")
@@ -198,9 +199,9 @@ def correlation_table(
     """One row per (x, y) pair with the columns ``COLUMNS`` (``values``: checkpoints × columns;
     ``control``: the column to partial out; ``categories``: a category per checkpoint)."""
     if options.method not in METHODS:
-        raise ValueError(f"unknown method {options.method!r} ({', '.join(METHODS)})")
+        raise InputError(f"unknown method {options.method!r} ({', '.join(METHODS)})")
     if options.correction not in CORRECTIONS:
-        raise ValueError(f"unknown correction {options.correction!r} ({', '.join(CORRECTIONS)})")
+        raise InputError(f"unknown correction {options.correction!r} ({', '.join(CORRECTIONS)})")
     rows = []
     for x, y in pairs:
         pair = values[[x, y]].dropna()
@@ -244,3 +245,11 @@ def all_pairs(keys: Sequence[str], metric_of: Callable[[str], str] | None = None
         for a, b in itertools.combinations(keys, 2)
         if metric_of is None or metric_of(a) != metric_of(b)
     ]
+
+
+def check_choice(method: str, correction: str) -> None:
+    """An unknown correlation method or p-value correction is an :class:`InputError` listing the known."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} ({', '.join(METHODS)})")
+    if correction not in CORRECTIONS:
+        raise InputError(f"unknown correction {correction!r} ({', '.join(CORRECTIONS)})")

@@ -18,6 +18,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 
+from biasbench.core.errors import StateError
 from biasbench.core.imagenet_corruptions import (
     IMAGENET_C_BAR,
     IMAGENET_C_EXTRA,
@@ -67,7 +68,7 @@ def imagenet16_table() -> dict[str, tuple[int, ...]]:
     raw = json.loads(resources.files(__package__).joinpath(TABLE_FILE).read_text())
     table = {name: tuple(int(i) for i in idx) for name, idx in raw["categories"].items()}
     if list(table) != sorted(table) or len(table) != 16:
-        raise RuntimeError(f"{TABLE_FILE}: expected 16 categories in alphabetical order, got {list(table)}")
+        raise StateError(f"{TABLE_FILE}: expected 16 categories in alphabetical order, got {list(table)}")
     return table
 
 

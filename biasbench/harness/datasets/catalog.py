@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biasbench.core.errors import NotFoundError
 from biasbench.core.images import ImageSet
 from biasbench.core.plugins import PluginError, PluginRegistry, Provider, suggest
 from biasbench.core.preprocess import Preprocess
@@ -32,7 +33,7 @@ from biasbench.core.preprocess import Preprocess
 GROUP = "biasbench.datasets"
 
 
-class DatasetMissing(FileNotFoundError):
+class DatasetMissing(NotFoundError):
     """A dataset is not where it was looked for; the message says where and how to get it."""
 
 

@@ -61,6 +61,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.registry.download import ChecksumMismatch, DownloadError, fetch, sha256_file
 
 MIRROR_ENV = "BIASBENCH_MIRROR"
@@ -102,7 +103,7 @@ class ArchiveTooLarge(UnsafeArchive):
     bomb): refused before or while extracting, leaving nothing behind."""
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A dataset manifest is malformed (the message names the manifest and the field)."""
 
 
@@ -171,12 +172,12 @@ class Manifest:
         if mirror:
             return f"{mirror.rstrip('/')}/{urllib.parse.quote(self.target)}/{urllib.parse.quote(rel)}"
         if not self.base_url:
-            raise ValueError(f"manifest {self.name!r} has no base_url")
+            raise InputError(f"manifest {self.name!r} has no base_url")
         return self.base_url.rstrip("/") + "/" + urllib.parse.quote(rel)
 
     def archive_url(self, mirror: str | None = None) -> str:
         if self.archive is None:
-            raise ValueError(f"manifest {self.name!r} has no archive")
+            raise InputError(f"manifest {self.name!r} has no archive")
         if mirror:
             return f"{mirror.rstrip('/')}/{urllib.parse.quote(self.archive.filename)}"
         return self.archive.url
@@ -401,8 +402,8 @@ def get_manifest(name: str) -> Manifest:
     if name not in manifests:
         parts = manifest_parts(name)
         if parts:
-            raise KeyError(f"{name!r} is fetched in parts, one manifest each: {', '.join(parts)}")
-        raise KeyError(
+            raise UnknownNameError(f"{name!r} is fetched in parts, one manifest each: {', '.join(parts)}")
+        raise UnknownNameError(
             f"no download manifest for dataset {name!r}; downloadable: {', '.join(sorted(manifests))}"
         )
     return manifests[name]
@@ -499,7 +500,7 @@ def _fetch_archive(
     pinned = arch.sha256.lower() if arch.sha256 else None
     given = sha256.strip().lower() if sha256 else None
     if given is not None and not _HEX64.fullmatch(given):
-        raise ValueError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+        raise InputError(f"--sha256 must be 64 hex digits, got {sha256!r}")
     if pinned and given and pinned != given:
         raise UnverifiedSource(
             f"the digest you gave for {m.name} ({given}) differs from the one its manifest pins ({pinned}); refused"
@@ -598,7 +599,7 @@ def safe_extract(
     """
     archive, dest = Path(archive), Path(dest)
     if format is not None and format not in ARCHIVE_FORMATS:
-        raise ValueError(f"unknown archive format {format!r}; known: {', '.join(ARCHIVE_FORMATS)}")
+        raise InputError(f"unknown archive format {format!r}; known: {', '.join(ARCHIVE_FORMATS)}")
     try:
         with open(archive, "rb") as f:
             magic = f.read(4)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from biasbench.core import labels
+from biasbench.core.errors import InputError
 from biasbench.core.images import ImageSet, decode_files, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess, preprocess_key
@@ -63,9 +64,9 @@ def list_wnid_folders(root: Path, subset: Collection[int] | None = None, subset_
     out: Files = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         if d.name not in index:
-            raise ValueError(f"{d}: folder name {d.name!r} is not an ImageNet-1k WordNet id")
+            raise InputError(f"{d}: folder name {d.name!r} is not an ImageNet-1k WordNet id")
         if allowed is not None and index[d.name] not in allowed:
-            raise ValueError(
+            raise InputError(
                 f"{d}: WordNet id {d.name!r} (ImageNet-1k class {index[d.name]}) is not one of the "
                 f"{len(allowed)} classes of {subset_name or 'this dataset'}"
             )
@@ -85,10 +86,10 @@ def list_labeled_files(root: Path, layout: str) -> Files:
             m = _WNID.match(f.name)
             if f.suffix.lower() in IMAGE_EXTENSIONS and m:
                 if m.group(1) not in index:
-                    raise ValueError(f"{f}: {m.group(1)!r} is not an ImageNet-1k WordNet id")
+                    raise InputError(f"{f}: {m.group(1)!r} is not an ImageNet-1k WordNet id")
                 out.append((f.name, index[m.group(1)]))
         return out
-    raise ValueError(f"unknown layout {layout!r}")
+    raise InputError(f"unknown layout {layout!r}")
 
 
 def find_root(name: str, root: Path, pattern: str, how_to_get: str) -> Path:
@@ -123,10 +124,10 @@ def decode_as_stored(name: str, paths: list[Path], size: int) -> np.ndarray:
     try:
         arr = decode_files(paths, None)
     except ValueError as e:
-        raise ValueError(f"dataset {name!r}: {e}; expected {size}x{size} images, used as stored") from e
+        raise InputError(f"dataset {name!r}: {e}; expected {size}x{size} images, used as stored") from e
     if arr.shape[0] and tuple(arr.shape[2:]) != (size, size):
         h, w = arr.shape[2:]
-        raise ValueError(f"dataset {name!r}: images are {h}x{w}; expected {size}x{size}, used as stored")
+        raise InputError(f"dataset {name!r}: images are {h}x{w}; expected {size}x{size}, used as stored")
     return arr
 
 
@@ -181,7 +182,7 @@ def imagenet_folder_entry(
 
     def load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
         if stored_size is None and pre is None:
-            raise ValueError(f"dataset {name!r} needs a preprocessing (resize + crop)")
+            raise InputError(f"dataset {name!r} needs a preprocessing (resize + crop)")
         root, files = scan(data_root)
         mh = manifest_of(root, files)
         paths = [root / f for f, _ in files]

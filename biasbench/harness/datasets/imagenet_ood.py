@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 
 from biasbench.core import labels
+from biasbench.core.errors import InputError
 from biasbench.core.hashing import sha256_text
 from biasbench.core.imagenet_corruptions import (
     IMAGENET_C_BAR,
@@ -139,7 +140,7 @@ def list_index_folders(root: Path) -> Files:
         if not d.is_dir():
             continue
         if not _INDEX_FOLDER.fullmatch(d.name) or int(d.name) > 999:
-            raise ValueError(
+            raise InputError(
                 f"{d}: folder name {d.name!r} is not an ImageNet-1k class index 0..999 "
                 "(ImageNetV2 folders are named by class index)"
             )
@@ -161,7 +162,7 @@ def real_labels_of(root: Path, files: Files) -> list[tuple[int, ...]]:
         m = _VAL_NAME.fullmatch(Path(rel).stem)
         n = int(m.group(1)) if m else 0
         if not 1 <= n <= len(table):
-            raise ValueError(
+            raise InputError(
                 f"dataset 'imagenet-real': {root / rel}: the file name must be ILSVRC2012_val_<n>.<ext> with "
                 f"n = 00000001 … {len(table):08d} (ImageNet ReaL labels are matched by that number)"
             )
@@ -229,7 +230,7 @@ def _real_manifest(data_root: Path, pre: Preprocess | None) -> str:
 
 def _real_load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
     if pre is None:
-        raise ValueError("dataset 'imagenet-real' needs a preprocessing (resize + crop)")
+        raise InputError("dataset 'imagenet-real' needs a preprocessing (resize + crop)")
     root, files, real, val_manifest, manifest = _real_scan(data_root)
     # imagenet-val's cache file (the same images, decoded the same way), or streamed like it when it
     # does not fit the cache budget

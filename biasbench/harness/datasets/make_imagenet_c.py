@@ -30,6 +30,7 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, Resize
 
 from biasbench.core import labels
+from biasbench.core.errors import InputError, NotFoundError
 from biasbench.core.imagenet_corruptions import (
     IMAGENET_C_EXTRA,
     IMAGENET_C_STANDARD,
@@ -61,12 +62,12 @@ def source_files(src: Path, per_class: int | None = None) -> list[tuple[Path, st
     ``<wnid>_<anything>.<ext>`` files - sorted by path, at most ``per_class`` per class."""
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src}: no such folder of ImageNet images")
+        raise NotFoundError(f"{src}: no such folder of ImageNet images")
     layout = "wnid-folders" if any(p.is_dir() for p in src.iterdir()) else "wnid-prefix"
     wnids = labels.get(IMAGENET_1K).class_ids
     files = list_labeled_files(src, layout)
     if not files:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"{src}: no images (expected <wnid>/<file> folders or flat <wnid>_<name>.JPEG files)"
         )
     out: list[tuple[Path, str]] = []
@@ -108,10 +109,10 @@ def make_imagenet_c(
     known = (*IMAGENET_C_STANDARD, *IMAGENET_C_EXTRA)
     bad = [c for c in names if c not in known]
     if bad:
-        raise ValueError(f"unknown ImageNet-C corruption {bad[0]!r}; known: {', '.join(known)}")
+        raise InputError(f"unknown ImageNet-C corruption {bad[0]!r}; known: {', '.join(known)}")
     bad_s = [s for s in severities if s not in SEVERITIES]
     if bad_s:
-        raise ValueError(f"severity must be one of {SEVERITIES}, got {bad_s[0]!r}")
+        raise InputError(f"severity must be one of {SEVERITIES}, got {bad_s[0]!r}")
     files = source_files(src, per_class)
     target = Path(data_root) / TARGET
     report = MakeReport(target=target, n_sources=len(files))

@@ -32,6 +32,7 @@ import torch
 
 from biasbench.core import labels
 from biasbench.core.cue_conflict import parse_cue_conflict_name
+from biasbench.core.errors import InputError
 from biasbench.core.images import ImageSet, cached_array, decode_files, manifest_of
 from biasbench.core.labels import IMAGENET16
 from biasbench.core.preprocess import Preprocess
@@ -75,7 +76,7 @@ def _class_folder_rows(root: Path, rels: list[str], name: str) -> list[Row]:
     for rel in rels:
         parts = rel.split("/")
         if len(parts) != 2 or parts[0] not in index:
-            raise ValueError(
+            raise InputError(
                 f"dataset {name!r}: {root / rel} is not <category>/<file>.png with one of the 16 categories"
             )
         rows.append((rel, index[parts[0]], -1))
@@ -89,7 +90,7 @@ def _cue_conflict_rows(root: Path, rels: list[str], name: str) -> list[Row]:
         folder = rel.split("/")[0]
         shape, texture = parse_cue_conflict_name(rel)
         if shape not in index or texture not in index or folder != shape:
-            raise ValueError(
+            raise InputError(
                 f"dataset {name!r}: {root / rel} is not <shape>/<shape><i>-<texture><j>.png with 16-class names"
             )
         rows.append((rel, index[shape], index[texture]))
@@ -103,7 +104,7 @@ def _stylized_rows(root: Path, rels: list[str], name: str) -> list[Row]:
         fields = rel.rsplit("/", 1)[-1].split("_")
         cat = fields[4] if len(fields) > 5 else ""
         if cat not in index:
-            raise ValueError(
+            raise InputError(
                 f"dataset {name!r}: {root / rel}: expected a model-vs-human name "
                 "'<nnnn>_sty_dnn_<condition>_<category>_<...>.png' with one of the 16 categories"
             )

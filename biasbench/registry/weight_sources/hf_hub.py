@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from biasbench.core.errors import StateError
 from biasbench.registry.sources import ResolvedWeights, Source, WeightSource, strip_weight_suffixes
 from biasbench.registry.spec import CheckpointError
 
@@ -14,7 +15,7 @@ def hf_download(repo_id: str, filename: str, revision: str | None) -> Path:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - huggingface_hub comes with timm
-        raise RuntimeError(
+        raise StateError(
             "hf-hub: weights need the huggingface_hub package (pip install huggingface_hub)"
         ) from e
     return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from biasbench.core.errors import StateError
 from biasbench.registry.download import download_url_to_hub_cache
 from biasbench.registry.sources import ResolvedWeights, Source, WeightSource
 from biasbench.registry.spec import CheckpointError
@@ -23,7 +24,7 @@ def download_timm_pretrained(name: str) -> Path:
 
     cfg = get_pretrained_cfg(name)
     if cfg is None:
-        raise RuntimeError(f"timm has no pretrained weights for {name!r}")
+        raise StateError(f"timm has no pretrained weights for {name!r}")
     if cfg.hf_hub_id:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -38,12 +39,12 @@ def download_timm_pretrained(name: str) -> Path:
                 raise
             except EntryNotFoundError as e:  # the repository has no such file: try the next name
                 last = e
-        raise RuntimeError(f"none of {names} found in the hub repository {cfg.hf_hub_id}: {last}")
+        raise StateError(f"none of {names} found in the hub repository {cfg.hf_hub_id}: {last}")
     if cfg.url:
         return download_url_to_hub_cache(cfg.url)
     if cfg.file:
         return Path(cfg.file)
-    raise RuntimeError(f"the pretrained config of {name!r} names no hub repository, URL or file")
+    raise StateError(f"the pretrained config of {name!r} names no hub repository, URL or file")
 
 
 class TimmPretrained(Source):

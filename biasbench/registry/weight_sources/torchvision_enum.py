@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from biasbench.core.errors import InputError
 from biasbench.registry.download import download_url_to_hub_cache
 from biasbench.registry.sources import ResolvedWeights, Source, WeightSource
 from biasbench.registry.spec import CheckpointError
@@ -26,7 +27,7 @@ def torchvision_weights_enum(value: str, checkpoint_id: str) -> Any:
         # not a weights enum (`get_weight.x`) fails inside it with a TypeError
         enum = torchvision.models.get_weight(value)
         if not isinstance(enum, torchvision.models.WeightsEnum):
-            raise ValueError(f"{value!r} is not a member of a torchvision weights enum")
+            raise InputError(f"{value!r} is not a member of a torchvision weights enum")
         return enum
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         raise CheckpointError(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from torch import nn
 
+from biasbench.core.errors import UnknownNameError
 from biasbench.core.preprocess import Preprocess
 from biasbench.core.world import NUM_CLASSES as NUM_CLASSES
 from biasbench.registry.zoo.arch import ARCH_NAME, resnet50_w8
@@ -43,7 +44,7 @@ def weights_dir() -> Path:
 def weights_file(name: str) -> Path:
     """The shipped weights of zoo checkpoint ``name`` (a recipe name, e.g. ``plain``)."""
     if name not in RECIPES:
-        raise KeyError(f"unknown zoo checkpoint {name!r}; known: {', '.join(RECIPES)}")
+        raise UnknownNameError(f"unknown zoo checkpoint {name!r}; known: {', '.join(RECIPES)}")
     return weights_dir() / f"{name}.safetensors"
 
 

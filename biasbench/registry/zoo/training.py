@@ -47,6 +47,7 @@ from torch import nn
 
 from biasbench.core import world
 from biasbench.core.corruptions import gaussian_blur
+from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.core.images import cached_array
 from biasbench.core.paths import default_cache_dir
 from biasbench.registry import zoo
@@ -189,7 +190,7 @@ def augment(
         out[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
         lam_adj = 1 - (y1 - y0) * (x1 - x0) / (h * w)
         return out, lam_adj * t + (1 - lam_adj) * t[perm]
-    raise ValueError(f"recipe {recipe.name!r}: unknown augmentation {kind!r}")
+    raise InputError(f"recipe {recipe.name!r}: unknown augmentation {kind!r}")
 
 
 def _beta_sample(alpha: float, g: torch.Generator) -> float:
@@ -314,13 +315,13 @@ def _update_manifest(out_dir: Path, name: str, entry: dict[str, Any]) -> None:
 def _resolve_recipe(recipe: str, seed: int | None, steps: int | None) -> tuple[Recipe, int]:
     """The recipe named ``recipe`` (with ``seed`` overriding its own) and the number of steps to train."""
     if recipe not in _RECIPES:
-        raise KeyError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+        raise UnknownNameError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
     rec = _RECIPES[recipe]
     if seed is not None:
         rec = dataclasses.replace(rec, seed=seed)
     n_steps = rec.steps if steps is None else int(steps)
     if n_steps < 1:
-        raise ValueError("steps must be >= 1")
+        raise InputError("steps must be >= 1")
     return rec, n_steps
 
 

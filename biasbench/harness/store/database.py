@@ -53,7 +53,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,10 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from biasbench.harness.shards import ShardError, check_shard, item_relpath
-from biasbench.harness.store_schema import SCHEMA, damage_problem, is_damage_error, schema_problem
+from biasbench.core.errors import InputError, NotFoundError, StateError, UnknownNameError
+from biasbench.harness.status import RunStatus
+from biasbench.harness.store.schema import SCHEMA, damage_problem, is_damage_error, schema_problem
+from biasbench.harness.store.shards import ShardError, check_shard, item_relpath
 
 #: seconds a writer / a reader waits for another process's lock before giving up
 WRITE_LOCK_TIMEOUT = 60.0
@@ -70,10 +72,14 @@ READ_LOCK_TIMEOUT = 10.0
 LOCK_TIMEOUT_ENV = "BIASBENCH_LOCK_TIMEOUT"
 
 
-class StoreError(RuntimeError):
+class StoreError(StateError):
     """The results database cannot be used: not a DuckDB file, a directory, not writable, or locked
     by another process for too long. The message names the file and the cause (and the holder's PID
     for a lock)."""
+
+
+class StoreMissing(StoreError, NotFoundError):
+    """A database opened for reading does not exist (nothing is created)."""
 
 
 class DiskFull(StoreError):
@@ -97,6 +103,24 @@ class JobKey:
     checkpoint_id: str
     metric: str
     config_hash: str
+
+
+@dataclass
+class JobRecord:
+    """What one finished job stores (its key aside): the metric's version and parameters, the datasets
+    it read, its scalars with what each rests on (``n``), per-item rows, flags, the seconds it took, the
+    run that computed it, and ``timings`` (measurements of the run, never results)."""
+
+    metric_version: str
+    scalars: dict[str, float]
+    run_id: str
+    params: dict[str, Any] | None = field(default_factory=dict)
+    datasets: dict[str, Any] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)
+    items: pd.DataFrame | None = None
+    flags: Iterable[str] = ()
+    seconds: float = 0.0
+    timings: dict[str, float] | None = None
 
 
 class Store:
@@ -128,9 +152,7 @@ class Store:
             )
         if read_only:
             if not self.path.exists():
-                raise FileNotFoundError(
-                    f"no results database at {self.path.resolve()} (run `bench run` first)"
-                )
+                raise StoreMissing(f"no results database at {self.path.resolve()} (run `bench run` first)")
             with self._connect() as con:
                 self._check_tables(con, writing=False)
             return
@@ -240,10 +262,11 @@ class Store:
         with self._connect() as con:
             con.execute(
                 "INSERT INTO runs (run_id, started_at, finished_at, status, argv, git_sha, versions, device, host, pid) "
-                "VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     run_id,
                     _now(),
+                    RunStatus.RUNNING.value,
                     json.dumps(argv),
                     git_sha,
                     json.dumps(versions),
@@ -254,10 +277,15 @@ class Store:
             )
         return run_id
 
-    def finish_run(self, run_id: str, status: str) -> None:
+    def finish_run(self, run_id: str, status: RunStatus | str) -> None:
+        """End a run with ``status`` (ok, failed or interrupted; anything else is refused)."""
+        status = RunStatus(status)
+        if status == RunStatus.RUNNING:
+            raise InputError(f"run {run_id}: a run is finished as ok, failed or interrupted, not running")
         with self._connect() as con:
             con.execute(
-                "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", [_now(), status, run_id]
+                "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?",
+                [_now(), status.value, run_id],
             )
 
     def record_retries(self, run_id: str, retries: int) -> None:
@@ -277,8 +305,8 @@ class Store:
             return []
         rows = con.execute(
             "SELECT run_id, pid, epoch(started_at) FROM runs "
-            "WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
-            [socket.gethostname()],
+            "WHERE status = ? AND host = ? AND pid IS NOT NULL",
+            [RunStatus.RUNNING.value, socket.gethostname()],
         ).fetchall()
         return [run_id for run_id, pid, started in rows if not _run_process_alive(int(pid), started)]
 
@@ -286,8 +314,8 @@ class Store:
         stale = self._stale_runs(con)
         if stale:
             con.executemany(
-                "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
-                [[r] for r in stale],
+                "UPDATE runs SET status = ? WHERE run_id = ? AND status = ?",
+                [[RunStatus.INTERRUPTED.value, r, RunStatus.RUNNING.value] for r in stale],
             )
         return stale
 
@@ -352,26 +380,14 @@ class Store:
             rows = con.execute("SELECT checkpoint_id, metric, config_hash FROM jobs").fetchall()
         return {JobKey(*r) for r in rows}
 
-    def write_job(
-        self,
-        key: JobKey,
-        *,
-        metric_version: str,
-        params: dict[str, Any],
-        datasets: dict[str, Any],
-        scalars: dict[str, float],
-        n: dict[str, int],
-        items: pd.DataFrame | None,
-        flags: Iterable[str],
-        seconds: float,
-        run_id: str,
-        timings: dict[str, float] | None = None,
-        if_absent: bool = False,
-    ) -> bool:
+    def write_job(self, key: JobKey, record: JobRecord, *, if_absent: bool = False) -> bool:
         """Write one job's rows atomically, replacing an earlier copy of the same job — or, with
         ``if_absent``, leaving an existing copy (another process's) alone. Returns whether it wrote.
 
-        ``timings`` (e.g. seconds per image) go to ``jobs.timings``, not to ``results``."""
+        ``record.timings`` (e.g. seconds per image) go to ``jobs.timings``, not to ``results``."""
+        metric_version, params, datasets = record.metric_version, record.params, record.datasets
+        scalars, n, items, flags = record.scalars, record.n, record.items, record.flags
+        seconds, run_id, timings = record.seconds, record.run_id, record.timings
         tmp = dest = None
         if items is not None and len(items):
             tmp, dest = self._write_items_tmp(key, items)
@@ -495,9 +511,9 @@ class Store:
         """
         other = Path(other)
         if not other.exists():
-            raise FileNotFoundError(f"no results database at {other.resolve()}")
+            raise StoreMissing(f"no results database at {other.resolve()}")
         if other.resolve() == self.path.resolve():
-            raise ValueError(f"cannot merge {other} into itself")
+            raise InputError(f"cannot merge {other} into itself")
         check_shard_file(other, self.lock_timeout)
         with self._connect() as con:
             _attach_shard(con, other)
@@ -610,7 +626,7 @@ class Store:
         with self._connect() as con:
             row = con.execute(sql + " ORDER BY j.created_at DESC LIMIT 1", args).fetchone()
         if row is None:
-            raise KeyError(f"no per-item outputs stored for {checkpoint_id!r} × {metric!r}")
+            raise UnknownNameError(f"no per-item outputs stored for {checkpoint_id!r} × {metric!r}")
         rel = item_relpath(row[0])
         if rel is None:
             raise StoreError(
@@ -646,8 +662,42 @@ class Store:
             df = con.execute("SELECT * FROM runs ORDER BY started_at").df()
             stale = self._stale_runs(con)
         if stale:
-            df.loc[df["run_id"].isin(stale), "status"] = "interrupted"
+            df.loc[df["run_id"].isin(stale), "status"] = RunStatus.INTERRUPTED.value
         return df
+
+    def counts(self) -> dict[str, int]:
+        """How many rows each table holds (runs, checkpoints, jobs, results, failures)."""
+        tables = ("runs", "checkpoints", "jobs", "results", "failures")
+        row = self.query("SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in tables)).iloc[0]
+        return {t: int(row[t]) for t in tables}
+
+    def checkpoint_ids(self) -> set[str]:
+        return set(self.query("SELECT id FROM checkpoints")["id"])
+
+    def checkpoint_tags(self) -> dict[str, dict[str, Any]]:
+        """Each stored checkpoint's tags (a report's covariates)."""
+        rows = self.query("SELECT id, CAST(tags AS VARCHAR) AS tags FROM checkpoints")
+        return {cid: (json.loads(t) if t else {}) for cid, t in rows.itertuples(index=False)}
+
+    def report_rows(self) -> pd.DataFrame:
+        """What a report reads: the newest results of each metric variant (checkpoint, metric, key, value,
+        n, run_id) with their job's ``params``, ``datasets`` (JSON text) and ``metric_version``."""
+        return self.query(
+            "SELECT r.checkpoint_id AS checkpoint, r.metric, r.key, r.value, r.n, r.run_id, "
+            "CAST(j.params AS VARCHAR) AS params, CAST(j.datasets AS VARCHAR) AS datasets, j.metric_version "
+            "FROM latest_results r JOIN jobs j USING (checkpoint_id, metric, config_hash) "
+            "ORDER BY checkpoint, metric, key"
+        )
+
+    def timing_rows(self) -> pd.DataFrame:
+        """Every stored job that recorded timings: metric, the checkpoint's arch, the run's device,
+        seconds, ``timings`` and ``datasets`` (JSON text) — a dry run's cost history."""
+        return self.query(
+            "SELECT j.metric, c.arch, r.device, j.seconds, CAST(j.timings AS VARCHAR) AS timings, "
+            "CAST(j.datasets AS VARCHAR) AS datasets "
+            "FROM jobs j LEFT JOIN checkpoints c ON c.id = j.checkpoint_id "
+            "LEFT JOIN runs r ON r.run_id = j.run_id WHERE j.timings IS NOT NULL"
+        )
 
     def query(self, sql: str, args: list[Any] | None = None) -> pd.DataFrame:
         with self._connect() as con:
@@ -663,11 +713,11 @@ def _attach_shard(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def check_shard_file(path: str | Path, lock_timeout: float = READ_LOCK_TIMEOUT) -> None:
-    """Check a shard for ``bench merge`` read-only, touching nothing else (:mod:`biasbench.harness.shards`):
+    """Check a shard for ``bench merge`` read-only, touching nothing else (:mod:`biasbench.harness.store.shards`):
     a :class:`StoreError` naming the shard and the first problem."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no results database at {path.resolve()}")
+        raise StoreMissing(f"no results database at {path.resolve()}")
     Store(path, read_only=True, lock_timeout=lock_timeout)  # a clear error for a file that is no results DB
     with duckdb.connect() as con:
         _attach_shard(con, path)

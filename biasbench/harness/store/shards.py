@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 import duckdb
 
 from biasbench.core import names
-from biasbench.harness.store_schema import damage_problem, schema_problem
+from biasbench.core.errors import StateError
+from biasbench.harness.store.schema import damage_problem, schema_problem
 
 #: a run id: ``<timestamp>-<hex>`` as :meth:`Store.start_run` writes it, or any short printable token
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,99}")
@@ -30,7 +31,7 @@ CONFIG_HASH_TOKEN_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _PARQUET_MAGIC = b"PAR1"
 
 
-class ShardError(RuntimeError):
+class ShardError(StateError):
     """A shard cannot be merged: damaged, not our schema, or holding rows we would never write."""
 
 

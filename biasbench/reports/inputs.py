@@ -1,0 +1,84 @@
+"""A report's inputs, shaped from what a store holds (or from a results table alone).
+
+:func:`from_store_rows` takes the store's report rows (the newest result of each metric variant with
+its job's parameters, datasets and version), its runs and each checkpoint's tags, and gives the
+results a report reads (imported rows marked by their ``source``, their parameters cleared) and the
+jobs behind them (for the provenance). :func:`from_results` does the same for a long table
+(checkpoint, metric, key, value, n — :func:`biasbench.results`) without a database: no provenance.
+:func:`sis_sizes` reads each checkpoint's stored SIS traces through a callable, so this module never
+touches the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biasbench.metrics.sis_traces import sis_fractions
+
+JOB_COLUMNS = ["checkpoint", "metric", "metric_version", "params", "datasets", "run_id"]
+RESULT_COLUMNS = ["checkpoint", "metric", "key", "value", "n"]
+
+
+@dataclass
+class ReportInputs:
+    """``results``: one row per (checkpoint, metric variant, key) with ``params`` and ``source``;
+    ``jobs``: the jobs behind them; ``runs``: the runs that wrote them; ``tags``: per checkpoint."""
+
+    results: pd.DataFrame
+    jobs: pd.DataFrame
+    runs: pd.DataFrame
+    tags: dict[str, dict[str, Any]]
+    sis_sizes: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def from_store_rows(
+    rows: pd.DataFrame, runs: pd.DataFrame, tags: Mapping[str, Mapping[str, Any]]
+) -> ReportInputs:
+    """``rows``: :meth:`Store.report_rows`; ``runs``: :meth:`Store.runs`; ``tags``:
+    :meth:`Store.checkpoint_tags`."""
+    res = rows.copy()
+    res["source"] = [json.loads(d or "{}").get("import", {}).get("source") for d in res["datasets"]]
+    res.loc[res["source"].notna(), "params"] = None
+    jobs = res.drop_duplicates(["checkpoint", "metric", "params", "run_id"])[JOB_COLUMNS]
+    return ReportInputs(res, jobs, runs, {k: dict(v) for k, v in tags.items()})
+
+
+def from_results(frame: pd.DataFrame, tags: Mapping[str, Mapping[str, Any]] | None = None) -> ReportInputs:
+    """A long results table (at least checkpoint, metric, key, value) and optional tags per checkpoint;
+    ``params`` and ``source`` columns are used when present."""
+    missing = [c for c in RESULT_COLUMNS[:4] if c not in frame.columns]
+    if missing:
+        from biasbench.reports.analysis import ReportError
+
+        raise ReportError(
+            f"a results table needs the columns {', '.join(RESULT_COLUMNS)}; missing: {', '.join(missing)}"
+        )
+    res = frame.copy()
+    for col in ("params", "source"):
+        if col not in res.columns:
+            res[col] = None
+    jobs = pd.DataFrame(columns=JOB_COLUMNS)
+    runs = pd.DataFrame(columns=["run_id", "started_at", "status", "git_sha", "device", "versions"])
+    return ReportInputs(res, jobs, runs, {k: dict(v) for k, v in (tags or {}).items()})
+
+
+def sis_sizes(
+    inputs: ReportInputs, read_traces: Callable[[str], pd.DataFrame], errors: tuple[type[BaseException], ...]
+) -> None:
+    """Fill ``inputs.sis_sizes``: per checkpoint with stored SIS traces (``read_traces(checkpoint)``),
+    each image's SIS size (fraction of pixels) at the stored τ — no model; a checkpoint whose traces
+    cannot be read (one of ``errors``) gets a note instead."""
+    res = inputs.results
+    taus = res[(res["metric"] == "sis") & (res["key"] == "tau") & res["source"].isna()]
+    for ckpt, tau in zip(taus["checkpoint"], taus["value"], strict=True):
+        try:
+            inputs.sis_sizes[ckpt] = sis_fractions(read_traces(ckpt), float(tau))
+        except errors as e:
+            inputs.notes.append(f"SIS sizes of {ckpt}: {e}")
