@@ -708,19 +708,30 @@ def lock_cmd(
         )
 
 
-def _print_entry(head: list[tuple[str, int]], details: list[str]) -> None:
-    """One listing entry in any terminal width: a head line of padded fields (never truncated; a field
-    longer than its pad just pushes the next one) and indented, dim detail lines that wrap."""
+def _print_block(block: Any) -> None:
+    """One listing block in any terminal width: head lines of fields padded to the widest of the block
+    (never truncated; the last field unpadded) and indented, dim detail lines that wrap."""
     from rich.padding import Padding
     from rich.text import Text
 
-    line = Text()
-    for i, (value, pad) in enumerate(head):
-        line.append(_plain(value).ljust(pad), style="bold" if i == 0 else "")
-        line.append("  ")
-    out.print(line.rstrip() or line)
-    for d in details:
-        out.print(Padding(Text(_plain(d), style="dim", overflow="fold"), (0, 0, 0, 4)))
+    entries = block.entries
+    widths = [max((len(_plain(e.head[i])) for e in entries if len(e.head) > i), default=0) for i in range(8)]
+    if block.title:
+        out.print(Text(_plain(block.title), style="bold underline"))
+    for title, members in block.groups:
+        if title:
+            out.print(Text(_plain(title), style="bold"))
+        for e in members:
+            line = Text()
+            for i, value in enumerate(e.head):
+                pad = widths[i] if i < len(e.head) - 1 else 0
+                line.append(_plain(value).ljust(pad), style="bold" if i == 0 else "")
+                line.append("  ")
+            out.print(line.rstrip() or line)
+            for d in e.details:
+                out.print(Padding(Text(_plain(d), style="dim", overflow="fold"), (0, 0, 0, 4)))
+    if block.footer:
+        out.print(Text(_plain(block.footer), style="dim"))
 
 
 @ls_app.command("checkpoints")
@@ -732,34 +743,10 @@ def ls_checkpoints(
 ) -> None:
     """Checkpoints of the shipped registries (or of the given ones), grouped by their category tag, with
     each one's weight source and how its bytes are pinned (sha256, locked, UNPINNED, hash prefix, hub)."""
-    from rich.text import Text
+    from biasbench.harness import listing
 
-    from biasbench.registry import lock
-    from biasbench.registry.registry_files import resolve_targets, shipped_registries
-
-    for name in registry or sorted(shipped_registries()):
-        specs = resolve_targets([name])
-        rows = [(sp, lock.source_kind(sp), lock.pin_status(sp, lock_file)) for sp in specs]
-        groups: dict[str, list[Any]] = {}
-        for row in rows:
-            groups.setdefault(str(row[0].tags.get("category", "")), []).append(row)
-        title = f"{name}: {len(specs)} checkpoint{'s' * (len(specs) != 1)}"
-        if len(groups) > 1 or "" not in groups:
-            title += f" in {len(groups)} categor{'ies' if len(groups) != 1 else 'y'}"
-        out.print(Text(title, style="bold underline"))
-        w_id = max((len(sp.id) for sp in specs), default=0)
-        w_arch = max((len(sp.arch) for sp in specs), default=0)
-        w_kind = max((len(r[1]) for r in rows), default=0)
-        for category, members in groups.items():
-            if category:
-                out.print(Text(f"{category} ({len(members)})", style="bold"))
-            for sp, kind, pin in members:
-                weights = sp.weights_text() or "(the architecture’s own pretrained weights)"
-                details = [f"weights: {weights}"]
-                tags = {k: v for k, v in sp.tags.items() if k != "category"}
-                if tags:
-                    details.append("tags: " + " ".join(f"{k}={v}" for k, v in tags.items()))
-                _print_entry([(sp.id, w_id), (sp.arch, w_arch), (kind, w_kind), (pin, 0)], details)
+    for block in listing.checkpoints(registry, lock_file):
+        _print_block(block)
         out.print()
 
 
@@ -798,61 +785,25 @@ def ls_metrics(
 @ls_app.command("datasets")
 def ls_datasets(data_root: DataRootOpt = None) -> None:
     """Registered datasets (a family of splits is one entry), where each is looked for, and whether it is there."""
-    from rich.text import Text
+    from biasbench.harness import listing
 
-    from biasbench.harness.datasets.catalog import DATASETS, DatasetFamily
-
-    root = _data_root(data_root)
-    entries = [(name, p, DATASETS.load(p)) for name, p in sorted(DATASETS.providers().items())]
-    shown = {name: f"{name}/<split>" if isinstance(d, DatasetFamily) else name for name, _, d in entries}
-    w_name = max((len(v) for v in shown.values()), default=0)
-    w_labels = max((len(d.label_space) for _, _, d in entries), default=0)
-    for name, p, d in entries:
-        if d.location is None:
-            status, where = "generated", ""
-        else:
-            loc = d.location(root)
-            status, where = ("present" if loc.exists() else "missing"), f"at {loc}"
-        details = [d.description + ("" if p.provider == "package biasbench" else f" (from {p.provider})")]
-        if isinstance(d, DatasetFamily):
-            details.append(f"splits: {d.summary}")
-        _print_entry([(shown[name], w_name), (d.label_space, w_labels), (status, 9), (where, 0)], details)
-    out.print(Text(f"data root: {root.resolve()} (--data-root or $BIASBENCH_DATA)", style="dim"))
+    _print_block(listing.datasets(_data_root(data_root)))
 
 
 @ls_app.command("sources")
 def ls_sources() -> None:
     """Installed weight sources (the `weights = "<scheme>:…"` prefixes) and their providers."""
-    from biasbench.registry.sources import SOURCES
+    from biasbench.harness import listing
 
-    provs = SOURCES.providers()
-    width = max((len(n) for n in provs), default=0)
-    for name, p in sorted(provs.items()):
-        src = SOURCES.load(p)
-        alias = f" (alias of {src.scheme})" if name != src.scheme else ""
-        _print_entry([(name, width), (src.syntax + alias, 0)], [f"{src.summary()} [{p.provider}]"])
+    _print_block(listing.sources())
 
 
 @ls_app.command("labels")
 def ls_labels() -> None:
     """Installed label spaces: class count, default dataset per purpose, subsets, providers."""
-    from biasbench.core.labels import LABEL_SPACES
+    from biasbench.harness import listing
 
-    provs = LABEL_SPACES.providers()
-    width = max((len(n) for n in provs), default=0)
-    for name, p in sorted(provs.items()):
-        space = LABEL_SPACES.load(p)
-        details = [f"{space.description} [{p.provider}]"]
-        if space.datasets:
-            details.append("datasets: " + ", ".join(f"{k}={v}" for k, v in space.datasets.items()))
-        extras = [
-            *(f"subset {k}" for k in space.subsets),
-            *(f"decisions onto {k}" for k in space.decisions),
-            *(f"multi-label {k}" for k in space.multi_labels),
-        ]
-        if extras:
-            details.append("; ".join(extras))
-        _print_entry([(name, width), (f"{space.num_classes} classes", 0)], details)
+    _print_block(listing.label_spaces())
 
 
 def _require_manifest(name: str, manifests: dict[str, Any]) -> None:

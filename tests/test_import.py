@@ -182,3 +182,20 @@ def test_a_missing_mapped_column_is_an_error_listing_the_table_columns(tmp_path)
 def test_bench_import_has_help(tmp_path):
     r = bench(["import", "--help"], tmp_path)
     assert r.returncode == 0 and "--mapping" in r.stdout and "--source" in r.stdout
+
+
+def test_import_table_from_python_stores_a_recorded_ok_run_and_reports_the_same_rho(tmp_path):
+    import biasbench
+
+    db = _measured_db(tmp_path / "b.duckdb")
+    csv_path, map_path = _files(tmp_path)
+    table = biasbench.import_table(csv_path, map_path, "study", db=db)
+    assert len(table.results) == 6 and table.unused == ["notes"]
+    with Store(db, read_only=True) as s:
+        (run,) = s.runs().itertuples()
+        assert run.status == "ok" and run.device == "import"
+    rep = biasbench.report(db, category="family", resamples=200)
+    (r,) = rep.table["r"]
+    assert r == pytest.approx(31 / 35)
+    with pytest.raises(biasbench.BiasbenchError, match="no such file"):
+        biasbench.import_table(tmp_path / "none.csv", map_path, "study", db=db)

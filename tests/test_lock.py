@@ -71,7 +71,7 @@ def test_allow_unpinned_records_the_observed_hash_in_the_lock_and_the_store(serv
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT id, weights_sha256 FROM checkpoints").fetchall() == [("t", _sha(w))]
     again = bench(["run", str(reg), *ACC, "--db", str(db)], tmp_path, env)  # the lock pins it now
-    assert again.returncode == 0 and "Nothing to compute" in again.stderr
+    assert again.returncode == 0 and "Nothing to compute" in again.stdout
 
 
 def test_a_flipped_byte_after_locking_is_refused_even_with_allow_unpinned(served, tmp_path, env):

@@ -210,7 +210,7 @@ def test_tags_edited_in_a_registry_reach_the_store_when_every_job_is_already_sto
     assert bench(args, tmp_path).returncode == 0
     reg.write_text(reg.read_text().replace("tags = { seed = 0 }", 'tags = { seed = 0, category = "new" }'))
     r = bench(args, tmp_path)
-    assert r.returncode == 0 and "Nothing to compute" in r.stderr
+    assert r.returncode == 0 and "Nothing to compute" in r.stdout
     with Store(db, read_only=True) as s:
         tags = json.loads(s.checkpoints().set_index("id").loc["tiny0", "tags"])
     assert tags == {"category": "new", "seed": 0}

@@ -76,9 +76,11 @@ def readme_run(tmp_path_factory):
 def test_bench_run_stores_every_metric_for_every_checkpoint_and_says_what_next(readme_run) -> None:
     work, env, proc = readme_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    said = " ".join(proc.stderr.split())
+    said = " ".join(proc.stderr.split())  # progress and diagnostics
     assert f"{len(ZOO) * len(_installed_metrics())} jobs to compute" in said
-    assert str(work / "bench.duckdb") in said and "`bench report`" in said  # where, and the next command
+    told = " ".join(proc.stdout.split())  # results: the summary and where they are, then what next
+    assert "summary" in told and told.count(" done ") >= len(ZOO) * len(_installed_metrics())
+    assert f"Results are in {work / 'bench.duckdb'}" in told and "`bench report`" in told
     assert (work / "bench.duckdb").is_file()
     res = bench(["results", "--format", "csv"], work, env)
     assert res.returncode == 0, res.stderr

@@ -301,3 +301,39 @@ def test_stability_keys_are_shown_beside_the_table_in_the_terminal_and_markdown_
     doc = json.loads(_report(db, tmp_path, "--format", "json").stdout)
     assert "sis.sis_frac_median" in doc["rows"]
     assert not any("ci_low" in k for k in [*doc["rows"], *doc["columns"]])
+
+
+def test_the_python_report_is_the_object_bench_report_renders(db, tmp_path):
+    """``biasbench.report(db)`` gives the hand-computed ρ in ``.table``, its Markdown and CSV are the
+    bytes of ``bench report -f md|csv``, and ``.to_html(path)`` writes the page."""
+    import biasbench
+
+    rep = biasbench.report(db, resamples=200)
+    cells = rep.table.set_index(["x", "y"])["r"]
+    assert cells[("shape_bias.shape_bias", "ood.id")] == pytest.approx(0.8)
+    assert cells[("shape_bias.shape_bias", "ood.robustness")] == pytest.approx(-1.0)
+    for fmt, text in (("md", rep.to_markdown()), ("csv", rep.to_csv())):
+        r = _report(db, tmp_path, "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        if fmt == "md":  # the page names the time it was made
+            text, cli = (t.split("\n", 3)[3] for t in (text, r.stdout))
+            assert text == cli
+        else:
+            assert text == r.stdout
+    page = rep.to_html(tmp_path / "r.html")
+    assert (tmp_path / "r.html").read_text(encoding="utf-8") == page and page.lstrip().startswith("<!DOCTYPE")
+
+
+def test_a_report_from_a_results_frame_and_tags_needs_no_database(db):
+    """The long table of ``biasbench.results`` with the tags as a mapping: the same ρ, and the
+    leave-one-category-out analysis sees the categories."""
+    import biasbench
+
+    frame = biasbench.results(db)
+    tags = {f"c{i}": {"category": CATEGORY[i]} for i in range(5)}
+    rep = biasbench.report(frame, tags=tags, resamples=200)
+    cells = rep.table.set_index(["x", "y"])
+    assert cells.loc[("shape_bias.shape_bias", "ood.id"), "r"] == pytest.approx(0.8)
+    assert rep.category == "category" and rep.provenance["runs"] == []
+    with pytest.raises(biasbench.BiasbenchError, match="missing: value"):
+        biasbench.report(frame.drop(columns="value"))

@@ -59,7 +59,7 @@ def test_run_stores_results_and_a_rerun_computes_nothing(tmp_path, env):
     assert _jobs(tmp_path / "b.duckdb") == [("tiny0", "accuracy"), ("tiny1", "accuracy")]
     second = bench(args, tmp_path, env)
     assert second.returncode == 0, second.stderr
-    assert "Nothing to compute" in second.stderr
+    assert "Nothing to compute" in second.stdout
     res = bench(["results", "--db", str(tmp_path / "b.duckdb"), "--format", "csv"], tmp_path, env)
     assert res.stdout.splitlines()[0] == "checkpoint,metric,key,value,n"
     rows = [line.split(",") for line in res.stdout.splitlines()[1:]]
@@ -267,7 +267,7 @@ def test_shards_merge_into_one_database_and_remerging_adds_nothing(tmp_path, env
         env,
     )
     assert r.returncode == 0, r.stderr
-    said = " ".join(r.stderr.split())  # rich wraps long paths
+    said = " ".join(r.stdout.split())  # rich wraps long paths
     assert (
         said.count("added runs 1, checkpoints") == 2 and said.count("jobs 1, results 2, item_outputs 1") == 2
     )
@@ -279,9 +279,9 @@ def test_shards_merge_into_one_database_and_remerging_adds_nothing(tmp_path, env
         items = st.items("tiny1", "accuracy")  # copied beside the merged DB, readable from there
         assert len(items) == 1000 and str(st.items_dir) in str(merged) + ".items"
     again = bench(["merge", str(tmp_path / "shards" / "b.duckdb"), "--db", str(merged)], tmp_path, env)
-    assert again.returncode == 0 and "jobs 0, results 0" in " ".join(again.stderr.split())
+    assert again.returncode == 0 and "jobs 0, results 0" in " ".join(again.stdout.split())
     # the merged DB is a normal results DB: a rerun of shard b's registry against it computes nothing
     rerun = bench(["run", str(reg_b), *common, "--db", str(merged)], tmp_path, env)
-    assert rerun.returncode == 0 and "Nothing to compute" in rerun.stderr
+    assert rerun.returncode == 0 and "Nothing to compute" in rerun.stdout
     missing = bench(["merge", str(tmp_path / "nope.duckdb"), "--db", str(merged)], tmp_path, env)
     assert missing.returncode == 2 and "no results database" in " ".join(missing.stderr.split())
