@@ -38,7 +38,7 @@ from timm.data import resolve_data_config  # noqa: E402
 from biasbench.harness.compiling import MODE, compile_model, is_compiled  # noqa: E402
 from biasbench.harness.datasets.folders import decode_files, list_labeled_files  # noqa: E402
 from biasbench.metrics.base import EvalContext, ModelWrapper  # noqa: E402
-from biasbench.registry.loading import timm_preprocess  # noqa: E402
+from biasbench.registry.arch_families.timm_models import timm_preprocess  # noqa: E402
 
 
 def _models(arch: str, k: int, device: torch.device) -> list[ModelWrapper]:

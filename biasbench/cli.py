@@ -37,7 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 ls_app = typer.Typer(
-    help="List checkpoints, metrics, datasets, weight sources or label spaces.", no_args_is_help=True
+    help="List checkpoints, metrics, datasets, weight sources, architecture families or label spaces.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Fetch and verify datasets (checksum-verified downloads).", no_args_is_help=True)
 zoo_app = typer.Typer(help="The demo mini zoo: reproduce its checkpoints.", no_args_is_help=True)
@@ -796,6 +796,14 @@ def ls_sources() -> None:
     from biasbench.harness import listing
 
     _print_block(listing.sources())
+
+
+@ls_app.command("architectures")
+def ls_architectures() -> None:
+    """Installed architecture families (the `arch = "<family>:<name>"` prefixes) and their providers."""
+    from biasbench.harness import listing
+
+    _print_block(listing.architectures())
 
 
 @ls_app.command("labels")

@@ -160,7 +160,7 @@ def test_duplicate_ids_across_files_name_both_files(tmp_path):
         ('id = "a b"\narch = "timm:x"', r"invalid id 'a b'"),
         (
             'id = "a"\narch = "resnet50"',
-            r"arch 'resnet50' must be timm:<name>, torchvision:<name> or zoo:<name>",
+            r"arch 'resnet50' must be <family>:<name> of an installed architecture family: .*timm:<name>, torchvision:<name>, zoo:<name>",
         ),
         (
             'id = "a"\narch = "timm:x"\nweights = "https://e.org/w.pth"\nadapter = "drop:^x"\nweights2 = 1',

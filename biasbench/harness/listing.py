@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Block", "Entry", "checkpoints", "datasets", "label_spaces", "sources"]
+__all__ = ["Block", "Entry", "architectures", "checkpoints", "datasets", "label_spaces", "sources"]
 
 
 @dataclass(frozen=True)
@@ -111,4 +111,15 @@ def label_spaces() -> Block:
         if extras:
             details.append("; ".join(extras))
         entries.append(Entry((name, f"{space.num_classes} classes"), tuple(details)))
+    return Block(None, [(None, entries)])
+
+
+def architectures() -> Block:
+    """Installed architecture families (the ``arch = "<family>:<name>"`` prefixes) and their providers."""
+    from biasbench.registry.architectures import ARCHITECTURES
+
+    entries = []
+    for name, p in sorted(ARCHITECTURES.providers().items()):
+        fam = ARCHITECTURES.load(p)
+        entries.append(Entry((name, fam.syntax or f"{name}:<name>"), (f"{fam.summary()} [{p.provider}]",)))
     return Block(None, [(None, entries)])

@@ -167,7 +167,7 @@ def plan(
     for spec in specs:
         cp = CheckpointPlan(spec=spec, jobs=[])
         try:
-            cp.preprocess = loading.resolve_preprocess(spec)
+            cp.preprocess = loading.resolve_preprocess(spec, trust=opts.trust)
             if opts.dry_run and not loading.resolves_locally(spec):
                 plans.append(_unresolved_plan(cp, metrics, opts, manifests))
                 continue

@@ -330,7 +330,7 @@ def module_preprocess(model: Any) -> Preprocess:
         return Preprocess()
     from timm.data import resolve_data_config
 
-    from biasbench.registry.loading import data_config_preprocess
+    from biasbench.registry.preprocessing import data_config_preprocess
 
     return data_config_preprocess(resolve_data_config({}, model=model))
 

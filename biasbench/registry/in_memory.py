@@ -46,15 +46,23 @@ def unregister_module(name: str) -> None:
         _MODULES.pop(name, None)
 
 
+def missing_problem(name: str) -> str | None:
+    """Why ``python:<name>`` names no module here (``None``: it does)."""
+    with _LOCK:
+        if name in _MODULES:
+            return None
+    return (
+        f"no in-memory model {name!r} in this process (python:<name> names a model handed to "
+        "biasbench.evaluate; it cannot be used from a registry file or another process)"
+    )
+
+
 def registered_module(name: str, checkpoint_id: str) -> nn.Module:
     """The module registered as ``name`` (a :class:`CheckpointError` naming the checkpoint if none)."""
     with _LOCK:
         module = _MODULES.get(name)
     if module is None:
-        raise CheckpointError(
-            f"checkpoint {checkpoint_id!r}: no in-memory model {name!r} in this process (python:<name> "
-            "names a model handed to biasbench.evaluate; it cannot be used from a registry file or another process)"
-        )
+        raise CheckpointError(f"checkpoint {checkpoint_id!r}: {missing_problem(name)}")
     return module
 
 

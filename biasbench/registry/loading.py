@@ -30,7 +30,6 @@ apply exactly as in ``timm.create_model(name, pretrained=True)``; the bytes are 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -38,86 +37,30 @@ import torch
 from torch import nn
 
 from biasbench.core import labels
-from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import adapters as _adapters
-from biasbench.registry import in_memory, sources
+from biasbench.registry import architectures, sources
 from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheckpoint, WeightPart
-from biasbench.registry.weight_sources.torchvision_enum import torchvision_weights_enum
-
-ARCH_FAMILIES = ("timm", "torchvision", "zoo", "python")
-
 
 # ----------------------------------------------------------------------------------------------------
-# Architectures
+# Architectures (plugins of the group biasbench.architectures: registry/architectures.py)
 # ----------------------------------------------------------------------------------------------------
 
 
-def split_arch(spec: CheckpointSpec) -> tuple[str, str]:
-    """``"timm:resnet50"`` -> ``("timm", "resnet50")``; an unknown family is an error."""
-    family, sep, name = spec.arch.partition(":")
-    if not sep or family not in ARCH_FAMILIES or not name:
-        raise CheckpointError(
-            f"checkpoint {spec.id!r}: unknown arch {spec.arch!r}; write timm:<name>, torchvision:<name> or "
-            f"zoo:<name>"
-        )
-    return family, name
+def check_arch(spec: CheckpointSpec, *, trust: bool = False) -> None:
+    """Fail early, with a suggestion, on an architecture its family does not know."""
+    family, name = architectures.split(spec.arch, spec.id)
+    problem = family.problem(name, trust=trust)
+    if problem:
+        raise CheckpointError(f"checkpoint {spec.id!r}: {problem}")
 
 
-def _zoo() -> Any:
-    from biasbench.registry import zoo
-
-    return zoo
-
-
-def check_arch(spec: CheckpointSpec) -> None:
-    """Fail early, with a suggestion, on an architecture name its library does not know."""
-    family, name = split_arch(spec)
-    if family == "timm":
-        import timm
-
-        if not timm.is_model(name):
-            raise CheckpointError(
-                f"checkpoint {spec.id!r}: unknown timm architecture {name!r}{suggest(name, timm.list_models())}"
-            )
-    elif family == "torchvision":
-        import torchvision
-
-        known = torchvision.models.list_models()
-        if name not in known:
-            raise CheckpointError(
-                f"checkpoint {spec.id!r}: unknown torchvision architecture {name!r}{suggest(name, known)}"
-            )
-    elif family == "python":
-        in_memory.registered_module(name, spec.id)
-    else:
-        archs = getattr(_zoo(), "ARCHITECTURES", None)
-        if archs is None:
-            raise CheckpointError(
-                f"checkpoint {spec.id!r}: the demo zoo defines no ARCHITECTURES (not installed yet?)"
-            )
-        if name not in archs:
-            raise CheckpointError(
-                f"checkpoint {spec.id!r}: unknown zoo architecture {name!r}; known: {', '.join(sorted(archs))}"
-            )
-
-
-def build_arch(spec: CheckpointSpec, num_classes: int) -> nn.Module:
+def build_arch(spec: CheckpointSpec, num_classes: int, *, trust: bool = False) -> nn.Module:
     """The architecture of ``spec`` with random weights and ``num_classes`` outputs."""
-    check_arch(spec)
-    family, name = split_arch(spec)
+    check_arch(spec, trust=trust)
+    family, name = architectures.split(spec.arch, spec.id)
     try:
-        if family == "timm":
-            import timm
-
-            return timm.create_model(name, pretrained=False, num_classes=num_classes)
-        if family == "torchvision":
-            import torchvision
-
-            return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-        if family == "python":  # the caller's module, copied; its class count is checked on its outputs
-            return in_memory.build(name, spec.id)
-        return _zoo().ARCHITECTURES[name](num_classes)
+        return family.build(name, num_classes, spec.id, trust=trust)
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - constructors raise anything
@@ -148,22 +91,8 @@ def effective_weights(spec: CheckpointSpec) -> str:
     """The weights string to load: ``spec.weights``, else the architecture's own pretrained weights."""
     if spec.weights:
         return spec.weights
-    family, name = split_arch(spec)
-    if family == "timm":
-        return f"timm:{name}"
-    if family == "torchvision":
-        import torchvision
-
-        try:
-            default = torchvision.models.get_model_weights(name).DEFAULT
-        except (ValueError, KeyError, AttributeError) as e:
-            raise CheckpointError(
-                f"checkpoint {spec.id!r}: torchvision has no pretrained weights for {name!r}"
-            ) from e
-        return f"torchvision:{default}"
-    raise CheckpointError(
-        f'checkpoint {spec.id!r}: a zoo architecture needs explicit weights (weights = "zoo:<name>")'
-    )
+    family, name = architectures.split(spec.arch, spec.id)
+    return family.default_weights(name, spec.id)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -171,91 +100,18 @@ def effective_weights(spec: CheckpointSpec) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _timm_cfg_name(spec: CheckpointSpec) -> str:
-    """The timm model name whose pretrained config describes this checkpoint: the weights' tag when
-    the weights are timm's own for this architecture, else the arch name (with its tag if any)."""
-    from timm.models import split_model_name_tag
-
-    _, name = split_arch(spec)
-    if spec.weights and spec.weights.startswith("timm:"):
-        wname = spec.weights[len("timm:") :]
-        if split_model_name_tag(wname)[0] == split_model_name_tag(name)[0]:
-            return wname
-    return name
-
-
-def timm_preprocess(model_name: str) -> Preprocess:
-    """timm's eval data config for ``model_name`` (``resolve_data_config`` on its pretrained config):
-    crop = input size, resize = round(crop / crop_pct), the config's interpolation, mean and std.
-    (Every crop mode is read as resize-short-side + centre-crop.)"""
-    from timm.data import resolve_data_config
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model_name, allow_unregistered=True)
-    return data_config_preprocess(
-        resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else None)
-    )
-
-
-def data_config_preprocess(data: dict[str, Any]) -> Preprocess:
-    """A timm data config (``resolve_data_config``'s dict) as a :class:`Preprocess`."""
-    crop = int(data["input_size"][-1])
-    interpolation = data.get("interpolation") or "bilinear"
-    if interpolation not in ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming"):
-        interpolation = "bilinear"  # e.g. "random" (a training setting)
-    return Preprocess(
-        resize=int(round(crop / float(data["crop_pct"]))),
-        crop=crop,
-        mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-        interpolation=interpolation,
-    )
-
-
-def torchvision_preprocess(enum_member: Any) -> Preprocess:
-    """The eval transform of a torchvision weights enum member as a :class:`Preprocess`."""
-    t = enum_member.transforms()
-    crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
-    resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
-    return Preprocess(
-        resize=int(resize),
-        crop=int(crop),
-        mean=tuple(float(v) for v in t.mean),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in t.std),  # type: ignore[arg-type]
-        interpolation=str(getattr(t.interpolation, "value", t.interpolation)),
-    )
-
-
-def resolve_preprocess(spec: CheckpointSpec) -> Preprocess:
-    """The checkpoint's preprocessing, without downloading anything:
-
-    1. ``spec.preprocess`` when the registry entry gives one;
-    2. timm architectures: timm's data config (see :func:`timm_preprocess`) of the weights' tag when the
-       weights are timm's own, else of the arch name;
-    3. torchvision architectures: the eval transform of the ``torchvision:`` weights enum when the
-       weights are one, else of the architecture's first (original) weights enum member;
-    4. zoo architectures: ``zoo.WORLD_PREPROCESS``;
-    5. otherwise the classic ImageNet recipe (:class:`Preprocess` defaults: 256 / 224, bilinear).
-    """
+def resolve_preprocess(spec: CheckpointSpec, *, trust: bool = False) -> Preprocess:
+    """The checkpoint's preprocessing, without downloading anything: ``spec.preprocess`` when the
+    registry entry gives one, else its architecture family's (timm: the data config of the weights'
+    tag when they are timm's own, else of the arch name; torchvision: the eval transform of its weights
+    enum, else of the architecture's original one; zoo: the demo world's; otherwise the classic
+    ImageNet recipe, 256 / 224 bilinear)."""
     if spec.preprocess is not None:
         return spec.preprocess
-    check_arch(spec)  # an unknown architecture is named as such, not as a failed config lookup
-    family, name = split_arch(spec)
+    check_arch(spec, trust=trust)  # an unknown architecture is named as such, not as a failed config lookup
+    family, name = architectures.split(spec.arch, spec.id)
     try:
-        if family == "timm":
-            return timm_preprocess(_timm_cfg_name(spec))
-        if family == "torchvision":
-            import torchvision
-
-            if spec.weights and spec.weights.startswith("torchvision:"):
-                member = torchvision_weights_enum(spec.weights[len("torchvision:") :], spec.id)
-            else:
-                try:
-                    member = next(iter(torchvision.models.get_model_weights(name)))
-                except (ValueError, KeyError, StopIteration):
-                    return Preprocess()
-            return torchvision_preprocess(member)
-        return _zoo().WORLD_PREPROCESS
+        return family.preprocess(name, spec.weights, spec.id)
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -449,100 +305,36 @@ def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpe
         raise CheckpointError(f"checkpoint {spec.id!r}: loading the state dict failed: {e}") from e
 
 
-_DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
-)
-
-
-def _torchvision_densenet_fix(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-    """torchvision's own fix for its DenseNet weight files (``norm.1`` -> ``norm1``), as in
-    ``torchvision.models.densenet._load_state_dict``."""
-    out, n = {}, 0
-    for k, v in sd.items():
-        m = _DENSENET_OLD_KEY.match(k)
-        if m:
-            k = m.group(1) + m.group(2)
-            n += 1
-        out[k] = v
-    return out, n
-
-
-def _timm_native(spec: CheckpointSpec, source: sources.WeightSource, adapters: list) -> bool:
-    """timm's own weights into the same timm architecture, no adapters: use timm's loader."""
-    if source.kind != "timm" or adapters or not spec.arch.startswith("timm:"):
-        return False
-    from timm.models import split_model_name_tag
-
-    return split_model_name_tag(source.value)[0] == split_model_name_tag(spec.arch[len("timm:") :])[0]
-
-
-def _load_timm_native(
-    spec: CheckpointSpec, rw: sources.ResolvedWeights, sd: dict[str, torch.Tensor], num_classes: int
-) -> nn.Module:
-    import timm
-    from timm.models import get_pretrained_cfg
-
-    name = rw.source.value
-    try:
-        cfg = get_pretrained_cfg(name)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {spec.id!r}: {e}") from e
-    if cfg is None:
-        raise CheckpointError(f"checkpoint {spec.id!r}: timm has no pretrained config for {name!r}")
-    if cfg.num_classes and cfg.num_classes != num_classes:
-        raise CheckpointError(
-            f"checkpoint {spec.id!r}: timm's weights {name!r} have {cfg.num_classes} classes but label space "
-            f"{spec.labels!r} has {num_classes}; timm would replace the classifier with a random one"
-        )
-    overlay: dict[str, Any] = {"file": str(rw.path)} if cfg.custom_load and not sd else {"state_dict": sd}
-    try:
-        net = timm.create_model(
-            name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay
-        )
-    except Exception as e:  # noqa: BLE001 - timm's loader raises RuntimeError (keys) and others
-        msg = " ".join(str(e).split())
-        raise CheckpointError(
-            f"checkpoint {spec.id!r}: timm could not load its weights {name!r} into {spec.arch!r}: "
-            f"{msg[:1500]}"
-        ) from e
-    cfg_now = getattr(net, "pretrained_cfg", None)
-    if isinstance(cfg_now, dict) and "state_dict" in cfg_now:
-        cfg_now["state_dict"] = None  # do not keep a second copy of the weights alive
-    return net
-
-
 def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = False) -> LoadedCheckpoint:
     """Build the architecture, fetch and verify the weights, read them (``weights_only`` unless
     ``trust``), find the state dict, apply the adapters, load strictly, and switch to eval mode."""
     num_classes = spec_num_classes(spec)
-    check_arch(spec)
-    preprocess = resolve_preprocess(spec)
+    check_arch(spec, trust=trust)
+    preprocess = resolve_preprocess(spec, trust=trust)
     if spec.parts:
         return _load_parts(spec, num_classes, preprocess, Path(cache_dir), trust)
     adapters = _adapters.parse_adapters(spec.adapter, spec.id)
     rw, digest = _resolve_and_hash(spec, Path(cache_dir), trust)
     notes = [f"weights: {rw.description}", f"sha256: {digest}"]
-
-    native = _timm_native(spec, rw.source, adapters)
-    if native and rw.path is not None and rw.path.suffix == ".npz":
-        # timm's custom loaders (e.g. original JAX .npz files) read these with numpy, no pickles
-        net = _load_timm_native(spec, rw, {}, num_classes)
-        notes.append("loaded by timm's own custom (.npz) loader")
+    family, name = architectures.split(spec.arch, spec.id)
+    native = family.native_load(spec, rw.source, adapters)
+    if native and family.reads_file_natively(rw):
+        net = family.load_native(spec, rw, {}, num_classes)
+        notes.append(f"loaded by {family.family}'s own loader from the file")
         net.eval()
         return LoadedCheckpoint(spec, net, preprocess, num_classes, spec.labels, digest, notes)
 
     sd = _read_state_dict(spec, rw, adapters, trust, notes, "")
 
     if native:
-        net = _load_timm_native(spec, rw, sd, num_classes)
-        notes.append("loaded by timm's own pretrained loader (its checkpoint filter applies; strict)")
+        net = family.load_native(spec, rw, sd, num_classes)
+        notes.append(
+            f"loaded by {family.family}'s own pretrained loader (its checkpoint filter applies; strict)"
+        )
     else:
-        net = build_arch(spec, num_classes)
-        family, name = split_arch(spec)
-        if family == "torchvision" and rw.source.kind == "torchvision" and name.startswith("densenet"):
-            sd, n = _torchvision_densenet_fix(sd)
-            if n:
-                notes.append(f"torchvision densenet key fix: {n} keys")
+        net = build_arch(spec, num_classes, trust=trust)
+        sd, fix_notes = family.fix_state_dict(name, rw.source, sd)
+        notes.extend(fix_notes)
         sd, adapter_notes = _adapters.apply_adapters(sd, adapters, net.state_dict(), spec.id)
         notes.extend(f"adapter {n}" for n in adapter_notes)
         strict_load(net, sd, spec, notes)
@@ -587,7 +379,7 @@ def _load_parts(
 ) -> LoadedCheckpoint:
     """A multi-file checkpoint: each part resolved, verified, read and adapted on its own; the parts
     merged (a key in two parts is an error naming both) and loaded strictly once."""
-    net = build_arch(spec, num_classes)
+    net = build_arch(spec, num_classes, trust=trust)
     model_sd = net.state_dict()
     merged: dict[str, torch.Tensor] = {}
     owner: dict[str, int] = {}

@@ -76,7 +76,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from biasbench.core import labels, names
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
-from biasbench.registry import sources
+from biasbench.registry import architectures, sources
 from biasbench.registry.adapters import parse_adapters
 from biasbench.registry.spec import CheckpointError, CheckpointSpec, WeightPart
 
@@ -302,13 +302,11 @@ def _parse_entry(
     _check_id(cid, where)
     arch = entry["arch"]
     family, sep, name = arch.partition(":")
-    if (
-        not sep
-        or family not in ("timm", "torchvision", "zoo")
-        or not name
-        or re.search(r"[\s\x00-\x1f\x7f]", arch)
-    ):
-        raise RegistryError(f"{where}: arch {arch!r} must be timm:<name>, torchvision:<name> or zoo:<name>")
+    if not sep or family not in architectures.families() or not name or re.search(r"[\s\x00-\x1f\x7f]", arch):
+        raise RegistryError(
+            f"{where}: arch {arch!r} must be <family>:<name> of an installed architecture family: "
+            f"{architectures.syntax_hint()}"
+        )
     sha = entry.get("sha256")
     if sha is not None and not _SHA_RE.fullmatch(sha):
         raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
@@ -453,11 +451,22 @@ def _id_for_weights(src: sources.WeightSource) -> str:
     return _sanitize_id(sources.source_of(src).default_id(src.value))
 
 
-def _arch_of(text: str) -> str | None:
-    """``timm:x`` / ``torchvision:x`` / ``zoo:x`` as given; a bare known timm name -> ``timm:<name>``."""
+def _arch_of(text: str, target: str) -> str | None:
+    """``<family>:<name>`` of an installed family as given; a bare known timm name -> ``timm:<name>``.
+    ``module:Class`` (a family that is not installed, named like a module): an error saying to write
+    ``python:module:Class``."""
     family, sep, name = text.partition(":")
     if sep:
-        return text if family in ("timm", "torchvision", "zoo") and name else None
+        if family in architectures.families() and name:
+            return text
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", family) and re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_.]*", name
+        ):
+            raise RegistryError(
+                f"target {target!r}: {family!r} is no installed architecture family ({architectures.syntax_hint()}); "
+                f"for a constructor of your own write python:{text}@… (it runs that code: with --trust-checkpoints)"
+            )
+        return None
     if re.fullmatch(r"[A-Za-z0-9_.\-]+", text):
         import timm
 
@@ -482,17 +491,11 @@ def _arch_at_weights(target: str, arch: str, weights: str) -> CheckpointSpec:
         if problem is not None:
             raise RegistryError(f"{where}: weights file {p} {problem}")
         weights = str(p.resolve())
-    family, _, name = arch.partition(":")
-    if family == "timm":
-        import timm
-
-        if not timm.is_model(name):
-            raise RegistryError(f"{where}: unknown timm architecture {name!r}")
-    elif family == "torchvision":
-        import torchvision
-
-        if name not in torchvision.models.list_models():
-            raise RegistryError(f"{where}: unknown torchvision architecture {name!r}")
+    family, name = architectures.split(arch, where)
+    # a family that runs code is refused later, where the run's trust is known (plan and load)
+    problem = family.problem(name, trust=True)
+    if problem:
+        raise RegistryError(f"{where}: {problem}")
     return CheckpointSpec(id=_id_for_weights(src), arch=arch, weights=weights, source=where)
 
 
@@ -551,7 +554,7 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
     tried.append("a registry .toml file")
     arch_text, at, weights = t.partition("@")
     if at and weights:
-        arch = _arch_of(arch_text)
+        arch = _arch_of(arch_text, t)
         if arch is not None:
             return [_arch_at_weights(t, arch, weights)]
     tried.append("ARCH@WEIGHTS (e.g. timm:resnet18@/path/w.pth)")

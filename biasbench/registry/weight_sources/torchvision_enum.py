@@ -5,35 +5,16 @@ name."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from biasbench.core.errors import InputError
 from biasbench.registry.download import download_url_to_hub_cache
 from biasbench.registry.sources import ResolvedWeights, Source, WeightSource
 from biasbench.registry.spec import CheckpointError
+from biasbench.registry.torchvision_weights import torchvision_weights_enum
 
 
 def download_torchvision_weights(url: str) -> Path:
     """Fetch a torchvision weights URL into the torch.hub cache. Tests replace this function."""
     return download_url_to_hub_cache(url)
-
-
-def torchvision_weights_enum(value: str, checkpoint_id: str) -> Any:
-    """The torchvision weights enum member named ``value`` (``ResNet50_Weights.IMAGENET1K_V1``)."""
-    import torchvision
-
-    try:
-        # get_weight evaluates the enum's name as an attribute of torchvision.models: a name that is
-        # not a weights enum (`get_weight.x`) fails inside it with a TypeError
-        enum = torchvision.models.get_weight(value)
-        if not isinstance(enum, torchvision.models.WeightsEnum):
-            raise InputError(f"{value!r} is not a member of a torchvision weights enum")
-        return enum
-    except (ValueError, KeyError, AttributeError, TypeError) as e:
-        raise CheckpointError(
-            f"checkpoint {checkpoint_id!r}: unknown torchvision weights {value!r} (write the enum and member, "
-            f"e.g. 'torchvision:ResNet50_Weights.IMAGENET1K_V1'): {e}"
-        ) from e
 
 
 class TorchvisionWeights(Source):

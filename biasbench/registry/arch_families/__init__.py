@@ -1,0 +1,1 @@
+"""The architecture families biasbench ships (entry-point group ``biasbench.architectures``)."""
