@@ -37,7 +37,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 ls_app = typer.Typer(
-    help="List checkpoints, metrics, datasets, weight sources, architecture families or label spaces.", no_args_is_help=True
+    help="List checkpoints, metrics, datasets, weight sources, architecture families or label spaces.",
+    no_args_is_help=True,
 )
 data_app = typer.Typer(help="Fetch and verify datasets (checksum-verified downloads).", no_args_is_help=True)
 zoo_app = typer.Typer(help="The demo mini zoo: reproduce its checkpoints.", no_args_is_help=True)
@@ -362,8 +363,7 @@ def _print_plan(plans: list[Any], verbose: bool) -> None:
     for cp in plans:
         for j in cp.jobs:
             ds = ", ".join(rd.request.name for rd in j.datasets.values())
-            cost = getattr(j.metric, "cost_per_image", None)
-            note = j.reason or (f"≈{cost:g} passes/image" if cost else "")
+            note = j.reason or ""
             _row(t, cp.spec.id, j.metric.name, j.status, ds, j.key.config_hash if j.key else "", note)
     out.print(t)
 

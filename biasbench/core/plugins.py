@@ -86,9 +86,9 @@ def first_paragraph(doc: str | None) -> str:
     return " ".join(text.split())
 
 
-def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean a, b?)`` for close matches, else ``""``."""
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+def suggest(name: str, choices: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
+    """`` (did you mean a, b?)`` for close matches (``difflib`` ratio ≥ ``cutoff``), else ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=cutoff)
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 

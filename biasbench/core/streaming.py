@@ -129,9 +129,6 @@ class StreamedImages:
         """Bytes the decoded view would take (what streaming avoids holding)."""
         return len(self.index) * 3 * self.size[0] * self.size[1]
 
-    def size_of(self, dim: int) -> int:
-        return int(self.shape[dim])
-
     def __getitem__(self, key: Any) -> StreamedImages | torch.Tensor:
         if isinstance(key, (int, np.integer)) or (isinstance(key, torch.Tensor) and key.ndim == 0):
             return self._view(self.index[[int(key)]]).materialize()[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -89,7 +88,3 @@ class RunUI:
     def finish_task(self, task: Any) -> None:
         if isinstance(task, _RichTask):
             task.progress.remove_task(task.id)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -452,9 +452,9 @@ class Metric:
     def work(self, role: str, n_images: int, label_space: str) -> float:
         """The work of one dataset role holding ``n_images``, in images × conditions (forward-pass
         equivalents): what ``jobs.timings`` records and ``bench run --dry-run`` estimates from.
-        Default: ``n_images × cost_per_image`` (a class attribute, 1 when unset). Override when a
-        parameter subsamples a role or a role costs more passes (PGD)."""
-        return float(n_images) * float(getattr(self, "cost_per_image", None) or 1.0)
+        Default: one pass per image. Override when a parameter subsamples a role or a role costs
+        more passes (PGD)."""
+        return float(n_images)
 
     # -- to implement ---------------------------------------------------------------------------
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:

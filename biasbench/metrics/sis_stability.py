@@ -37,15 +37,6 @@ from scipy import stats
 from biasbench.core.errors import InputError
 from biasbench.metrics.sis_sets import sis_mask
 
-STABILITY_COLUMNS: tuple[str, ...] = (
-    "alt_order",
-    "alt_conf",
-    "alt_c0",
-    "first_divergence",
-    "size_ratio",
-    "jaccard",
-)
-
 
 def first_divergence(order_a: np.ndarray, order_b: np.ndarray, steps: int) -> int:
     """First step at which the two removal sets differ; ``steps`` (``T``) if the traces agree."""
@@ -149,7 +140,6 @@ def stability_counts(traces: pd.DataFrame, tau: float) -> dict[str, int]:
 
 
 __all__ = [
-    "STABILITY_COLUMNS",
     "first_divergence",
     "pair_stats",
     "rerun_mask",

@@ -57,29 +57,6 @@ from biasbench.core.statistics import bootstrap_ci
 from biasbench.metrics.sis_sets import sis_mask, sis_size, threshold_step  # noqa: F401 - re-exported
 from biasbench.metrics.sis_stability import stability_counts, stability_scalars
 
-#: Columns every trace row carries (``scalars_from_traces`` needs these).
-TRACE_COLUMNS: tuple[str, ...] = (
-    "item",
-    "label",
-    "c0",
-    "clean_conf",
-    "order",
-    "conf",
-    "height",
-    "width",
-    "k",
-    "method",
-    "n_forward",
-    "n_backward",
-    "zero_grad_steps",
-    "seconds",
-    "subset_q",
-    "backselect_subset_conf",
-    "backselect_subset_pred",
-    "random_subset_conf",
-    "random_subset_pred",
-)
-
 
 def num_steps(num_pixels: int, k: int) -> int:
     """``T = ceil(P / k)``: the number of BackSelect steps for ``P`` pixels, ``k`` per step."""

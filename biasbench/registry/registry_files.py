@@ -75,6 +75,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from biasbench.core import labels, names
 from biasbench.core.labels import IMAGENET_1K
+from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import architectures, sources
 from biasbench.registry.adapters import parse_adapters
@@ -583,17 +584,9 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
             return [spec]
         import timm
 
-        hint = difflib_hint(name, sorted({n.split(".")[0] for n in timm.list_models(pretrained=True)}))
+        hint = suggest(name, sorted({n.split(".")[0] for n in timm.list_models(pretrained=True)}), cutoff=0.7)
         tried.append(f"a timm model name with pretrained weights{hint}")
     raise RegistryError(f"unknown target {t!r}: it is not " + ", not ".join(tried))
-
-
-def difflib_hint(name: str, choices: list[str]) -> str:
-    """`` (did you mean a, b?)`` for close matches, else ''."""
-    import difflib
-
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.7)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def resolve_targets(targets: list[str]) -> list[CheckpointSpec]:
