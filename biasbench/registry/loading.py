@@ -126,10 +126,8 @@ def resolve_preprocess(spec: CheckpointSpec, *, trust: bool = False) -> Preproce
 
 
 def weight_parts(spec: CheckpointSpec) -> list[WeightPart]:
-    """The files of a checkpoint: its ``parts``, or one part of its (effective) weights, pin and adapters."""
-    if spec.parts:
-        return list(spec.parts)
-    return [WeightPart(effective_weights(spec), spec.sha256, spec.adapter)]
+    """The files of a checkpoint: the parts it declares, or one part of its architecture's own weights."""
+    return spec.declared_parts() or [WeightPart(effective_weights(spec), spec.sha256, spec.adapter)]
 
 
 def combined_sha256(digests: list[str]) -> str:
@@ -158,12 +156,6 @@ def _resolve_part(
     return rw, digest
 
 
-def _resolve_and_hash(
-    spec: CheckpointSpec, cache_dir: Path, trust: bool
-) -> tuple[sources.ResolvedWeights, str]:
-    return _resolve_part(spec, weight_parts(spec)[0], cache_dir, trust)
-
-
 def weights_fingerprint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = False) -> str:
     """sha256 of the checkpoint's weight bytes (the file's; for a state dict handed over by a package
     callable, a hash of its keys, dtypes, shapes and bytes). Cached in a sidecar keyed by
@@ -171,9 +163,8 @@ def weights_fingerprint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = 
     A declared ``sha256`` that does not match is an error. Hashing never unpickles; ``trust`` allows
     sources that run undeclared code (``package:<module>:<attr>``) to resolve. A multi-file checkpoint's
     fingerprint is :func:`combined_sha256` of its parts'."""
-    if spec.parts:
-        return combined_sha256([_resolve_part(spec, p, Path(cache_dir), trust)[1] for p in spec.parts])
-    return _resolve_and_hash(spec, Path(cache_dir), trust)[1]
+    digests = [_resolve_part(spec, p, Path(cache_dir), trust)[1] for p in weight_parts(spec)]
+    return digests[0] if len(digests) == 1 else combined_sha256(digests)
 
 
 def resolves_locally(spec: CheckpointSpec) -> bool:
@@ -307,47 +298,61 @@ def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpe
 
 def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = False) -> LoadedCheckpoint:
     """Build the architecture, fetch and verify the weights, read them (``weights_only`` unless
-    ``trust``), find the state dict, apply the adapters, load strictly, and switch to eval mode."""
+    ``trust``), find the state dict, apply the adapters, load strictly, and switch to eval mode.
+
+    One path for every checkpoint: each part (a single file is one part) is resolved, verified, read
+    and adapted on its own, the parts are merged (a key in two parts is an error naming both) and
+    loaded strictly once. A single part of the family's own weights, with no adapters, may go through
+    the family's own loader instead (timm's pretrained loader)."""
     num_classes = spec_num_classes(spec)
     check_arch(spec, trust=trust)
     preprocess = resolve_preprocess(spec, trust=trust)
-    if spec.parts:
-        return _load_parts(spec, num_classes, preprocess, Path(cache_dir), trust)
-    adapters = _adapters.parse_adapters(spec.adapter, spec.id)
-    rw, digest = _resolve_and_hash(spec, Path(cache_dir), trust)
-    notes = [f"weights: {rw.description}", f"sha256: {digest}"]
     family, name = architectures.split(spec.arch, spec.id)
-    native = family.native_load(spec, rw.source, adapters)
-    if native and family.reads_file_natively(rw):
-        net = family.load_native(spec, rw, {}, num_classes)
-        notes.append(f"loaded by {family.family}'s own loader from the file")
-        net.eval()
-        return LoadedCheckpoint(spec, net, preprocess, num_classes, spec.labels, digest, notes)
+    parts = weight_parts(spec)
+    single = len(parts) == 1
+    resolved = [_resolve_part(spec, part, Path(cache_dir), trust) for part in parts]
+    chains = [_adapters.parse_adapters(part.adapter, spec.id) for part in parts]
+    digests = [digest for _, digest in resolved]
+    digest = digests[0] if single else combined_sha256(digests)
 
-    sd = _read_state_dict(spec, rw, adapters, trust, notes, "")
+    def label(n: int) -> str:
+        return "" if single else f"part {n} "
 
-    if native:
+    notes: list[str] = []
+    for n, (rw, d) in enumerate(resolved, start=1):
+        notes += [f"{label(n)}weights: {rw.description}", f"{label(n)}sha256: {d}"]
+    if not single:
+        notes.insert(0, f"sha256 of the {len(digests)} parts' sha256s: {digest}")
+    if single and family.native_load(spec, resolved[0][0].source, chains[0]):
+        rw = resolved[0][0]
+        sd = {} if family.reads_file_natively(rw) else _read_state_dict(spec, rw, chains[0], trust, notes, "")
         net = family.load_native(spec, rw, sd, num_classes)
         notes.append(
             f"loaded by {family.family}'s own pretrained loader (its checkpoint filter applies; strict)"
         )
     else:
         net = build_arch(spec, num_classes, trust=trust)
-        sd, fix_notes = family.fix_state_dict(name, rw.source, sd)
-        notes.extend(fix_notes)
-        sd, adapter_notes = _adapters.apply_adapters(sd, adapters, net.state_dict(), spec.id)
-        notes.extend(f"adapter {n}" for n in adapter_notes)
-        strict_load(net, sd, spec, notes)
+        model_sd = net.state_dict()
+        merged: dict[str, torch.Tensor] = {}
+        owner: dict[str, int] = {}
+        for n, ((rw, _), adapters) in enumerate(zip(resolved, chains, strict=True), start=1):
+            sd = _read_state_dict(spec, rw, adapters, trust, notes, label(n))
+            sd, fix_notes = family.fix_state_dict(name, rw.source, sd)
+            notes.extend(label(n) + f for f in fix_notes)
+            sd, adapter_notes = _adapters.apply_adapters(sd, adapters, model_sd, spec.id)
+            notes.extend(f"{label(n)}adapter {a}" for a in adapter_notes)
+            clash = [k for k in sd if k in merged]
+            if clash:
+                raise CheckpointError(
+                    f"checkpoint {spec.id!r}: parts {owner[clash[0]]} and {n} both hold {len(clash)} keys "
+                    f"{_fmt_keys(clash)}; each key must come from one part (drop it from one with drop:<regex>)"
+                )
+            merged.update(sd)
+            owner.update(dict.fromkeys(sd, n))
+            del sd
+        strict_load(net, merged, spec, notes)
     net.eval()
-    return LoadedCheckpoint(
-        spec=spec,
-        net=net,
-        preprocess=preprocess,
-        num_classes=num_classes,
-        label_space=spec.labels,
-        weights_sha256=digest,
-        notes=notes,
-    )
+    return LoadedCheckpoint(spec, net, preprocess, num_classes, spec.labels, digest, notes)
 
 
 def _read_state_dict(
@@ -372,37 +377,3 @@ def _read_state_dict(
     notes.append(f"{label}state dict found by rule: {rule} ({len(sd)} tensors)")
     check_finite_weights(sd, spec, rw.description)
     return sd
-
-
-def _load_parts(
-    spec: CheckpointSpec, num_classes: int, preprocess: Preprocess, cache_dir: Path, trust: bool
-) -> LoadedCheckpoint:
-    """A multi-file checkpoint: each part resolved, verified, read and adapted on its own; the parts
-    merged (a key in two parts is an error naming both) and loaded strictly once."""
-    net = build_arch(spec, num_classes, trust=trust)
-    model_sd = net.state_dict()
-    merged: dict[str, torch.Tensor] = {}
-    owner: dict[str, int] = {}
-    digests: list[str] = []
-    notes: list[str] = []
-    for n, part in enumerate(spec.parts, start=1):
-        adapters = _adapters.parse_adapters(part.adapter, spec.id)
-        rw, digest = _resolve_part(spec, part, cache_dir, trust)
-        digests.append(digest)
-        notes += [f"part {n} weights: {rw.description}", f"part {n} sha256: {digest}"]
-        sd = _read_state_dict(spec, rw, adapters, trust, notes, f"part {n} ")
-        sd, adapter_notes = _adapters.apply_adapters(sd, adapters, model_sd, spec.id)
-        notes.extend(f"part {n} adapter {a}" for a in adapter_notes)
-        clash = [k for k in sd if k in merged]
-        if clash:
-            raise CheckpointError(
-                f"checkpoint {spec.id!r}: parts {owner[clash[0]]} and {n} both hold {len(clash)} keys "
-                f"{_fmt_keys(clash)}; each key must come from one part (drop it from one with drop:<regex>)"
-            )
-        merged.update(sd)
-        owner.update(dict.fromkeys(sd, n))
-    strict_load(net, merged, spec, notes)
-    net.eval()
-    digest = combined_sha256(digests)
-    notes.insert(0, f"sha256 of the {len(digests)} parts' sha256s: {digest}")
-    return LoadedCheckpoint(spec, net, preprocess, num_classes, spec.labels, digest, notes)

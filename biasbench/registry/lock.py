@@ -125,9 +125,7 @@ def write_lock(path: Path, entries: dict[tuple[str, int], LockEntry]) -> None:
 
 def spec_parts(spec: CheckpointSpec) -> list[WeightPart]:
     """The declared files of a checkpoint (no default weights are filled in: those are never unpinned)."""
-    if spec.parts:
-        return list(spec.parts)
-    return [WeightPart(spec.weights, spec.sha256, spec.adapter)] if spec.weights else []
+    return spec.declared_parts()
 
 
 def must_pin(part: WeightPart, checkpoint_id: str) -> bool:

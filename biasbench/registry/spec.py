@@ -54,6 +54,13 @@ class CheckpointSpec:
     parts: tuple[WeightPart, ...] = ()
     registry: str | None = None
 
+    def declared_parts(self) -> list[WeightPart]:
+        """The files the entry declares: its ``parts``, or one part of its ``weights`` (none when it
+        names no weights: the architecture's own pretrained weights, filled in when loading)."""
+        if self.parts:
+            return list(self.parts)
+        return [WeightPart(self.weights, self.sha256, self.adapter)] if self.weights else []
+
     def weights_text(self) -> str | None:
         """The weights as one string: ``weights``, or the parts' sources joined by `` + ``."""
         return " + ".join(p.weights for p in self.parts) if self.parts else self.weights
