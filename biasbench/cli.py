@@ -105,8 +105,6 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
     from biasbench.core.names import printable_lines
 
     err.print(f"[red]error:[/red] {escape(printable_lines(msg))}")
-    # SystemExit, not typer.Exit: typer.Exit is a RuntimeError, which the callers' `except
-    # RuntimeError` would catch and print a second time
     raise SystemExit(code)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from biasbench.harness.store import JobKey, JobRecord, Store
-from biasbench.metrics.base import KeyRole, Metric
+from biasbench.metrics.base import Curve, CurvePanel, KeyRole, Metric
 from biasbench.metrics.discovery import METRICS
 from tests.harness_fixtures import bench
 
@@ -337,3 +337,55 @@ def test_a_report_from_a_results_frame_and_tags_needs_no_database(db):
     assert rep.category == "category" and rep.provenance["runs"] == []
     with pytest.raises(biasbench.BiasbenchError, match="missing: value"):
         biasbench.report(frame.drop(columns="value"))
+
+
+class _ThirdPartyCurve(Metric):
+    """A third-party measure with a curve over a noise level (test only)."""
+
+    name = "tp_curve"
+    version = "1"
+    key_roles = {"robust_auc": KeyRole("bias", None, "robustness AUC"), "acc@*": KeyRole("diagnostic")}
+    curves = (
+        Curve(
+            name="tp_noise",
+            title="Third-party: accuracy against noise",
+            y_label="accuracy",
+            panels=(CurvePanel("acc@{x}", "", "noise level"),),
+            caption="Accuracy per noise level (a third-party metric's own curve).",
+        ),
+    )
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+
+def test_a_third_party_metrics_declared_curve_reaches_the_page_and_the_figures_folder(db, tmp_path):
+    """Declared in the metric's own module, drawn by the report without editing reports/: one line per
+    checkpoint over the stored ``acc@<level>`` keys, on the HTML page and as ``tp_noise.png``."""
+    import biasbench
+    from biasbench.reports import figures
+
+    with Store(db) as s:
+        for i in range(5):
+            scalars = {
+                "robust_auc": SHAPE[i],
+                **{f"acc@{lvl}": 1.0 - lvl * (i + 1) / 10 for lvl in (0.1, 0.2, 0.4)},
+            }
+            _job(s, f"c{i}", "tp_curve", f"q{i}", {}, scalars)
+    METRICS.register("tp_curve", _ThirdPartyCurve)
+    try:
+        rep = biasbench.report(db, resamples=200)
+        (fig,) = [f for f in figures.declared_figures(rep) if f.stem == "tp_noise"]
+        (ax,) = fig.figure.axes
+        assert len(ax.lines) == 5 and list(ax.lines[0].get_xdata()) == [0.1, 0.2, 0.4]
+        assert list(ax.lines[4].get_ydata()) == pytest.approx([0.95, 0.9, 0.8])  # c4: 1 - level·5/10
+        page = rep.to_html()
+        out = tmp_path / "figs"
+        out.mkdir()
+        r = _report(db, tmp_path, "--figures", str(out))
+    finally:
+        METRICS.unregister("tp_curve")
+    assert "<h2>Third-party</h2>" in page and "Accuracy per noise level" in page
+    assert r.returncode == 0, r.stderr
+    assert (out / "tp_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -408,6 +408,30 @@ class KeyRole:
     label: str = ""
 
 
+@dataclass(frozen=True)
+class CurvePanel:
+    """One panel of a :class:`Curve`: the stored keys ``key`` with ``{x}`` standing for the x value
+    (``"lowpass_ratio@{x}"`` matches ``lowpass_ratio@0.1`` …), the panel's title and x-axis label."""
+
+    key: str
+    title: str = ""
+    x_label: str = ""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A figure a report draws from one metric's stored keys: per checkpoint, one line over x in each
+    panel (the HTML page and ``bench report --figures`` both show it; ``name`` is its file stem).
+    ``tick``: the x tick labels (default: the x values)."""
+
+    name: str
+    title: str
+    y_label: str
+    panels: tuple[CurvePanel, ...]
+    caption: str = ""
+    tick: Callable[[float], str] | None = None
+
+
 class Metric:
     """Base class for metric plugins. Subclasses set ``name``, ``version``, ``Params`` and implement
     ``datasets`` and ``evaluate``. The class docstring is the metric's definition (shown by
@@ -421,6 +445,8 @@ class Metric:
     item_columns: ClassVar[tuple[str, ...]] = ()
     #: how reports read this metric's scalar keys (fnmatch patterns → role); unlisted keys: diagnostic
     key_roles: ClassVar[dict[str, KeyRole]] = {}
+    #: figures a report draws from this metric's keys (curves over a cutoff, a band, a level …)
+    curves: ClassVar[tuple[Curve, ...]] = ()
     #: ``evaluate_group`` shares each decoded batch across several models (``bench run --group``);
     #: False: the harness calls ``evaluate`` once per model, as always
     shares_batches: ClassVar[bool] = False

@@ -74,6 +74,8 @@ import torch
 
 from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
 from biasbench.metrics.base import (
+    Curve,
+    CurvePanel,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -374,6 +376,17 @@ class CriticalBand(Metric):
         "peak_noise_sensitivity_norm": KeyRole("bias", None, "peak noise sensitivity (normalised)"),
         "*acc*": KeyRole("diagnostic", True, "accuracy"),
     }
+    curves = (
+        Curve(
+            name="bands",
+            title="Critical-band masking: noise thresholds per band",
+            y_label="threshold index (higher: more noise tolerated)",
+            panels=(CurvePanel("threshold_norm@f{x}", "", "noise band f (centre frequency, cycles/image)"),),
+            caption="Per noise band, the normalised threshold index: the noise level the model tolerates in "
+            "that band (low = sensitive).",
+            tick=lambda f: f"{int(f)}\n{1.75 * 2**f:g}",  # band f and its centre, 1.75·2^f cycles/image
+        ),
+    )
 
     @dataclass(frozen=True)
     class Params:

@@ -46,6 +46,8 @@ import pandas as pd
 import torch
 
 from biasbench.metrics.base import (
+    Curve,
+    CurvePanel,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -88,6 +90,26 @@ class Spectral(Metric):
         "*_ratio@*": KeyRole("diagnostic", None, "filtered / clean accuracy"),
         "*acc*": KeyRole("diagnostic", True, "accuracy"),
     }
+    curves = (
+        Curve(
+            name="spectral",
+            title="Spectral bias: accuracy under Fourier filters",
+            y_label="accuracy ratio",
+            panels=(
+                CurvePanel(
+                    "lowpass_ratio@{x}",
+                    "low-pass: filtered / clean accuracy",
+                    "low-pass cutoff (fraction of the spectrum)",
+                ),
+                CurvePanel(
+                    "highpass_ratio@{x}",
+                    "high-pass: filtered / clean accuracy",
+                    "high-pass cutoff (fraction of the spectrum)",
+                ),
+            ),
+            caption="Filtered / clean accuracy per cutoff; LPP and HPP average the cutoffs 0.1–0.5.",
+        ),
+    )
 
     @dataclass(frozen=True)
     class Params:

@@ -4,9 +4,12 @@ inches at ``DPI`` (≤ 1260 × 900 px), whatever the number of keys.
 * ``heatmap``: the correlation table, each cell with its coefficient and bootstrap interval;
 * ``scatter_grid``: every bias × generalization pair, one point per checkpoint, coloured by a tag; as
   SVG each point carries a ``<title>`` (the checkpoint's name shows on hover in a browser);
-* ``spectral_curves``: low-/high-pass accuracy ratio against the cutoff, one line per checkpoint;
-* ``band_curves``: the critical-band thresholds against the noise band, one line per checkpoint;
+* ``curve``: a curve a metric declares over its keys (``Metric.curves``: spectral's low-/high-pass
+  accuracy ratio against the cutoff, critical_band's thresholds against the noise band, a third-party
+  metric's own), one line per checkpoint;
 * ``sis_sizes``: per checkpoint, the distribution of its images' SIS sizes.
+
+:func:`declared_figures` is the one list of those that the HTML page and ``--figures`` both show.
 
 A figure whose data is not stored (no ``spectral`` results, say) is not drawn.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
@@ -31,9 +35,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from biasbench.reports.roles import declared_curves  # noqa: E402
 from biasbench.reports.statistics import SYMBOL  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
+    from biasbench.metrics.base import Curve
     from biasbench.reports.analysis import Report
 
 DPI = 90
@@ -156,10 +162,12 @@ def _by(tag: str | None) -> str:
     return f", coloured by {tag}" if tag else ""
 
 
-def _cutoff_columns(values: pd.DataFrame, prefix: str) -> list[tuple[float, str]]:
+def _series(values: pd.DataFrame, metric: str, key: str) -> list[tuple[float, str]]:
+    """The columns ``<metric>.<key>`` with ``{x}`` a number, as (x, column), sorted by x."""
+    pattern = re.escape(f"{metric}.{key}").replace(re.escape("{x}"), "([0-9.]+)")
     found = []
     for col in values.columns:
-        m = re.fullmatch(rf"{re.escape(prefix)}@([0-9.]+)", col)
+        m = re.fullmatch(pattern, col)
         if m:
             found.append((float(m.group(1)), col))
     return sorted(found)
@@ -174,47 +182,60 @@ def _lines(ax, values: pd.DataFrame, series: list[tuple[float, str]], cats: pd.S
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, color=palette[cats[cp]], label=cp, alpha=0.85)
 
 
-def spectral_curves(report: Report, colour_by: str | None = None) -> Figure | None:
-    """Low-pass and high-pass accuracy ratio against the cutoff (``spectral.*_ratio@c``)."""
+def curve(report: Report, metric: str, spec: Curve, colour_by: str | None = None) -> Figure | None:
+    """A metric's declared curve (:class:`~biasbench.metrics.base.Curve`): per panel, one line per
+    checkpoint over the x values of its keys; ``None`` when no panel has data."""
     values = report.scores.values
-    low = _cutoff_columns(values, "spectral.lowpass_ratio")
-    high = _cutoff_columns(values, "spectral.highpass_ratio")
-    if not low and not high:
+    panels = [(p, _series(values, metric, p.key)) for p in spec.panels]
+    panels = [(p, s) for p, s in panels if s]
+    if not panels:
         return None
     cats, palette = _colours(report, colour_by)
-    fig, axes = plt.subplots(1, 2, figsize=_size(11, 4.2), dpi=DPI, sharey=True, layout="constrained")
-    for ax, series, name in ((axes[0], low, "low-pass"), (axes[1], high, "high-pass")):
+    width = 8 if len(panels) == 1 else 5.5 * len(panels)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=_size(width, 4.2), dpi=DPI, sharey=True, layout="constrained", squeeze=False
+    )
+    for ax, (panel, series) in zip(axes[0], panels, strict=True):
         _lines(ax, values, series, cats, palette)
-        ax.set_xlabel(f"{name} cutoff (fraction of the spectrum)", fontsize=8)
-        ax.set_title(f"{name}: filtered / clean accuracy", fontsize=9)
+        if spec.tick is not None:
+            ax.set_xticks([x for x, _ in series], [spec.tick(x) for x, _ in series], fontsize=7)
+        ax.set_xlabel(panel.x_label, fontsize=8)
+        if panel.title:
+            ax.set_title(panel.title, fontsize=9)
         ax.tick_params(labelsize=7)
-    axes[0].set_ylabel("accuracy ratio", fontsize=8)
+    axes[0][0].set_ylabel(spec.y_label, fontsize=8)
     _legend(fig, palette)
-    fig.suptitle(f"Spectral bias: accuracy under Fourier filters{_by(colour_by)}", fontsize=10)
+    fig.suptitle(f"{spec.title}{_by(colour_by)}", fontsize=10)
     return fig
 
 
-def band_curves(report: Report, colour_by: str | None = None) -> Figure | None:
-    """Critical-band thresholds (normalised) against the noise band (``critical_band.threshold_norm@f``)."""
-    values = report.scores.values
-    series = []
-    for col in values.columns:
-        m = re.fullmatch(r"critical_band\.threshold_norm@f(\d+)", col)
-        if m:
-            series.append((float(m.group(1)), col))
-    if not series:
-        return None
-    series.sort()
-    cats, palette = _colours(report, colour_by)
-    fig = plt.figure(figsize=_size(8, 4.2), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    _lines(ax, values, series, cats, palette)
-    ax.set_xticks([x for x, _ in series], [f"{int(x)}\n{1.75 * 2**x:g}" for x, _ in series], fontsize=7)
-    ax.set_xlabel("noise band f (centre frequency, cycles/image)", fontsize=8)
-    ax.set_ylabel("threshold index (higher: more noise tolerated)", fontsize=8)
-    _legend(fig, palette)
-    fig.suptitle(f"Critical-band masking: noise thresholds per band{_by(colour_by)}", fontsize=10)
-    return fig
+@dataclass
+class ReportFigure:
+    """One figure beyond the table's own (heat map, scatter grid): its file stem, heading and caption."""
+
+    stem: str
+    title: str
+    caption: str
+    figure: Figure
+
+
+def declared_figures(report: Report, colour_by: str | None = None) -> list[ReportFigure]:
+    """Every figure with data that the report's metrics declare (their curves), then the SIS sizes
+    read from stored traces — the one list the HTML page and ``--figures`` both show."""
+    metrics = list(dict.fromkeys(report.scores.columns["metric"].astype(str)))
+    out = []
+    for metric, spec in declared_curves(metrics):
+        fig = curve(report, metric, spec, colour_by)
+        if fig is not None:
+            out.append(ReportFigure(spec.name, spec.title.split(":")[0], spec.caption, fig))
+    fig = sis_sizes(report, colour_by)
+    if fig is not None:
+        caption = (
+            "Per checkpoint, the SIS size of each image it is confident on (τ as stored): small = a few "
+            "pixels suffice for the same confident decision."
+        )
+        out.append(ReportFigure("sis_sizes", "SIS sizes", caption, fig))
+    return out
 
 
 def sis_sizes(report: Report, colour_by: str | None = None) -> Figure | None:
@@ -284,11 +305,6 @@ def write_all(report: Report, folder: Path, colour_by: str | None = None) -> lis
     out = [save(heatmap(report), folder / "heatmap.png")]
     if report.rows and report.cols:
         out.append(save(scatter_grid(report, colour_by)[0], folder / "scatter.png"))
-    for name, fig in (
-        ("spectral.png", spectral_curves(report, colour_by)),
-        ("bands.png", band_curves(report, colour_by)),
-        ("sis_sizes.png", sis_sizes(report, colour_by)),
-    ):
-        if fig is not None:
-            out.append(save(fig, folder / name))
+    for f in declared_figures(report, colour_by):
+        out.append(save(f.figure, folder / f"{f.stem}.png"))
     return out

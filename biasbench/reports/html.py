@@ -212,26 +212,11 @@ def html_page(report: Report, colour_by: str | None = None) -> str:
                     + (f", coloured by <code>{escape(colour_by)}</code>." if colour_by else "."),
                 ),
             ]
-        for fig, caption, title in (
-            (
-                figures.spectral_curves(report, colour_by),
-                "Filtered / clean accuracy per cutoff; LPP and HPP average the cutoffs 0.1–0.5.",
-                "Spectral bias",
-            ),
-            (
-                figures.band_curves(report, colour_by),
-                "Per noise band, the normalised threshold index: the noise level the model tolerates in that band (low = sensitive).",
-                "Critical-band masking",
-            ),
-            (
-                figures.sis_sizes(report, colour_by),
-                "Per checkpoint, the SIS size of each image it is confident on (τ as stored): small = a few "
-                "pixels suffice for the same confident decision.",
-                "SIS sizes",
-            ),
-        ):
-            if fig is not None:
-                body += [f"<h2>{title}</h2>", _figure(_img(figures.png_bytes(fig), title), caption)]
+        for f in figures.declared_figures(report, colour_by):
+            body += [
+                f"<h2>{escape(f.title)}</h2>",
+                _figure(_img(figures.png_bytes(f.figure), f.title), escape(f.caption)),
+            ]
         body += ["<h2>All numbers</h2>", _pairs(report), "<h2>Scores</h2>", _scores(report, colour_by)]
         stability = report.scores.with_role("stability")
         if stability:

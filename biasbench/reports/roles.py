@@ -1,5 +1,6 @@
 """What a stored scalar key is to a report: a bias (a row), a generalization measure (a column), a
-stability figure or a diagnostic — as the metric that writes it declares (``Metric.key_roles``).
+stability figure or a diagnostic — as the metric that writes it declares (``Metric.key_roles``); and the
+figures it declares over its keys (``Metric.curves``).
 
 Roles are found through the metric plugin registry, so a third-party metric joins the curated report by
 declaring ``key_roles`` in its own module. Exact key names win over ``fnmatch`` patterns; among
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 
 from biasbench.core.plugins import PluginError
-from biasbench.metrics.base import KeyRole
+from biasbench.metrics.base import Curve, KeyRole
 from biasbench.metrics.discovery import METRICS
 
 DIAGNOSTIC = KeyRole("diagnostic")
@@ -47,3 +48,15 @@ def declared_position(metric: str, key: str) -> int:
         if key == pattern or fnmatch.fnmatchcase(key, pattern):
             return i
     return len(roles)
+
+
+def declared_curves(metrics: list[str]) -> list[tuple[str, Curve]]:
+    """The figures the installed ``metrics`` declare (``Metric.curves``), in the order given."""
+    out = []
+    for metric in metrics:
+        try:
+            cls = METRICS.get(metric)
+        except PluginError:
+            continue
+        out += [(metric, c) for c in cls.curves]
+    return out
