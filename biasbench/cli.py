@@ -406,17 +406,24 @@ def results(
     all_versions: Annotated[
         bool, typer.Option("--all", help="Every stored job, not only the newest.")
     ] = False,
-    sis_tau: Annotated[
-        float | None,
-        typer.Option("--sis-tau", help="Recompute the sis rows for this τ from the stored traces."),
+    recompute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--recompute",
+            help="METRIC.KEY=VALUE (repeatable): a metric's rows for another value of a parameter it "
+            "recomputes from its stored per-item rows, no model (e.g. sis.tau=0.8, sis.q=0.1).",
+        ),
     ] = None,
-    sis_q: Annotated[float | None, typer.Option("--sis-q", help="…and this q (with --sis-tau).")] = None,
+    sis_tau: Annotated[float | None, typer.Option("--sis-tau", hidden=True)] = None,
+    sis_q: Annotated[float | None, typer.Option("--sis-q", hidden=True)] = None,
 ) -> None:
     """Print stored results: checkpoint, metric, key, value, n."""
     from biasbench.harness import session
 
+    legacy = [f"sis.{k}={v}" for k, v in (("tau", sis_tau), ("q", sis_q)) if v is not None]  # the old flags
+    changes = session.parse_recompute([*(recompute or []), *legacy])
     df = session.results(
-        db, metrics=metric, checkpoints=checkpoint, latest=not all_versions, sis_tau=sis_tau, sis_q=sis_q
+        db, metrics=metric, checkpoints=checkpoint, latest=not all_versions, recompute=changes
     )
     if fmt == "csv":
         from biasbench.reports.render import csv_text

@@ -159,15 +159,21 @@ def test_sis_results_recomputed_for_another_tau_count_like_the_metric_and_bad_ta
     with duckdb.connect(str(db), read_only=True) as con:
         stored = dict(con.execute("SELECT key, n FROM results WHERE metric = 'sis'").fetchall())
         tau = con.execute("SELECT value FROM results WHERE metric = 'sis' AND key = 'tau'").fetchone()[0]
-    again = bench(["results", "--db", str(db), "--format", "csv", "--sis-tau", str(tau)], tmp_path, env)
+    again = bench(
+        ["results", "--db", str(db), "--format", "csv", "--recompute", f"sis.tau={tau}"], tmp_path, env
+    )
+    legacy = bench(["results", "--db", str(db), "--format", "csv", "--sis-tau", str(tau)], tmp_path, env)
+    assert legacy.stdout == again.stdout  # the older flag is the same request
     rows = [line.split(",") for line in again.stdout.splitlines()[1:]]
     recomputed = {key: int(n) for _, metric, key, _, n in rows if metric == "sis"}
     assert {k: v for k, v in recomputed.items() if k in stored} == {
         k: stored[k] for k in recomputed if k in stored
     }
     for bad in ("5", "0", "-0.5"):
-        r = bench(["results", "--db", str(db), "--sis-tau", bad], tmp_path, env)
-        assert r.returncode == 2 and "--sis-tau must be in (0, 1]" in r.stderr
+        r = bench(["results", "--db", str(db), "--recompute", f"sis.tau={bad}"], tmp_path, env)
+        assert r.returncode == 2 and "sis: parameter tau must be in (0, 1]" in r.stderr
+    r = bench(["results", "--db", str(db), "--recompute", "sis.k=3"], tmp_path, env)
+    assert r.returncode == 2 and "sis recomputes tau, q from its stored rows, not k" in r.stderr
 
 
 def test_the_run_seed_picks_the_sis_images():

@@ -33,7 +33,7 @@ def test_a_truncated_per_item_file_is_a_clear_error_and_the_scalars_stay(tmp_pat
     (item,) = (tmp_path / "b.duckdb.items" / "sis").glob("*.parquet")
     data = item.read_bytes()
     item.write_bytes(data[: len(data) // 2])
-    broken = bench(["results", "--db", str(db), "--sis-tau", "0.95"], tmp_path, env)
+    broken = bench(["results", "--db", str(db), "--recompute", "sis.tau=0.95"], tmp_path, env)
     said = " ".join(broken.stderr.split())
     assert (
         broken.returncode == 2
@@ -43,7 +43,7 @@ def test_a_truncated_per_item_file_is_a_clear_error_and_the_scalars_stay(tmp_pat
     plain = bench(["results", "--db", str(db), "--format", "csv"], tmp_path, env)
     assert plain.returncode == 0 and plain.stdout.count("plain,sis,") > 10
     item.unlink()
-    gone = bench(["results", "--db", str(db), "--sis-tau", "0.95"], tmp_path, env)
+    gone = bench(["results", "--db", str(db), "--recompute", "sis.tau=0.95"], tmp_path, env)
     assert gone.returncode == 2 and "is missing" in gone.stderr
 
 

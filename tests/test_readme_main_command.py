@@ -1,5 +1,5 @@
 """The README's main command, tested: `bench run` with no targets (the demo registry × every installed
-metric), then `bench results`, `bench report` and `bench results --sis-tau`, on the demo world only.
+metric), then `bench results`, `bench report` and `bench results --recompute sis.tau=…`, on the demo world only.
 
 The full demo run (11 checkpoints × 6 metrics) takes ~100 s on 2 cores, so the computing run here
 takes three checkpoints copied verbatim from ``biasbench/registry/files/demo.toml`` with small
@@ -170,7 +170,9 @@ def test_bench_results_sis_tau_recomputes_the_sis_scalars_from_the_stored_traces
     tau0 = stored["zoo-plain"]["tau"][0]
     assert tau0 == 0.99  # the demo world's τ
     # at the stored τ the recomputation is the stored result, value for value and count for count
-    same = bench(["results", "--metric", "sis", "--format", "csv", "--sis-tau", str(tau0)], work, env)
+    same = bench(
+        ["results", "--metric", "sis", "--format", "csv", "--recompute", f"sis.tau={tau0}"], work, env
+    )
     assert same.returncode == 0, same.stderr
     again = _sis_by_checkpoint(same.stdout)
     for c, keys in stored.items():
@@ -178,9 +180,9 @@ def test_bench_results_sis_tau_recomputes_the_sis_scalars_from_the_stored_traces
         for k, (v, n) in keys.items():
             assert again[c][k][0] == pytest.approx(v, rel=1e-9, abs=1e-12), (c, k)
             assert again[c][k][1] == n, (
-                f"{c} sis.{k}: --sis-tau {tau0} reports n = {again[c][k][1]}, stored n = {n}"
+                f"{c} sis.{k}: --recompute sis.tau={tau0} reports n = {again[c][k][1]}, stored n = {n}"
             )
-    low = bench(["results", "--metric", "sis", "--format", "csv", "--sis-tau", "0.95"], work, env)
+    low = bench(["results", "--metric", "sis", "--format", "csv", "--recompute", "sis.tau=0.95"], work, env)
     assert low.returncode == 0, low.stderr
     recomputed = _sis_by_checkpoint(low.stdout)
     assert set(recomputed) == set(ZOO)

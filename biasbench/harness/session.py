@@ -104,7 +104,7 @@ class Results:
         return float(f["value"].iloc[0])
 
 
-def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+def parse_params(items: Sequence[str], flag: str = "--param") -> dict[str, dict[str, Any]]:
     """``METRIC.KEY=VALUE`` strings (values parsed as JSON, else kept as strings) by metric."""
     import json
 
@@ -113,7 +113,7 @@ def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         name, eq, value = item.partition("=")
         metric, dot, key = name.partition(".")
         if not (metric and key and dot and eq):
-            raise RunInputError(f"--param {item!r}: expected METRIC.KEY=VALUE, e.g. sis.n_images=16")
+            raise RunInputError(f"{flag} {item!r}: expected METRIC.KEY=VALUE, e.g. sis.n_images=16")
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError:
@@ -401,42 +401,57 @@ def results(
     metrics: Sequence[str] | None = None,
     checkpoints: Sequence[str] | None = None,
     latest: bool = True,
-    sis_tau: float | None = None,
-    sis_q: float | None = None,
+    recompute: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """The stored results as a long table: checkpoint, metric, key, value, n (newest job of each
-    variant unless ``latest=False``) — the rows of ``bench results --format csv``. ``sis_tau`` (and
-    ``sis_q``): the sis rows recomputed for that τ from the stored traces (no model)."""
-    for flag, v in (("--sis-tau", sis_tau), ("--sis-q", sis_q)):
-        if v is not None and not 0.0 < v <= 1.0:
-            raise RunInputError(f"{flag} must be in (0, 1], got {v}")
-    if sis_q is not None and sis_tau is None:
-        raise RunInputError("--sis-q needs --sis-tau")
+    variant unless ``latest=False``) — the rows of ``bench results --format csv``. ``recompute``
+    (``{"sis": {"tau": 0.8}}``): a metric's rows as it would have stored them with other values of its
+    recomputable parameters, from its stored per-item rows — no model (``Metric.recompute``)."""
     with Store(db, read_only=True) as store:
         df = store.results(
             latest=latest,
             metrics=list(metrics) if metrics else None,
             checkpoints=list(checkpoints) if checkpoints else None,
         )
-        if sis_tau is not None:
-            df = _recompute_sis(store, df, sis_tau, sis_q)
+        for metric, changes in (recompute or {}).items():
+            df = _recomputed(store, df, metric, dict(changes))
     return df[["checkpoint", "metric", "key", "value", "n"]].reset_index(drop=True)
 
 
-def _recompute_sis(store: Store, df: pd.DataFrame, tau: float, q: float | None) -> pd.DataFrame:
-    """Each checkpoint's sis rows replaced by scalars recomputed from its stored traces (no model)."""
-    from biasbench.metrics.sis_traces import counts_from_traces, scalars_from_traces
+def parse_recompute(items: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``METRIC.KEY=VALUE`` strings (``sis.tau=0.8``) as ``{metric: {key: value}}``, numbers only."""
+    out: dict[str, dict[str, float]] = {}
+    for metric, changes in parse_params(items, "--recompute").items():
+        for key, value in changes.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RunInputError(f"--recompute {metric}.{key}={value!r}: the value must be a number")
+            out.setdefault(metric, {})[key] = float(value)
+    return out
 
+
+def _recomputed(store: Store, df: pd.DataFrame, metric: str, changes: dict[str, float]) -> pd.DataFrame:
+    """``metric``'s rows of each checkpoint replaced by :meth:`Metric.recompute` of its stored
+    per-item rows with ``changes``."""
+    from biasbench.metrics.discovery import load_metric
+
+    cls = load_metric(metric)
+    unknown = sorted(set(changes) - set(cls.recomputable))
+    if unknown:
+        can = ", ".join(cls.recomputable) or "no parameter"
+        raise RunInputError(
+            f"--recompute {metric}.{unknown[0]}: {metric} recomputes {can} from its stored rows, not {unknown[0]}"
+        )
     rows = []
-    for ckpt in sorted(df.loc[df.metric == "sis", "checkpoint"].unique()):
-        traces = store.items(ckpt, "sis")
-        stored_q = df[(df.checkpoint == ckpt) & (df.metric == "sis") & (df.key == "q")]["value"]
-        q_used = q if q is not None else (float(stored_q.iloc[0]) if len(stored_q) else 0.05)
-        scalars = scalars_from_traces(traces, tau=tau, q=q_used)
-        n = counts_from_traces(traces, tau, list(scalars))  # what each key rests on, as the metric counts
-        for k, v in scalars.items():
-            rows.append({"checkpoint": ckpt, "metric": "sis", "key": k, "value": float(v), "n": n[k]})
-    return pd.concat([df[df.metric != "sis"], pd.DataFrame(rows)], ignore_index=True).sort_values(
+    for ckpt in sorted(df.loc[df.metric == metric, "checkpoint"].unique()):
+        mine = df[(df.checkpoint == ckpt) & (df.metric == metric)]
+        scalars, n = cls.recompute(
+            store.items(ckpt, metric), dict(zip(mine["key"], mine["value"], strict=True)), changes
+        )
+        rows += [
+            {"checkpoint": ckpt, "metric": metric, "key": k, "value": float(v), "n": int(n.get(k, 0))}
+            for k, v in scalars.items()
+        ]
+    return pd.concat([df[df.metric != metric], pd.DataFrame(rows)], ignore_index=True).sort_values(
         ["checkpoint", "metric", "key"]
     )
 

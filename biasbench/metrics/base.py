@@ -32,7 +32,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -447,6 +447,19 @@ class Metric:
     key_roles: ClassVar[dict[str, KeyRole]] = {}
     #: figures a report draws from this metric's keys (curves over a cutoff, a band, a level …)
     curves: ClassVar[tuple[Curve, ...]] = ()
+    #: parameters whose scalars :meth:`recompute` gives from the stored per-item rows, without the model
+    #: (``bench results --recompute METRIC.KEY=VALUE``)
+    recomputable: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def recompute(
+        cls, items: pd.DataFrame, stored: Mapping[str, float], changes: Mapping[str, float]
+    ) -> tuple[dict[str, float], dict[str, int]]:
+        """The scalars (and what each rests on, ``n``) this metric would have stored with the
+        ``changes`` to its :attr:`recomputable` parameters, from its stored per-item rows ``items`` and
+        stored scalars ``stored`` alone. Only metrics that declare :attr:`recomputable` implement it."""
+        raise NotImplementedError
+
     #: ``evaluate_group`` shares each decoded batch across several models (``bench run --group``);
     #: False: the harness calls ``evaluate`` once per model, as always
     shares_batches: ClassVar[bool] = False

@@ -60,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -240,6 +240,22 @@ class SIS(Metric):
         rank_tol: float = DEFAULT_RANK_TOL  # robust ranking tolerance; 0 = raw gradient
         stability: int = 0  # images rerun along a second path
         batch: int = 64  # images per BackSelect batch (fixed: --batch-size does not change the traces)
+
+    recomputable = ("tau", "q")
+
+    @classmethod
+    def recompute(
+        cls, items: pd.DataFrame, stored: Mapping[str, float], changes: Mapping[str, float]
+    ) -> tuple[dict[str, float], dict[str, int]]:
+        """Every key for another ``tau`` and/or ``q`` from the stored traces (the unchanged one as
+        stored; ``q`` 0.05 for a job stored without it)."""
+        for key, value in changes.items():
+            if not 0.0 < float(value) <= 1.0:
+                raise ParamError(f"sis: parameter {key} must be in (0, 1], got {value}")
+        tau = float(changes.get("tau", stored["tau"]))
+        q = float(changes.get("q", stored.get("q", 0.05)))
+        scalars = scalars_from_traces(items, tau=tau, q=q)
+        return scalars, counts_from_traces(items, tau, list(scalars))
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {"images": dataset_request(self.name, label_space, self.params.dataset)}
