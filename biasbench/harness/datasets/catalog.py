@@ -14,8 +14,13 @@ Ours are declared in ``pyproject.toml`` exactly like a third party's::
     [project.entry-points."biasbench.datasets"]
     my-set = "my_package.my_datasets:MY_SET"
 
-A name declared twice is an error naming both providers (:mod:`biasbench.core.plugins`). See
-``docs/architecture.md``.
+During development a plugin can also be named in the environment variable ``BIASBENCH_DATASETS`` as
+``module:attr[,module:attr…]`` without installing it (like ``BIASBENCH_METRICS`` for metrics). A name
+declared twice is an error naming both providers (:mod:`biasbench.core.plugins`).
+
+Besides the registered names, :func:`get` takes ``folder:PATH[#labels=SPACE]``: any ImageFolder of
+photos, ``PATH/<class>/<image>`` (:mod:`biasbench.harness.datasets.folder_dataset`, named here by its
+target like an entry point, so this registry imports no dataset module). See ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -27,10 +32,17 @@ from typing import Any
 
 from biasbench.core.errors import NotFoundError
 from biasbench.core.images import ImageSet
-from biasbench.core.plugins import PluginError, PluginRegistry, Provider, suggest
+from biasbench.core.plugins import PluginError, PluginRegistry, Provider, import_target, suggest
 from biasbench.core.preprocess import Preprocess
 
 GROUP = "biasbench.datasets"
+ENV_VAR = "BIASBENCH_DATASETS"
+
+#: ``folder:PATH`` datasets: the prefix and the builder of their entries (``module:attr``, imported on
+#: first use, like an entry point's target)
+FOLDER_PREFIX = "folder:"
+FOLDER_ENTRY = "biasbench.harness.datasets.folder_dataset:folder_entry"
+FOLDER_HINT = "biasbench.harness.datasets.folder_dataset:HINT"
 
 
 class DatasetMissing(NotFoundError):
@@ -94,8 +106,22 @@ def _check(name: str, obj: Any, p: Provider) -> Dataset:
     return obj
 
 
-#: Every installed dataset and dataset family.
-DATASETS: PluginRegistry[Dataset] = PluginRegistry("dataset", GROUP, _check)
+def _env_name(obj: Any) -> str:
+    name = getattr(obj, "name", "")
+    if not isinstance(obj, (DatasetEntry, DatasetFamily)) or not name:
+        raise PluginError(f"${ENV_VAR}: {obj!r} is not a DatasetEntry or DatasetFamily with a name")
+    return str(name)
+
+
+#: Every installed dataset and dataset family (entry points, ``$BIASBENCH_DATASETS``, run time).
+DATASETS: PluginRegistry[Dataset] = PluginRegistry(
+    "dataset", GROUP, _check, env_var=ENV_VAR, env_name=_env_name
+)
+
+
+def folder_hint() -> str:
+    """One line on the ``folder:PATH`` syntax, for ``bench ls datasets``."""
+    return str(import_target(FOLDER_HINT))
 
 
 def _members(family: DatasetFamily) -> Mapping[str, DatasetEntry]:
@@ -107,7 +133,10 @@ def _members(family: DatasetFamily) -> Mapping[str, DatasetEntry]:
 
 
 def get(name: str) -> DatasetEntry:
-    """The dataset called ``name`` (``<family>/<member>`` for a member of a family)."""
+    """The dataset called ``name`` (``<family>/<member>`` for a member of a family; ``folder:PATH``
+    for a folder of photos, see :mod:`biasbench.harness.datasets.folder_dataset`)."""
+    if name.startswith(FOLDER_PREFIX):
+        return import_target(FOLDER_ENTRY)(name)
     provs = DATASETS.providers()
     if name in provs:
         obj = DATASETS.load(provs[name])
@@ -132,7 +161,7 @@ def get(name: str) -> DatasetEntry:
     listed = sorted(f"{n}/…" if isinstance(DATASETS.load(p), DatasetFamily) else n for n, p in provs.items())
     raise UnknownDataset(
         f"unknown dataset {name!r}{suggest(name, names)}; known: {', '.join(listed)} "
-        "(`bench ls datasets` lists each family's members)"
+        "(`bench ls datasets` lists each family's members), or folder:PATH for a folder of photos"
     )
 
 
