@@ -791,8 +791,10 @@ def ls_metrics(
 def ls_datasets(data_root: DataRootOpt = None) -> None:
     """Registered datasets (a family of splits is one entry), where each is looked for, and whether it is there."""
     from biasbench.harness import listing
+    from biasbench.harness.datasets.catalog import folder_hint
 
     _print_block(listing.datasets(_data_root(data_root)))
+    out.print(_plain(folder_hint()), style="dim", markup=False, highlight=False)
 
 
 @ls_app.command("sources")

@@ -118,14 +118,13 @@ def test_unreachable_host_keeps_the_partial_file_for_a_resume(tmp_path):
     assert part.read_bytes() == PAYLOAD[:100] and not dest.exists()
 
 
-def test_apply_mirror_replaces_scheme_and_host_or_a_given_prefix():
+def test_apply_mirror_replaces_scheme_and_host_with_the_given_or_the_environments_mirror(monkeypatch):
     url = "https://github.com/org/repo/releases/download/v1/w.pth"
-    assert apply_mirror(url, None) == url
+    monkeypatch.delenv("BIASBENCH_MIRROR", raising=False)
+    assert apply_mirror(url) == url and apply_mirror(url, "") == url
     assert (
         apply_mirror(url, "http://127.0.0.1:8000/m/")
         == "http://127.0.0.1:8000/m/org/repo/releases/download/v1/w.pth"
     )
-    assert (
-        apply_mirror(url, "http://m", strip_prefix="https://github.com/org/repo/")
-        == "http://m/releases/download/v1/w.pth"
-    )
+    monkeypatch.setenv("BIASBENCH_MIRROR", "http://m")
+    assert apply_mirror(url) == "http://m/org/repo/releases/download/v1/w.pth"

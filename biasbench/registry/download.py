@@ -39,14 +39,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def apply_mirror(url: str, mirror: str | None, strip_prefix: str | None = None) -> str:
-    """Rewrite ``url`` onto ``mirror``: ``strip_prefix`` (or the scheme and host) is replaced by it."""
+#: a mirror of the weight downloads (a base URL the URL's path is appended to)
+MIRROR_ENV = "BIASBENCH_MIRROR"
+
+
+def apply_mirror(url: str, mirror: str | None = None) -> str:
+    """Rewrite ``url`` onto ``mirror`` (default: ``$BIASBENCH_MIRROR``; none: ``url`` as it is): its
+    scheme and host are replaced by the mirror."""
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     if not mirror:
         return url
-    if strip_prefix and url.startswith(strip_prefix):
-        rest = url[len(strip_prefix) :]
-    else:
-        rest = url.split("://", 1)[-1].split("/", 1)[-1]
+    rest = url.split("://", 1)[-1].split("/", 1)[-1]
     return mirror.rstrip("/") + "/" + rest.lstrip("/")
 
 
@@ -152,7 +155,7 @@ def download_url_to_hub_cache(url: str) -> Path:
     dest = hub_checkpoints_dir() / os.path.basename(url.split("?", 1)[0])
     if dest.exists():  # like torch.hub: a file in the cache was checked when it was downloaded
         return dest
-    fetch(apply_mirror(url, os.environ.get("BIASBENCH_MIRROR")), dest, None)
+    fetch(apply_mirror(url), dest, None)
     m = re.search(r"-([a-f0-9]{6,})\.", dest.name)
     if m:
         got = sha256_file(dest)

@@ -44,7 +44,7 @@ class URLSource(Source):
         name = _file_name(value)
         dest = Path(cache_dir) / "weights" / expected / name
         if not (dest.is_file() and cached_sha256(dest, cache_dir) == expected):
-            url = apply_mirror(value, os.environ.get("BIASBENCH_MIRROR"))
+            url = apply_mirror(value)
             try:
                 fetch(url, dest, expected)
             except DownloadError as e:
@@ -58,7 +58,7 @@ class URLSource(Source):
         tmp = Path(cache_dir) / "weights" / "unpinned" / _file_name(value)
         tmp.unlink(missing_ok=True)  # fetch() would trust a complete file left here; a .part is resumed
         try:
-            fetch(apply_mirror(value, os.environ.get("BIASBENCH_MIRROR")), tmp, None)
+            fetch(apply_mirror(value), tmp, None)
         except DownloadError as e:
             raise CheckpointError(f"checkpoint {checkpoint_id!r}: {e}") from e
         return place_by_sha256(tmp, tmp.name, cache_dir)[0]

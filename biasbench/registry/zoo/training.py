@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -51,6 +50,7 @@ from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.core.images import cached_array
 from biasbench.core.paths import default_cache_dir
 from biasbench.registry import zoo
+from biasbench.registry.download import sha256_file
 from biasbench.registry.zoo.recipes import RECIPES as _RECIPES
 from biasbench.registry.zoo.recipes import Recipe
 
@@ -289,14 +289,6 @@ def write_weights(state: dict[str, torch.Tensor], path: Path, recipe: str) -> Pa
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _update_manifest(out_dir: Path, name: str, entry: dict[str, Any]) -> None:
     path = out_dir / "manifest.json"
     data: dict[str, Any] = {}
@@ -399,7 +391,7 @@ def _manifest_entry(
     """The manifest entry of a freshly written weights file (without the evaluation keys)."""
     return {
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "recipe": rec.to_json(),
         "seed": rec.seed,
         "steps": n_steps,
