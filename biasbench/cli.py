@@ -258,7 +258,6 @@ def run(
     from biasbench.harness import session
     from biasbench.harness.grouping import parse_group
     from biasbench.harness.status import PlanStatus
-    from biasbench.harness.store import Store
 
     opts = session.RunOptions(
         data_root=data_root,
@@ -288,29 +287,27 @@ def run(
 
         check_available(dev)
     ray_opts = _ray_options(executor, ray_address, gpus_per_task, max_retries, force)
-    with Store(db) as store:
-        plans = session.plan_jobs(store, specs, metric_objs, opts, dry_run=dry_run)
-        if dry_run:
-            from biasbench.harness.plan_summary import dataset_lines, status_lines
-
-            _print_plan(plans, verbose)
-            lines = [*status_lines(plans), *dataset_lines(plans, opts.root, opts.cache)]
-            for line in [*lines, *session.dry_run_cost(store, plans, dev, opts, history)]:
-                out.print(_plain(line), markup=False, highlight=False, soft_wrap=True)
-            return
-        summary = session.execute_recorded(
-            store,
-            plans,
-            session.exec_options(opts, dev),
-            console=err,
-            ray_opts=ray_opts,
-            started=lambda run_id, n_todo, n_stored, n_err: err.print(
-                f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored"
-                + (f", {n_err} that cannot run (recorded as failures)" if n_err else "")
-                + f", on {_describe(dev)}",
-                markup=False,
-            ),
-        )
+    if dry_run:
+        plans, lines = session.dry_run(db, specs, metric_objs, opts, dev, history)
+        _print_plan(plans, verbose)
+        for line in lines:
+            out.print(_plain(line), markup=False, highlight=False, soft_wrap=True)
+        return
+    plans, summary = session.plan_and_execute(
+        db,
+        specs,
+        metric_objs,
+        opts,
+        dev,
+        console=err,
+        ray_opts=ray_opts,
+        started=lambda run_id, n_todo, n_stored, n_err: err.print(
+            f"run {run_id}: {n_todo} jobs to compute, {n_stored} stored"
+            + (f", {n_err} that cannot run (recorded as failures)" if n_err else "")
+            + f", on {_describe(dev)}",
+            markup=False,
+        ),
+    )
     if summary is None:
         n_stored = sum(j.status == PlanStatus.STORED for cp in plans for j in cp.jobs)
         out.print(

@@ -274,6 +274,47 @@ def _options(options: RunOptions | None, kw: dict[str, Any]) -> RunOptions:
     return dataclasses.replace(base, **kw)
 
 
+def plan_and_execute(
+    db: str | Path,
+    specs: list[Any],
+    metric_objs: list[Any],
+    opts: RunOptions,
+    device: Any,
+    *,
+    console: Console,
+    ray_opts: Any = None,
+    started: Callable[[str, int, int, int], None] = lambda _r, _t, _s, _e: None,
+) -> tuple[list[CheckpointPlan], RunSummary | None]:
+    """Plan ``specs`` × ``metric_objs`` against ``db`` and execute the plan as one recorded run (see
+    :func:`execute_recorded`); the summary is ``None`` when every job was already stored."""
+    with Store(db) as store:
+        plans = plan_jobs(store, specs, metric_objs, opts)
+        summary = execute_recorded(
+            store, plans, exec_options(opts, device), console=console, ray_opts=ray_opts, started=started
+        )
+    return plans, summary
+
+
+def dry_run(
+    db: str | Path,
+    specs: list[Any],
+    metric_objs: list[Any],
+    opts: RunOptions,
+    device: Any,
+    history: str | Path | None = None,
+) -> tuple[list[CheckpointPlan], list[str]]:
+    """The plan of a run and its few summary lines (job counts by status and cause, the datasets it
+    reads, its cost from the timing history of ``db`` or of ``history``); computes and downloads
+    nothing."""
+    from biasbench.harness.plan_summary import dataset_lines, status_lines
+
+    with Store(db) as store:
+        plans = plan_jobs(store, specs, metric_objs, opts, dry_run=True)
+        lines = [*status_lines(plans), *dataset_lines(plans, opts.root, opts.cache)]
+        lines += dry_run_cost(store, plans, device, opts, history)
+    return plans, lines
+
+
 def _run_specs(
     specs: list[Any],
     metrics: Sequence[str] | None,
@@ -285,9 +326,7 @@ def _run_specs(
     metric_objs = build_metrics(metrics, params)
     dev = prepare_torch(opts)
     console = Console(stderr=True, emoji=False, quiet=not progress)
-    with Store(db) as store:
-        plans = plan_jobs(store, specs, metric_objs, opts)
-        summary = execute_recorded(store, plans, exec_options(opts, dev), console=console)
+    plans, summary = plan_and_execute(db, specs, metric_objs, opts, dev, console=console)
     if summary is None:  # nothing to compute: every job is stored
         from biasbench.harness.executor import JobOutcome
 
