@@ -24,6 +24,8 @@ MAX_KEY_LENGTH = 200
 ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-=@]*")
 METRIC_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: a sha256 hex digest, lower case (always ``fullmatch``: ``$`` would also match before a trailing newline)
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def id_problem(cid: object) -> str | None:

@@ -75,6 +75,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from biasbench.core import labels, names
 from biasbench.core.labels import IMAGENET_1K
+from biasbench.core.names import SHA256_RE
 from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import architectures, sources
@@ -99,7 +100,6 @@ MAX_NUM_CLASSES = 1_000_000
 
 # always used with fullmatch: ``$`` would also match before a trailing newline
 _ID_RE = names.ID_RE
-_SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -232,7 +232,7 @@ def _adapter_list(adapter: Any, cid: str, where: str) -> list[str]:
 def _check_sha(sha: Any, where: str) -> str | None:
     if sha is None:
         return None
-    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+    if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha.lower()):
         raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
     return sha.lower()
 
@@ -309,7 +309,7 @@ def _parse_entry(
             f"{architectures.syntax_hint()}"
         )
     sha = entry.get("sha256")
-    if sha is not None and not _SHA_RE.fullmatch(sha):
+    if sha is not None and not SHA256_RE.fullmatch(sha.lower()):
         raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
     weights = entry.get("weights")
     parts: tuple[WeightPart, ...] = ()

@@ -62,6 +62,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from biasbench.core.errors import InputError, UnknownNameError
+from biasbench.core.names import SHA256_RE
 from biasbench.registry.download import ChecksumMismatch, DownloadError, fetch, sha256_file
 
 MIRROR_ENV = "BIASBENCH_MIRROR"
@@ -72,7 +73,6 @@ RECORD_PREFIX = ".biasbench-files"
 #: What counts as an image when an archive's ``n_files`` is checked.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DOWNLOADS_DIR = ".downloads"
-_HEX64 = re.compile(r"[0-9a-f]{64}")  # always fullmatch: ``$`` also matches before a trailing newline
 #: Dataset names and targets: path components that start with a letter or digit (no ``..``, no ``/``
 #: at either end), at most 128 characters.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
@@ -278,7 +278,7 @@ def _manifest_from_json(raw: Any, digest: str, where: str) -> Manifest:
     files = _get(raw, "files", dict, {}, where)
     for rel, sha in files.items():
         _check_relpath(rel, where)
-        if not isinstance(sha, str) or not _HEX64.fullmatch(sha):
+        if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
             raise ManifestError(f"{where}: bad sha256 {sha!r:.80} for {rel!r:.80} (64 lowercase hex digits)")
     base_url = _get(raw, "base_url", str, None, where)
     if base_url is not None:
@@ -315,7 +315,7 @@ def _archive_from_json(raw: dict[str, Any], where: str) -> Archive:
         raise ManifestError(f"{where}: file_name {file_name!r:.80} must be a plain file name")
     _check_url(url, where, "url", file=not file_name)
     sha = _get(raw, "sha256", str, None, where) or None
-    if sha is not None and not _HEX64.fullmatch(sha.lower()):
+    if sha is not None and not SHA256_RE.fullmatch(sha.lower()):
         raise ManifestError(f"{where}: sha256 must be 64 hex digits or null, got {sha!r:.80}")
     fmt = _get(raw, "format", str, "tar.gz", where)
     if fmt not in ARCHIVE_FORMATS:
@@ -499,7 +499,7 @@ def _fetch_archive(
     arch = m.archive
     pinned = arch.sha256.lower() if arch.sha256 else None
     given = sha256.strip().lower() if sha256 else None
-    if given is not None and not _HEX64.fullmatch(given):
+    if given is not None and not SHA256_RE.fullmatch(given):
         raise InputError(f"--sha256 must be 64 hex digits, got {sha256!r}")
     if pinned and given and pinned != given:
         raise UnverifiedSource(
@@ -891,7 +891,7 @@ def verify_dataset(name: str, data_root: Path) -> list[str]:
                 raise ManifestError(f"{record_path}: 'files' is not an object")
             for rel, sha in files.items():  # a record edited by hand must not point outside the dataset
                 _check_relpath(rel, str(record_path))
-                if not isinstance(sha, str) or not _HEX64.fullmatch(sha):
+                if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
                     raise ManifestError(f"{record_path}: bad sha256 {sha!r:.80} for {rel!r:.80}")
         except ManifestError as e:
             return [f"{name}: the checksum record is malformed ({e}); fetch the dataset again to rewrite it"]
