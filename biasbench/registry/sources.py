@@ -36,7 +36,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -270,6 +270,29 @@ def place_by_sha256(tmp: Path, name: str, cache_dir: Path) -> tuple[Path, str]:
     os.replace(tmp, dest)
     remember_sha256(dest, digest, cache_dir)
     return dest, digest
+
+
+def pinned_download(
+    cache_dir: Path, sha256: str, name: str, download: Callable[[Path], None], what: str, checkpoint_id: str
+) -> Path:
+    """The file pinned by ``sha256`` in the weights cache (``<cache>/weights/<sha256>/<name>``), got by
+    ``download(tmp)`` when it is not there yet and verified before it is placed: one path for every
+    source that downloads pinned files. A mismatch deletes the download and names ``what``."""
+    expected = sha256.lower()
+    dest = Path(cache_dir) / "weights" / expected / name
+    if dest.is_file() and cached_sha256(dest, cache_dir) == expected:
+        return dest
+    tmp = dest.with_name(dest.name + ".download")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    download(tmp)
+    got = cached_sha256(tmp, cache_dir)
+    if got != expected:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: sha256 mismatch for {what}: expected {expected}, got {got}; "
+            "the download was deleted"
+        )
+    return place_by_sha256(tmp, name, cache_dir)[0]
 
 
 def remember_sha256(path: Path, digest: str, cache_dir: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from biasbench.registry.sources import ResolvedWeights, Source, WeightSource, cached_sha256, place_by_sha256
+from biasbench.registry.sources import ResolvedWeights, Source, WeightSource, pinned_download, place_by_sha256
 from biasbench.registry.spec import CheckpointError
 
 #: A Drive file id (letters, digits, ``-`` and ``_``; Drive's ids are 25 to 44 characters long).
@@ -70,20 +70,14 @@ class GoogleDrive(Source):
                 f"checkpoint {cid!r}: gdrive:{value} is not pinned: give the entry a sha256, run `bench lock` "
                 "on its registry, or pass --allow-unpinned to `bench run`"
             )
-        expected = sha256.lower()
-        dest = Path(cache_dir) / "weights" / expected / f"gdrive-{value}.pth"
-        if not (dest.is_file() and cached_sha256(dest, cache_dir) == expected):
-            tmp = dest.with_name(dest.name + ".download")
+
+        def download(tmp: Path) -> None:
             tmp.unlink(missing_ok=True)
             self._download(value, cid, tmp, cache_dir)
-            got = cached_sha256(tmp, cache_dir)
-            if got != expected:
-                tmp.unlink(missing_ok=True)
-                raise CheckpointError(
-                    f"checkpoint {cid!r}: sha256 mismatch for gdrive:{value}: expected {expected}, got {got}; "
-                    "the download was deleted"
-                )
-            dest, _ = place_by_sha256(tmp, dest.name, cache_dir)
+
+        dest = pinned_download(
+            Path(cache_dir), sha256, f"gdrive-{value}.pth", download, f"gdrive:{value}", cid
+        )
         return ResolvedWeights(
             WeightSource(self.scheme, value), path=dest, description=f"gdrive:{value} (cached at {dest})"
         )

@@ -12,9 +12,8 @@ from biasbench.registry.sources import (
     ResolvedWeights,
     Source,
     WeightSource,
-    cached_sha256,
+    pinned_download,
     place_by_sha256,
-    remember_sha256,
 )
 from biasbench.registry.spec import CheckpointError
 
@@ -40,16 +39,14 @@ class URLSource(Source):
                 f"checkpoint {cid!r}: weights from a URL need a sha256 in the registry entry "
                 f'(sha256 = "…") or in its lock file (`bench lock`), so the bytes can be verified: {value}'
             )
-        expected = sha256.lower()
-        name = _file_name(value)
-        dest = Path(cache_dir) / "weights" / expected / name
-        if not (dest.is_file() and cached_sha256(dest, cache_dir) == expected):
-            url = apply_mirror(value)
+
+        def download(tmp: Path) -> None:
             try:
-                fetch(url, dest, expected)
+                fetch(apply_mirror(value), tmp, sha256.lower())  # verified while it downloads; resumable
             except DownloadError as e:
                 raise CheckpointError(f"checkpoint {cid!r}: {e}") from e
-            remember_sha256(dest, expected, cache_dir)
+
+        dest = pinned_download(Path(cache_dir), sha256, _file_name(value), download, value, cid)
         return ResolvedWeights(
             WeightSource(self.scheme, value, True), path=dest, description=f"{value} (cached at {dest})"
         )
