@@ -82,6 +82,7 @@ def report(
     across_metrics: bool = False,
     tags: Mapping[str, Mapping[str, Any]] | None = None,
     sis_sizes: bool = False,
+    among: str | None = None,
 ) -> Report:
     """Bias × generalization correlations across checkpoints — the report ``bench report`` renders
     (``.table`` a DataFrame, one row per pair; ``.to_markdown()``, ``.to_html(path)``).
@@ -92,7 +93,8 @@ def report(
     ``method`` spearman | pearson | kendall, ``correction`` holm | bh | none, ``control`` the
     ID-accuracy column of the partial correlation, ``category`` the tag left out one value at a time.
     ``sis_sizes``: also read each checkpoint's per-image SIS sizes from its stored traces (the HTML
-    page's figure)."""
+    page's figure). ``among="bias"`` (or ``"generalization"``): every pair of that role's keys, e.g.
+    shape bias vs LPP — the bias × bias matrix."""
     import pandas as pd
 
     from biasbench.reports import inputs as report_inputs
@@ -123,6 +125,7 @@ def report(
         control=control,
         category=category,
         options=Options(method=method, correction=correction, n_resamples=resamples, seed=seed),
+        among=among,
     )
     used = sorted(set(rep.rows) | set(rep.cols) | ({rep.control} if rep.control else set()))
     rep.provenance = provenance(data.jobs, data.runs, scores, used)

@@ -525,6 +525,12 @@ def report(
         bool,
         typer.Option("--across-metrics", help="--keys/--all: only pairs of keys from different metrics."),
     ] = False,
+    among: Annotated[
+        str | None,
+        typer.Option(
+            "--among", help="bias or generalization: every pair of that role's keys (the bias × bias matrix)."
+        ),
+    ] = None,
 ) -> None:
     """Do biases explain generalization? Bias × generalization correlations across checkpoints, with
     bootstrap intervals, corrected p-values, partial correlations and leave-one-category-out ranges."""
@@ -553,6 +559,7 @@ def report(
         top=top,
         across_metrics=across_metrics,
         sis_sizes=fmt == "html" or figures is not None,
+        among=among,
     )
     colour = colour_by or rep.category
     covariates = rep.scores.covariates.columns

@@ -389,3 +389,16 @@ def test_a_third_party_metrics_declared_curve_reaches_the_page_and_the_figures_f
     assert "<h2>Third-party</h2>" in page and "Accuracy per noise level" in page
     assert r.returncode == 0, r.stderr
     assert (out / "tp_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_among_generalization_pairs_the_generalization_keys_with_each_other(db, tmp_path):
+    """id (0.62, 0.60, 0.71, 0.70, 0.80) vs robustness (0.5 … 0.1): ranks (2, 1, 4, 3, 5) vs (5, 4, 3, 2, 1),
+    Σd² = 36, ρ = 1 − 6·36/(5·24) = −0.8; bias × bias needs two bias keys (the fixture has one)."""
+    r = _report(db, tmp_path, "--among", "generalization", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    (pair,) = json.loads(r.stdout)["pairs"]
+    assert (pair["x"], pair["y"]) == ("ood.id", "ood.robustness") and pair["r"] == pytest.approx(-0.8)
+    r = _report(db, tmp_path, "--among", "bias")
+    assert r.returncode == 2 and "the results hold 1 bias key(s); a matrix needs two" in r.stderr
+    r = _report(db, tmp_path, "--among", "texture")
+    assert r.returncode == 2 and "choose one of bias, generalization" in r.stderr

@@ -30,6 +30,10 @@ CONTROL_CANDIDATES = ("ood.id", "accuracy.top1")
 CATEGORY_TAG = "category"
 
 
+#: the roles whose keys ``among`` pairs with each other
+ROLES_AMONG = ("bias", "generalization")
+
+
 class ReportError(InputError):
     """The report cannot be made as asked (unknown key or tag, nothing to correlate)."""
 
@@ -120,8 +124,20 @@ def build_report(
     category: str | None = CATEGORY_TAG,
     options: st.Options = st.Options(),
     provenance: dict[str, Any] | None = None,
+    among: str | None = None,
 ) -> Report:
-    """The statistics for the curated table (default) or for free pairs (``keys`` / ``all_keys``)."""
+    """The statistics for the curated table (default) or for free pairs (``keys`` / ``all_keys``), or
+    for every pair of one role's keys (``among="bias"``: bias × bias; ``"generalization"``)."""
+    if among is not None:
+        if among not in ROLES_AMONG:
+            raise ReportError(f"--among {among!r}: choose one of {', '.join(ROLES_AMONG)}")
+        if keys or all_keys:
+            raise ReportError("--among chooses the keys itself; give it without --keys or --all")
+        keys = scores.with_role(among)
+        if len(keys) < 2:
+            raise ReportError(
+                f"--among {among}: the results hold {len(keys)} {among} key(s); a matrix needs two"
+            )
     values = scores.values
     ctrl = _control(scores, control)
     cats = None
