@@ -83,6 +83,7 @@ def report(
     tags: Mapping[str, Mapping[str, Any]] | None = None,
     sis_sizes: bool = False,
     among: str | None = None,
+    mask_p: float | None = None,
 ) -> Report:
     """Bias × generalization correlations across checkpoints — the report ``bench report`` renders
     (``.table`` a DataFrame, one row per pair; ``.to_markdown()``, ``.to_html(path)``).
@@ -94,7 +95,8 @@ def report(
     ID-accuracy column of the partial correlation, ``category`` the tag left out one value at a time.
     ``sis_sizes``: also read each checkpoint's per-image SIS sizes from its stored traces (the HTML
     page's figure). ``among="bias"`` (or ``"generalization"``): every pair of that role's keys, e.g.
-    shape bias vs LPP — the bias × bias matrix."""
+    shape bias vs LPP — the bias × bias matrix. ``mask_p=0.05``: the study's display (a coefficient with
+    uncorrected p ≥ 0.05 shown as 0; ``.table`` keeps the real one and a ``masked`` column)."""
     import pandas as pd
 
     from biasbench.reports import inputs as report_inputs
@@ -124,7 +126,9 @@ def report(
         top=top,
         control=control,
         category=category,
-        options=Options(method=method, correction=correction, n_resamples=resamples, seed=seed),
+        options=Options(
+            method=method, correction=correction, n_resamples=resamples, seed=seed, mask_p=mask_p
+        ),
         among=among,
     )
     used = sorted(set(rep.rows) | set(rep.cols) | ({rep.control} if rep.control else set()))

@@ -531,6 +531,15 @@ def report(
             "--among", help="bias or generalization: every pair of that role's keys (the bias × bias matrix)."
         ),
     ] = None,
+    mask_p: Annotated[
+        float | None,
+        typer.Option(
+            "--mask-p",
+            help="The study's display: show a coefficient whose uncorrected p is ≥ this as 0 (e.g. 0.05).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
 ) -> None:
     """Do biases explain generalization? Bias × generalization correlations across checkpoints, with
     bootstrap intervals, corrected p-values, partial correlations and leave-one-category-out ranges."""
@@ -560,6 +569,7 @@ def report(
         across_metrics=across_metrics,
         sis_sizes=fmt == "html" or figures is not None,
         among=among,
+        mask_p=mask_p,
     )
     colour = colour_by or rep.category
     covariates = rep.scores.covariates.columns

@@ -402,3 +402,29 @@ def test_among_generalization_pairs_the_generalization_keys_with_each_other(db, 
     assert r.returncode == 2 and "the results hold 1 bias key(s); a matrix needs two" in r.stderr
     r = _report(db, tmp_path, "--among", "texture")
     assert r.returncode == 2 and "choose one of bias, generalization" in r.stderr
+
+
+def test_the_studys_display_shows_a_coefficient_with_uncorrected_p_at_least_the_mask_as_zero(db, tmp_path):
+    """ρ(shape, id) = 0.8 over 5 checkpoints has p = 0.104 (scipy): shown as 0 under --mask-p 0.05, while
+    ρ(shape, robustness) = −1 (p = 0) stays; the JSON keeps the real coefficients and says which are
+    masked, and the legend says what the display does."""
+    from scipy import stats
+
+    p_id = stats.spearmanr(SHAPE, OOD_ID).pvalue
+    assert p_id >= 0.05 and stats.spearmanr(SHAPE, ROBUST).pvalue < 0.05
+    md = _report(db, tmp_path, "--mask-p", "0.05", "--format", "md")
+    assert md.returncode == 0, md.stderr
+    row = next(line for line in md.stdout.splitlines() if line.startswith("| shape_bias.shape_bias | ood.id"))
+    assert row.split("|")[3].strip() == "+0.00"
+    row = next(
+        line for line in md.stdout.splitlines() if line.startswith("| shape_bias.shape_bias | ood.robustness")
+    )
+    assert row.split("|")[3].strip().startswith("-1.00")
+    assert "uncorrected p is ≥ 0.05 is shown as 0" in md.stdout
+    doc = json.loads(_report(db, tmp_path, "--mask-p", "0.05", "--format", "json").stdout)
+    cells = {(p["x"], p["y"]): p for p in doc["pairs"]}
+    assert cells[("shape_bias.shape_bias", "ood.id")]["r"] == pytest.approx(0.8)
+    assert cells[("shape_bias.shape_bias", "ood.id")]["masked"] is True
+    assert cells[("shape_bias.shape_bias", "ood.robustness")]["masked"] is False
+    plain = _report(db, tmp_path, "--format", "md").stdout
+    assert "shown as 0" not in plain  # the default stays ours: every coefficient shown

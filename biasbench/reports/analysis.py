@@ -159,6 +159,8 @@ def build_report(
         metric_of = (lambda c: scores.columns.at[c, "metric"]) if across_metrics else None
         pairs = st.all_pairs(chosen, metric_of)
     table = _table(values, pairs, ctrl, cats, options, top)
+    if options.mask_p is not None:
+        table["masked"] = ~(table["p"] < options.mask_p)  # NaN p: masked too
     return Report(
         scores=scores,
         table=table,

@@ -72,10 +72,11 @@ def heatmap(report: Report) -> Figure:
             if key is None:
                 continue
             row = t.loc[key]
-            grid[i, j] = row["r"]
+            r_shown = 0.0 if bool(row.get("masked", False)) else row["r"]  # the study's display (--mask-p)
+            grid[i, j] = r_shown
             mark = "*" if row["p_adj"] == row["p_adj"] and row["p_adj"] < 0.05 else ""
             ci = "" if math.isnan(row["ci_low"]) else f"\n[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
-            text[i][j] = "—" if math.isnan(row["r"]) else f"{row['r']:+.2f}{mark}{ci}"
+            text[i][j] = "—" if math.isnan(row["r"]) else f"{r_shown:+.2f}{mark}{ci}"
     fig = plt.figure(
         figsize=_size(3.2 + 1.6 * len(cols), 1.6 + 0.62 * len(rows)), dpi=DPI, layout="constrained"
     )

@@ -14,7 +14,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from biasbench.reports import figures
-from biasbench.reports.render import CORRECTION_NAME, ci, headline, legend, loco, num, pair_rows, star
+from biasbench.reports.render import CORRECTION_NAME, ci, headline, legend, loco, num, pair_rows, shown, star
 from biasbench.reports.statistics import SYMBOL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,7 +71,7 @@ def _matrix(report: Report) -> str:
                 continue
             row = next(hit.itertuples(index=False))
             cells.append(
-                f'<td class="cell" style="background:{_colour(row.r)}"><b>{num(row.r)}{star(row)}</b>'
+                f'<td class="cell" style="background:{_colour(shown(row))}"><b>{num(shown(row))}{star(row)}</b>'
                 f"<small>{ci(row)}</small><small>partial {num(row.partial_r)} · loco {loco(row)}</small>"
                 f"<small>n = {row.n}</small></td>"
             )

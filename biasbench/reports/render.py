@@ -46,6 +46,11 @@ def loco(row: Any) -> str:
     return f"{num(row.loco_min)}…{num(row.loco_max)}"
 
 
+def shown(row: Any) -> float:
+    """The coefficient as displayed: 0 where the study's display masks it (``--mask-p``)."""
+    return 0.0 if bool(getattr(row, "masked", False)) else row.r
+
+
 def star(row: Any) -> str:
     return "*" if row is not None and row.p_adj == row.p_adj and row.p_adj < ALPHA else ""
 
@@ -81,6 +86,11 @@ def legend(report: Report) -> list[str]:
             f"loco: range of the coefficient with each `{report.category}` left out in turn "
             "(a range across 0: one category carries it)."
         )
+    if report.options.mask_p is not None:
+        lines.append(
+            f"study display: a coefficient whose uncorrected p is ≥ {report.options.mask_p:g} is shown as 0 "
+            "(as Gavrikov & Keuper 2024 do); its CI, p and the CSV/JSON keep the real value (column masked)."
+        )
     lines += report.scores.notes
     return lines
 
@@ -88,7 +98,7 @@ def legend(report: Report) -> list[str]:
 def _cell_lines(row: Any) -> list[str]:
     if row is None:
         return ["(not paired)"]
-    lines = [f"{num(row.r)}{star(row)}", ci(row)]
+    lines = [f"{num(shown(row))}{star(row)}", ci(row)]
     lines.append(f"partial {num(row.partial_r)}")
     lines.append(f"loco {loco(row)}")
     lines.append(f"n={row.n}")
@@ -178,7 +188,7 @@ def pair_rows(report: Report) -> list[list[str]]:
         [
             r.x,
             r.y,
-            num(r.r) + star(r),
+            num(shown(r)) + star(r),
             ci(r),
             num(r.p, ".2g"),
             num(r.p_adj, ".2g"),

@@ -186,6 +186,9 @@ class Options:
     confidence: float = CONFIDENCE
     n_resamples: int = N_RESAMPLES
     seed: int = SEED
+    #: the study's display (Gavrikov & Keuper 2024): a coefficient whose uncorrected p is ≥ this is shown
+    #: as 0 (``None``: every coefficient shown; the table keeps the real ones and marks the masked)
+    mask_p: float | None = None
 
 
 def correlation_table(
