@@ -111,7 +111,9 @@ def report(
         from biasbench.harness.store import Store, StoreError
 
         with Store(source, read_only=True) as store:
-            data = report_inputs.from_store_rows(store.report_rows(), store.runs(), store.checkpoint_tags())
+            data = report_inputs.from_store_rows(
+                store.report_rows(), store.runs(), store.checkpoint_tags(), store.checkpoint_identities()
+            )
             if sis_sizes:
                 report_inputs.sis_sizes(data, lambda c: store.items(c, "sis"), (KeyError, StoreError))
     scores = build_scores(data.results, data.tags)

@@ -428,3 +428,25 @@ def test_the_studys_display_shows_a_coefficient_with_uncorrected_p_at_least_the_
     assert cells[("shape_bias.shape_bias", "ood.robustness")]["masked"] is False
     plain = _report(db, tmp_path, "--format", "md").stdout
     assert "shown as 0" not in plain  # the default stays ours: every coefficient shown
+
+
+def test_the_same_weights_under_two_ids_count_once_in_every_correlation(db, tmp_path):
+    """c5 is c0 again (same identity, same stored values) under another id: counted twice, shape vs id
+    over six checkpoints would differ from the hand-computed 0.8 over five; counted once, it is 0.8 again
+    and a note names both ids."""
+    with Store(db) as s:
+        s.upsert_checkpoint(
+            {"id": "c0", "arch": "a", "identity": "same", "tags": json.dumps({"category": "plain"})}
+        )
+        s.upsert_checkpoint(
+            {"id": "c5", "arch": "a", "identity": "same", "tags": json.dumps({"category": "plain"})}
+        )
+        _job(s, "c5", "shape_bias", "s5", {"aggregation": "mean"}, {"shape_bias": SHAPE[0], "n_shape": 7})
+        _job(s, "c5", "ood", "o5", {"sets": None}, {"id": OOD_ID[0], "robustness": ROBUST[0]})
+    doc = json.loads(_report(db, tmp_path, "--format", "json").stdout)
+    assert doc["checkpoints"] == ["c0", "c1", "c2", "c3", "c4"]
+    cells = {(p["x"], p["y"]): p for p in doc["pairs"]}
+    assert cells[("shape_bias.shape_bias", "ood.id")]["n"] == 5
+    assert cells[("shape_bias.shape_bias", "ood.id")]["r"] == pytest.approx(0.8)
+    md = _report(db, tmp_path, "--format", "md").stdout
+    assert "c0, c5 hold the same weights and preprocessing: counted once, as 'c0'" in md

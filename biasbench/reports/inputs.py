@@ -39,15 +39,32 @@ class ReportInputs:
 
 
 def from_store_rows(
-    rows: pd.DataFrame, runs: pd.DataFrame, tags: Mapping[str, Mapping[str, Any]]
+    rows: pd.DataFrame,
+    runs: pd.DataFrame,
+    tags: Mapping[str, Mapping[str, Any]],
+    identities: Mapping[str, str] | None = None,
 ) -> ReportInputs:
     """``rows``: :meth:`Store.report_rows`; ``runs``: :meth:`Store.runs`; ``tags``:
-    :meth:`Store.checkpoint_tags`."""
+    :meth:`Store.checkpoint_tags`; ``identities``: :meth:`Store.checkpoint_identities`. Checkpoints with
+    the same identity (the same weights and preprocessing under two ids, e.g. a registry entry and an
+    ``ARCH@WEIGHTS`` target) are one checkpoint to a correlation: the first id (sorted) is kept, the
+    others are left out and named in a note."""
     res = rows.copy()
+    notes = []
+    by_identity: dict[str, list[str]] = {}
+    for cid, ident in sorted((identities or {}).items()):
+        if cid in set(res["checkpoint"]):
+            by_identity.setdefault(ident, []).append(cid)
+    for ids in by_identity.values():
+        if len(ids) > 1:
+            res = res[~res["checkpoint"].isin(ids[1:])]
+            notes.append(
+                f"{', '.join(ids)} hold the same weights and preprocessing: counted once, as {ids[0]!r}"
+            )
     res["source"] = [json.loads(d or "{}").get("import", {}).get("source") for d in res["datasets"]]
     res.loc[res["source"].notna(), "params"] = None
     jobs = res.drop_duplicates(["checkpoint", "metric", "params", "run_id"])[JOB_COLUMNS]
-    return ReportInputs(res, jobs, runs, {k: dict(v) for k, v in tags.items()})
+    return ReportInputs(res, jobs, runs, {k: dict(v) for k, v in tags.items()}, notes=notes)
 
 
 def from_results(frame: pd.DataFrame, tags: Mapping[str, Mapping[str, Any]] | None = None) -> ReportInputs:

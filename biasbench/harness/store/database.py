@@ -679,6 +679,12 @@ class Store:
         rows = self.query("SELECT id, CAST(tags AS VARCHAR) AS tags FROM checkpoints")
         return {cid: (json.loads(t) if t else {}) for cid, t in rows.itertuples(index=False)}
 
+    def checkpoint_identities(self) -> dict[str, str]:
+        """Each checkpoint's identity (sha256 over its weights' sha256 and its preprocessing), where it
+        was loaded here (imported checkpoints have none)."""
+        rows = self.query("SELECT id, identity FROM checkpoints WHERE identity IS NOT NULL")
+        return dict(zip(rows["id"], rows["identity"], strict=True))
+
     def report_rows(self) -> pd.DataFrame:
         """What a report reads: the newest results of each metric variant (checkpoint, metric, key, value,
         n, run_id) with their job's ``params``, ``datasets`` (JSON text) and ``metric_version``."""
