@@ -164,6 +164,8 @@ def test_a_third_party_metric_joins_the_curated_table_by_declaring_key_roles(db,
             _job(s, f"c{i}", "tp_bias", f"t{i}", {}, {"texture_reliance": 1.0 - SHAPE[i], "other": float(i)})
     before = json.loads(_report(db, tmp_path, "--format", "json").stdout)
     assert "tp_bias.texture_reliance" not in before["rows"]  # not installed: diagnostic
+    said = _report(db, tmp_path, "--format", "md").stdout  # … and the page says so
+    assert "metric 'tp_bias' is stored but its plugin is not installed here" in said
     METRICS.register("tp_bias", _ThirdParty)
     try:
         doc = json.loads(_report(db, tmp_path, "--format", "json").stdout)

@@ -64,7 +64,22 @@ def from_store_rows(
     res["source"] = [json.loads(d or "{}").get("import", {}).get("source") for d in res["datasets"]]
     res.loc[res["source"].notna(), "params"] = None
     jobs = res.drop_duplicates(["checkpoint", "metric", "params", "run_id"])[JOB_COLUMNS]
+    notes += _uninstalled(res)
     return ReportInputs(res, jobs, runs, {k: dict(v) for k, v in tags.items()}, notes=notes)
+
+
+def _uninstalled(res: pd.DataFrame) -> list[str]:
+    """A note per measured metric whose plugin is not installed here: its keys have no declared role,
+    so they stay out of the curated table (say so rather than let them vanish)."""
+    from biasbench.metrics.discovery import METRICS
+
+    installed = set(METRICS.providers())
+    measured = sorted(set(res.loc[res["source"].isna(), "metric"]) - installed)
+    return [
+        f"metric {m!r} is stored but its plugin is not installed here: its keys have no declared role "
+        "and stay out of the curated table (--keys or --all still reach them)"
+        for m in measured
+    ]
 
 
 def from_results(frame: pd.DataFrame, tags: Mapping[str, Mapping[str, Any]] | None = None) -> ReportInputs:
