@@ -480,6 +480,7 @@ def _recomputed(store: Store, df: pd.DataFrame, metric: str, changes: dict[str, 
         raise RunInputError(
             f"--recompute {metric}.{unknown[0]}: {metric} recomputes {can} from its stored rows, not {unknown[0]}"
         )
+    cls(**changes)  # the values pass the metric's own parameter checks (a ParamError), before any row is read
     rows = []
     for ckpt in sorted(df.loc[df.metric == metric, "checkpoint"].unique()):
         mine = df[(df.checkpoint == ckpt) & (df.metric == metric)]

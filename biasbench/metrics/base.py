@@ -457,7 +457,8 @@ class Metric:
     ) -> tuple[dict[str, float], dict[str, int]]:
         """The scalars (and what each rests on, ``n``) this metric would have stored with the
         ``changes`` to its :attr:`recomputable` parameters, from its stored per-item rows ``items`` and
-        stored scalars ``stored`` alone. Only metrics that declare :attr:`recomputable` implement it."""
+        stored scalars ``stored`` alone. Only metrics that declare :attr:`recomputable` implement it;
+        the ``changes`` were checked by the metric's own parameter checks first (``cls(**changes)``)."""
         raise NotImplementedError
 
     #: ``evaluate_group`` shares each decoded batch across several models (``bench run --group``);

@@ -249,9 +249,6 @@ class SIS(Metric):
     ) -> tuple[dict[str, float], dict[str, int]]:
         """Every key for another ``tau`` and/or ``q`` from the stored traces (the unchanged one as
         stored; ``q`` 0.05 for a job stored without it)."""
-        for key, value in changes.items():
-            if not 0.0 < float(value) <= 1.0:
-                raise ParamError(f"sis: parameter {key} must be in (0, 1], got {value}")
         tau = float(changes.get("tau", stored["tau"]))
         q = float(changes.get("q", stored.get("q", 0.05)))
         scalars = scalars_from_traces(items, tau=tau, q=q)
