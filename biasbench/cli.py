@@ -734,7 +734,8 @@ def _print_block(block: Any) -> None:
     from rich.text import Text
 
     entries = block.entries
-    widths = [max((len(_plain(e.head[i])) for e in entries if len(e.head) > i), default=0) for i in range(8)]
+    n_fields = max((len(e.head) for e in entries), default=0)
+    widths = [max(len(_plain(e.head[i])) for e in entries if len(e.head) > i) for i in range(n_fields)]
     if block.title:
         out.print(Text(_plain(block.title), style="bold underline"))
     for title, members in block.groups:

@@ -52,8 +52,9 @@ def from_store_rows(
     res = rows.copy()
     notes = []
     by_identity: dict[str, list[str]] = {}
+    present = set(res["checkpoint"])
     for cid, ident in sorted((identities or {}).items()):
-        if cid in set(res["checkpoint"]):
+        if cid in present:
             by_identity.setdefault(ident, []).append(cid)
     for ids in by_identity.values():
         if len(ids) > 1:
