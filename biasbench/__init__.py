@@ -84,6 +84,9 @@ def report(
     sis_sizes: bool = False,
     among: str | None = None,
     mask_p: float | None = None,
+    by: str | None = None,
+    predict: bool = True,
+    permutations: int = 1000,
 ) -> Report:
     """Bias × generalization correlations across checkpoints — the report ``bench report`` renders
     (``.table`` a DataFrame, one row per pair; ``.to_markdown()``, ``.to_html(path)``).
@@ -96,11 +99,15 @@ def report(
     ``sis_sizes``: also read each checkpoint's per-image SIS sizes from its stored traces (the HTML
     page's figure). ``among="bias"`` (or ``"generalization"``): every pair of that role's keys, e.g.
     shape bias vs LPP — the bias × bias matrix. ``mask_p=0.05``: the study's display (a coefficient with
-    uncorrected p ≥ 0.05 shown as 0; ``.table`` keeps the real one and a ``masked`` column)."""
+    uncorrected p ≥ 0.05 shown as 0; ``.table`` keeps the real one and a ``masked`` column).
+    ``by="category"`` (one group per value) or ``"category=adversarial"`` (those and the rest): every
+    table also per group (``.groups``). ``predict``: all biases together predicting each generalization
+    axis out of sample (``.prediction``: cross-validated ridge R² with ``permutations`` permutations)."""
     import pandas as pd
 
     from biasbench.reports import inputs as report_inputs
     from biasbench.reports.analysis import build_report, provenance
+    from biasbench.reports.prediction import PredictionOptions
     from biasbench.reports.scores import build_scores
     from biasbench.reports.statistics import Options, check_choice
 
@@ -132,6 +139,9 @@ def report(
             method=method, correction=correction, n_resamples=resamples, seed=seed, mask_p=mask_p
         ),
         among=among,
+        by=by,
+        predict=predict,
+        prediction_options=PredictionOptions(permutations=permutations, n_resamples=resamples, seed=seed),
     )
     used = sorted(set(rep.rows) | set(rep.cols) | ({rep.control} if rep.control else set()))
     rep.provenance = provenance(data.jobs, data.runs, scores, used)

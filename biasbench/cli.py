@@ -540,6 +540,24 @@ def report(
             max=1.0,
         ),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="Also every table per group: TAG (one group per value) or TAG=V1,V2 (those vs the rest), "
+            "e.g. category=adversarial.",
+        ),
+    ] = None,
+    predict: Annotated[
+        bool,
+        typer.Option(
+            "--predict/--no-predict",
+            help="All biases together: cross-validated R² of each generalization axis (ridge, nested CV).",
+        ),
+    ] = True,
+    permutations: Annotated[
+        int, typer.Option(help="Permutations of the R² test (its p floor is 1/(N+1)).", min=100)
+    ] = 1000,
 ) -> None:
     """Do biases explain generalization? Bias × generalization correlations across checkpoints, with
     bootstrap intervals, corrected p-values, partial correlations and leave-one-category-out ranges."""
@@ -570,6 +588,9 @@ def report(
         sis_sizes=fmt == "html" or figures is not None,
         among=among,
         mask_p=mask_p,
+        by=by,
+        predict=predict,
+        permutations=permutations,
     )
     colour = colour_by or rep.category
     covariates = rep.scores.covariates.columns

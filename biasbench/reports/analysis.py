@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from biasbench.core.errors import InputError
+from biasbench.reports import prediction as pr
 from biasbench.reports import statistics as st
 from biasbench.reports.scores import Scores, resolve_keys
 
@@ -52,6 +53,13 @@ class Report:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: per checkpoint, each covered image's SIS size as a fraction of its pixels (read from stored traces)
     sis_sizes: dict[str, np.ndarray] = field(default_factory=dict)
+    #: all biases together (:mod:`biasbench.reports.prediction`): per generalization axis, the
+    #: cross-validated R² of ID accuracy, the biases and both; None when not computed
+    prediction: pd.DataFrame | None = None
+    #: ``--by``: the same report for each group of checkpoints, by group name
+    groups: dict[str, Report] = field(default_factory=dict)
+    #: the ``--by`` specification the groups come from
+    by: str | None = None
     generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def label(self, column: str) -> str:
@@ -62,6 +70,12 @@ class Report:
     @property
     def n_checkpoints(self) -> int:
         return len(self.scores.values)
+
+    def verdict(self) -> list[str]:
+        """The answer in words, generated from the numbers (:mod:`biasbench.reports.verdict`)."""
+        from biasbench.reports.verdict import verdict
+
+        return verdict(self)
 
     def to_markdown(self) -> str:
         """The report as Markdown (``bench report -f md``)."""
@@ -125,9 +139,79 @@ def build_report(
     options: st.Options = st.Options(),
     provenance: dict[str, Any] | None = None,
     among: str | None = None,
+    by: str | None = None,
+    predict: bool = True,
+    prediction_options: pr.PredictionOptions = pr.PredictionOptions(),
 ) -> Report:
     """The statistics for the curated table (default) or for free pairs (``keys`` / ``all_keys``), or
-    for every pair of one role's keys (``among="bias"``: bias × bias; ``"generalization"``)."""
+    for every pair of one role's keys (``among="bias"``: bias × bias; ``"generalization"``).
+
+    ``by``: also the same report for each group of checkpoints (:func:`group_checkpoints`).
+    ``predict``: for the curated table, all biases together predicting each generalization axis
+    (:mod:`biasbench.reports.prediction`)."""
+    kwargs = dict(
+        keys=keys,
+        all_keys=all_keys,
+        bias=bias,
+        generalization=generalization,
+        across_metrics=across_metrics,
+        top=top,
+        control=control,
+        category=category,
+        options=options,
+        provenance=provenance,
+        among=among,
+        predict=predict,
+        prediction_options=prediction_options,
+    )
+    groups = group_checkpoints(scores, by) if by else {}
+    rep = _build_one(scores, **kwargs)
+    rep.by = by
+    rep.groups = {name: _build_one(scores.subset(cps), **kwargs) for name, cps in groups.items()}
+    return rep
+
+
+def group_checkpoints(scores: Scores, by: str) -> dict[str, list[str]]:
+    """The groups ``--by`` names: ``TAG`` — one group per value of the tag (checkpoints without it in
+    ``(untagged)``); ``TAG=V1[,V2…]`` — the checkpoints whose tag is one of the values, and ``rest``
+    (the study's adversarially trained vs the other models: ``--by category=adversarial``)."""
+    tag, _, wanted = by.partition("=")
+    tag = tag.strip()
+    cov = scores.covariates
+    if tag not in cov.columns:
+        known = ", ".join(cov.columns) or "none"
+        raise ReportError(f"--by {by!r}: no checkpoint carries the tag {tag!r}; tags: {known}")
+    values = cov[tag].fillna("(untagged)").astype(str)
+    if not wanted:
+        return {f"{tag}={v}": list(values.index[values == v]) for v in sorted(values.unique())}
+    chosen = [v.strip() for v in wanted.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in set(values)]
+    if unknown:
+        raise ReportError(
+            f"--by {by!r}: no checkpoint has {tag} = {', '.join(map(repr, unknown))}; "
+            f"values: {', '.join(sorted(values.unique()))}"
+        )
+    inside = values.isin(chosen)
+    return {f"{tag}={','.join(chosen)}": list(values.index[inside]), "rest": list(values.index[~inside])}
+
+
+def _build_one(
+    scores: Scores,
+    *,
+    keys: list[str] | None,
+    all_keys: bool,
+    bias: list[str] | None,
+    generalization: list[str] | None,
+    across_metrics: bool,
+    top: int | None,
+    control: str | None,
+    category: str | None,
+    options: st.Options,
+    provenance: dict[str, Any] | None,
+    among: str | None,
+    predict: bool,
+    prediction_options: pr.PredictionOptions,
+) -> Report:
     if among is not None:
         if among not in ROLES_AMONG:
             raise ReportError(f"--among {among!r}: choose one of {', '.join(ROLES_AMONG)}")
@@ -161,6 +245,9 @@ def build_report(
     table = _table(values, pairs, ctrl, cats, options, top)
     if options.mask_p is not None:
         table["masked"] = ~(table["p"] < options.mask_p)  # NaN p: masked too
+    prediction = None
+    if predict and curated and rows and cols and len(values):
+        prediction = pr.prediction_table(values, cols, rows, ctrl, prediction_options)
     return Report(
         scores=scores,
         table=table,
@@ -172,6 +259,7 @@ def build_report(
         category=category if cats is not None else None,
         tested=len(pairs),
         provenance=provenance or {},
+        prediction=prediction,
     )
 
 

@@ -14,7 +14,21 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from biasbench.reports import figures
-from biasbench.reports.render import CORRECTION_NAME, ci, headline, legend, loco, num, pair_rows, shown, star
+from biasbench.reports.render import (
+    CORRECTION_NAME,
+    PREDICTION_TITLE,
+    ci,
+    group_rows,
+    group_title,
+    headline,
+    legend,
+    loco,
+    num,
+    pair_rows,
+    prediction_rows,
+    shown,
+    star,
+)
 from biasbench.reports.statistics import SYMBOL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,6 +103,18 @@ def _pairs(report: Report) -> str:
         for r in pair_rows(report)
     )
     return f'<div class="scroll"><table><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr>{body}</table></div>'
+
+
+def _text_table(rows: list[list[str]]) -> str:
+    """A header row and text rows as an HTML table (numbers right-aligned)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in rows[0])
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"num" if i > 1 else ""}">{escape(v)}</td>' for i, v in enumerate(r))
+        + "</tr>"
+        for r in rows[1:]
+    )
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def _scores(report: Report, colour_by: str | None, cols: list[str] | None = None) -> str:
@@ -187,9 +213,11 @@ def html_page(report: Report, colour_by: str | None = None) -> str:
     body = [
         "<h1>Do biases explain generalization?</h1>",
         f'<p class="sub">biasbench report, {report.generated:%Y-%m-%d %H:%M UTC} — {escape(headline(report))}.</p>',
-        "<h2>How to read this</h2>",
-        _how_to_read(report),
     ]
+    said = report.verdict()
+    if said:
+        body += ["<h2>Verdict</h2>", f'<p class="verdict">{escape(" ".join(said))}</p>']
+    body += ["<h2>How to read this</h2>", _how_to_read(report)]
     if report.n_checkpoints == 0:
         body.append("<p>No results stored yet: run <code>bench run</code> first.</p>")
     else:
@@ -202,6 +230,18 @@ def html_page(report: Report, colour_by: str | None = None) -> str:
                     _img(figures.png_bytes(figures.heatmap(report)), "heat map"), "The table as a heat map."
                 )
             )
+        pred = prediction_rows(report)
+        if pred:
+            body += [
+                "<h2>All biases together</h2>",
+                f"<p>{escape(PREDICTION_TITLE)}: how much of each axis the standardized bias vector predicts "
+                "for checkpoints it was not fitted on, beside ID accuracy alone and ID accuracy plus the "
+                "biases. R² ≤ 0: no better than predicting the mean.</p>",
+                _text_table(pred),
+            ]
+        groups = group_rows(report)
+        if groups:
+            body += ["<h2>By group</h2>", f"<p>{escape(group_title(report))}.</p>", _text_table(groups)]
         if report.rows and report.cols:
             fig, titles = figures.scatter_grid(report, colour_by)
             body += [

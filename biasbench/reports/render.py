@@ -108,9 +108,12 @@ def _cell_lines(row: Any) -> list[str]:
 def terminal_tables(report: Report) -> list[Table | Text]:
     """The report as rich renderables: the matrix (curated) or the pair list, then the legend."""
     out: list[Table | Text] = []
+    said = report.verdict()
+    if said:
+        out.append(Text("Verdict\n" + "\n".join(f"• {line}" for line in said), style="bold"))
     if report.curated:
         if not report.rows or not report.cols:
-            return [Text(_empty_reason(report))]
+            return [*out, Text(_empty_reason(report))]
         t = Table(title=headline(report), show_lines=True, title_justify="left")
         t.add_column("bias \\ generalization", style="bold")
         for c in report.cols:
@@ -154,8 +157,86 @@ def terminal_tables(report: Report) -> list[Table | Text]:
                 )
             )
         out.append(t)
+    pred = prediction_rows(report)
+    if pred:
+        pt = Table(title=PREDICTION_TITLE, title_justify="left")
+        for name in pred[0]:
+            pt.add_column(name, justify="left" if name in ("generalization", "predictor") else "right")
+        for row in pred[1:]:
+            pt.add_row(*map(Text, row))
+        out.append(pt)
+    groups = group_rows(report)
+    if groups:
+        gt = Table(title=group_title(report), title_justify="left")
+        for name in groups[0]:
+            gt.add_column(name, justify="left" if name in ("x", "y") else "right")
+        for row in groups[1:]:
+            gt.add_row(*map(Text, row))
+        out.append(gt)
     out.append(Text("\n".join(legend(report))))
     return out
+
+
+PREDICTION_TITLE = (
+    "All biases together: cross-validated R² of each generalization axis (ridge, nested CV; "
+    "95 % bootstrap CI; permutation p)"
+)
+PREDICTION_HEADER = [
+    "generalization",
+    "predictor",
+    "n",
+    "R²",
+    "95% CI",
+    "perm. p",
+    "ΔR² over ID",
+    "95% CI of Δ",
+]
+
+
+def prediction_rows(report: Report) -> list[list[str]]:
+    """Header and one row per (generalization axis, predictor) of the prediction table; empty when
+    the report has none."""
+    pred = report.prediction
+    if pred is None or not len(pred):
+        return []
+    rows = [PREDICTION_HEADER]
+    for r in pred.itertuples(index=False):
+        rows.append(
+            [
+                r.y,
+                {"id": "ID accuracy", "biases": f"{r.features} biases", "id+biases": "ID + biases"}[r.model],
+                str(r.n),
+                num(r.r2),
+                "—" if math.isnan(r.r2_low) else f"[{num(r.r2_low)}, {num(r.r2_high)}]",
+                num(r.p_perm, ".2g"),
+                num(r.gain),
+                "—" if math.isnan(r.gain_low) else f"[{num(r.gain_low)}, {num(r.gain_high)}]",
+            ]
+        )
+    return rows
+
+
+def group_title(report: Report) -> str:
+    return (
+        f"By group (--by {report.by}): {SYMBOL[report.options.method]} per group, * adjusted within the group"
+    )
+
+
+def _short(row: Any) -> str:
+    return "—" if row is None else f"{num(shown(row))}{star(row)} {ci(row)} n={row.n}"
+
+
+def group_rows(report: Report) -> list[list[str]]:
+    """Header (x, y, all, each group) and one row per pair: the coefficient of every group side by side;
+    empty without ``--by``."""
+    if not report.groups:
+        return []
+    names = ["all", *report.groups]
+    reps = [report, *report.groups.values()]
+    rows = [["x", "y", *(f"{n} (n={r.n_checkpoints})" for n, r in zip(names, reps, strict=True))]]
+    for pair in report.table.itertuples(index=False):
+        rows.append([pair.x, pair.y, *(_short(_cell(r, pair.x, pair.y)) for r in reps)])
+    return rows
 
 
 def _empty_reason(report: Report) -> str:
@@ -238,6 +319,9 @@ def markdown(report: Report) -> str:
         f"_{report.generated:%Y-%m-%d %H:%M UTC}; {headline(report)}._",
         "",
     ]
+    said = report.verdict()
+    if said:
+        out += ["## Verdict", "", " ".join(said), ""]
     if report.curated:
         out += ["## Bias × generalization", ""]
         if report.rows and report.cols:
@@ -255,6 +339,12 @@ def markdown(report: Report) -> str:
         stab = stability_rows(report)
         if stab:
             out += ["", "## Stability", "", _md_table(stab[0], stab[1:])]
+    pred = prediction_rows(report)
+    if pred:
+        out += ["## All biases together", "", PREDICTION_TITLE + ".", "", _md_table(pred[0], pred[1:])]
+    groups = group_rows(report)
+    if groups:
+        out += ["## By group", "", group_title(report) + ".", "", _md_table(groups[0], groups[1:])]
     out += ["## Every pair" if report.curated else "## Pairs", ""]
     out.append(_md_table(PAIR_HEADER, pair_rows(report)) if len(report.table) else "_(no pairs)_\n")
     out += ["", *(f"- {line}" for line in legend(report)), ""]
@@ -296,8 +386,23 @@ def csv_text(frame: pd.DataFrame) -> str:
     return safe.to_csv(index=False)
 
 
+def grouped_table(report: Report) -> pd.DataFrame:
+    """:func:`long_table` for all checkpoints (group ``all``) and, with ``--by``, each group's rows
+    after it, with a leading ``group`` column."""
+    frames = []
+    for name, rep in [("all", report), *report.groups.items()]:
+        t = long_table(rep)
+        t.insert(0, "group", name)
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
 def to_csv(report: Report) -> str:
-    return csv_text(long_table(report))
+    return csv_text(grouped_table(report) if report.groups else long_table(report))
+
+
+def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
+    return [] if frame is None else json.loads(frame.to_json(orient="records"))
 
 
 def to_json(report: Report) -> str:
@@ -316,6 +421,17 @@ def to_json(report: Report) -> str:
         "control": report.control,
         "category": report.category,
         "pairs": json.loads(t.to_json(orient="records")),
+        "verdict": report.verdict(),
+        "prediction": _records(report.prediction),
+        "groups": {
+            name: {
+                "checkpoints": rep.scores.checkpoints,
+                "pairs": json.loads(long_table(rep).to_json(orient="records")),
+                "prediction": _records(rep.prediction),
+            }
+            for name, rep in report.groups.items()
+        },
+        "scores": json.loads(report.scores.values.to_json(orient="index")),
         "provenance": report.provenance,
     }
     return json.dumps(doc, indent=1, default=str) + "\n"

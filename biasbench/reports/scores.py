@@ -50,6 +50,18 @@ class Scores:
         cols = self.columns[self.columns["role"] == role]
         return list(cols.sort_values(["metric", "position", "variant", "key"], kind="stable").index)
 
+    def subset(self, checkpoints: list[str]) -> Scores:
+        """The same columns for only ``checkpoints`` (a group of the report)."""
+        return Scores(
+            self.values.loc[checkpoints],
+            self.columns,
+            self.covariates.loc[checkpoints]
+            if len(self.covariates.columns)
+            else self.covariates.reindex(checkpoints),
+            shadowed=self.shadowed,
+            notes=list(self.notes),
+        )
+
 
 def _format_value(v: Any) -> str:
     if v is None:
