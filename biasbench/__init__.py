@@ -106,12 +106,13 @@ def report(
     import pandas as pd
 
     from biasbench.reports import inputs as report_inputs
-    from biasbench.reports.analysis import build_report, provenance
+    from biasbench.reports.analysis import build_report, label_space_caveats, provenance
     from biasbench.reports.prediction import PredictionOptions
     from biasbench.reports.scores import build_scores
     from biasbench.reports.statistics import Options, check_choice
 
     check_choice(method, correction)
+    label_spaces: dict[str, str] = {}
     if isinstance(source, pd.DataFrame):
         data = report_inputs.from_results(source, tags)
     else:
@@ -121,6 +122,7 @@ def report(
             data = report_inputs.from_store_rows(
                 store.report_rows(), store.runs(), store.checkpoint_tags(), store.checkpoint_identities()
             )
+            label_spaces = store.checkpoint_label_spaces()
             if sis_sizes:
                 report_inputs.sis_sizes(data, lambda c: store.items(c, "sis"), (KeyError, StoreError))
     scores = build_scores(data.results, data.tags)
@@ -146,6 +148,7 @@ def report(
     used = sorted(set(rep.rows) | set(rep.cols) | ({rep.control} if rep.control else set()))
     rep.provenance = provenance(data.jobs, data.runs, scores, used)
     rep.sis_sizes = data.sis_sizes
+    rep.caveats = label_space_caveats(rep, label_spaces)
     return rep
 
 

@@ -470,7 +470,10 @@ def _check_out_path(path: Path | None, what: str, *, folder: bool = False) -> No
 def report(
     db: DbOpt = Path(DEFAULT_DB),
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="terminal (a rich table), md, html, csv or json.")
+        str,
+        typer.Option(
+            "--format", "-f", help="terminal (a rich table), md, html, csv, json or latex (booktabs)."
+        ),
     ] = "terminal",
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the report here (default: stdout).")
@@ -540,6 +543,18 @@ def report(
             max=1.0,
         ),
     ] = None,
+    size_by: Annotated[
+        str | None,
+        typer.Option(
+            "--size-by", help="A numeric tag that sizes the study-style scatter markers (e.g. eps)."
+        ),
+    ] = None,
+    figure_formats: Annotated[
+        str,
+        typer.Option(
+            "--figure-formats", help="--figures: the file formats, comma-separated (png, svg, pdf)."
+        ),
+    ] = "png",
     by: Annotated[
         str | None,
         typer.Option(
@@ -564,7 +579,7 @@ def report(
     import biasbench
     from biasbench.reports.statistics import check_choice
 
-    formats = ("terminal", "md", "html", "csv", "json")
+    formats = ("terminal", "md", "html", "csv", "json", "latex")
     if fmt not in formats:
         _fail(f"unknown format {fmt!r} ({', '.join(formats)})")
     check_choice(method, correction)
@@ -606,9 +621,9 @@ def report(
         if out_file:
             console.file.close()
     elif fmt == "html":
-        text = rep.to_html(colour_by=colour)
+        text = rep.to_html(colour_by=colour, size_by=size_by)
     else:
-        text = {"md": rep.to_markdown, "csv": rep.to_csv, "json": rep.to_json}[fmt]()
+        text = {"md": rep.to_markdown, "csv": rep.to_csv, "json": rep.to_json, "latex": rep.to_latex}[fmt]()
     if text is not None:
         if out_file:
             out_file.write_text(text, encoding="utf-8")
@@ -623,7 +638,13 @@ def report(
         if figure:
             written.append(figs.save(figs.heatmap(rep), figure))
         if figures:
-            written += figs.write_all(rep, figures, colour_by=colour)
+            written += figs.write_all(
+                rep,
+                figures,
+                colour_by=colour,
+                size_by=size_by,
+                formats=tuple(_csv_list(figure_formats) or ["png"]),
+            )
         for p in written:
             err.print(f"figure written to {p}", markup=False)
 

@@ -33,6 +33,8 @@ window.addEventListener("load", () => {
     images: imgs.length, broken, svgs: svgs.length,
     titles: [...document.querySelectorAll("svg title")].map(t => t.textContent),
     width: document.documentElement.scrollWidth,
+    headings: [...document.querySelectorAll("h2")].map(h => h.textContent),
+    tables: [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().height > 0).length,
   });
   document.body.appendChild(out);
   console.log("bb-check-done");
@@ -90,11 +92,12 @@ def _open(page: Path, tmp_path: Path) -> tuple[dict, list[str]]:
 
 
 def _db(path: Path) -> Path:
-    """Six checkpoints in two categories with a bias, two generalization aggregates, spectral
-    curves and critical-band thresholds: every figure of the page has data."""
+    """Nine checkpoints in two categories with a bias, two generalization aggregates, spectral
+    curves and critical-band thresholds: every figure and table of the page has data (nine: the
+    cross-validated prediction needs eight)."""
     with Store(path) as s:
         run = s.start_run(argv=["bench"], git_sha="0123abc", versions={"biasbench": "0.1.0"}, device="cpu")
-        for i in range(6):
+        for i in range(9):
             c = f"ckpt-{i}"
             s.upsert_checkpoint({"id": c, "arch": "a", "tags": json.dumps({"category": "ab"[i % 2]})})
             jobs = {
@@ -130,7 +133,19 @@ def page(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("html")
     db = _db(tmp / "r.duckdb")
     out = tmp / "report.html"
-    r = bench(["report", "--db", str(db), "--format", "html", "-o", str(out), "--resamples", "200"], tmp)
+    args = [
+        "--format",
+        "html",
+        "-o",
+        str(out),
+        "--resamples",
+        "200",
+        "--permutations",
+        "200",
+        "--by",
+        "category",
+    ]
+    r = bench(["report", "--db", str(db), *args], tmp)
     assert r.returncode == 0, r.stderr
     return out
 
@@ -148,10 +163,23 @@ def test_the_page_is_one_self_contained_file(page):
 def test_chromium_renders_every_figure_without_console_messages_and_takes_a_screenshot(page, tmp_path):
     found, console = _open(page, tmp_path)
     assert len(console) == 1 and console[0].startswith('"bb-check-done"'), console  # nothing else logged
-    assert found["broken"] == [] and found["images"] == 3  # heat map, spectral curves, critical bands
+    # heat maps of the table, of bias × bias and of generalization × generalization; one study-style
+    # scatter per bias (3); spectral curves; critical bands
+    assert found["broken"] == [] and found["images"] == 3 + 3 + 2
     assert found["svgs"] == 1  # the scatter grid
-    # one hover title per point: 6 checkpoints × 3 bias rows (shape bias, LPP, HPP) × 3 generalization columns
-    assert len(found["titles"]) == 6 * 3 * 3
+    # one hover title per point: 9 checkpoints × 3 bias rows (shape bias, LPP, HPP) × 3 generalization columns
+    assert len(found["titles"]) == 9 * 3 * 3
+    for heading in (
+        "Verdict",
+        "Bias × generalization",
+        "All biases together",
+        "By group",
+        "Bias × bias: every pair",
+    ):
+        assert heading in found["headings"], (heading, found["headings"])
+    assert "Generalization × generalization" in found["headings"]
+    # the main matrix, R², groups, both role matrices, all pairs, scores, provenance (metrics, runs)
+    assert found["tables"] >= 9
     assert any(t.startswith("ckpt-3 (b): shape_bias.shape_bias = ") for t in found["titles"])
     assert found["width"] <= WIDTH  # no horizontal scrolling on a laptop screen
     shot = tmp_path / "report.png"

@@ -54,6 +54,9 @@ class LabelSpace:
     subsets: Mapping[str, Callable[[], Sequence[int]]] = field(default_factory=dict)
     multi_labels: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: what a report over this label space's checkpoints must say about a ``metric.key`` (e.g. that an
+    #: aggregate is correlated with a bias by construction); shown on the page and in the verdict
+    caveats: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def class_names(self) -> tuple[str, ...]:

@@ -422,14 +422,16 @@ class CurvePanel:
 class Curve:
     """A figure a report draws from one metric's stored keys: per checkpoint, one line over x in each
     panel (the HTML page and ``bench report --figures`` both show it; ``name`` is its file stem).
-    ``tick``: the x tick labels (default: the x values)."""
+    ``tick``: the x tick label of ``x`` given the metric's stored scalars (a frame: the report's
+    checkpoints × the metric's keys), e.g. a band's centre frequency derived from stored fit keys
+    (default: the x values)."""
 
     name: str
     title: str
     y_label: str
     panels: tuple[CurvePanel, ...]
     caption: str = ""
-    tick: Callable[[float], str] | None = None
+    tick: Callable[[float, pd.DataFrame], str] | None = None
 
 
 class Metric:

@@ -361,6 +361,18 @@ def _items(
     )
 
 
+def band_tick(f: float, stored: pd.DataFrame) -> str:
+    """Band ``f`` and its centre f₀·2^f cycles/image, with f₀ = centre_frequency / 2^μ of each
+    checkpoint's stored fit (f₀ depends on the image size: 1.75 at 224 px, 2 at 32 and 64 px); the band
+    alone when the report's checkpoints do not share one f₀ or none stores a fit."""
+    base: set[float] = set()
+    for v in ("norm", "raw"):
+        if {f"centre_frequency_{v}", f"fit_mu_{v}"} <= set(stored.columns):
+            both = stored[[f"centre_frequency_{v}", f"fit_mu_{v}"]].dropna()
+            base |= {round(c / 2.0**mu, 3) for c, mu in both.itertuples(index=False)}
+    return f"{int(f)}\n{base.pop() * 2.0**f:g}" if len(base) == 1 else f"{int(f)}"
+
+
 class CriticalBand(Metric):
     """Critical-band masking (Subramanian et al. 2023): noise thresholds per spatial-frequency band and
     the fitted channel's bandwidth, centre frequency and peak noise sensitivity (raw and normalised)."""
@@ -384,7 +396,7 @@ class CriticalBand(Metric):
             panels=(CurvePanel("threshold_norm@f{x}", "", "noise band f (centre frequency, cycles/image)"),),
             caption="Per noise band, the normalised threshold index: the noise level the model tolerates in "
             "that band (low = sensitive).",
-            tick=lambda f: f"{int(f)}\n{1.75 * 2**f:g}",  # band f and its centre, 1.75·2^f cycles/image
+            tick=band_tick,
         ),
     )
 

@@ -60,6 +60,12 @@ class Report:
     groups: dict[str, Report] = field(default_factory=dict)
     #: the ``--by`` specification the groups come from
     by: str | None = None
+    #: what the page must say about some columns, from the checkpoints' label spaces
+    #: (:func:`label_space_caveats`)
+    caveats: list[str] = field(default_factory=list)
+    #: the curated report's companions: every pair of the bias keys (``"bias"``: bias × bias) and of
+    #: the generalization keys, with the same statistics
+    matrices: dict[str, Report] = field(default_factory=dict)
     generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def label(self, column: str) -> str:
@@ -89,17 +95,26 @@ class Report:
 
         return to_csv(self)
 
+    def to_latex(self) -> str:
+        """The main table as a LaTeX ``booktabs`` table (``bench report -f latex``)."""
+        from biasbench.reports.render import to_latex
+
+        return to_latex(self)
+
     def to_json(self) -> str:
         from biasbench.reports.render import to_json
 
         return to_json(self)
 
-    def to_html(self, path: str | Path | None = None, *, colour_by: str | None = None) -> str:
+    def to_html(
+        self, path: str | Path | None = None, *, colour_by: str | None = None, size_by: str | None = None
+    ) -> str:
         """The self-contained HTML page (``bench report -f html``), also written to ``path`` when given;
-        ``colour_by``: the tag that colours the figures (default: the category tag)."""
+        ``colour_by``: the tag that colours the figures (default: the category tag); ``size_by``: a
+        numeric tag that sizes the markers of the study-style scatter plots (e.g. ``eps``)."""
         from biasbench.reports.html import html_page
 
-        page = html_page(self, colour_by=colour_by or self.category)
+        page = html_page(self, colour_by=colour_by or self.category, size_by=size_by)
         if path is not None:
             Path(path).write_text(page, encoding="utf-8")
         return page
@@ -142,13 +157,15 @@ def build_report(
     by: str | None = None,
     predict: bool = True,
     prediction_options: pr.PredictionOptions = pr.PredictionOptions(),
+    matrices: bool = True,
 ) -> Report:
     """The statistics for the curated table (default) or for free pairs (``keys`` / ``all_keys``), or
     for every pair of one role's keys (``among="bias"``: bias × bias; ``"generalization"``).
 
     ``by``: also the same report for each group of checkpoints (:func:`group_checkpoints`).
     ``predict``: for the curated table, all biases together predicting each generalization axis
-    (:mod:`biasbench.reports.prediction`)."""
+    (:mod:`biasbench.reports.prediction`). ``matrices``: for the curated table, also bias × bias and
+    generalization × generalization (``Report.matrices``)."""
     kwargs = dict(
         keys=keys,
         all_keys=all_keys,
@@ -168,7 +185,26 @@ def build_report(
     rep = _build_one(scores, **kwargs)
     rep.by = by
     rep.groups = {name: _build_one(scores.subset(cps), **kwargs) for name, cps in groups.items()}
+    if rep.curated and matrices:
+        for role in ROLES_AMONG:
+            if len(_non_constant(scores.values, scores.with_role(role))) >= 2:
+                rep.matrices[role] = _build_one(scores, **{**kwargs, "among": role, "predict": False})
     return rep
+
+
+def label_space_caveats(report: Report, label_spaces: dict[str, str]) -> list[str]:
+    """The caveats (``LabelSpace.caveats``) of the label spaces of the report's checkpoints, for the
+    columns the report shows, each once: ``"ood.concepts: on the demo world, …"``."""
+    from biasbench.core import labels
+
+    shown = set(report.rows) | set(report.cols)
+    out = []
+    for space in sorted({label_spaces[c] for c in report.scores.checkpoints if c in label_spaces}):
+        found = labels.find(space)
+        for column, text in (found.caveats if found is not None else {}).items():
+            if column in shown:
+                out.append(f"{column}: {text}.")
+    return list(dict.fromkeys(out))
 
 
 def group_checkpoints(scores: Scores, by: str) -> dict[str, list[str]]:

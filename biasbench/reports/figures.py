@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from biasbench.reports.analysis import Report
 
 DPI = 90
+FIGURE_FORMATS = ("png", "svg", "pdf")
 MAX_PAIRS = 12  # panels of a free exploration's scatter grid
 _MPL = tuple(int(p) for p in matplotlib.__version__.split(".")[:2])
 MAX_W, MAX_H = 14.0, 10.0
@@ -159,6 +160,74 @@ def scatter_grid(report: Report, colour_by: str | None = None) -> tuple[Figure, 
     return fig, titles
 
 
+def marker_sizes(report: Report, size_by: str | None) -> pd.Series:
+    """Per checkpoint a marker area: 24 without ``size_by``; else 16 … 140 in proportion to the tag's
+    numeric value (e.g. the adversarial-training ε; an untagged checkpoint counts as 0). A tag that is
+    not a number is an error."""
+    cps = report.scores.values.index
+    if not size_by:
+        return pd.Series(24.0, index=cps)
+    cov = report.scores.covariates
+    if size_by not in cov.columns:
+        from biasbench.reports.analysis import ReportError
+
+        raise ReportError(
+            f"--size-by: no checkpoint carries the tag {size_by!r}; tags: {', '.join(cov.columns) or 'none'}"
+        )
+    raw = cov[size_by].reindex(cps)
+    vals = pd.to_numeric(raw.fillna("0"), errors="coerce")
+    if vals.isna().any():
+        from biasbench.reports.analysis import ReportError
+
+        bad = sorted(set(raw[vals.isna()].astype(str)))
+        raise ReportError(
+            f"--size-by {size_by}: the tag is not a number for every checkpoint ({', '.join(bad)})"
+        )
+    span = float(vals.max() - vals.min())
+    return 16.0 + 124.0 * ((vals - vals.min()) / span if span > 0 else vals * 0.0)
+
+
+def study_scatter(
+    report: Report, bias: str, colour_by: str | None = None, size_by: str | None = None
+) -> Figure | None:
+    """One bias against every generalization axis of the report (one panel per axis, x = the bias), one
+    point per checkpoint, labelled with its name, coloured by a tag and sized by a numeric tag — the
+    study's scatter plots. ``None`` when no checkpoint has the bias and an axis."""
+    values = report.scores.values
+    panels = [(c, values[[bias, c]].dropna()) for c in report.cols if c != bias]
+    panels = [(c, d) for c, d in panels if len(d)]
+    if not panels:
+        return None
+    cats, palette = _colours(report, colour_by)
+    sizes = marker_sizes(report, size_by)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=_size(3.3 * len(panels), 3.6), dpi=DPI, squeeze=False, layout="constrained"
+    )
+    for ax, (col, pair) in zip(axes[0], panels, strict=True):
+        ax.scatter(
+            pair[bias],
+            pair[col],
+            s=sizes.reindex(pair.index),
+            c=[palette[cats[cp]] for cp in pair.index],
+            edgecolor="black",
+            linewidth=0.3,
+            alpha=0.85,
+        )
+        if len(pair) <= 60:
+            for cp, (x_v, y_v) in pair.iterrows():
+                ax.annotate(str(cp), (x_v, y_v), fontsize=5, xytext=(2, 2), textcoords="offset points")
+        row = report.table[(report.table.x == bias) & (report.table.y == col)]
+        if len(row):
+            r = row.iloc[0]
+            ax.set_title(f"{SYMBOL[report.options.method]} = {r['r']:+.2f} (n = {int(r['n'])})", fontsize=8)
+        ax.set_xlabel(_short(report.label(bias), 40), fontsize=7)
+        ax.set_ylabel(_short(report.label(col), 40), fontsize=7)
+        ax.tick_params(labelsize=6)
+    _legend(fig, palette)
+    fig.suptitle(f"{report.label(bias)} against generalization{_by(colour_by)}", fontsize=10)
+    return fig
+
+
 def _by(tag: str | None) -> str:
     return f", coloured by {tag}" if tag else ""
 
@@ -192,6 +261,9 @@ def curve(report: Report, metric: str, spec: Curve, colour_by: str | None = None
     if not panels:
         return None
     cats, palette = _colours(report, colour_by)
+    prefix = f"{metric}."
+    stored = values[[c for c in values.columns if c.startswith(prefix)]]
+    stored = stored.rename(columns=lambda c: c[len(prefix) :])
     width = 8 if len(panels) == 1 else 5.5 * len(panels)
     fig, axes = plt.subplots(
         1, len(panels), figsize=_size(width, 4.2), dpi=DPI, sharey=True, layout="constrained", squeeze=False
@@ -199,7 +271,7 @@ def curve(report: Report, metric: str, spec: Curve, colour_by: str | None = None
     for ax, (panel, series) in zip(axes[0], panels, strict=True):
         _lines(ax, values, series, cats, palette)
         if spec.tick is not None:
-            ax.set_xticks([x for x, _ in series], [spec.tick(x) for x, _ in series], fontsize=7)
+            ax.set_xticks([x for x, _ in series], [spec.tick(x, stored) for x, _ in series], fontsize=7)
         ax.set_xlabel(panel.x_label, fontsize=8)
         if panel.title:
             ax.set_title(panel.title, fontsize=9)
@@ -220,11 +292,41 @@ class ReportFigure:
     figure: Figure
 
 
-def declared_figures(report: Report, colour_by: str | None = None) -> list[ReportFigure]:
-    """Every figure with data that the report's metrics declare (their curves), then the SIS sizes
-    read from stored traces — the one list the HTML page and ``--figures`` both show."""
+def declared_figures(
+    report: Report, colour_by: str | None = None, size_by: str | None = None
+) -> list[ReportFigure]:
+    """Every figure beyond the table's heat map and scatter grid, the one list the HTML page and
+    ``--figures`` both show: the bias × bias and generalization × generalization heat maps, each bias
+    against the generalization axes as the study draws them, the curves the report's metrics declare,
+    then the SIS sizes read from stored traces."""
     metrics = list(dict.fromkeys(report.scores.columns["metric"].astype(str)))
     out = []
+    for role, sub in report.matrices.items():
+        out.append(
+            ReportFigure(
+                f"heatmap_{role}",
+                f"{role.capitalize()} × {role}",
+                f"Every pair of the {role} keys, with the same statistics as the main table (the study's "
+                f"{role} × {role} matrix).",
+                heatmap(sub),
+            )
+        )
+    if report.curated and report.cols:
+        for k, bias in enumerate(report.rows):
+            fig = study_scatter(report, bias, colour_by, size_by)
+            if fig is not None:
+                out.append(
+                    ReportFigure(
+                        f"study_{k:02d}",
+                        f"{report.label(bias)} against the generalization axes",
+                        "As the study draws it: x the bias, y each generalization axis, one labelled point per "
+                        "checkpoint"
+                        + (f", marker size by {size_by}" if size_by else "")
+                        + _by(colour_by)
+                        + ".",
+                        fig,
+                    )
+                )
     for metric, spec in declared_curves(metrics):
         fig = curve(report, metric, spec, colour_by)
         if fig is not None:
@@ -299,13 +401,31 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def write_all(report: Report, folder: Path, colour_by: str | None = None) -> list[Path]:
-    """Every figure that has data, as PNG files in the existing ``folder``."""
+def write_all(
+    report: Report,
+    folder: Path,
+    colour_by: str | None = None,
+    size_by: str | None = None,
+    formats: tuple[str, ...] = ("png",),
+) -> list[Path]:
+    """Every figure that has data, in each of ``formats`` (png, svg, pdf), in the existing ``folder``."""
     if not folder.is_dir():
         raise NotFoundError(f"the folder {folder} does not exist")
-    out = [save(heatmap(report), folder / "heatmap.png")]
+    unknown = [f for f in formats if f not in FIGURE_FORMATS]
+    if unknown:
+        from biasbench.reports.analysis import ReportError
+
+        raise ReportError(
+            f"unknown figure format {', '.join(unknown)} (choose from {', '.join(FIGURE_FORMATS)})"
+        )
+    figs = [("heatmap", heatmap(report))]
     if report.rows and report.cols:
-        out.append(save(scatter_grid(report, colour_by)[0], folder / "scatter.png"))
-    for f in declared_figures(report, colour_by):
-        out.append(save(f.figure, folder / f"{f.stem}.png"))
+        figs.append(("scatter", scatter_grid(report, colour_by)[0]))
+    figs += [(f.stem, f.figure) for f in declared_figures(report, colour_by, size_by)]
+    out = []
+    for stem, fig in figs:
+        for fmt in formats:
+            out.append(folder / f"{stem}.{fmt}")
+            fig.savefig(out[-1], dpi=DPI)
+        plt.close(fig)
     return out

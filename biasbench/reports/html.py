@@ -208,7 +208,7 @@ def _how_to_read(report: Report) -> str:
     return '<div class="read"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
 
 
-def html_page(report: Report, colour_by: str | None = None) -> str:
+def html_page(report: Report, colour_by: str | None = None, size_by: str | None = None) -> str:
     """The whole report as one HTML document (string)."""
     body = [
         "<h1>Do biases explain generalization?</h1>",
@@ -252,7 +252,9 @@ def html_page(report: Report, colour_by: str | None = None) -> str:
                     + (f", coloured by <code>{escape(colour_by)}</code>." if colour_by else "."),
                 ),
             ]
-        for f in figures.declared_figures(report, colour_by):
+        for role, sub in report.matrices.items():
+            body += [f"<h2>{escape(role.capitalize())} × {escape(role)}: every pair</h2>", _pairs(sub)]
+        for f in figures.declared_figures(report, colour_by, size_by):
             body += [
                 f"<h2>{escape(f.title)}</h2>",
                 _figure(_img(figures.png_bytes(f.figure), f.title), escape(f.caption)),

@@ -92,6 +92,7 @@ def legend(report: Report) -> list[str]:
             "(as Gavrikov & Keuper 2024 do); its CI, p and the CSV/JSON keep the real value (column masked)."
         )
     lines += report.scores.notes
+    lines += report.caveats
     return lines
 
 
@@ -321,7 +322,7 @@ def markdown(report: Report) -> str:
     ]
     said = report.verdict()
     if said:
-        out += ["## Verdict", "", " ".join(said), ""]
+        out += ["## Verdict", "", *(f"- {line}" for line in said), ""]
     if report.curated:
         out += ["## Bias × generalization", ""]
         if report.rows and report.cols:
@@ -345,6 +346,8 @@ def markdown(report: Report) -> str:
     groups = group_rows(report)
     if groups:
         out += ["## By group", "", group_title(report) + ".", "", _md_table(groups[0], groups[1:])]
+    for role, sub in report.matrices.items():
+        out += [f"## {role.capitalize()} × {role}", "", _md_table(PAIR_HEADER, pair_rows(sub))]
     out += ["## Every pair" if report.curated else "## Pairs", ""]
     out.append(_md_table(PAIR_HEADER, pair_rows(report)) if len(report.table) else "_(no pairs)_\n")
     out += ["", *(f"- {line}" for line in legend(report)), ""]
@@ -401,6 +404,87 @@ def to_csv(report: Report) -> str:
     return csv_text(grouped_table(report) if report.groups else long_table(report))
 
 
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    # the non-ASCII signs our labels use, as math (pdflatex has no glyph for them)
+    "≤": r"$\le$",
+    "≥": r"$\ge$",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+    "²": r"$^2$",
+    "…": r"\ldots{}",
+    "ρ": r"$\rho$",
+    "τ": r"$\tau$",
+    "σ": r"$\sigma$",
+    "μ": r"$\mu$",
+    "ε": r"$\varepsilon$",
+    "−": "-",
+}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def to_latex(report: Report) -> str:
+    """The curated matrix (or the pair list) as a ``booktabs`` table: the coefficient with ``*`` when
+    the adjusted p is below ``ALPHA`` and its interval beneath; a caption with n, the method, the
+    interval and the correction (needs ``\\usepackage{booktabs}``)."""
+    sym = {"ρ": r"$\rho$", "r": "$r$", "τ": r"$\tau$"}[SYMBOL[report.options.method]]
+    caption = latex_escape(
+        f"{report.options.method.capitalize()} {SYMBOL[report.options.method]} across {report.n_checkpoints} "
+        "checkpoints; "
+        f"{round(report.options.confidence * 100)} % bootstrap interval over checkpoints; * adjusted p < "
+        f"{ALPHA} ({CORRECTION_NAME[report.options.correction]} over {report.tested} tests)."
+    )
+
+    def cell(row: Any) -> str:
+        if row is None or math.isnan(row.r):
+            return "--"
+        mark = "$^{*}$" if star(row) else ""
+        interval = (
+            ""
+            if math.isnan(row.ci_low)
+            else f" \\newline {{\\scriptsize [{num(row.ci_low)}, {num(row.ci_high)}]}}"
+        )
+        return f"${num(shown(row))}${mark}{interval}"
+
+    if report.curated and report.rows and report.cols:
+        head = [
+            "bias \\textbackslash{} generalization",
+            *(latex_escape(report.label(c)) for c in report.cols),
+        ]
+        body = [
+            [latex_escape(report.label(r)), *(cell(_cell(report, r, c)) for c in report.cols)]
+            for r in report.rows
+        ]
+        spec = "l" + "p{2.2cm}" * len(report.cols)
+    else:
+        head = ["x", "y", sym, "n"]
+        body = [
+            [latex_escape(r.x), latex_escape(r.y), cell(r), str(r.n)]
+            for r in report.table.itertuples(index=False)
+        ]
+        spec = "llp{2.2cm}r"
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+        *(" & ".join(row) + r" \\" for row in body),
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{caption}}}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     return [] if frame is None else json.loads(frame.to_json(orient="records"))
 
@@ -430,6 +514,10 @@ def to_json(report: Report) -> str:
                 "prediction": _records(rep.prediction),
             }
             for name, rep in report.groups.items()
+        },
+        "matrices": {
+            role: json.loads(long_table(sub).to_json(orient="records"))
+            for role, sub in report.matrices.items()
         },
         "scores": json.loads(report.scores.values.to_json(orient="index")),
         "provenance": report.provenance,

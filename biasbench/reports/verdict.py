@@ -146,7 +146,7 @@ def caveats(report: Report) -> list[str]:
             f"With {report.n_checkpoints} checkpoints (fewer than {SMALL_N}) the intervals are wide and a "
             "missing correlation is weak evidence of none."
         )
-    return out
+    return out + list(report.caveats)
 
 
 def verdict(report: Report) -> list[str]:

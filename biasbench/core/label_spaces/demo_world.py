@@ -70,4 +70,11 @@ DEMO_WORLD_SPACE = LabelSpace(
         },
         "ood": DEMO_OOD,
     },
+    caveats={
+        "ood.concepts": (
+            "on the demo world, concepts is the mean accuracy on its edges and silhouettes sets — the "
+            "world's shapes with their texture removed — so a correlation of shape bias with concepts is "
+            "partly true by construction (the study's concepts: ImageNet-Sketch, -R and Stylized-16)"
+        ),
+    },
 )

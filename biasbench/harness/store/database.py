@@ -685,6 +685,11 @@ class Store:
         rows = self.query("SELECT id, identity FROM checkpoints WHERE identity IS NOT NULL")
         return dict(zip(rows["id"], rows["identity"], strict=True))
 
+    def checkpoint_label_spaces(self) -> dict[str, str]:
+        """Each stored checkpoint's label space, where it is known (imported checkpoints have none)."""
+        rows = self.query("SELECT id, labels FROM checkpoints WHERE labels IS NOT NULL")
+        return dict(zip(rows["id"], rows["labels"], strict=True))
+
     def report_rows(self) -> pd.DataFrame:
         """What a report reads: the newest results of each metric variant (checkpoint, metric, key, value,
         n, run_id) with their job's ``params``, ``datasets`` (JSON text) and ``metric_version``."""
