@@ -103,29 +103,62 @@ def bootstrap_ci(
 ) -> tuple[float, float, int]:
     """The percentile-bootstrap interval of the correlation over resampled checkpoints (paired), and
     how many resamples had no defined correlation (left out of the percentiles)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < MIN_N_CI or np.all(x == x[0]) or np.all(y == y[0]):
-        return (float("nan"), float("nan"), 0)
+    return bootstrap_cis([(x, y)], method, confidence=confidence, n_resamples=n_resamples, seed=seed)[0]
+
+
+def bootstrap_cis(
+    pairs: Sequence[tuple[Sequence[float], Sequence[float]]],
+    method: str = "spearman",
+    *,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> list[tuple[float, float, int]]:
+    """:func:`bootstrap_ci` for many pairs at once: the pairs of one length go through one call of
+    ``scipy.stats.bootstrap`` with the pairs as a batch dimension. Each pair's resamples are the ones
+    its own call would draw (the paired resampling draws indices from the seed and the length
+    only), so every interval is the one :func:`bootstrap_ci` gives alone."""
+    out: list[tuple[float, float, int]] = [(float("nan"), float("nan"), 0)] * len(pairs)
+    by_n: dict[int, list[int]] = {}
+    arrays = []
+    for k, (x, y) in enumerate(pairs):
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        arrays.append((x, y))
+        if len(x) < MIN_N_CI or np.all(x == x[0]) or np.all(y == y[0]):
+            continue
+        by_n.setdefault(len(x), []).append(k)
     stat, vectorized = _vectorised(method)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = stats.bootstrap(
-            (x, y),
-            stat,
-            paired=True,
-            vectorized=vectorized,
-            confidence_level=confidence,
-            n_resamples=n_resamples,
-            method="percentile",
-            random_state=np.random.default_rng(seed),
-        )
-    lo, hi = res.confidence_interval.low, res.confidence_interval.high
-    dist = np.asarray(res.bootstrap_distribution, float)
-    undefined = int(np.isnan(dist).sum())
-    if undefined and undefined < dist.size:  # the same percentiles over the defined resamples
-        alpha = (1 - confidence) / 2
-        lo, hi = np.nanpercentile(dist, [100 * alpha, 100 * (1 - alpha)])
-    return (float(lo), float(hi), undefined)
+    for ks in by_n.values():
+        batches = [ks] if vectorized else [[k] for k in ks]
+        for batch in batches:
+            xs = np.stack([arrays[k][0] for k in batch])
+            ys = np.stack([arrays[k][1] for k in batch])
+            if not vectorized:
+                xs, ys = xs[0], ys[0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = stats.bootstrap(
+                    (xs, ys),
+                    stat,
+                    paired=True,
+                    vectorized=vectorized,
+                    confidence_level=confidence,
+                    n_resamples=n_resamples,
+                    method="percentile",
+                    random_state=np.random.default_rng(seed),
+                    axis=-1,
+                )
+            lows = np.atleast_1d(res.confidence_interval.low)
+            highs = np.atleast_1d(res.confidence_interval.high)
+            dists = np.asarray(res.bootstrap_distribution, float).reshape(len(batch), -1)
+            for j, k in enumerate(batch):
+                lo, hi, dist = lows[j], highs[j], dists[j]
+                undefined = int(np.isnan(dist).sum())
+                if undefined and undefined < dist.size:  # the same percentiles over the defined resamples
+                    alpha = (1 - confidence) / 2
+                    lo, hi = np.nanpercentile(dist, [100 * alpha, 100 * (1 - alpha)])
+                out[k] = (float(lo), float(hi), undefined)
+    return out
 
 
 def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float]) -> tuple[float, float]:
@@ -206,18 +239,17 @@ def correlation_table(
     if options.correction not in CORRECTIONS:
         raise InputError(f"unknown correction {options.correction!r} ({', '.join(CORRECTIONS)})")
     rows = []
-    for x, y in pairs:
-        pair = values[[x, y]].dropna()
+    data = [values[[x, y]].dropna() for x, y in pairs]
+    cis = bootstrap_cis(
+        [(pair[x], pair[y]) for (x, y), pair in zip(pairs, data, strict=True)],
+        options.method,
+        confidence=options.confidence,
+        n_resamples=options.n_resamples,
+        seed=options.seed,
+    )
+    for (x, y), pair, (lo, hi, _) in zip(pairs, data, cis, strict=True):
         row: dict[str, object] = {"x": x, "y": y, "method": options.method, "n": len(pair)}
         r, p = correlation(pair[x], pair[y], options.method)
-        lo, hi, _ = bootstrap_ci(
-            pair[x],
-            pair[y],
-            options.method,
-            confidence=options.confidence,
-            n_resamples=options.n_resamples,
-            seed=options.seed,
-        )
         row.update(r=r, p=p, ci_low=lo, ci_high=hi)
         pr = pp = float("nan")
         if control is not None and control in values and control not in (x, y):
