@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import timm
 import torch
 from PIL import Image
@@ -57,7 +58,18 @@ def _data(metric: OOD, folder: Path) -> dict[str, ImageSet]:
 
 
 def _same(a, b) -> None:
-    assert a.scalars == b.scalars and a.n == b.n and a.flags == b.flags
+    """Accuracies (decisions) exactly equal; the calibration keys, which read the probabilities
+    themselves, to float32 round-off (a group's batches may reach the convolutions in another
+    arrangement, which moves logits by ~1e-7 and no argmax)."""
+    calibration = {k for k in a.scalars if any(m in k for m in ("_ece", "_nll", "_brier"))}
+    assert calibration  # the keys this tolerance is for exist
+    assert {k: v for k, v in a.scalars.items() if k not in calibration} == {
+        k: v for k, v in b.scalars.items() if k not in calibration
+    }
+    assert {k: b.scalars[k] for k in calibration} == pytest.approx(
+        {k: a.scalars[k] for k in calibration}, rel=1e-6
+    )
+    assert a.n == b.n and a.flags == b.flags
     pd.testing.assert_frame_equal(a.items, b.items, check_exact=True)
 
 

@@ -25,11 +25,28 @@ message instead of being dropped; narrow them with ``-p ood.sets=v2,a,r``):
   ε = 0.5/255, step 2/255; the demo world: ε = 2/255, step 8/255, the adversarial recipe's training ε),
   seeded random start → ``pgd40_top1`` (robust accuracy).
 
+Calibration (:mod:`biasbench.metrics.calibration`), from the same logits (no extra forward pass): on
+every set whose decisions are the model's own top-1 over its label space — ``imagenet``, ``v2``, ``a``,
+``r`` (softmax over the 200 restricted classes), ``sketch``, each corruption cell of ``c``/``cbar``, and
+on the demo world its clean, edges and silhouettes sets — ``<set>_ece`` (15 equal-width right-closed
+bins of the top-1 softmax confidence, Guo et al. 2017), ``<set>_nll`` (mean −log p(true class)) and
+``<set>_brier`` (multi-class sum form, [0, 2]); cells ``c_ece@<corruption>-<severity>`` …, and per
+family mean ``<mean>`` the means over its cells ``c19_ece_mean``, ``cbar_nll_mean``, ``c_brier_mean`` …
+(``c_mean`` → ``c_ece_mean``). Not for ``real`` (multi-label), the 16-class decision sets (no
+probability of the true class) nor PGD. Lower is better for all three.
+
 Aggregates (stored when all their parts are; otherwise absent, with a flag naming the missing part —
 never a partial mean): ``id`` = mean(imagenet, v2, real), ``robustness`` = mean(a, c19_mean,
 cbar_mean), ``concepts`` = mean(sketch, r, stylized16), ``adversarial`` = pgd40. The demo world:
 id = its clean top-1, robustness = c_mean, concepts = mean(edges, silhouettes), adversarial = pgd40.
-The label space holds these compositions (``LabelSpace.defaults["ood"]``).
+The label space holds these compositions (``LabelSpace.defaults["ood"]``). Calibration aggregates
+``id_<m>`` and ``robustness_<m>`` (m = ece, nll, brier; the label space's ``calibration_aggregates``,
+``{m}`` standing for the measure) follow the accuracy aggregates with the parts that have a calibration:
+ImageNet ``id_ece`` = mean(imagenet_ece, v2_ece) (ReaL has none), ``robustness_ece`` = mean(a_ece,
+c19_ece_mean, cbar_ece_mean); the demo world ``id_ece`` = its clean set's, ``robustness_ece`` =
+c_ece_mean. There is no concepts or adversarial calibration aggregate (Stylized-16 and PGD have none).
+``id_ece`` and ``robustness_ece`` are generalization keys (report columns); the NLL and Brier
+aggregates are diagnostic (``--generalization`` adds them).
 
 ``max_per_set``: a seeded, class-stratified subsample of every set (and of every corruption cell);
 ``pgd_n_images`` the same for PGD. Both are part of the job's content key; the demo world's label
@@ -60,6 +77,7 @@ from biasbench.metrics.base import (
     NotApplicable,
     ParamError,
 )
+from biasbench.metrics.calibration import MEASURES, calibration
 from biasbench.metrics.common import decide, topk_correct
 from biasbench.metrics.lockstep import evaluate_in_lockstep
 from biasbench.metrics.pgd import pgd_linf
@@ -114,7 +132,7 @@ class OOD(Metric):
     generalization aggregates (id, robustness, concepts, adversarial)."""
 
     name = "ood"
-    version = "1"
+    version = "2"  # 2: calibration keys (ECE, NLL, Brier); every accuracy key as in 1
     headline = ("id", "robustness", "concepts", "adversarial")
     # the study's four aggregates are the report's columns; per-set keys join on request (--generalization)
     key_roles = {
@@ -122,8 +140,18 @@ class OOD(Metric):
         "robustness": KeyRole("generalization", True, "robustness (corruptions, natural adversarial)"),
         "concepts": KeyRole("generalization", True, "concepts (sketches, renditions, shape-only sets)"),
         "adversarial": KeyRole("generalization", True, "adversarial (PGD-40 robust accuracy)"),
+        "id_ece": KeyRole("generalization", False, "in-distribution ECE (15 bins)"),
+        "id_nll": KeyRole("diagnostic", False, "in-distribution NLL"),
+        "id_brier": KeyRole("diagnostic", False, "in-distribution Brier score"),
+        "robustness_ece": KeyRole("generalization", False, "robustness-set ECE (15 bins)"),
+        "robustness_nll": KeyRole("diagnostic", False, "robustness-set NLL"),
+        "robustness_brier": KeyRole("diagnostic", False, "robustness-set Brier score"),
         "*_top*": KeyRole("diagnostic", True, "per-set accuracy"),
         "*_acc16": KeyRole("diagnostic", True, "per-set 16-class accuracy"),
+        # before "*_mean": a family's calibration means (c19_ece_mean …) are calibration, not accuracy
+        "*_ece*": KeyRole("diagnostic", False, "per-set ECE (15 bins)"),
+        "*_nll*": KeyRole("diagnostic", False, "per-set NLL"),
+        "*_brier*": KeyRole("diagnostic", False, "per-set Brier score"),
         "*_mean": KeyRole("diagnostic", True, "mean accuracy over corruption cells"),
     }
     item_columns = ("set", "label", "correct")
@@ -212,6 +240,7 @@ class OOD(Metric):
             else:
                 self._set(s, kind, subset, model, data[s], ctx, max_n, scalars, n, frames)
         flags = self._aggregates(conf.get("aggregates", {}), scalars, n)
+        flags += self._aggregates(_calibration_spec(conf.get("calibration_aggregates", {})), scalars, n)
         items = pd.concat(frames, ignore_index=True) if frames else None
         return MetricResult(scalars=scalars, n=n, items=items, flags=flags)
 
@@ -242,6 +271,8 @@ class OOD(Metric):
             dec = decide(logits, model.label_space, ds)
             key = f"{s}_top1" if ds.label_space == model.label_space else f"{s}_acc16"
             correct = _record(key, dec.decision == y, y >= 0, scalars, n)
+            if ds.label_space == model.label_space:  # the model's own top-1 (argmax): a probability of y
+                _calibrate(s, "", logits, y, dec.decision == y, scalars, n)
         elif kind == "real":
             real = [ds.meta["real"][i] for i in idx.tolist()]
             keep = torch.tensor([len(r) > 0 for r in real], dtype=torch.bool)
@@ -259,7 +290,9 @@ class OOD(Metric):
                 mask = torch.full((logits.shape[1],), float("-inf"))
                 mask[cls] = 0.0
                 logits = logits + mask
-            correct = _record(f"{s}_top1", topk_correct(logits, y.clamp(min=0), 1), y >= 0, scalars, n)
+            hit = topk_correct(logits, y.clamp(min=0), 1)
+            correct = _record(f"{s}_top1", hit, y >= 0, scalars, n)
+            _calibrate(s, "", logits, y, hit, scalars, n)  # over the restricted classes for a / r
             if s == "imagenet" and logits.shape[1] >= 5:
                 _record("imagenet_top5", topk_correct(logits, y.clamp(min=0), 5), y >= 0, scalars, n)
         frames.append(_frame(s, ds, idx, y, correct))
@@ -277,6 +310,7 @@ class OOD(Metric):
         frames: list,
     ) -> None:
         cell: dict[str, float] = {}
+        cal: dict[str, dict[str, float]] = {m: {} for m in MEASURES}
         for corr in fam["corruptions"]:
             for sev in fam["severities"]:
                 ds = data[f"{s}:{corr}-{sev}"]
@@ -284,12 +318,20 @@ class OOD(Metric):
                 y = ds.labels[idx]
                 logits = ctx.predict(model, _pick(ds.images, idx), description=f"ood {s} {corr}-{sev}")
                 key = f"{s}_top1@{corr}-{sev}"
-                correct = _record(key, topk_correct(logits, y.clamp(min=0), 1), y >= 0, scalars, n)
+                hit = topk_correct(logits, y.clamp(min=0), 1)
+                correct = _record(key, hit, y >= 0, scalars, n)
                 cell[f"{corr}-{sev}"] = scalars[key]
+                for m, v in _calibrate(s, f"@{corr}-{sev}", logits, y, hit, scalars, n).items():
+                    cal[m][f"{corr}-{sev}"] = v
                 frames.append(_frame(f"{s}:{corr}-{sev}", ds, idx, y, correct))
         for key, corrs in fam["means"].items():
             parts = [cell[f"{c}-{v}"] for c in corrs for v in fam["severities"]]
             scalars[key], n[key] = float(np.mean(parts)), len(parts)
+        for key, corrs in fam["means"].items():
+            for m in MEASURES:
+                parts = [cal[m][f"{c}-{v}"] for c in corrs for v in fam["severities"]]
+                mkey = _calibration_mean_key(key, m)
+                scalars[mkey], n[mkey] = float(np.mean(parts)), len(parts)
 
     def _pgd(
         self,
@@ -353,6 +395,35 @@ def _record(key: str, hit: torch.Tensor, keep: torch.Tensor, scalars: dict, n: d
     k = int(keep.sum())
     scalars[key], n[key] = (float(correct[keep].float().mean()) if k else math.nan), k
     return correct
+
+
+def _calibrate(
+    s: str, suffix: str, logits: torch.Tensor, y: torch.Tensor, hit: torch.Tensor, scalars: dict, n: dict
+) -> dict[str, float]:
+    """Store ``<s>_<m><suffix>`` for m = ece, nll, brier (:func:`~biasbench.metrics.calibration.calibration`
+    of ``logits`` against ``y``, labels < 0 excluded; the ECE's correctness is ``hit``, the stored
+    top-1's) and their n; return ``{m: value}``."""
+    cal = calibration(logits, y, correct=hit)
+    values = cal.as_dict()
+    for m, v in values.items():
+        scalars[f"{s}_{m}{suffix}"], n[f"{s}_{m}{suffix}"] = v, cal.n
+    return values
+
+
+def _calibration_mean_key(mean_key: str, m: str) -> str:
+    """A family mean's calibration counterpart: ``c19_mean`` → ``c19_ece_mean``."""
+    stem = mean_key.removesuffix("_mean")
+    return f"{stem}_{m}_mean" if stem != mean_key else f"{mean_key}_{m}"
+
+
+def _calibration_spec(spec: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The label space's ``calibration_aggregates`` (``{m}`` standing for the measure) for each measure:
+    ``{"id_{m}": ("imagenet_{m}",)}`` → ``{"id_ece": ("imagenet_ece",), "id_nll": …}``."""
+    return {
+        name.replace("{m}", m): tuple(p.replace("{m}", m) for p in parts)
+        for name, parts in spec.items()
+        for m in MEASURES
+    }
 
 
 def _frame(s: str, ds: ImageSet, idx: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:

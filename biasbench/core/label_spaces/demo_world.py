@@ -44,6 +44,11 @@ DEMO_OOD = {
         "concepts": ("edges_top1", "silhouettes_top1"),
         "adversarial": ("pgd40_top1",),
     },
+    # ECE / NLL / Brier ({m}) of the aggregates whose parts have a calibration (metrics/ood.py)
+    "calibration_aggregates": {
+        "id_{m}": ("imagenet_{m}",),
+        "robustness_{m}": ("c_{m}_mean",),
+    },
     "pgd_eps": 2 / 255,
     "pgd_step": 8 / 255,
     "max_per_set": 100,

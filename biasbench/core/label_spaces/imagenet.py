@@ -100,6 +100,12 @@ IMAGENET_OOD = {
         "concepts": ("sketch_top1", "r_top1", "stylized16_acc16"),
         "adversarial": ("pgd40_top1",),
     },
+    # ECE / NLL / Brier ({m}) of the aggregates whose parts have a calibration (metrics/ood.py): ReaL
+    # (multi-label) has none, so id's is mean(imagenet, v2)
+    "calibration_aggregates": {
+        "id_{m}": ("imagenet_{m}", "v2_{m}"),
+        "robustness_{m}": ("a_{m}", "c19_{m}_mean", "cbar_{m}_mean"),
+    },
     # L-inf PGD-40 in pixel space (foolbox LinfPGD(steps=40, abs_stepsize=2/255), eps 0.5/255)
     "pgd_eps": 0.5 / 255,
     "pgd_step": 2 / 255,
