@@ -413,16 +413,33 @@ def results(
     ] = None,
     sis_tau: Annotated[float | None, typer.Option("--sis-tau", hidden=True)] = None,
     sis_q: Annotated[float | None, typer.Option("--sis-q", hidden=True)] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", help="Only these keys: KEY or METRIC.KEY, wildcards allowed (repeatable)."),
+    ] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="One row per checkpoint, one column per metric[variant].key.")
+    ] = False,
 ) -> None:
-    """Print stored results: checkpoint, metric, key, value, n."""
+    """Print stored results: checkpoint, metric, key, value, n, and the variant (the parameters a
+    metric's stored sets differ in) and datasets each row came from."""
     from biasbench.harness import session
 
     legacy = [f"sis.{k}={v}" for k, v in (("tau", sis_tau), ("q", sis_q)) if v is not None]  # the old flags
     changes = session.parse_recompute([*(recompute or []), *legacy])
     df = session.results(
-        db, metrics=metric, checkpoints=checkpoint, latest=not all_versions, recompute=changes
+        db, metrics=metric, checkpoints=checkpoint, latest=not all_versions, recompute=changes, keys=key
     )
-    if fmt == "csv":
+    if wide:
+        df = session.wide_results(df)
+    if fmt == "table" and wide:
+        t = Table()
+        for c in df.columns:
+            t.add_column(c, justify="left" if c == "checkpoint" else "right")
+        for row in df.itertuples(index=False):
+            _row(t, row[0], *(f"{v:.4g}" for v in row[1:]))
+        out.print(t)
+    elif fmt == "csv":
         from biasbench.reports.render import csv_text
 
         sys.stdout.write(csv_text(df))
@@ -433,7 +450,16 @@ def results(
         for c in df.columns:
             t.add_column(c, justify="right" if c in ("value", "n") else "left")
         for row in df.itertuples(index=False):
-            _row(t, row.checkpoint, row.metric, row.key, f"{row.value:.6g}", str(row.n))
+            _row(
+                t,
+                row.checkpoint,
+                row.metric,
+                row.key,
+                f"{row.value:.6g}",
+                str(row.n),
+                row.variant,
+                row.datasets,
+            )
         out.print(t)
     else:
         _fail(f"unknown format {fmt!r} (table, csv, json)")
@@ -655,27 +681,62 @@ def import_table(
         Path, typer.Argument(help="A wide CSV table: one row per checkpoint.", show_default=False)
     ],
     mapping: Annotated[
-        Path,
-        typer.Option("--mapping", help="The mapping (TOML): checkpoint column, tags, metric.key targets."),
-    ],
-    source: Annotated[str, typer.Option("--source", help="A short name for where the table comes from.")],
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="The mapping (TOML): checkpoint column, tags, metric.key targets. Or --preset.",
+            show_default=False,
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="A shipped mapping for a published table instead of --mapping (gavrikov2024: "
+            "raw-data/benchmark.csv of Gavrikov & Keuper, CVPR 2024).",
+            show_default=False,
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", help="A short name for where the table comes from (default: the preset's name)."
+        ),
+    ] = None,
     db: DbOpt = Path(DEFAULT_DB),
 ) -> None:
     """Import published per-checkpoint results (a wide CSV) so reports use them beside measured ones."""
     import biasbench
 
-    table = biasbench.import_table(file, mapping, source, db=db)
+    def _few(names: list[str], limit: int = 20) -> str:  # the first `limit` names and how many more
+        return ", ".join(names[:limit]) + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+    table = biasbench.import_table(file, mapping, source, db=db, preset=preset)
     prov = table.provenance
     n_ckpt = table.results["checkpoint"].nunique()
     out.print(
         f"imported {len(table.results)} values of {n_ckpt} checkpoints from {file.name} "
-        f"(sha256 {prov['sha256'][:12]}…) as source {source!r} into {db}",
+        f"(sha256 {prov['sha256'][:12]}…) as source {prov['source']!r}"
+        + (f" (preset {preset})" if preset else "")
+        + f" into {db}",
         markup=False,
     )
     if table.skipped:
         err.print(f"{table.skipped} mapped cells were empty and left out", markup=False)
+    if table.left_out:
+        err.print(
+            f"{len(table.left_out)} rows the mapping does not list were left out: {_few(table.left_out)}",
+            markup=False,
+        )
+    if table.absent:
+        err.print(
+            f"{len(table.absent)} checkpoints the mapping lists are not in the table: {_few(table.absent)}",
+            markup=False,
+        )
     if table.unused:
-        err.print(f"columns not in the mapping (not imported): {', '.join(table.unused)}", markup=False)
+        err.print(f"columns not in the mapping (not imported): {_few(table.unused)}", markup=False)
+    for note in prov.get("notes", []):
+        err.print(f"note: {note}", markup=False)
 
 
 @app.command()

@@ -126,7 +126,7 @@ def test_a_model_that_always_says_class_zero_gets_top1_one_tenth_on_the_balanced
         cache_dir=tmp_path / "c",
     )
     frame = res.to_frame()
-    assert list(frame.columns) == ["checkpoint", "metric", "key", "value", "n"]
+    assert list(frame.columns) == ["checkpoint", "metric", "key", "value", "n", "variant", "datasets"]
     n = int(frame.set_index("key").loc["top1", "n"])
     assert n % 10 == 0 and res.value("accuracy", "top1") == 0.1  # the demo set holds n/10 of each class
     assert res.value("accuracy", "top5") == 0.5

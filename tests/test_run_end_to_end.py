@@ -61,7 +61,7 @@ def test_run_stores_results_and_a_rerun_computes_nothing(tmp_path, env):
     assert second.returncode == 0, second.stderr
     assert "Nothing to compute" in second.stdout
     res = bench(["results", "--db", str(tmp_path / "b.duckdb"), "--format", "csv"], tmp_path, env)
-    assert res.stdout.splitlines()[0] == "checkpoint,metric,key,value,n"
+    assert res.stdout.splitlines()[0] == "checkpoint,metric,key,value,n,variant,datasets"
     rows = [line.split(",") for line in res.stdout.splitlines()[1:]]
     assert sorted((r[0], r[2], r[4]) for r in rows) == [  # top1 + top5 each, on the 1000 test images
         ("tiny0", "top1", "1000"),

@@ -14,6 +14,7 @@ store → metrics / registry``. It raises our errors (:class:`RunInputError`, ``
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -441,9 +442,11 @@ def results(
     checkpoints: Sequence[str] | None = None,
     latest: bool = True,
     recompute: Mapping[str, Mapping[str, float]] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The stored results as a long table: checkpoint, metric, key, value, n (newest job of each
-    variant unless ``latest=False``) — the rows of ``bench results --format csv``. ``recompute``
+    """The stored results as a long table: checkpoint, metric, key, value, n, variant, datasets (newest
+    job of each variant unless ``latest=False``) — the rows of ``bench results --format csv``.
+    ``keys``: only rows whose ``key`` or ``metric.key`` matches (wildcards allowed). ``recompute``
     (``{"sis": {"tau": 0.8}}``): a metric's rows as it would have stored them with other values of its
     recomputable parameters, from its stored per-item rows — no model (``Metric.recompute``)."""
     with Store(db, read_only=True) as store:
@@ -454,7 +457,66 @@ def results(
         )
         for metric, changes in (recompute or {}).items():
             df = _recomputed(store, df, metric, dict(changes))
-    return df[["checkpoint", "metric", "key", "value", "n"]].reset_index(drop=True)
+    df = _with_variants(df)
+    if keys:
+        df = df[_key_match(df, keys)]
+    return df[RESULT_COLUMNS].reset_index(drop=True)
+
+
+#: the columns of :func:`results`: a row's variant (the parameters its metric's stored sets differ in,
+#: ``""`` when the metric has one) and the dataset names its job read
+RESULT_COLUMNS = ["checkpoint", "metric", "key", "value", "n", "variant", "datasets"]
+
+
+def _with_variants(df: pd.DataFrame) -> pd.DataFrame:
+    """``variant`` per row (:func:`biasbench.core.variants.variant_labels` over each metric's stored
+    parameter sets) and ``datasets``: the job's dataset names (``imported:SOURCE`` for an import; more
+    than three: the first and the count — ``bench report``'s provenance lists them all)."""
+    from biasbench.core.variants import variant_labels
+
+    df = df.copy()
+    params = df["params"].astype(object).where(df["params"].notna(), None) if "params" in df else None
+    if params is None:
+        df["variant"], df["datasets"] = "", ""
+        return df
+    df["variant"] = ""
+    for _, grp in df.groupby("metric"):
+        labels = variant_labels(list(params[grp.index]))
+        df.loc[grp.index, "variant"] = [labels[p] for p in params[grp.index]]
+
+    def names(text: object) -> str:
+        if not isinstance(text, str) or not text:
+            return ""
+        found = json.loads(text) or {}
+        if "import" in found:
+            return f"imported:{found['import'].get('source', '?')}"
+        sets = sorted({str(d.get("name")) for d in found.values() if isinstance(d, dict)})
+        return ",".join(sets) if len(sets) <= 3 else f"{sets[0]},… ({len(sets)} sets)"
+
+    df["datasets"] = df["datasets"].map(names) if "datasets" in df else ""
+    return df
+
+
+def _key_match(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Rows whose ``key`` or ``metric.key`` matches one of ``keys`` (shell wildcards allowed:
+    ``top1``, ``ood.id``, ``ood.*_ece``)."""
+    from fnmatch import fnmatchcase
+
+    full = df["metric"] + "." + df["key"]
+    hit = pd.Series(False, index=df.index)
+    for k in keys:
+        hit |= df["key"].map(lambda v, k=k: fnmatchcase(v, k)) | full.map(lambda v, k=k: fnmatchcase(v, k))
+    return hit
+
+
+def wide_results(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`results` as one row per checkpoint and one column per ``metric[variant].key``."""
+    col = df["metric"] + df["variant"] + "." + df["key"]
+    wide = df.assign(column=col).pivot_table(
+        index="checkpoint", columns="column", values="value", aggfunc="last"
+    )
+    wide.columns.name = None
+    return wide.reset_index()
 
 
 def parse_recompute(items: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -487,8 +549,9 @@ def _recomputed(store: Store, df: pd.DataFrame, metric: str, changes: dict[str, 
         scalars, n = cls.recompute(
             store.items(ckpt, metric), dict(zip(mine["key"], mine["value"], strict=True)), changes
         )
+        job = {c: mine[c].iloc[0] for c in ("params", "datasets") if c in mine}  # the job they come from
         rows += [
-            {"checkpoint": ckpt, "metric": metric, "key": k, "value": float(v), "n": int(n.get(k, 0))}
+            {"checkpoint": ckpt, "metric": metric, "key": k, "value": float(v), "n": int(n.get(k, 0)), **job}
             for k, v in scalars.items()
         ]
     return pd.concat([df[df.metric != metric], pd.DataFrame(rows)], ignore_index=True).sort_values(

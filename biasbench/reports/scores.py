@@ -16,13 +16,13 @@ variants they get their own column ``metric[source=NAME].key``.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from biasbench.core.errors import InputError
+from biasbench.core.variants import variant_labels
 from biasbench.reports.roles import declared_position, key_role
 
 
@@ -61,30 +61,6 @@ class Scores:
             shadowed=self.shadowed,
             notes=list(self.notes),
         )
-
-
-def _format_value(v: Any) -> str:
-    if v is None:
-        return "default"
-    if isinstance(v, (list, tuple)):
-        return "+".join(_format_value(x) for x in v)
-    return str(v)
-
-
-def variant_labels(params: list[str | None]) -> dict[str | None, str]:
-    """For the distinct parameter JSON strings of one metric: ``""`` when there is at most one
-    measured set, else ``"[k=v,…]"`` over the parameters that differ (imported: ``None`` → ``""``)."""
-    measured = sorted({p for p in params if p is not None})
-    labels: dict[str | None, str] = {None: ""}
-    if len(measured) <= 1:
-        labels.update({p: "" for p in measured})
-        return labels
-    parsed = {p: json.loads(p) or {} for p in measured}
-    names = sorted({k for d in parsed.values() for k in d})
-    differing = [k for k in names if len({json.dumps(d.get(k), sort_keys=True) for d in parsed.values()}) > 1]
-    for p, d in parsed.items():
-        labels[p] = "[" + ",".join(f"{k}={_format_value(d.get(k))}" for k in differing) + "]"
-    return labels
 
 
 def build_scores(results: pd.DataFrame, tags: dict[str, dict[str, Any]] | None = None) -> Scores:

@@ -600,18 +600,24 @@ class Store:
     def results(
         self, *, latest: bool = True, metrics: list[str] | None = None, checkpoints: list[str] | None = None
     ) -> pd.DataFrame:
+        """The stored results (the newest job of each variant unless ``latest=False``) with their job's
+        ``params`` and ``datasets`` (JSON text)."""
         table = "latest_results" if latest else "results"
-        sql = f"SELECT checkpoint_id AS checkpoint, metric, key, value, n, config_hash, run_id, created_at FROM {table}"
+        sql = (
+            "SELECT r.checkpoint_id AS checkpoint, r.metric, r.key, r.value, r.n, r.config_hash, r.run_id, "
+            "r.created_at, CAST(j.params AS VARCHAR) AS params, CAST(j.datasets AS VARCHAR) AS datasets "
+            f"FROM {table} r LEFT JOIN jobs j USING (checkpoint_id, metric, config_hash)"
+        )
         conds, args = [], []
         if metrics:
-            conds.append(f"metric IN ({', '.join('?' * len(metrics))})")
+            conds.append(f"r.metric IN ({', '.join('?' * len(metrics))})")
             args += metrics
         if checkpoints:
-            conds.append(f"checkpoint_id IN ({', '.join('?' * len(checkpoints))})")
+            conds.append(f"r.checkpoint_id IN ({', '.join('?' * len(checkpoints))})")
             args += checkpoints
         if conds:
             sql += " WHERE " + " AND ".join(conds)
-        return self.query(sql + " ORDER BY checkpoint, metric, key", args)
+        return self.query(sql + " ORDER BY checkpoint, metric, key, r.created_at", args)
 
     def items(self, checkpoint_id: str, metric: str, config_hash: str | None = None) -> pd.DataFrame:
         """The per-item outputs of the newest (or the given) job of ``checkpoint_id`` × ``metric``."""
