@@ -153,16 +153,23 @@ def report(
 
 
 def import_table(
-    file: str | Path, mapping: str | Path, source: str, *, db: str | Path = "bench.duckdb"
+    file: str | Path,
+    mapping: str | Path | None = None,
+    source: str | None = None,
+    *,
+    db: str | Path = "bench.duckdb",
+    preset: str | None = None,
 ) -> ImportedTable:
     """Import a published wide table (one row per checkpoint; ``mapping``: a TOML naming the checkpoint
-    column, tags and ``metric.key`` targets) into ``db`` as one recorded run, so reports use its values
-    beside measured ones. Returns what was read (values, tags, unused columns, skipped cells)."""
+    column, tags and ``metric.key`` targets, or ``preset``: a shipped one such as ``"gavrikov2024"`` —
+    exactly one of the two) into ``db`` as one recorded run, so reports use its values beside measured
+    ones. ``source`` defaults to the preset's name. Returns what was read (values, tags, unused columns,
+    skipped cells, rows left out, the provenance with the mapping's notes)."""
     from biasbench.harness.session import record_import
     from biasbench.reports.importer import TableImportError, read_files
 
-    table = read_files(Path(file), Path(mapping), source)
+    table = read_files(Path(file), None if mapping is None else Path(mapping), source, preset=preset)
     if table.results.empty:
         raise TableImportError(f"{file}: no value to import (every mapped cell is empty)")
-    record_import(db, table.results, table.tags, table.provenance, source)
+    record_import(db, table.results, table.tags, table.provenance, table.provenance["source"])
     return table

@@ -26,6 +26,12 @@ timm's own pretrained weights loaded into the same timm architecture with no ada
 timm's loader (``pretrained_cfg_overlay``), so its per-model checkpoint filters and custom loaders
 apply exactly as in ``timm.create_model(name, pretrained=True)``; the bytes are still read by us
 (``weights_only`` unless trusted) and fingerprinted.
+
+Ensembles (``spec.members``, :mod:`biasbench.registry.ensembles`): every member goes through this same
+path on its own; they must share one label space and one preprocessing (refused otherwise, naming the
+member), and the network is their :class:`~biasbench.registry.ensembles.Ensemble`. Wrappers
+(``spec.wrap``, :mod:`biasbench.registry.wrappers`) then wrap the loaded network, innermost first. The
+fingerprint of either is derived from its members' and wrappers' (:func:`weights_fingerprint`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from torch import nn
 from biasbench.core import labels
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import adapters as _adapters
-from biasbench.registry import architectures, sources
+from biasbench.registry import architectures, ensembles, sources, wrappers
 from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheckpoint, WeightPart
 
 # ----------------------------------------------------------------------------------------------------
@@ -48,7 +54,12 @@ from biasbench.registry.spec import CheckpointError, CheckpointSpec, LoadedCheck
 
 
 def check_arch(spec: CheckpointSpec, *, trust: bool = False) -> None:
-    """Fail early, with a suggestion, on an architecture its family does not know."""
+    """Fail early, with a suggestion, on an architecture its family does not know (an ensemble: on
+    each member's)."""
+    if spec.members:
+        for m in spec.members:
+            check_arch(m, trust=trust)
+        return
     family, name = architectures.split(spec.arch, spec.id)
     problem = family.problem(name, trust=trust)
     if problem:
@@ -75,7 +86,10 @@ def build_arch(spec: CheckpointSpec, num_classes: int, *, trust: bool = False) -
 
 
 def spec_num_classes(spec: CheckpointSpec) -> int:
-    """``spec.num_classes`` when given, else the class count of its label space."""
+    """``spec.num_classes`` when given, else the class count of its label space (an ensemble: its
+    first member's; the members are checked to agree by :func:`resolve_preprocess`)."""
+    if spec.members:
+        return spec_num_classes(spec.members[0])
     if spec.num_classes is not None:
         return int(spec.num_classes)
     n = labels.num_classes(spec.labels)
@@ -105,7 +119,10 @@ def resolve_preprocess(spec: CheckpointSpec, *, trust: bool = False) -> Preproce
     registry entry gives one, else its architecture family's (timm: the data config of the weights'
     tag when they are timm's own, else of the arch name; torchvision: the eval transform of its weights
     enum, else of the architecture's original one; zoo: the demo world's; otherwise the classic
-    ImageNet recipe, 256 / 224 bilinear)."""
+    ImageNet recipe, 256 / 224 bilinear). An ensemble: its members' one preprocessing; members that
+    differ in it, their label space or class count are refused (:func:`check_ensemble`)."""
+    if spec.members:
+        return check_ensemble(spec, trust=trust)
     if spec.preprocess is not None:
         return spec.preprocess
     check_arch(spec, trust=trust)  # an unknown architecture is named as such, not as a failed config lookup
@@ -118,6 +135,26 @@ def resolve_preprocess(spec: CheckpointSpec, *, trust: bool = False) -> Preproce
         raise CheckpointError(
             f"checkpoint {spec.id!r}: cannot resolve the preprocessing of {spec.arch!r}: {type(e).__name__}: {e}"
         ) from e
+
+
+def check_ensemble(spec: CheckpointSpec, *, trust: bool = False) -> Preprocess:
+    """The members' shared preprocessing, after checking that every member has the first one's label
+    space, class count and preprocessing (an :class:`~biasbench.registry.ensembles.EnsembleError`
+    naming the member and the field otherwise) and that the rule is known."""
+    ensembles.check_combine(spec.combine, spec.id)
+    facts = [
+        ensembles.MemberFacts(m.id, m.labels, spec_num_classes(m), resolve_preprocess(m, trust=trust))
+        for m in spec.members
+    ]
+    ensembles.check_members(spec.id, facts)
+    if spec.labels != facts[0].labels:
+        raise ensembles.EnsembleError(
+            f"ensemble {spec.id!r} declares labels = {spec.labels!r}, but its members' label space is "
+            f"{facts[0].labels!r}"
+        )
+    pre = facts[0].preprocess
+    assert pre is not None
+    return pre
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -162,14 +199,25 @@ def weights_fingerprint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = 
     path + size + mtime, so repeated runs do not re-hash. May download the weights to the cache.
     A declared ``sha256`` that does not match is an error. Hashing never unpickles; ``trust`` allows
     sources that run undeclared code (``package:<module>:<attr>``) to resolve. A multi-file checkpoint's
-    fingerprint is :func:`combined_sha256` of its parts'."""
-    digests = [_resolve_part(spec, p, Path(cache_dir), trust)[1] for p in weight_parts(spec)]
-    return digests[0] if len(digests) == 1 else combined_sha256(digests)
+    fingerprint is :func:`combined_sha256` of its parts'. An ensemble's is
+    :func:`~biasbench.registry.ensembles.ensemble_fingerprint` of its rule and its members'
+    fingerprints (sorted); with wrappers, :func:`~biasbench.registry.wrappers.wrapped_fingerprint` of
+    that and the wrappers' kinds and parameters. Without either it is the bytes' sha256 as before."""
+    if spec.members:
+        ensembles.check_combine(spec.combine, spec.id)
+        member_digests = [weights_fingerprint(m, cache_dir=cache_dir, trust=trust) for m in spec.members]
+        base = ensembles.ensemble_fingerprint(spec.combine, member_digests)
+    else:
+        digests = [_resolve_part(spec, p, Path(cache_dir), trust)[1] for p in weight_parts(spec)]
+        base = digests[0] if len(digests) == 1 else combined_sha256(digests)
+    return wrappers.wrapped_fingerprint(base, spec.wrap)
 
 
 def resolves_locally(spec: CheckpointSpec) -> bool:
     """Whether the checkpoint's weights resolve from local files without running third-party code
-    (what ``--dry-run`` may do)."""
+    (what ``--dry-run`` may do); an ensemble's when every member's do."""
+    if spec.members:
+        return all(resolves_locally(m) for m in spec.members)
     return all(sources.resolves_locally(p.weights, spec.id) for p in weight_parts(spec))
 
 
@@ -303,7 +351,39 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
     One path for every checkpoint: each part (a single file is one part) is resolved, verified, read
     and adapted on its own, the parts are merged (a key in two parts is an error naming both) and
     loaded strictly once. A single part of the family's own weights, with no adapters, may go through
-    the family's own loader instead (timm's pretrained loader)."""
+    the family's own loader instead (timm's pretrained loader).
+
+    An ensemble loads each member by this same function, checks that they agree (label space, class
+    count, preprocessing) and combines them (:class:`~biasbench.registry.ensembles.Ensemble`). The
+    wrappers of ``spec.wrap`` then wrap the network; the fingerprint (``weights_sha256``) is
+    :func:`weights_fingerprint`'s."""
+    loaded = (
+        _load_ensemble(spec, Path(cache_dir), trust) if spec.members else _load_one(spec, cache_dir, trust)
+    )
+    if not spec.wrap:
+        return loaded
+    net = wrappers.apply_wrappers(loaded.net, spec.wrap, loaded.preprocess, spec.id).eval()
+    notes = [*loaded.notes, *(f"wrapped: {w.describe()}" for w in spec.wrap)]
+    digest = wrappers.wrapped_fingerprint(loaded.weights_sha256, spec.wrap)
+    return LoadedCheckpoint(
+        spec, net, loaded.preprocess, loaded.num_classes, loaded.label_space, digest, notes
+    )
+
+
+def _load_ensemble(spec: CheckpointSpec, cache_dir: Path, trust: bool) -> LoadedCheckpoint:
+    preprocess = check_ensemble(spec, trust=trust)
+    members = [load_checkpoint(m, cache_dir=cache_dir, trust=trust) for m in spec.members]
+    net = ensembles.Ensemble([m.net for m in members], spec.combine).eval()
+    digest = ensembles.ensemble_fingerprint(spec.combine, [m.weights_sha256 for m in members])
+    notes = [f"ensemble ({spec.combine}) of {len(members)} members: {', '.join(m.spec.id for m in members)}"]
+    for m in members:
+        notes.append(f"member {m.spec.id!r}: fingerprint {m.weights_sha256}")
+        notes.extend(f"member {m.spec.id!r}: {n}" for n in m.notes)
+    return LoadedCheckpoint(spec, net, preprocess, spec_num_classes(spec), spec.labels, digest, notes)
+
+
+def _load_one(spec: CheckpointSpec, cache_dir: Path, trust: bool) -> LoadedCheckpoint:
+    """One network with its weights (no ensemble, no wrappers): :func:`load_checkpoint`'s path."""
     num_classes = spec_num_classes(spec)
     check_arch(spec, trust=trust)
     preprocess = resolve_preprocess(spec, trust=trust)

@@ -124,7 +124,8 @@ def write_lock(path: Path, entries: dict[tuple[str, int], LockEntry]) -> None:
 
 
 def spec_parts(spec: CheckpointSpec) -> list[WeightPart]:
-    """The declared files of a checkpoint (no default weights are filled in: those are never unpinned)."""
+    """The declared files of a checkpoint (no default weights are filled in: those are never unpinned);
+    an ensemble declares none of its own (its members do)."""
     return spec.declared_parts()
 
 
@@ -150,11 +151,17 @@ def apply_locks(
     specs: list[CheckpointSpec], override: Path | None = None
 ) -> tuple[list[CheckpointSpec], list[Unpinned]]:
     """Pin every spec's unpinned parts from its registry's lock file; return the pinned specs and the
-    parts that are still unpinned (no lock entry, or a stale one)."""
+    parts that are still unpinned (no lock entry, or a stale one). An ensemble's members are pinned
+    by their own ids, each file listed once."""
     locks: dict[Path, dict[tuple[str, int], LockEntry]] = {}
     out: list[CheckpointSpec] = []
     missing: list[Unpinned] = []
     for spec in specs:
+        if spec.members:  # an ensemble: its members are pinned as checkpoints of their own
+            members, member_missing = apply_locks(list(spec.members), override)
+            out.append(dataclasses.replace(spec, members=tuple(members)))
+            missing += member_missing
+            continue
         pins: dict[int, str] = {}
         for n, part in enumerate(spec_parts(spec), start=1):
             if not must_pin(part, spec.id):
@@ -168,7 +175,9 @@ def apply_locks(
             else:
                 missing.append(Unpinned(spec, n, part.weights, lf))
         out.append(_with_pins(spec, pins))
-    return out, missing
+    # a member that is also an entry of its own is one file to lock, not two
+    unique = list({(u.spec.id, u.part, u.lock_file): u for u in missing}.values())
+    return out, unique
 
 
 def refusal(missing: list[Unpinned]) -> str:
@@ -241,7 +250,9 @@ def lock_files(
 def pin_status(spec: CheckpointSpec, override: Path | None = None) -> str:
     """How a checkpoint's bytes are pinned, for listings: ``sha256`` (in the registry), ``locked``,
     ``UNPINNED`` (needs ``bench lock``), ``local``, or what the source itself checks; parts joined
-    by ``+`` (``UNPINNED+UNPINNED``)."""
+    by ``+`` (``UNPINNED+UNPINNED``); an ensemble: its members', joined by ``+``."""
+    if spec.members:
+        return "+".join(pin_status(m, override) for m in spec.members)
     _, missing = apply_locks([spec], override)
     unpinned = {u.part for u in missing}
     words = []
@@ -262,7 +273,9 @@ def pin_status(spec: CheckpointSpec, override: Path | None = None) -> str:
 
 def source_kind(spec: CheckpointSpec) -> str:
     """The weight sources of a checkpoint by scheme (``https``, ``gdrive``, ``timm``; parts joined by ``+``,
-    ``https+https``)."""
+    ``https+https``; an ensemble: its members', ``zoo+zoo+zoo``)."""
+    if spec.members:
+        return "+".join(source_kind(m) for m in spec.members)
     kinds = []
     for part in spec_parts(spec):
         src = sources.parse_weights(part.weights, spec.id)

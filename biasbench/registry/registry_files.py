@@ -25,6 +25,26 @@ and adapter chain; the adapted parts are merged (a key in two parts is an error)
       { source = "https://…/head.pth", adapter = ["select:state_dict", "rename:module.linear.=fc."] },
     ]
 
+An ensemble (:mod:`biasbench.registry.ensembles`) names its members, by the id of another entry
+resolved together with it (this file, or another target of the same command) or as an inline table
+(an entry of its own syntax, not benchmarked on its own), and how their outputs combine; it takes its
+architecture, weights, preprocessing and labels from its members and may only set ``id``, ``ensemble``,
+``combine``, ``wrap`` and ``tags``::
+
+    [[checkpoint]]
+    id = "zoo-ensemble"
+    ensemble = ["zoo-plain", "zoo-blur", { id = "zoo-mixup-copy", arch = "zoo:resnet50-w8", weights = "zoo:mixup", labels = "demo-world" }]
+    combine = "mean-probs"                   # default; or "mean-logits"
+
+Any entry (an ensemble too) may be wrapped at inference time (:mod:`biasbench.registry.wrappers`),
+innermost first; the wrappers and all their parameters are part of its identity::
+
+    wrap = [{ kind = "input-dropout", keep = 0.8, samples = 8, seed = 0 }]
+
+Member ids that name nothing, an ensemble that contains itself, a member listed twice, members with
+different label spaces: errors naming the entry and the member (a preprocessing mismatch, which may
+need an architecture's defaults, is found when the checkpoint is planned or loaded).
+
 A registry-wide ``[defaults]`` table gives ``arch``, ``labels`` and ``preprocess`` for every entry that
 does not set them (an entry's partial ``preprocess`` table is completed from the defaults' table).
 
@@ -65,6 +85,7 @@ import hashlib
 import math
 import re
 import urllib.parse
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +99,28 @@ from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.names import SHA256_RE
 from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
-from biasbench.registry import architectures, sources
+from biasbench.registry import architectures, ensembles, sources, wrappers
 from biasbench.registry.adapters import parse_adapters
-from biasbench.registry.spec import CheckpointError, CheckpointSpec, WeightPart
+from biasbench.registry.spec import ENSEMBLE_ARCH, CheckpointError, CheckpointSpec, WeightPart, WrapperSpec
 
 FILES_DIR = Path(__file__).resolve().parent / "files"
 
-ENTRY_KEYS = ("id", "arch", "weights", "sha256", "adapter", "preprocess", "labels", "num_classes", "tags")
+ENTRY_KEYS = (
+    "id",
+    "arch",
+    "weights",
+    "sha256",
+    "adapter",
+    "preprocess",
+    "labels",
+    "num_classes",
+    "tags",
+    "wrap",
+    "ensemble",
+    "combine",
+)
+#: The keys an ensemble entry may set (the rest comes from its members).
+ENSEMBLE_KEYS = ("id", "ensemble", "combine", "wrap", "tags")
 TOP_LEVEL_KEYS = ("checkpoint", "defaults")
 DEFAULT_KEYS = ("arch", "labels", "preprocess")
 PART_KEYS = ("source", "sha256", "adapter")
@@ -277,10 +313,141 @@ def _with_defaults(entry: dict[str, Any], defaults: dict[str, Any], where: str) 
     return out
 
 
+@dataclass
+class _Parsed:
+    """An entry as read: its spec, and for an ensemble its members as declared (ids of other entries,
+    or inline entries), linked into ``spec.members`` by :func:`_link`."""
+
+    spec: CheckpointSpec
+    refs: tuple[str | _Parsed, ...] | None = None
+
+
+def _parse_wrap(value: Any, cid: str, where: str) -> tuple[WrapperSpec, ...]:
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise RegistryError(f"{where}: wrap must be a list of tables ([{{ kind = …, … }}]), got {value!r}")
+    try:
+        return tuple(wrappers.parse_wrapper(item, cid) for item in value)
+    except CheckpointError as e:
+        raise RegistryError(f"{where}: {e}") from e
+
+
+def _parse_ensemble(
+    entry: dict[str, Any], path: Path, where: str, defaults: dict[str, Any] | None
+) -> _Parsed:
+    """An ensemble entry: its id, members as declared (ids or inline tables), rule, wrappers, tags."""
+    other = [k for k in entry if k not in ENSEMBLE_KEYS]
+    if other:
+        raise RegistryError(
+            f"{where}: an ensemble takes its architecture, weights, preprocessing and labels from its "
+            f"members; {other[0]!r} cannot be set on it (an ensemble sets {', '.join(ENSEMBLE_KEYS)})"
+        )
+    cid = entry.get("id")
+    if not isinstance(cid, str):
+        raise RegistryError(
+            f"{where}: missing required key 'id'" if cid is None else f"{where}: id must be a string"
+        )
+    _check_id(cid, where)
+    members = entry["ensemble"]
+    if not isinstance(members, list) or len(members) < 2:
+        raise RegistryError(
+            f"{where}: ensemble must be a list of at least two members (ids of other entries or inline "
+            f"tables), got {members!r}"
+        )
+    refs: list[str | _Parsed] = []
+    for i, item in enumerate(members):
+        if isinstance(item, str):
+            refs.append(item)
+        elif isinstance(item, dict):
+            refs.append(_parse_entry(item, path, 0, defaults, where=f"{where} ensemble[{i}]"))
+        else:
+            raise RegistryError(
+                f"{where}: ensemble[{i}] must be an entry id or an inline table, got {item!r}"
+            )
+    ids = [r if isinstance(r, str) else r.spec.id for r in refs]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise RegistryError(f"{where}: ensemble lists member {twice[0]!r} more than once")
+    try:
+        combine = ensembles.check_combine(entry.get("combine", ensembles.DEFAULT_COMBINE), cid)
+    except CheckpointError as e:
+        raise RegistryError(f"{where}: {e}") from e
+    tags = entry.get("tags", {})
+    if not isinstance(tags, dict):
+        raise RegistryError(f"{where}: tags must be a table, got {tags!r}")
+    spec = CheckpointSpec(
+        id=cid,
+        arch=ENSEMBLE_ARCH,
+        tags=_jsonable_tag(tags, where, "tags"),
+        source=where,
+        registry=str(path),
+        combine=combine,
+        wrap=_parse_wrap(entry.get("wrap", []), cid, where),
+    )
+    return _Parsed(spec, tuple(refs))
+
+
+def _link(parsed: list[_Parsed]) -> list[CheckpointSpec]:
+    """The specs of ``parsed`` with every ensemble's members filled in: a member id names another
+    entry of ``parsed`` (in any order); an unknown id, an ensemble that contains itself and members of
+    different label spaces or class counts are :class:`RegistryError` naming the entry and member."""
+    by_id = {p.spec.id: p for p in parsed}
+    done: dict[int, CheckpointSpec] = {}
+
+    def resolve(p: _Parsed, chain: tuple[str, ...]) -> CheckpointSpec:
+        if p.refs is None:
+            return p.spec
+        if id(p) in done:
+            return done[id(p)]
+        where = p.spec.source
+        if p.spec.id in chain:
+            raise RegistryError(
+                f"{where}: ensemble {p.spec.id!r} contains itself ({' -> '.join((*chain, p.spec.id))})"
+            )
+        members = []
+        for r in p.refs:
+            if isinstance(r, str):
+                target = by_id.get(r)
+                if target is None:
+                    raise RegistryError(
+                        f"{where}: ensemble member {r!r} is not a checkpoint resolved with it"
+                        f"{suggest(r, sorted(by_id))} (members are ids of entries of the same registry "
+                        "files or targets, or inline tables)"
+                    )
+                r = target
+            members.append(resolve(r, (*chain, p.spec.id)))
+        facts = [ensembles.MemberFacts(m.id, m.labels, _declared_classes(m)) for m in members]
+        try:
+            ensembles.check_members(p.spec.id, facts)
+        except CheckpointError as e:
+            raise RegistryError(f"{where}: {e}") from e
+        spec = replace(
+            p.spec, members=tuple(members), labels=members[0].labels, num_classes=members[0].num_classes
+        )
+        done[id(p)] = spec
+        return spec
+
+    return [resolve(p, ()) for p in parsed]
+
+
+def _declared_classes(spec: CheckpointSpec) -> int | None:
+    return spec.num_classes if spec.num_classes is not None else labels.num_classes(spec.labels)
+
+
+def _inline_ids(p: _Parsed) -> list[_Parsed]:
+    """The inline members of an ensemble entry, nested ones included."""
+    out: list[_Parsed] = []
+    for r in p.refs or ():
+        if isinstance(r, _Parsed):
+            out += [r, *_inline_ids(r)]
+    return out
+
+
 def _parse_entry(
-    entry: Any, path: Path, index: int, defaults: dict[str, Any] | None = None
-) -> CheckpointSpec:
-    where = _where(path, index)
+    entry: Any, path: Path, index: int, defaults: dict[str, Any] | None = None, where: str | None = None
+) -> _Parsed:
+    where = where or _where(path, index)
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: an entry must be a table")
     unknown = [k for k in entry if k not in ENTRY_KEYS]
@@ -288,6 +455,10 @@ def _parse_entry(
         raise RegistryError(
             f"{where}: unknown key {unknown[0]!r} in {path}; known keys: {', '.join(ENTRY_KEYS)}"
         )
+    if "ensemble" in entry:
+        return _parse_ensemble(entry, path, where, defaults)
+    if "combine" in entry:
+        raise RegistryError(f'{where}: combine belongs to an ensemble (ensemble = ["id1", "id2", …])')
     if defaults:
         entry = _with_defaults(entry, defaults, where)
     for k in ("id", "arch"):
@@ -360,6 +531,7 @@ def _parse_entry(
         source=where,
         parts=parts,
         registry=str(path),
+        wrap=_parse_wrap(entry.get("wrap", []), cid, where),
     )
     if "preprocess" in entry:
         try:
@@ -369,7 +541,7 @@ def _parse_entry(
         except (CheckpointError, ValueError, TypeError) as e:
             raise RegistryError(f"{where}: {e}") from e
         spec = CheckpointSpec(**{**spec.__dict__, "preprocess": pre})
-    return spec
+    return _Parsed(spec)
 
 
 def _parse_defaults(table: Any, path: Path) -> dict[str, Any]:
@@ -388,7 +560,13 @@ def load_registry_file(path: Path) -> list[CheckpointSpec]:
     """Parse and validate one registry file (no weights are touched). Errors name the file, the entry
     (``[[checkpoint]] #n``, from 1) and the offending key; duplicate ids name both entries. Every
     failure - unreadable, not a regular file, not UTF-8, not TOML, nested too deeply - is a
-    :class:`RegistryError`."""
+    :class:`RegistryError`. An ensemble's members must be entries of this file (or inline);
+    :func:`resolve_targets` also links members across its targets."""
+    return _link(_read_registry_file(path))
+
+
+def _read_registry_file(path: Path) -> list[_Parsed]:
+    """The entries of a registry file, ensembles not yet linked (:func:`load_registry_file`)."""
     path = Path(path)
     problem = sources.path_problem(path)
     if problem is not None:
@@ -420,15 +598,18 @@ def load_registry_file(path: Path) -> list[CheckpointSpec]:
     entries = data.get("checkpoint", [])
     if not isinstance(entries, list):
         raise RegistryError(f"registry file {path}: 'checkpoint' must be an array of tables ([[checkpoint]])")
-    specs: list[CheckpointSpec] = []
+    parsed: list[_Parsed] = []
     seen: dict[str, str] = {}
     for i, entry in enumerate(entries, start=1):
-        spec = _parse_entry(entry, path, i, defaults)
-        if spec.id in seen:
-            raise RegistryError(f"duplicate checkpoint id {spec.id!r}: {seen[spec.id]} and {spec.source}")
-        seen[spec.id] = spec.source
-        specs.append(spec)
-    return specs
+        p = _parse_entry(entry, path, i, defaults)
+        for q in (p, *_inline_ids(p)):  # an inline member's id is unique too (it keys its lock pins)
+            if q.spec.id in seen:
+                raise RegistryError(
+                    f"duplicate checkpoint id {q.spec.id!r}: {seen[q.spec.id]} and {q.spec.source}"
+                )
+            seen[q.spec.id] = q.spec.source
+        parsed.append(p)
+    return parsed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -538,11 +719,11 @@ def _torchvision_target(target: str, name: str) -> CheckpointSpec | None:
     )
 
 
-def _resolve_one(target: str) -> list[CheckpointSpec]:
+def _resolve_one(target: str) -> list[_Parsed]:
     t = target.strip()
     shipped = shipped_registries()
     if t in shipped:
-        return load_registry_file(shipped[t])
+        return _read_registry_file(shipped[t])
     tried = [f"a shipped registry (known: {', '.join(sorted(shipped)) or 'none'})"]
     if _CONTROL_RE.search(t):
         raise RegistryError(f"unknown target {t!r}: it contains control characters")
@@ -550,14 +731,14 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
     problem = sources.path_problem(p)  # None: an existing regular file
     if t.endswith(".toml"):
         if problem is None:
-            return load_registry_file(p)
+            return _read_registry_file(p)
         raise RegistryError(f"target {t!r}: registry file {p} {problem}")
     tried.append("a registry .toml file")
     arch_text, at, weights = t.partition("@")
     if at and weights:
         arch = _arch_of(arch_text, t)
         if arch is not None:
-            return [_arch_at_weights(t, arch, weights)]
+            return [_Parsed(_arch_at_weights(t, arch, weights))]
     tried.append("ARCH@WEIGHTS (e.g. timm:resnet18@/path/w.pth)")
     if problem is not None and problem.startswith("is a directory"):
         raise RegistryError(
@@ -575,13 +756,13 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
     if sep and family == "torchvision":
         spec = _torchvision_target(t, name)
         if spec is not None:
-            return [spec]
+            return [_Parsed(spec)]
         tried.append("a torchvision model with pretrained weights")
     elif (sep and family == "timm") or (not sep and "/" not in t):
         name = name if sep else t
         spec = _timm_pretrained_target(t, name)
         if spec is not None:
-            return [spec]
+            return [_Parsed(spec)]
         import timm
 
         hint = suggest(name, sorted({n.split(".")[0] for n in timm.list_models(pretrained=True)}), cutoff=0.7)
@@ -591,9 +772,10 @@ def _resolve_one(target: str) -> list[CheckpointSpec]:
 
 def resolve_targets(targets: list[str]) -> list[CheckpointSpec]:
     """Resolve command-line targets (see the module docstring) into checkpoint specs, in order.
-    Duplicate ids across targets are an error naming both sources. Every failure is a
+    Duplicate ids across targets are an error naming both sources. An ensemble's member ids may name
+    entries of any of the targets. Every failure is a
     :class:`RegistryError` naming the target (or the registry file, entry and key)."""
-    specs: list[CheckpointSpec] = []
+    parsed: list[_Parsed] = []
     seen: dict[str, str] = {}
     for t in targets:
         try:
@@ -602,9 +784,12 @@ def resolve_targets(targets: list[str]) -> list[CheckpointSpec]:
             raise
         except CheckpointError as e:  # from a weight source's syntax check: same message, one error type
             raise RegistryError(str(e)) from e
-        for spec in resolved:
-            if spec.id in seen:
-                raise RegistryError(f"duplicate checkpoint id {spec.id!r}: {seen[spec.id]} and {spec.source}")
-            seen[spec.id] = spec.source
-            specs.append(spec)
-    return specs
+        for p in resolved:
+            for q in (p, *_inline_ids(p)):
+                if q.spec.id in seen:
+                    raise RegistryError(
+                        f"duplicate checkpoint id {q.spec.id!r}: {seen[q.spec.id]} and {q.spec.source}"
+                    )
+                seen[q.spec.id] = q.spec.source
+            parsed.append(p)
+    return _link(parsed)

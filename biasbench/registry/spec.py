@@ -24,6 +24,29 @@ class WeightPart:
 
 
 @dataclass(frozen=True)
+class WrapperSpec:
+    """One inference-time wrapper of a checkpoint (``wrap = [{ kind = "input-dropout", keep = 0.8 }]``):
+    its ``kind`` (a key of :data:`biasbench.registry.wrappers.WRAPPERS`) and every parameter, defaults
+    filled in, as sorted ``(name, value)`` pairs, so that a parameter left at its default and one
+    written out give the same identity (:mod:`biasbench.registry.wrappers`)."""
+
+    kind: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"kind": …, <param>: <value>, …}``: what the checkpoint's fingerprint hashes."""
+        return {"kind": self.kind, **dict(self.params)}
+
+    def describe(self) -> str:
+        """``input-dropout(keep=0.8, samples=4, seed=0)``."""
+        return f"{self.kind}({', '.join(f'{k}={v}' for k, v in self.params)})"
+
+
+#: The ``arch`` of an ensemble entry (it has no architecture of its own; its members have).
+ENSEMBLE_ARCH = "ensemble"
+
+
+@dataclass(frozen=True)
 class CheckpointSpec:
     """One checkpoint as declared in a registry file (or built from a bare command-line target).
 
@@ -39,6 +62,12 @@ class CheckpointSpec:
     part is read and adapted on its own, the parts are merged (a key in two parts is an error) and
     loaded strictly once.
     ``registry``: the registry file it came from (its lock file sits beside it; None on the command line).
+    ``members``: an ensemble (``ensemble = ["id1", "id2", …]``): the member checkpoints, each loaded
+    on its own; ``arch`` is then :data:`ENSEMBLE_ARCH` and the entry names no weights. ``combine``:
+    how the members' outputs are combined (``mean-probs`` or ``mean-logits``,
+    :mod:`biasbench.registry.ensembles`; ignored without members).
+    ``wrap``: inference-time wrappers around the network, innermost first
+    (:mod:`biasbench.registry.wrappers`); part of the checkpoint's fingerprint.
     """
 
     id: str
@@ -53,6 +82,13 @@ class CheckpointSpec:
     source: str = "command line"
     parts: tuple[WeightPart, ...] = ()
     registry: str | None = None
+    members: tuple[CheckpointSpec, ...] = ()
+    combine: str = "mean-probs"
+    wrap: tuple[WrapperSpec, ...] = ()
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.members)
 
     def declared_parts(self) -> list[WeightPart]:
         """The files the entry declares: its ``parts``, or one part of its ``weights`` (none when it
@@ -62,8 +98,16 @@ class CheckpointSpec:
         return [WeightPart(self.weights, self.sha256, self.adapter)] if self.weights else []
 
     def weights_text(self) -> str | None:
-        """The weights as one string: ``weights``, or the parts' sources joined by `` + ``."""
-        return " + ".join(p.weights for p in self.parts) if self.parts else self.weights
+        """The weights as one string: ``weights``, or the parts' sources joined by `` + ``; an ensemble:
+        ``ensemble mean-probs of a + b + c``; wrappers follow as `` | wrap input-dropout(keep=0.8, …)``."""
+        if self.members:
+            text: str | None = f"ensemble {self.combine} of {' + '.join(m.id for m in self.members)}"
+        else:
+            text = " + ".join(p.weights for p in self.parts) if self.parts else self.weights
+        if self.wrap:
+            wraps = ", ".join(w.describe() for w in self.wrap)
+            text = f"{text or '(the architecture’s own pretrained weights)'} | wrap {wraps}"
+        return text
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -93,7 +137,10 @@ class LoadedCheckpoint:
 
     @property
     def identity(self) -> str:
-        """sha256 of the weight bytes plus the resolved preprocessing (README, "Adding checkpoints")."""
+        """sha256 of the weight bytes plus the resolved preprocessing (README, "Adding checkpoints"). For an
+        ensemble or a wrapped checkpoint ``weights_sha256`` is the fingerprint derived from its members'
+        and wrappers' (:func:`biasbench.registry.ensembles.ensemble_fingerprint`,
+        :func:`biasbench.registry.wrappers.wrapped_fingerprint`)."""
         blob = json.dumps({"w": self.weights_sha256, "p": self.preprocess.to_json()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
