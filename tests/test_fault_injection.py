@@ -293,7 +293,9 @@ def test_two_runs_on_one_database_at_once_both_finish_and_readers_can_watch(tmp_
         st = bench(["status", "--db", str(db)], tmp_path)
         res = bench(["results", "--db", str(db), "--format", "csv"], tmp_path)
         assert st.returncode == 0 and "jobs" in st.stdout, st.stderr
-        assert res.returncode == 0 and res.stdout.startswith("checkpoint,metric,key,value,n,variant,datasets"), res.stderr
+        assert res.returncode == 0 and res.stdout.startswith(
+            "checkpoint,metric,key,value,n,variant,datasets"
+        ), res.stderr
         reads_during_run += 1
         time.sleep(0.3)  # someone watching, not a busy loop
     rcs = a.finish(), b.finish()
