@@ -165,7 +165,7 @@ def test_sis_results_recomputed_for_another_tau_count_like_the_metric_and_bad_ta
     legacy = bench(["results", "--db", str(db), "--format", "csv", "--sis-tau", str(tau)], tmp_path, env)
     assert legacy.stdout == again.stdout  # the older flag is the same request
     rows = [line.split(",") for line in again.stdout.splitlines()[1:]]
-    recomputed = {key: int(n) for _, metric, key, _, n in rows if metric == "sis"}
+    recomputed = {key: int(n) for _, metric, key, _, n, *_ in rows if metric == "sis"}
     assert {k: v for k, v in recomputed.items() if k in stored} == {
         k: stored[k] for k in recomputed if k in stored
     }

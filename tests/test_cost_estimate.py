@@ -142,8 +142,9 @@ def test_a_dry_run_sizes_the_demo_worlds_generated_sets_before_any_run_renders_t
     )
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
-    # the demo zoo's 11 checkpoints; the world's test split holds 1,000 images (WorldConfig.n_test);
-    # spectral takes a seeded 500 of them through the clean pass and 2 × 11 filter cutoffs
-    assert "11 checkpoints × accuracy: 11 k images × conditions" in text
-    assert f"11 checkpoints × spectral: {11 * 500 * (1 + 2 * 11) / 1e3:.3g} k images × conditions" in text
+    # the demo registry's 13 checkpoints (11 zoo recipes, an ensemble, an input-dropout wrapper); the
+    # world's test split holds 1,000 images (WorldConfig.n_test); spectral takes a seeded 500 of them
+    # through the clean pass and 2 × 11 filter cutoffs
+    assert "13 checkpoints × accuracy: 13 k images × conditions" in text
+    assert f"13 checkpoints × spectral: {13 * 500 * (1 + 2 * 11) / 1e3:.3g} k images × conditions" in text
     assert not list(cache_dir.rglob("*.npy")), "a dry run renders nothing"

@@ -169,10 +169,10 @@ def test_the_readme_python_example_runs_and_gives_the_registry_paths_figure(
     assert scope["summary"].failed == 0
     assert scope["res"].value("accuracy", "top1") == 265 / 300
     assert db.is_file()  # the run() part wrote its database
-    # the report's ρ is Spearman's over the 11 demo checkpoints' stored values (scipy, independently)
+    # the report's ρ is Spearman's over the 13 demo checkpoints' stored values (scipy, independently)
     from scipy.stats import spearmanr
 
     wide = biasbench.results(db).pivot_table(index="checkpoint", columns=["metric", "key"], values="value")
     rho = spearmanr(wide[("shape_bias", "shape_bias")], wide[("accuracy", "top1")]).statistic
     (row,) = scope["rep"].table.itertuples()
-    assert row.n == 11 and row.r == pytest.approx(rho, abs=1e-12)
+    assert row.n == 13 and row.r == pytest.approx(rho, abs=1e-12)

@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 
 import matplotlib
 
-from biasbench.core.errors import NotFoundError
+from biasbench.core.errors import InputError, NotFoundError
 
 matplotlib.use("Agg")
 
@@ -43,6 +43,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from biasbench.reports.analysis import Report
 
 DPI = 90
+
+
+class FigureError(InputError):
+    """A figure cannot be drawn as asked (a size tag that is not a number, an unknown file format)."""
+
+
 FIGURE_FORMATS = ("png", "svg", "pdf")
 MAX_PAIRS = 12  # panels of a free exploration's scatter grid
 _MPL = tuple(int(p) for p in matplotlib.__version__.split(".")[:2])
@@ -169,18 +175,14 @@ def marker_sizes(report: Report, size_by: str | None) -> pd.Series:
         return pd.Series(24.0, index=cps)
     cov = report.scores.covariates
     if size_by not in cov.columns:
-        from biasbench.reports.analysis import ReportError
-
-        raise ReportError(
+        raise FigureError(
             f"--size-by: no checkpoint carries the tag {size_by!r}; tags: {', '.join(cov.columns) or 'none'}"
         )
     raw = cov[size_by].reindex(cps)
     vals = pd.to_numeric(raw.fillna("0"), errors="coerce")
     if vals.isna().any():
-        from biasbench.reports.analysis import ReportError
-
         bad = sorted(set(raw[vals.isna()].astype(str)))
-        raise ReportError(
+        raise FigureError(
             f"--size-by {size_by}: the tag is not a number for every checkpoint ({', '.join(bad)})"
         )
     span = float(vals.max() - vals.min())
@@ -413,9 +415,7 @@ def write_all(
         raise NotFoundError(f"the folder {folder} does not exist")
     unknown = [f for f in formats if f not in FIGURE_FORMATS]
     if unknown:
-        from biasbench.reports.analysis import ReportError
-
-        raise ReportError(
+        raise FigureError(
             f"unknown figure format {', '.join(unknown)} (choose from {', '.join(FIGURE_FORMATS)})"
         )
     figs = [("heatmap", heatmap(report))]
