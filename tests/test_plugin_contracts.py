@@ -86,7 +86,10 @@ def test_metric_returns_valid_results_that_do_not_depend_on_batch_size_or_rerun(
     other_batch = evaluate(metric, model, demo_cache, batch_size=7)
     assert other_batch.scalars.keys() == first.scalars.keys()
     for key in first.scalars:
-        assert other_batch.scalars[key] == pytest.approx(first.scalars[key], rel=1e-6, abs=1e-9), (
+        # calibration keys read the probabilities themselves: float32 logits move by ~1e-7 with the
+        # batch arrangement (no decision does), so ECE/NLL/Brier agree to 1e-5, accuracies exactly
+        rel = 1e-5 if any(m in key for m in ("_ece", "_nll", "_brier")) else 1e-6
+        assert other_batch.scalars[key] == pytest.approx(first.scalars[key], rel=rel, abs=1e-9), (
             key,
             "batch 7 vs 64",
         )
