@@ -273,7 +273,7 @@ def test_an_unknown_dataset_lists_families_once_not_every_member(tmp_path, capsy
     )
     lines = [ln for ln in err.splitlines() if "unknown dataset 'nosuch'" in ln]
     assert code == 1 and lines
-    assert "0 jobs to compute, 0 stored, 11 that cannot run (recorded as failures)" in err
+    assert "0 jobs to compute, 0 stored, 13 that cannot run (recorded as failures)" in err
     listed = lines[0].split("known: ", 1)[-1]
     assert "imagenet-c/…" in listed and "demo-world/…" in listed
     assert "imagenet-c/brightness" not in listed and len(listed.split(", ")) < 40

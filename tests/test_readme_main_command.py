@@ -109,7 +109,7 @@ def test_bench_run_without_targets_is_the_demo_registry_times_every_installed_me
     rows = re.findall(r"^│ (\S+)\s+│ (\S+)\s+│ (\S+)\s+│", dry.stdout, flags=re.MULTILINE)
     rows = [r for r in rows if r[0] != "checkpoint"]
     ids = _demo_ids()
-    assert len(ids) == 11
+    assert len(ids) == 13  # 11 zoo recipes, an ensemble and an input-dropout wrapper
     assert sorted((c, m) for c, m, _ in rows) == sorted((c, m) for c in ids for m in _installed_metrics())
     for c, m, status in rows:
         assert status == ("stored" if c in ZOO else "todo"), (c, m, status)

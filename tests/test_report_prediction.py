@@ -196,7 +196,7 @@ def test_bench_report_by_and_no_predict_on_a_database(tmp_path):
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (
-        "Verdict:" in r.stdout
+        "Verdict\n" in r.stdout
         and "All biases together" in r.stdout
         and "By group (--by category)" in r.stdout
     )
