@@ -2,9 +2,10 @@
 
 :func:`from_store_rows` takes the store's report rows (the newest result of each metric variant with
 its job's parameters, datasets and version), its runs and each checkpoint's tags, and gives the
-results a report reads (imported rows marked by their ``source``, their parameters cleared) and the
-jobs behind them (for the provenance). :func:`from_results` does the same for a long table
-(checkpoint, metric, key, value, n — :func:`biasbench.results`) without a database: no provenance.
+results a report reads (imported rows marked by their ``source``, their parameters cleared, the notes
+their mapping declares among the report's notes) and the jobs behind them (for the provenance).
+:func:`from_results` does the same for a long table (checkpoint, metric, key, value, n —
+:func:`biasbench.results`) without a database: no provenance.
 :func:`sis_sizes` reads each checkpoint's stored SIS traces through a callable, so this module never
 touches the store.
 """
@@ -62,11 +63,27 @@ def from_store_rows(
             notes.append(
                 f"{', '.join(ids)} hold the same weights and preprocessing: counted once, as {ids[0]!r}"
             )
-    res["source"] = [json.loads(d or "{}").get("import", {}).get("source") for d in res["datasets"]]
+    imports = [json.loads(d or "{}").get("import", {}) for d in res["datasets"]]
+    res["source"] = [imp.get("source") for imp in imports]
     res.loc[res["source"].notna(), "params"] = None
     jobs = res.drop_duplicates(["checkpoint", "metric", "params", "run_id"])[JOB_COLUMNS]
+    notes += _import_notes(imports)
     notes += _uninstalled(res)
     return ReportInputs(res, jobs, runs, {k: dict(v) for k, v in tags.items()}, notes=notes)
+
+
+def _import_notes(imports: list[dict[str, Any]]) -> list[str]:
+    """The notes an imported table's mapping declares (a preset's known defects of the published
+    table), once per table, in the order first met."""
+    seen: dict[str, None] = {}
+    for imp in imports:
+        notes = imp.get("notes") or []
+        if not isinstance(notes, list):
+            continue
+        where = f"imported table {imp.get('source', '?')!s} ({imp.get('file', '?')!s})"
+        for note in notes:
+            seen.setdefault(f"{where}: {note}", None)
+    return list(seen)
 
 
 def _uninstalled(res: pd.DataFrame) -> list[str]:
