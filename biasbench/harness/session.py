@@ -475,10 +475,7 @@ def _with_variants(df: pd.DataFrame) -> pd.DataFrame:
     from biasbench.core.variants import variant_labels
 
     df = df.copy()
-    params = df["params"].astype(object).where(df["params"].notna(), None) if "params" in df else None
-    if params is None:
-        df["variant"], df["datasets"] = "", ""
-        return df
+    params = df["params"].astype(object).where(df["params"].notna(), None)
     df["variant"] = ""
     for _, grp in df.groupby("metric"):
         labels = variant_labels(list(params[grp.index]))
@@ -493,7 +490,7 @@ def _with_variants(df: pd.DataFrame) -> pd.DataFrame:
         sets = sorted({str(d.get("name")) for d in found.values() if isinstance(d, dict)})
         return ",".join(sets) if len(sets) <= 3 else f"{sets[0]},… ({len(sets)} sets)"
 
-    df["datasets"] = df["datasets"].map(names) if "datasets" in df else ""
+    df["datasets"] = df["datasets"].map(names)
     return df
 
 

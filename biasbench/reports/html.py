@@ -96,13 +96,7 @@ def _matrix(report: Report) -> str:
 def _pairs(report: Report) -> str:
     header = ["x", "y", SYMBOL[report.options.method], "95 % CI", "p", "p adj.", "partial", "partial p"]
     header += ["loco range", "loco: most influential", "n"]
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="{"num" if i > 1 else ""}">{escape(v)}</td>' for i, v in enumerate(r))
-        + "</tr>"
-        for r in pair_rows(report)
-    )
-    return f'<div class="scroll"><table><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr>{body}</table></div>'
+    return _text_table([header, *pair_rows(report)])
 
 
 def _text_table(rows: list[list[str]]) -> str:

@@ -128,14 +128,15 @@ def permuted_predictions(
     return out
 
 
-def r2(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Out-of-sample R² of ``pred`` (n or n × P) against ``y`` (n or n × P), the mean over all of y."""
+def r2(y: np.ndarray, pred: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Out-of-sample R² of ``pred`` against ``y`` along ``axis`` (the checkpoints), the mean taken over
+    all of ``y``; ``y`` (n) against ``pred`` (n × P) scores every column."""
     y = np.asarray(y, float)
     pred = np.asarray(pred, float)
     if y.ndim < pred.ndim:
         y = y[:, None]
-    ss_res = ((y - pred) ** 2).sum(axis=0)
-    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    ss_res = ((y - pred) ** 2).sum(axis=axis)
+    ss_tot = ((y - y.mean(axis=axis, keepdims=True)) ** 2).sum(axis=axis)
     with np.errstate(divide="ignore", invalid="ignore"):
         return 1.0 - ss_res / ss_tot
 
@@ -156,16 +157,8 @@ def _bootstrap(data: tuple[np.ndarray, ...], stat, options: PredictionOptions) -
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _r2_stat(y: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
-    y, p = np.moveaxis(y, axis, -1), np.moveaxis(p, axis, -1)
-    ss_res = ((y - p) ** 2).sum(axis=-1)
-    ss_tot = ((y - y.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 - ss_res / ss_tot
-
-
-def _gain_stat(y: np.ndarray, full: np.ndarray, base: np.ndarray, axis: int = -1) -> np.ndarray:
-    return _r2_stat(y, full, axis) - _r2_stat(y, base, axis)
+def _gain(y: np.ndarray, full: np.ndarray, base: np.ndarray, axis: int = -1) -> np.ndarray:
+    return r2(y, full, axis) - r2(y, base, axis)
 
 
 def predict_axis(
@@ -206,14 +199,14 @@ def predict_axis(
             score = float(r2(target, pred))
             null = r2(perms, permuted_predictions(X, perms, folds))
             row["r2"] = score
-            row["r2_low"], row["r2_high"] = _bootstrap((target, pred), _r2_stat, options)
+            row["r2_low"], row["r2_high"] = _bootstrap((target, pred), r2, options)
             row["p_perm"] = float((1 + np.sum(null >= score - 1e-12)) / (1 + options.permutations))
         rows.append(row)
     if "id" in preds and "id+biases" in preds:
         full = next(r for r in rows if r["model"] == "id+biases")
         full["gain"] = float(r2(target, preds["id+biases"]) - r2(target, preds["id"]))
         full["gain_low"], full["gain_high"] = _bootstrap(
-            (target, preds["id+biases"], preds["id"]), _gain_stat, options
+            (target, preds["id+biases"], preds["id"]), _gain, options
         )
     return rows
 

@@ -127,15 +127,10 @@ def terminal_tables(report: Report) -> list[Table | Text]:
         out.append(t)
         stab = stability_rows(report)
         if stab:
-            st = Table(
-                title="Stability: how reproducible the measures are, as their metrics declare it (not correlated)",
-                title_justify="left",
+            title = (
+                "Stability: how reproducible the measures are, as their metrics declare it (not correlated)"
             )
-            for name in stab[0]:
-                st.add_column(name, justify="left" if name == "checkpoint" else "right")
-            for row in stab[1:]:
-                st.add_row(*map(Text, row))
-            out.append(st)
+            out.append(_rich_table(title, stab, {"checkpoint"}))
     else:
         t = Table(title=headline(report), title_justify="left")
         for name in ("x", "y", SYMBOL[report.options.method], "95% CI", "p", "p adj", "partial", "loco", "n"):
@@ -160,22 +155,22 @@ def terminal_tables(report: Report) -> list[Table | Text]:
         out.append(t)
     pred = prediction_rows(report)
     if pred:
-        pt = Table(title=PREDICTION_TITLE, title_justify="left")
-        for name in pred[0]:
-            pt.add_column(name, justify="left" if name in ("generalization", "predictor") else "right")
-        for row in pred[1:]:
-            pt.add_row(*map(Text, row))
-        out.append(pt)
+        out.append(_rich_table(PREDICTION_TITLE, pred, {"generalization", "predictor"}))
     groups = group_rows(report)
     if groups:
-        gt = Table(title=group_title(report), title_justify="left")
-        for name in groups[0]:
-            gt.add_column(name, justify="left" if name in ("x", "y") else "right")
-        for row in groups[1:]:
-            gt.add_row(*map(Text, row))
-        out.append(gt)
+        out.append(_rich_table(group_title(report), groups, {"x", "y"}))
     out.append(Text("\n".join(legend(report))))
     return out
+
+
+def _rich_table(title: str, rows: list[list[str]], left: set[str]) -> Table:
+    """A header row and text rows as a rich table; the ``left`` columns left-aligned, the rest right."""
+    t = Table(title=title, title_justify="left")
+    for name in rows[0]:
+        t.add_column(name, justify="left" if name in left else "right")
+    for row in rows[1:]:
+        t.add_row(*map(Text, row))
+    return t
 
 
 PREDICTION_TITLE = (
