@@ -164,6 +164,14 @@ def _where(path: Path, index: int) -> str:
     return f"{path}:[[checkpoint]] #{index}"
 
 
+def _entry_tags(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    """An entry's ``tags`` table, each value a JSON-able scalar or list (:func:`_jsonable_tag`)."""
+    tags = entry.get("tags", {})
+    if not isinstance(tags, dict):
+        raise RegistryError(f"{where}: tags must be a table, got {tags!r}")
+    return _jsonable_tag(tags, where, "tags")
+
+
 def _jsonable_tag(v: Any, where: str, key: str) -> Any:
     """Tags as JSON-able values (dates as ISO strings); a NaN or infinite float is an error (it has no
     JSON form and means nothing as a covariate)."""
@@ -373,13 +381,10 @@ def _parse_ensemble(
         combine = ensembles.check_combine(entry.get("combine", ensembles.DEFAULT_COMBINE), cid)
     except CheckpointError as e:
         raise RegistryError(f"{where}: {e}") from e
-    tags = entry.get("tags", {})
-    if not isinstance(tags, dict):
-        raise RegistryError(f"{where}: tags must be a table, got {tags!r}")
     spec = CheckpointSpec(
         id=cid,
         arch=ENSEMBLE_ARCH,
-        tags=_jsonable_tag(tags, where, "tags"),
+        tags=_entry_tags(entry, where),
         source=where,
         registry=str(path),
         combine=combine,
@@ -515,9 +520,6 @@ def _parse_entry(
         raise RegistryError(
             f"{where}: label space {space!r} is not one we know ({', '.join(labels.known())}); give num_classes"
         )
-    tags = entry.get("tags", {})
-    if not isinstance(tags, dict):
-        raise RegistryError(f"{where}: tags must be a table, got {tags!r}")
     spec = CheckpointSpec(
         id=cid,
         arch=arch,
@@ -527,7 +529,7 @@ def _parse_entry(
         preprocess=None,
         labels=space,
         num_classes=num_classes,
-        tags=_jsonable_tag(tags, where, "tags"),
+        tags=_entry_tags(entry, where),
         source=where,
         parts=parts,
         registry=str(path),
