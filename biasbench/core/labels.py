@@ -32,6 +32,7 @@ from biasbench.core.plugins import PluginError, PluginRegistry, Provider
 IMAGENET_1K = "imagenet-1k"
 IMAGENET16 = "imagenet16"
 DEMO_WORLD = "demo-world"
+CIFAR10 = "cifar10"
 
 GROUP = "biasbench.labels"
 

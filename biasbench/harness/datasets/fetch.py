@@ -15,7 +15,11 @@ The ImageNet OOD sets are archives too: ImageNetV2 matched-frequency, ImageNet-A
 the sha256 and size that TensorFlow Datasets publishes in its checksum lists
 (``tensorflow_datasets/datasets/<set>/checksums.tsv``, the commit in each manifest's source), and
 ImageNet-C (five tars, Zenodo publishes md5 only) and ImageNet-C̄ (no checksum published), unpinned
-like Stylized-16. An archive's ``strip_prefix`` drops its top folder so that it lands in the layout
+like Stylized-16. CIFAR-10 (``cifar-10-python.tar.gz``, whose distributors publish only an md5) is
+unpinned too, but its manifest records that md5 (``archive.md5``): after the download has matched the
+sha256 the caller gave, its md5 must match the published one as well, so a digest taken from the
+wrong file is caught (md5 alone is never trusted: it is broken for collisions, so it only backs up
+the sha256). An archive's ``strip_prefix`` drops its top folder so that it lands in the layout
 the dataset plugin reads (``imagenetv2-matched-frequency-format-val/`` -> ``imagenet-v2/``). ImageNet-C's
 tars are *merged* parts (``"merge": true``): five manifests with the same target, each tar's
 top-level folders (its corruptions) put into ``imagenet-c/`` beside the others', each part with its
@@ -128,6 +132,8 @@ class Archive:
     size: int = 0
     file_name: str = ""
     merge: bool = False
+    #: the md5 its distributors publish ("" = none): checked after the sha256, never instead of it
+    md5: str = ""
 
     @property
     def filename(self) -> str:
@@ -212,6 +218,7 @@ _ARCHIVE_KEYS = (
     "size",
     "file_name",
     "merge",
+    "md5",
 )
 
 
@@ -317,6 +324,9 @@ def _archive_from_json(raw: dict[str, Any], where: str) -> Archive:
     sha = _get(raw, "sha256", str, None, where) or None
     if sha is not None and not SHA256_RE.fullmatch(sha.lower()):
         raise ManifestError(f"{where}: sha256 must be 64 hex digits or null, got {sha!r:.80}")
+    md5 = _get(raw, "md5", str, "", where).lower()
+    if md5 and not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise ManifestError(f"{where}: md5 must be 32 hex digits, got {md5!r:.80}")
     fmt = _get(raw, "format", str, "tar.gz", where)
     if fmt not in ARCHIVE_FORMATS:
         raise ManifestError(f"{where}: format {fmt!r:.40} is not one of {', '.join(ARCHIVE_FORMATS)}")
@@ -333,6 +343,7 @@ def _archive_from_json(raw: dict[str, Any], where: str) -> Archive:
         size=_count(raw, "size", where) or 0,
         file_name=file_name,
         merge=_get(raw, "merge", bool, False, where),
+        md5=md5,
     )
 
 
@@ -522,7 +533,11 @@ def _fetch_archive(
     size = f", {arch.size / 1e9:.2f} GB" if arch.size else ""
     log(f"fetching {m.name}: {url} (pinned: {m.pinned}; license {m.license}{size}) -> {archive_path}")
     fetch(url, archive_path, expected, max_bytes=arch.size or None)  # the manifest's size bounds it
-    log(f"  {arch.filename}: sha256 verified; extracting safely into {target}")
+    if arch.md5:
+        _check_md5(m, archive_path)
+    log(
+        f"  {arch.filename}: sha256{' and md5' if arch.md5 else ''} verified; extracting safely into {target}"
+    )
     tmp = data_root / f".{m.target.replace('/', '_')}.{m.name}.extracting-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -537,6 +552,7 @@ def _fetch_archive(
             "archive_url": arch.url,
             "archive_sha256": expected,
             "sha256_source": "manifest" if pinned else "given by the user",
+            **({"archive_md5": arch.md5} if arch.md5 else {}),
             "files": {n: sha256_file(tmp / n) for n in sorted(names)},
         }
         (tmp / m.record_name).write_text(json.dumps(rec, indent=1) + "\n")
@@ -548,6 +564,23 @@ def _fetch_archive(
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"{m.name}: {len(images)} images extracted and recorded in {target / m.record_name}")
     return target
+
+
+def _check_md5(m: Manifest, archive_path: Path) -> None:
+    """The downloaded archive's md5 against the one its distributors publish (the manifest's); a
+    mismatch deletes the download and raises :class:`ChecksumMismatch`."""
+    assert m.archive is not None
+    h = hashlib.md5(usedforsecurity=False)
+    with open(archive_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != m.archive.md5:
+        archive_path.unlink(missing_ok=True)
+        raise ChecksumMismatch(
+            f"{archive_path.name}: its sha256 is the one given, but its md5 is {h.hexdigest()}, not the "
+            f"{m.archive.md5} its distributors publish for {m.archive.url}: the digest you gave is not the "
+            f"published archive's. Download deleted; nothing extracted."
+        )
 
 
 def _replace(src: Path, dest: Path, old: Path) -> None:
