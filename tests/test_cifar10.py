@@ -160,6 +160,11 @@ def test_a_pickle_that_calls_os_system_is_refused_without_running_it(tmp_path):
             b"\x80\x02}(U\x01xcnumpy.core.multiarray\n_reconstruct\ncnumpy\ndtype\nK\x00\x85U\x01b\x87Ru.",
             "only a plain",
         ),
+        # BUILD on an allowed global: the pickle would set attributes of our own objects
+        (
+            b"\x80\x02}(U\x01xcnumpy\ndtype\n}U\x0c__defaults__(K\x01tsbu.",
+            "sets the state of the global numpy.dtype",
+        ),
     ],
     ids=[
         "builtins-eval",
@@ -169,6 +174,7 @@ def test_a_pickle_that_calls_os_system_is_refused_without_running_it(tmp_path):
         "structured-dtype",
         "reconstruct-shape",
         "reconstruct-subtype",
+        "build-on-global",
     ],
 )
 def test_globals_and_numpy_objects_outside_the_format_are_refused(tmp_path, payload, words):

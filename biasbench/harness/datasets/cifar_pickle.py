@@ -67,11 +67,32 @@ class UnsafePickle(InputError):
     holds: refused, nothing of it imported or called."""
 
 
-class _NdarrayMarker:
+class _Sealed:
+    """What an allowed global resolves to: BUILD on it (setting its attributes) is refused, so a pickle
+    cannot alter the objects that rebuild the others."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafePickle(f"the pickle sets the state of the global {self!r}; refused")
+
+
+class _NdarrayMarker(_Sealed):
     """Stands for ``numpy.ndarray`` in a pickle: accepted as ``_reconstruct``'s subtype, not callable."""
 
     def __repr__(self) -> str:
-        return "<numpy.ndarray (restricted)>"
+        return "numpy.ndarray"
+
+
+class _Function(_Sealed):
+    """An allowed global function (one of ours), callable with positional arguments only."""
+
+    def __init__(self, fn: Any, name: str) -> None:
+        self._fn, self._name = fn, name
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+    def __repr__(self) -> str:
+        return self._name
 
 
 _NDARRAY = _NdarrayMarker()
@@ -162,10 +183,12 @@ def _resolved(v: Any, where: str) -> Any:
 
 #: (module, name) -> the object a CIFAR pickle may name
 ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _Function(_reconstruct, "numpy.core.multiarray._reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): _Function(
+        _reconstruct, "numpy._core.multiarray._reconstruct"
+    ),
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _dtype,
+    ("numpy", "dtype"): _Function(_dtype, "numpy.dtype"),
 }
 
 
