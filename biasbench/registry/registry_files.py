@@ -680,7 +680,9 @@ def _arch_at_weights(target: str, arch: str, weights: str) -> CheckpointSpec:
     problem = family.problem(name, trust=True)
     if problem:
         raise RegistryError(f"{where}: {problem}")
-    return CheckpointSpec(id=_id_for_weights(src), arch=arch, weights=weights, source=where)
+    return CheckpointSpec(
+        id=_id_for_weights(src), arch=arch, weights=weights, labels=family.default_labels(name), source=where
+    )
 
 
 def _timm_pretrained_target(target: str, name: str) -> CheckpointSpec | None:
