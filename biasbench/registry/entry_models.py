@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from biasbench.core import names, schema
+from biasbench.core.labels import IMAGENET_1K
 
 #: Largest ``preprocess.resize`` / ``crop`` (pixels).
 MAX_IMAGE_SIZE = 8192
@@ -64,7 +65,7 @@ class Entry(BaseModel):
     sha256: Sha256 | None = None
     adapter: Adapter = ()
     preprocess: PreprocessTable | None = None
-    labels: str = "imagenet-1k"
+    labels: str = IMAGENET_1K
     num_classes: (
         Annotated[
             int,
