@@ -67,10 +67,12 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
 from biasbench.metrics.base import (
@@ -84,7 +86,6 @@ from biasbench.metrics.base import (
     MetricError,
     MetricResult,
     ModelWrapper,
-    ParamError,
 )
 from biasbench.metrics.common import (
     eval_index,
@@ -404,12 +405,22 @@ class CriticalBand(Metric):
     class Params:
         dataset: str | None = None  # None: imagenet-val (ImageNet) / demo-world/test (demo world)
         interpolation: str = "bilinear"  # Resize(256) of the fixed ImageNet geometry
-        noise_sds: tuple[float, ...] | None = None  # None: NOISE_SDS, or the label space's grid
-        contrast: float = CONTRAST
-        mean_level: float = MEAN_LEVEL
-        epsilon: float = EPSILON
-        stimulus: str | None = None  # None: gray-low-contrast (the study) / colour (demo world)
-        n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
+        # None: NOISE_SDS, or the label space's grid
+        noise_sds: (
+            Annotated[
+                tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...],
+                Field(min_length=1, description="positive numbers"),
+            ]
+            | None
+        ) = None
+        contrast: Annotated[float, Field(gt=0, le=1)] = CONTRAST
+        mean_level: Annotated[float, Field(gt=0, le=1)] = MEAN_LEVEL
+        epsilon: Annotated[float, Field(gt=0, le=0.5)] = EPSILON
+        # None: gray-low-contrast (the study) / colour (demo world)
+        stimulus: Literal["gray-low-contrast", "colour"] | None = None
+        n_images: Annotated[int, Field(ge=1)] | None = (
+            None  # None: all (ImageNet-style) / a seeded 500 (demo world)
+        )
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {
@@ -417,25 +428,6 @@ class CriticalBand(Metric):
                 self.name, label_space, self.params.dataset, self.params.interpolation
             )
         }
-
-    def check_params(self) -> None:
-        p = self.params
-        if p.stimulus is not None and p.stimulus not in STIMULI:
-            raise ParamError(
-                f"critical_band: parameter stimulus = {p.stimulus!r} is unknown; choose one of {', '.join(STIMULI)}"
-            )
-        if p.n_images is not None and p.n_images < 1:
-            raise ParamError(f"critical_band: parameter n_images must be ≥ 1, got {p.n_images}")
-        if p.noise_sds is not None and (
-            not p.noise_sds or not all(math.isfinite(s) and s > 0 for s in p.noise_sds)
-        ):
-            raise ParamError(
-                f"critical_band: parameter noise_sds must be positive numbers, got {p.noise_sds}"
-            )
-        for name, lo, hi in (("contrast", 0.0, 1.0), ("mean_level", 0.0, 1.0), ("epsilon", 0.0, 0.5)):
-            value = getattr(p, name)
-            if not (math.isfinite(value) and lo < value <= hi):
-                raise ParamError(f"critical_band: parameter {name} must be in ({lo:g}, {hi:g}], got {value}")
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params

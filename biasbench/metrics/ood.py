@@ -57,11 +57,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from biasbench.core import labels
 from biasbench.core.errors import InputError
@@ -75,7 +76,6 @@ from biasbench.metrics.base import (
     MetricResult,
     ModelWrapper,
     NotApplicable,
-    ParamError,
 )
 from biasbench.metrics.calibration import MEASURES, calibration
 from biasbench.metrics.common import decide, topk_correct
@@ -161,8 +161,12 @@ class OOD(Metric):
     @dataclass(frozen=True)
     class Params:
         sets: tuple[str, ...] | None = None  # None: every set of the model's label space
-        max_per_set: int | None = None  # None: the label space's default (demo 100) / the whole set
-        pgd_n_images: int | None = None  # None: the label space's default (demo 32) / max_per_set
+        max_per_set: Annotated[int, Field(ge=1)] | None = (
+            None  # None: the label space's default (demo 100) / the whole set
+        )
+        pgd_n_images: Annotated[int, Field(ge=1)] | None = (
+            None  # None: the label space's default (demo 32) / max_per_set
+        )
 
         def __post_init__(self) -> None:
             sets = self.sets
@@ -177,12 +181,6 @@ class OOD(Metric):
                         f"ood: parameter sets has unknown or no sets {unknown}; known: {', '.join(SETS)}"
                     )
                 object.__setattr__(self, "sets", tuple(dict.fromkeys(sets)))
-
-    def check_params(self) -> None:
-        for name in ("max_per_set", "pgd_n_images"):
-            v = getattr(self.params, name)
-            if v is not None and v < 1:
-                raise ParamError(f"ood: parameter {name} must be ≥ 1, got {v}")
 
     # -- planning ----------------------------------------------------------------------------------
     def _plan(self, label_space: str) -> tuple[dict[str, Any], tuple[str, ...]]:
