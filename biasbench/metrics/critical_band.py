@@ -93,7 +93,12 @@ from biasbench.metrics.common import (
     space_default,
     topk_correct,
 )
-from biasbench.metrics.laplacian_pyramid import LaplacianBands, band_centre_frequency, equalised_band_noise
+from biasbench.metrics.laplacian_pyramid import (
+    LaplacianBands,
+    band_centre_frequency,
+    equalised_band_noise,
+    pyramid_levels,
+)
 
 NOISE_SDS: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16)
 CONTRAST = 0.2
@@ -153,9 +158,9 @@ def apply_out_of_range_rule(
             raise MetricError(
                 f"critical_band: out-of-range redraws did not settle after {MAX_REDRAW_ROUNDS} rounds"
             )
-        for i, k in enumerate(bad.flatten(1).sum(dim=1).tolist()):
-            if k:
-                noise[i][bad[i]] = draw(i, int(k)).to(noise.dtype) * sd
+        # each image's draws in raster order of its pixels, images in order: the order of noise[bad]
+        draws = [draw(i, int(k)) for i, k in enumerate(bad.flatten(1).sum(dim=1).tolist()) if k]
+        noise[bad] = torch.cat(draws).to(noise.dtype) * sd
         out = image + noise
         bad = bad & ((out < 0) | (out > 1))
     return image + noise, n_oob, n_redraw
@@ -417,6 +422,18 @@ class CriticalBand(Metric):
                 self.name, label_space, self.params.dataset, self.params.interpolation
             )
         }
+
+    def work(self, role: str, n_images: int, label_space: str) -> float:
+        """Images × conditions: the evaluated images (``n_images`` or the label space's default) × the
+        clean condition and every band × noise level. The band count is the pyramid height of the
+        label space's ``image_size`` (``defaults["critical_band"]``; the fixed geometry's 224 where it
+        sets none). Out-of-range redraws cost no forward pass."""
+        p = self.params
+        n = p.n_images or space_default(self.name, label_space, "n_images")
+        side = int(space_default(self.name, label_space, "image_size", 224))  # type: ignore[arg-type]
+        grid = p.noise_sds or space_default(self.name, label_space, "noise_sds", NOISE_SDS)
+        conditions = 1 + pyramid_levels(side, side) * len(grid)  # type: ignore[arg-type]
+        return float(min(n_images, n or n_images) * conditions)
 
     def check_params(self) -> None:
         p = self.params
