@@ -131,9 +131,16 @@ class FreeCpus:
                 return max(0.0, self._n - os.getloadavg()[0])
             except (AttributeError, OSError):
                 return float(self._n)
-        idle_share = (c1[0] - c0[0]) / (c1[1] - c0[1])
-        own = (own1 - own0) / (t1 - t0)
-        return min(float(self._n), max(0.0, idle_share * self._n + own))
+        return free_between(c0, c1, own1 - own0, t1 - t0, self._n)
+
+
+def free_between(
+    before: tuple[float, float], after: tuple[float, float], own_cpu: float, seconds: float, n_cpus: int
+) -> float:
+    """Free CPUs over an interval: ``n_cpus`` × the idle share of the (idle, total) counters' growth,
+    plus the CPU seconds this process used per second of it; within 0 … ``n_cpus``."""
+    idle_share = (after[0] - before[0]) / (after[1] - before[1])
+    return min(float(n_cpus), max(0.0, idle_share * n_cpus + own_cpu / seconds))
 
 
 #: how long :func:`default_threads` watches the CPUs before a run (seconds)
