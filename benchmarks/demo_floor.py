@@ -18,6 +18,7 @@ processes on the machine slow the run but not the floor measured before it.
 
     python benchmarks/demo_floor.py                 # bench run's default threads (the free CPUs)
     python benchmarks/demo_floor.py --threads 2     # fixed threads, for the floor and the run alike
+    python benchmarks/demo_floor.py --baseline /tmp/base --where recipe=plain   # before/after, one slice
 """
 
 from __future__ import annotations
@@ -93,15 +94,18 @@ def net_forwards_per_forward() -> dict[str, int]:
     return out
 
 
-def cold_demo(threads: int | None) -> tuple[float, dict[str, tuple[float, float]], list[int]]:
-    """Wall seconds of a cold demo run, per metric (net forwards, job seconds), and the threads its
-    jobs ran with."""
+def cold_demo(
+    threads: int | None, repo: Path = REPO, where: list[str] | None = None
+) -> tuple[float, dict[tuple[str, str], tuple[float, float]], list[int]]:
+    """Wall seconds of a cold demo run of the code in ``repo``, per (checkpoint, metric) job its (net
+    forwards, seconds), and the threads its jobs ran with."""
     weight = net_forwards_per_forward()
     with tempfile.TemporaryDirectory(prefix="biasbench-floor-") as tmp:
-        env = {**os.environ, "BIASBENCH_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "BIASBENCH_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(repo)}
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "biasbench.cli", "run", *(["--threads", str(threads)] if threads else [])]
+            + [a for w in where or [] for a in ("--where", w)]
             + ["--db", "bench.duckdb"],
             cwd=tmp,
             env=env,
@@ -114,32 +118,26 @@ def cold_demo(threads: int | None) -> tuple[float, dict[str, tuple[float, float]
             rows = con.execute(
                 "SELECT checkpoint, metric, seconds, CAST(timings AS VARCHAR) FROM jobs"
             ).fetchall()
-    per: dict[str, tuple[float, float]] = {}
+    jobs: dict[tuple[str, str], tuple[float, float]] = {}
     threads: set[int] = set()
     for checkpoint, metric, seconds, timings in rows:
         t = json.loads(timings or "{}")
         units = float(t.get(UNITS, 0.0)) * weight.get(checkpoint, 1)
         threads.add(int(t.get("run.threads", 0)))
-        u, s = per.get(metric, (0.0, 0.0))
-        per[metric] = (u + units, s + float(seconds or 0.0))
-    return wall, per, sorted(threads)
+        jobs[(checkpoint, metric)] = (units, float(seconds or 0.0))
+    return wall, jobs, sorted(threads)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=None, help="default: bench run's own choice")
-    args = ap.parse_args()
-    floor_threads = args.threads or len(os.sched_getaffinity(0))
-    print(f"load average {os.getloadavg()[0]:.2f}")
-    print(f"floor: the demo net's inference throughput ({floor_threads} threads)")
-    rate, where = best_throughput(floor_threads)
-    print(f"  best: {rate:.0f} img/s ({where})")
-    print("work: a cold `bench run` of the demo (empty cache and database)")
-    wall, per, threads = cold_demo(args.threads)
-    print(
-        f"  its jobs ran with {', '.join(map(str, threads))} thread(s); load average {os.getloadavg()[0]:.2f}"
-    )
-    print(f"\n{'metric':15s} {'forwards':>10s} {'floor s':>9s} {'job s':>8s} {'efficiency':>10s}")
+def table(
+    title: str, wall: float, jobs: dict[tuple[str, str], tuple[float, float]], rate: float
+) -> dict[str, float]:
+    """Print per metric: net forwards, their seconds at the best rate, job seconds, efficiency; and
+    the run's totals. Returns the job seconds per metric (and ``"wall"``)."""
+    per: dict[str, tuple[float, float]] = {}
+    for (_, metric), (units, seconds) in jobs.items():
+        u, sec = per.get(metric, (0.0, 0.0))
+        per[metric] = (u + units, sec + seconds)
+    print(f"\n{title}\n{'metric':15s} {'forwards':>10s} {'floor s':>9s} {'job s':>8s} {'efficiency':>10s}")
     total_units = total_jobs = 0.0
     for metric, (units, seconds) in sorted(per.items()):
         floor = units / rate
@@ -149,9 +147,46 @@ def main() -> None:
     floor = total_units / rate
     print(f"{'all jobs':15s} {total_units:10.0f} {floor:9.1f} {total_jobs:8.1f} {floor / total_jobs:10.2f}")
     print(
-        f"\ncold run wall {wall:.1f} s; efficiency (floor / wall) {floor / wall:.2f}; "
+        f"cold run wall {wall:.1f} s; efficiency (floor / wall) {floor / wall:.2f}; "
         f"outside jobs {1 - total_jobs / wall:.0%} of the wall"
     )
+    return {**{m: sec for m, (_, sec) in per.items()}, "wall": wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=None, help="default: bench run's own choice")
+    ap.add_argument("--where", action="append", default=[], help="a slice of the demo (bench run --where)")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout of biasbench (e.g. `git worktree add /tmp/base main`): its cold run too, "
+        "before this one, and the ratios",
+    )
+    args = ap.parse_args()
+    floor_threads = args.threads or len(os.sched_getaffinity(0))
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"floor: the demo net's inference throughput ({floor_threads} threads)")
+    rate, where = best_throughput(floor_threads)
+    print(f"  best: {rate:.0f} img/s ({where})")
+    base = None
+    if args.baseline is not None:
+        print(f"work: a cold `bench run` of the demo with {args.baseline} (empty cache and database)")
+        base = cold_demo(args.threads, args.baseline.resolve(), args.where)
+        print(f"  its jobs ran with {', '.join(map(str, base[2]))} thread(s); load {os.getloadavg()[0]:.2f}")
+    print("work: a cold `bench run` of the demo (empty cache and database)")
+    wall, jobs, threads = cold_demo(args.threads, REPO, args.where)
+    print(f"  its jobs ran with {', '.join(map(str, threads))} thread(s); load {os.getloadavg()[0]:.2f}")
+    now = table("this checkout", wall, jobs, rate)
+    if base is not None:
+        # the same jobs' work as counted now (a baseline's Metric.work may undercount)
+        base_jobs = {k: (jobs.get(k, v)[0], v[1]) for k, v in base[1].items()}
+        before = table(f"baseline {args.baseline}", base[0], base_jobs, rate)
+        print("\nspeed-up (baseline seconds / this checkout's):")
+        for key in sorted(now):
+            if before.get(key) and now[key]:
+                print(f"  {key:15s} {before[key] / now[key]:6.2f}×")
 
 
 if __name__ == "__main__":
