@@ -1,8 +1,7 @@
 """Execution: load each checkpoint once, run all its pending metrics, write each job atomically.
 
 The batch size, unless ``--batch-size`` sets it, follows the input size (:func:`auto_batch_size`: 256 for
-the demo world's 32-px images, where 64 left a third of the demo net's throughput unused; 64 from
-64 px up, as before). The model runs in channels_last memory format on every device (oneDNN's fast path on the CPU too:
+the demo world's 32-px images; 64 from 64 px up, as before). The model runs in channels_last memory format on every device (oneDNN's fast path on the CPU too:
 1.2× for resnet18, 2× for efficientnet-lite0, 1.7× for the demo zoo measured on 2 cores) and in bf16
 autocast on CUDA (inference_mode inside the metrics' ``ctx.predict``), with ``--compile`` its
 inference forwards through ``torch.compile`` (:mod:`biasbench.harness.compiling`); the batch size
@@ -318,8 +317,9 @@ AUTO_BATCH_MIN, AUTO_BATCH_MAX = 64, 256
 
 def auto_batch_size(side: tuple[int, int]) -> int:
     """The batch size for (H, W) images when ``--batch-size`` is not given: the power of two nearest
-    below :data:`AUTO_BATCH_PIXELS` / (H·W), within 64 … 256 — 256 at 32 px (the demo net's best rate on
-    2 CPU cores: ~1.4× batch 64's, ``benchmarks/demo_floor.py``), 64 from 64 px up (the former fixed
+    below :data:`AUTO_BATCH_PIXELS` / (H·W), within 64 … 256 — 256 at 32 px (the demo net's best batch
+    with 2 threads on a quiet 2-core machine: ~3,100 img/s against 1,600–2,350 at batch 64, issue 26;
+    with 1 thread the rate is flat from 64 to 256 within the noise), 64 from 64 px up (the former fixed
     default, so ImageNet runs are unchanged)."""
     h, w = side
     fit = max(1, AUTO_BATCH_PIXELS // max(1, h * w))
