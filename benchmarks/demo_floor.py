@@ -16,7 +16,7 @@ Efficiency 1 means the run did nothing but model work at the best rate measured 
 2–3× in speed, so only the ratios travel; the load average is printed before and after, since other
 processes on the machine slow the run but not the floor measured before it.
 
-    python benchmarks/demo_floor.py                 # bench run's default threads (the free CPUs)
+    python benchmarks/demo_floor.py                 # bench run's default threads (the free CPUs), for both
     python benchmarks/demo_floor.py --threads 2     # fixed threads, for the floor and the run alike
     python benchmarks/demo_floor.py --baseline /tmp/base --where recipe=plain   # before/after, one slice
 """
@@ -165,7 +165,11 @@ def main() -> None:
         "before this one, and the ratios",
     )
     args = ap.parse_args()
-    floor_threads = args.threads or len(os.sched_getaffinity(0))
+    from biasbench.harness.environment import default_threads
+
+    # bench run's own default when --threads is not given: the CPUs free now (on a loaded machine a
+    # thread per CPU measures the collapse, not the floor)
+    floor_threads = args.threads or default_threads()
     print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"floor: the demo net's inference throughput ({floor_threads} threads)")
     rate, where = best_throughput(floor_threads)
