@@ -5,6 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning against other processes' work (on a shared machine a
+# spinning pool slowed the demo's jobs many times over; benchmarks/shared_machine.py). OpenMP reads
+# this once, when torch loads, so it is set here, before anything imports torch; an explicit value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -149,8 +154,15 @@ def run(
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
     batch_size: Annotated[
-        int, typer.Option(help="Start batch size (halved on CUDA out-of-memory).", min=1, max=65536)
-    ] = 64,
+        int | None,
+        typer.Option(
+            help="Start batch size (halved on CUDA out-of-memory). Default: from the input size, 256 at "
+            "32 px (the demo), 64 from 64 px up.",
+            min=1,
+            max=65536,
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and its cost; compute nothing.")
     ] = False,

@@ -256,6 +256,24 @@ class SIS(Metric):
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {"images": dataset_request(self.name, label_space, self.params.dataset)}
 
+    def work(self, role: str, n_images: int, label_space: str) -> float:
+        """Forward-pass equivalents (a backward ≈ 2 forwards, as PGD's in :mod:`biasbench.metrics.ood`)
+        of the evaluated images (``n_images`` or the label space's default): per image, Batched-Gradient
+        BackSelect's ``T + 1`` forwards and ``T`` backwards (``3T + 1``) or exact BackSelect's
+        ``1 + HW(HW + 1)/2`` forwards, plus the 2 top-``q`` / random subset forwards; the stochasticity
+        check's 2 forwards of up to 8 images; the stability rerun's images once more. ``H = W`` is the
+        label space's ``image_size`` (``defaults["sis"]``; 224 where it sets none)."""
+        p = self.params
+        n = min(n_images, p.n_images if p.n_images is not None else default_n_images(label_space))
+        side = int(space_default(self.name, label_space, "image_size", 224))  # type: ignore[arg-type]
+        n_pix = side * side
+        if p.method == "exact":
+            per_image = 1 + n_pix * (n_pix + 1) // 2
+        else:
+            k = p.k if p.k is not None else default_k(label_space, side, side)
+            per_image = 3 * num_steps(n_pix, k) + 1
+        return float(n * (per_image + 2) + 2 * min(8, n) + min(p.stability, n) * per_image)
+
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
         ds = data["images"]
