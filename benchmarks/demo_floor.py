@@ -4,16 +4,21 @@
    sizes and memory formats (``torch.inference_mode``, the run's thread count), random inputs.
 2. The work: a cold ``bench run`` (the README's main command: the demo registry, every metric, an empty
    cache and database, in a temporary folder, as a subprocess) and, from its stored jobs, each metric's
-   images × conditions (``jobs.timings`` ``run.images_x_conditions``, i.e. ``Metric.work``) and seconds.
-3. The ratios: per metric and overall, **efficiency = (images × conditions / best throughput) / wall**,
-   and the share of the wall outside jobs (planning, the world's rendering, loading, writing).
+   images × conditions (``jobs.timings`` ``run.images_x_conditions``, i.e. ``Metric.work``, which
+   counts every forward pass, a backward as 2) and seconds. A checkpoint that runs the zoo net more
+   than once per forward weighs its jobs by that count (the ensemble of 3 members: 3; the input-dropout
+   wrapper with 4 masks: 4), counted here by a forward hook on the zoo net.
+3. The ratios: per metric and overall, **efficiency = (net forwards / best throughput) / wall**,
+   and the share of the wall outside jobs (planning, loading, writing; the world's rendering is inside
+   the first job that uses each split).
 
-Efficiency 1 means the run did nothing but model work at the best rate measured here; a metric whose
-``work`` undercounts its forwards reads lower than it is. Machines differ 2–3× in speed, so only the
-ratios travel.
+Efficiency 1 means the run did nothing but model work at the best rate measured here. Machines differ
+2–3× in speed, so only the ratios travel; the load average is printed before and after, since other
+processes on the machine slow the run but not the floor measured before it.
 
-    python benchmarks/demo_floor.py                 # every CPU this process may use
-    python benchmarks/demo_floor.py --threads 1
+    python benchmarks/demo_floor.py                 # bench run's default threads (the free CPUs), for both
+    python benchmarks/demo_floor.py --threads 2     # fixed threads, for the floor and the run alike
+    python benchmarks/demo_floor.py --baseline /tmp/base --where recipe=plain   # before/after, one slice
 """
 
 from __future__ import annotations
@@ -61,13 +66,47 @@ def best_throughput(threads: int, seconds: float = 2.0) -> tuple[float, str]:
     return best, where
 
 
-def cold_demo(threads: int) -> tuple[float, dict[str, tuple[float, float]]]:
-    """Wall seconds of a cold demo run and, per metric, (images × conditions, job seconds)."""
+def resnet_calls(net: torch.nn.Module) -> int:
+    """How many times one forward of ``net`` (a 32-px batch) calls a timm ResNet inside it."""
+    from timm.models.resnet import ResNet
+
+    calls: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda *_: calls.append(1)) for m in net.modules() if isinstance(m, ResNet)
+    ]
+    with torch.inference_mode():
+        net(torch.zeros(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    return len(calls)
+
+
+def net_forwards_per_forward() -> dict[str, int]:
+    """Per demo checkpoint: how many zoo-net forwards one forward of the checkpoint's model runs."""
+    from biasbench.harness.session import resolve
+    from biasbench.registry import loading
+
+    out: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="biasbench-floor-") as tmp:
-        env = {**os.environ, "BIASBENCH_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(REPO)}
+        for spec in resolve(None):
+            net = loading.load_checkpoint(spec, cache_dir=Path(tmp)).net
+            out[spec.id] = max(1, resnet_calls(net))
+    return out
+
+
+def cold_demo(
+    threads: int | None, repo: Path = REPO, where: list[str] | None = None
+) -> tuple[float, dict[tuple[str, str], tuple[float, float]], list[int]]:
+    """Wall seconds of a cold demo run of the code in ``repo``, per (checkpoint, metric) job its (net
+    forwards, seconds), and the threads its jobs ran with."""
+    weight = net_forwards_per_forward()
+    with tempfile.TemporaryDirectory(prefix="biasbench-floor-") as tmp:
+        env = {**os.environ, "BIASBENCH_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(repo)}
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "biasbench.cli", "run", "--threads", str(threads), "--db", "bench.duckdb"],
+            [sys.executable, "-m", "biasbench.cli", "run", *(["--threads", str(threads)] if threads else [])]
+            + [a for w in where or [] for a in ("--where", w)]
+            + ["--db", "bench.duckdb"],
             cwd=tmp,
             env=env,
             check=True,
@@ -76,25 +115,29 @@ def cold_demo(threads: int) -> tuple[float, dict[str, tuple[float, float]]]:
         )
         wall = time.perf_counter() - start
         with duckdb.connect(str(Path(tmp) / "bench.duckdb"), read_only=True) as con:
-            rows = con.execute("SELECT metric, seconds, CAST(timings AS VARCHAR) FROM jobs").fetchall()
+            rows = con.execute(
+                "SELECT checkpoint, metric, seconds, CAST(timings AS VARCHAR) FROM jobs"
+            ).fetchall()
+    jobs: dict[tuple[str, str], tuple[float, float]] = {}
+    threads: set[int] = set()
+    for checkpoint, metric, seconds, timings in rows:
+        t = json.loads(timings or "{}")
+        units = float(t.get(UNITS, 0.0)) * weight.get(checkpoint, 1)
+        threads.add(int(t.get("run.threads", 0)))
+        jobs[(checkpoint, metric)] = (units, float(seconds or 0.0))
+    return wall, jobs, sorted(threads)
+
+
+def table(
+    title: str, wall: float, jobs: dict[tuple[str, str], tuple[float, float]], rate: float
+) -> dict[str, float]:
+    """Print per metric: net forwards, their seconds at the best rate, job seconds, efficiency; and
+    the run's totals. Returns the job seconds per metric (and ``"wall"``)."""
     per: dict[str, tuple[float, float]] = {}
-    for metric, seconds, timings in rows:
-        units = float(json.loads(timings or "{}").get(UNITS, 0.0))
-        u, s = per.get(metric, (0.0, 0.0))
-        per[metric] = (u + units, s + float(seconds or 0.0))
-    return wall, per
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    args = ap.parse_args()
-    print(f"floor: the demo net's inference throughput ({args.threads} threads)")
-    rate, where = best_throughput(args.threads)
-    print(f"  best: {rate:.0f} img/s ({where})")
-    print("work: a cold `bench run` of the demo (empty cache and database)")
-    wall, per = cold_demo(args.threads)
-    print(f"\n{'metric':15s} {'img×cond':>10s} {'floor s':>9s} {'job s':>8s} {'efficiency':>10s}")
+    for (_, metric), (units, seconds) in jobs.items():
+        u, sec = per.get(metric, (0.0, 0.0))
+        per[metric] = (u + units, sec + seconds)
+    print(f"\n{title}\n{'metric':15s} {'forwards':>10s} {'floor s':>9s} {'job s':>8s} {'efficiency':>10s}")
     total_units = total_jobs = 0.0
     for metric, (units, seconds) in sorted(per.items()):
         floor = units / rate
@@ -104,9 +147,50 @@ def main() -> None:
     floor = total_units / rate
     print(f"{'all jobs':15s} {total_units:10.0f} {floor:9.1f} {total_jobs:8.1f} {floor / total_jobs:10.2f}")
     print(
-        f"\ncold run wall {wall:.1f} s; efficiency (floor / wall) {floor / wall:.2f}; "
+        f"cold run wall {wall:.1f} s; efficiency (floor / wall) {floor / wall:.2f}; "
         f"outside jobs {1 - total_jobs / wall:.0%} of the wall"
     )
+    return {**{m: sec for m, (_, sec) in per.items()}, "wall": wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=None, help="default: bench run's own choice")
+    ap.add_argument("--where", action="append", default=[], help="a slice of the demo (bench run --where)")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout of biasbench (e.g. `git worktree add /tmp/base main`): its cold run too, "
+        "before this one, and the ratios",
+    )
+    args = ap.parse_args()
+    from biasbench.harness.environment import default_threads
+
+    # bench run's own default when --threads is not given: the CPUs free now (on a loaded machine a
+    # thread per CPU measures the collapse, not the floor)
+    floor_threads = args.threads or default_threads()
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"floor: the demo net's inference throughput ({floor_threads} threads)")
+    rate, where = best_throughput(floor_threads)
+    print(f"  best: {rate:.0f} img/s ({where})")
+    base = None
+    if args.baseline is not None:
+        print(f"work: a cold `bench run` of the demo with {args.baseline} (empty cache and database)")
+        base = cold_demo(args.threads, args.baseline.resolve(), args.where)
+        print(f"  its jobs ran with {', '.join(map(str, base[2]))} thread(s); load {os.getloadavg()[0]:.2f}")
+    print("work: a cold `bench run` of the demo (empty cache and database)")
+    wall, jobs, threads = cold_demo(args.threads, REPO, args.where)
+    print(f"  its jobs ran with {', '.join(map(str, threads))} thread(s); load {os.getloadavg()[0]:.2f}")
+    now = table("this checkout", wall, jobs, rate)
+    if base is not None:
+        # the same jobs' work as counted now (a baseline's Metric.work may undercount)
+        base_jobs = {k: (jobs.get(k, v)[0], v[1]) for k, v in base[1].items()}
+        before = table(f"baseline {args.baseline}", base[0], base_jobs, rate)
+        print("\nspeed-up (baseline seconds / this checkout's):")
+        for key in sorted(now):
+            if before.get(key) and now[key]:
+                print(f"  {key:15s} {before[key] / now[key]:6.2f}×")
 
 
 if __name__ == "__main__":

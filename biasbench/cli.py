@@ -5,6 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning against other processes' work (on a shared machine a
+# spinning pool slowed the demo's jobs many times over; benchmarks/shared_machine.py). OpenMP reads
+# this once, when torch loads, so it is set here, before anything imports torch; an explicit value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -149,8 +154,15 @@ def run(
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda[:N].")] = "auto",
     batch_size: Annotated[
-        int, typer.Option(help="Start batch size (halved on CUDA out-of-memory).", min=1, max=65536)
-    ] = 64,
+        int | None,
+        typer.Option(
+            help="Start batch size (halved on CUDA out-of-memory). Default: from the input size, 256 at "
+            "32 px (the demo), 64 from 64 px up.",
+            min=1,
+            max=65536,
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and its cost; compute nothing.")
     ] = False,
@@ -1063,13 +1075,50 @@ def zoo_train(
     steps: Annotated[
         int | None, typer.Option(help="Override the number of training steps (for a quick try).")
     ] = None,
+    subsets: Annotated[
+        str | None,
+        typer.Option(
+            help="Train on pixel subsets of the training images only: backselect (the --source "
+            "checkpoint's top-q BackSelect pixels) or random (q random pixels); needs --recipe and --out."
+        ),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="The checkpoint whose BackSelect subsets to train on (--subsets).")
+    ] = None,
+    q: Annotated[float, typer.Option(min=1e-6, max=1.0, help="Share of pixels kept (--subsets).")] = 0.05,
+    subset_images: Annotated[
+        int, typer.Option(min=1, help="Training images to take subsets of (--subsets).")
+    ] = 2000,
+    trust_checkpoints: Annotated[
+        bool, typer.Option("--trust-checkpoints", help="Allow code-running checkpoint files (--source).")
+    ] = False,
 ) -> None:
-    """Train the demo zoo's checkpoints deterministically from scratch."""
+    """Train the demo zoo's checkpoints deterministically from scratch (or one recipe on pixel subsets)."""
     from biasbench.registry import zoo
     from biasbench.registry.zoo import training
 
     if bool(recipe) == all_recipes:
         _fail("give exactly one of --recipe R or --all")
+    if subsets is not None:
+        from biasbench.harness import subset_training
+
+        if not recipe or out_dir is None:
+            _fail("--subsets trains one recipe into a folder of yours: give --recipe R and --out DIR")
+        if subsets not in subset_training.KINDS:
+            _fail(f"unknown --subsets {subsets!r}; choose one of {', '.join(subset_training.KINDS)}")
+        path = subset_training.train_on_subsets(
+            recipe,
+            subsets,  # type: ignore[arg-type]
+            out_dir,
+            source=source,
+            q=q,
+            n_train=subset_images,
+            steps=steps,
+            trust=trust_checkpoints,
+            log=err.print,
+        )
+        err.print(f"[green]ok[/green]: {_esc(path)}")
+        return
     dest = out_dir or zoo.weights_dir()
     if recipe:
         if recipe not in training.RECIPES:
@@ -1078,6 +1127,30 @@ def zoo_train(
         err.print(f"[green]ok[/green]: {_esc(path)}")
     else:
         training.train_all(dest, log=err.print, steps=steps)
+
+
+@zoo_app.command("subsets")
+def zoo_subsets(
+    targets: Annotated[list[str], typer.Argument(help="Checkpoints to evaluate (ids, ARCH@WEIGHTS, …).")],
+    source: Annotated[str, typer.Option(help="The checkpoint whose BackSelect subsets are shown.")],
+    q: Annotated[float, typer.Option(min=1e-6, max=1.0, help="Share of pixels kept.")] = 0.05,
+    n_test: Annotated[int, typer.Option(min=1, help="Test images (demo-world/test, first n).")] = 1000,
+    trust_checkpoints: Annotated[
+        bool, typer.Option("--trust-checkpoints", help="Allow code-running checkpoint files.")
+    ] = False,
+) -> None:
+    """Accuracy on full test images vs the source's top-q BackSelect subsets vs random q subsets."""
+    from biasbench.harness import subset_training
+
+    rows = subset_training.subset_accuracy(targets, source, q=q, n_test=n_test, trust=trust_checkpoints)
+    t = Table(
+        title=f"top-1 on {n_test} demo-world/test images: full, {q:.0%} BackSelect subsets of {source}, {q:.0%} random"
+    )
+    for col in ("checkpoint", "full", "backselect subset", "random subset"):
+        t.add_column(col, justify="left" if col == "checkpoint" else "right")
+    for r in rows:
+        t.add_row(_esc(r.checkpoint), f"{r.full:.3f}", f"{r.backselect:.3f}", f"{r.random:.3f}")
+    out.print(t)
 
 
 def main() -> None:

@@ -61,23 +61,142 @@ def select_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def default_threads() -> int:
-    """CPU threads for a run: ``$BIASBENCH_THREADS``, else the CPUs this process may use."""
+#: the CPU time counters of /proc/stat that count as free: idle and iowait
+_IDLE_FIELDS = (3, 4)
+
+
+def _cpu_counters(cpus: set[int] | None) -> tuple[float, float] | None:
+    """(idle, total) jiffies of ``cpus`` (all when None) from /proc/stat; None where there is none."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    idle = total = 0.0
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or not name[3:].isdigit():
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        values = [float(v) for v in fields[:8]]
+        idle += sum(values[i] for i in _IDLE_FIELDS if i < len(values))
+        total += sum(values)
+    return (idle, total) if total > 0 else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; the CPU count where there is none)."""
     import os
 
-    env = os.environ.get("BIASBENCH_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError as e:
-            raise InputError(f"BIASBENCH_THREADS={env!r} is not a whole number") from e
-        if n < 1:
-            raise InputError(f"BIASBENCH_THREADS={env!r} must be ≥ 1")
-        return n
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+class FreeCpus:
+    """How many of this process's CPUs other processes leave free, measured between two calls.
+
+    Free = the idle share of the usable CPUs over the interval (``/proc/stat``) × their count, plus the
+    CPU time this process itself used over it (its own threads are not "other load"). Where there is no
+    ``/proc/stat``: the CPU count less the 1-minute load average. :meth:`sample` returns it and starts
+    the next interval; the first interval starts when the object is made.
+    """
+
+    def __init__(self) -> None:
+        import os
+
+        try:
+            self._cpus: set[int] | None = set(os.sched_getaffinity(0))
+        except AttributeError:
+            self._cpus = None
+        self._n = usable_cpus()
+        self._start = self._now()
+
+    def _now(self) -> tuple[tuple[float, float] | None, float, float]:
+        import os
+        import time
+
+        t = os.times()
+        return _cpu_counters(self._cpus), t.user + t.system, time.monotonic()
+
+    def sample(self) -> float:
+        import os
+
+        (c0, own0, t0), now = self._start, self._now()
+        self._start = now
+        c1, own1, t1 = now
+        if c0 is None or c1 is None or c1[1] <= c0[1] or t1 <= t0:
+            try:
+                return max(0.0, self._n - os.getloadavg()[0])
+            except (AttributeError, OSError):
+                return float(self._n)
+        return free_between(c0, c1, own1 - own0, t1 - t0, self._n)
+
+
+def free_between(
+    before: tuple[float, float], after: tuple[float, float], own_cpu: float, seconds: float, n_cpus: int
+) -> float:
+    """Free CPUs over an interval: ``n_cpus`` × the idle share of the (idle, total) counters' growth,
+    plus the CPU seconds this process used per second of it; within 0 … ``n_cpus``."""
+    idle_share = (after[0] - before[0]) / (after[1] - before[1])
+    return min(float(n_cpus), max(0.0, idle_share * n_cpus + own_cpu / seconds))
+
+
+#: how long :func:`default_threads` watches the CPUs before a run (seconds)
+PROBE_SECONDS = 0.2
+
+
+def threads_for(free: float, usable: int) -> int:
+    """Threads for ``free`` free CPUs out of ``usable``: the whole CPUs free (a CPU counts from 3/4
+    free), at least 1. A thread more than the free CPUs shares a core with another process, and every
+    parallel region of the model then waits for it: on 2 cores beside 2 busy processes the demo's jobs
+    ran 20–40× slower with 2 threads than alone (``benchmarks/shared_machine.py`` measures it)."""
+    return max(1, min(usable, int(free + 0.25)))
+
+
+def env_threads() -> int | None:
+    """``$BIASBENCH_THREADS`` as a whole number ≥ 1, or None when unset."""
+    import os
+
+    env = os.environ.get("BIASBENCH_THREADS")
+    if not env:
+        return None
+    try:
+        n = int(env)
+    except ValueError as e:
+        raise InputError(f"BIASBENCH_THREADS={env!r} is not a whole number") from e
+    if n < 1:
+        raise InputError(f"BIASBENCH_THREADS={env!r} must be ≥ 1")
+    return n
+
+
+def default_threads(probe: float = PROBE_SECONDS) -> int:
+    """CPU threads for a run: ``$BIASBENCH_THREADS``, else the CPUs that are free now
+    (:class:`FreeCpus` over ``probe`` seconds, :func:`threads_for`): every usable CPU on a quiet
+    machine, fewer beside other load, 1 at least. ``probe = 0``: every usable CPU."""
+    import time
+
+    env = env_threads()
+    if env is not None:
+        return env
+    if probe <= 0:
+        return usable_cpus()
+    meter = FreeCpus()
+    time.sleep(probe)
+    return threads_for(meter.sample(), usable_cpus())
+
+
+def set_torch_threads(threads: int) -> None:
+    """``threads`` intra-op threads and one inter-op thread (the harness runs one model at a time; a
+    second pool only competes for the same cores). The inter-op count can only be set before torch
+    starts parallel work; later it stays as it is."""
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # torch already ran inter-op work in this process
+            pass
 
 
 def describe_device(dev: torch.device) -> str:

@@ -1,6 +1,7 @@
 """Execution: load each checkpoint once, run all its pending metrics, write each job atomically.
 
-The model runs in channels_last memory format on every device (oneDNN's fast path on the CPU too:
+The batch size, unless ``--batch-size`` sets it, follows the input size (:func:`auto_batch_size`: 256 for
+the demo world's 32-px images; 64 from 64 px up, as before). The model runs in channels_last memory format on every device (oneDNN's fast path on the CPU too:
 1.2× for resnet18, 2× for efficientnet-lite0, 1.7× for the demo zoo measured on 2 cores) and in bf16
 autocast on CUDA (inference_mode inside the metrics' ``ctx.predict``), with ``--compile`` its
 inference forwards through ``torch.compile`` (:mod:`biasbench.harness.compiling`); the batch size
@@ -33,6 +34,7 @@ from biasbench.core.images import ImageSet
 from biasbench.core.streaming import reset_cache_budget, set_cache_budget
 from biasbench.harness import grouping
 from biasbench.harness.datasets import catalog
+from biasbench.harness.environment import FreeCpus, threads_for, usable_cpus
 from biasbench.harness.estimate import IMAGES_X_CONDITIONS
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
@@ -45,6 +47,8 @@ from biasbench.registry.spec import LoadedCheckpoint
 #: ``jobs.timings`` keys the harness adds: the job's images × conditions (what ``--dry-run`` estimates
 #: from), and its group size
 GROUP_SIZE = "run.group_size"
+#: ``jobs.timings`` key: the CPU threads the job's model ran with (``torch.get_num_threads()``)
+THREADS = "run.threads"
 #: ``jobs.timings`` key: 1 when the job's model ran its inference forwards compiled (``--compile``), else 0
 COMPILED = "run.compiled"
 
@@ -54,7 +58,8 @@ class ExecOptions:
     data_root: Path
     cache_dir: Path
     device: torch.device
-    batch_size: int = 64
+    #: images per forward; None: :func:`auto_batch_size` for each job's images (256 at the demo's 32 px)
+    batch_size: int | None = None
     trust: bool = False
     seed: int = 0
     #: checkpoints per group (dataset-major execution, ``--group``): 1 = checkpoint-major, or "auto"
@@ -64,6 +69,10 @@ class ExecOptions:
     #: the models' inference forwards through ``torch.compile`` (``--compile``); an execution option,
     #: like the batch size: not part of a job's content key
     compile: bool = False
+    #: re-choose the CPU threads before each checkpoint from the CPUs other processes leave free
+    #: (:class:`~biasbench.harness.environment.FreeCpus`); off when ``--threads`` or
+    #: ``$BIASBENCH_THREADS`` fixes them, and on CUDA
+    adaptive_threads: bool = False
 
 
 @dataclass
@@ -140,11 +149,14 @@ def execute(
 
         check_available(opts.device)
     token = set_cache_budget(opts.cache_budget)
+    # the modules and plan loaded so far live for the whole run: later collections need not scan them
+    gc.freeze()
     try:
         if opts.group == 1:  # checkpoint-major: load one, run all its jobs, free it
             for cp in plans:
                 member = _load_member(cp, env)
                 if member is not None:
+                    _adapt_threads(env)
                     _run_group([member], env)
                     _release([member], opts.device)
             return summary
@@ -157,17 +169,21 @@ def execute(
                     continue
                 if k is None:
                     crop = cp.preprocess.crop if cp.preprocess is not None else 224
-                    k = grouping.auto_group_size(opts.device, member.model, opts.batch_size, (3, crop, crop))
+                    bs = opts.batch_size or auto_batch_size((crop, crop))
+                    k = grouping.auto_group_size(opts.device, member.model, bs, (3, crop, crop))
                     ui.print(f"  [dim]--group auto: {k} checkpoint(s) per group[/dim]")
                 group.append(member)
                 if len(group) >= k:
+                    _adapt_threads(env)
                     _run_group(group, env)
                     _release(group, opts.device)
                     group = []
             if group:
+                _adapt_threads(env)
                 _run_group(group, env)
                 _release(group, opts.device)
     finally:
+        gc.unfreeze()
         reset_cache_budget(token)
     return summary
 
@@ -183,6 +199,20 @@ class _Env:
     ui: RunUI
     summary: RunSummary
     known: set[JobKey]
+    cpus: FreeCpus | None = None
+
+
+def _adapt_threads(env: _Env) -> None:
+    """With ``adaptive_threads``: the CPU threads for the next checkpoint from the CPUs that were free
+    since the last one (:func:`~biasbench.harness.environment.threads_for`)."""
+    if not env.opts.adaptive_threads or env.opts.device.type != "cpu":
+        return
+    if env.cpus is None:  # the first checkpoint: the run's start already chose (default_threads)
+        env.cpus = FreeCpus()
+        return
+    n = threads_for(env.cpus.sample(), usable_cpus())
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
 
 
 @dataclass
@@ -280,6 +310,30 @@ def _not_stored_meanwhile(
     return keep
 
 
+#: images × pixels per batch that :func:`auto_batch_size` aims at (256 images of 32 × 32)
+AUTO_BATCH_PIXELS = 256 * 32 * 32
+AUTO_BATCH_MIN, AUTO_BATCH_MAX = 64, 256
+
+
+def auto_batch_size(side: tuple[int, int]) -> int:
+    """The batch size for (H, W) images when ``--batch-size`` is not given: the power of two nearest
+    below :data:`AUTO_BATCH_PIXELS` / (H·W), within 64 … 256 — 256 at 32 px (the demo net's best batch
+    with 2 threads on a quiet 2-core machine: ~3,100 img/s against 1,600–2,350 at batch 64, issue 26;
+    with 1 thread the rate is flat from 64 to 256 within the noise), 64 from 64 px up (the former fixed
+    default, so ImageNet runs are unchanged)."""
+    h, w = side
+    fit = max(1, AUTO_BATCH_PIXELS // max(1, h * w))
+    return max(AUTO_BATCH_MIN, min(AUTO_BATCH_MAX, 1 << (fit.bit_length() - 1)))
+
+
+def job_batch_size(opts: ExecOptions, inputs: dict[str, ImageSet]) -> int:
+    """``--batch-size`` when given, else :func:`auto_batch_size` of the job's largest images."""
+    if opts.batch_size:
+        return opts.batch_size
+    sides = [tuple(ds.images.shape[-2:]) for ds in inputs.values() if len(ds.images.shape) == 4]
+    return auto_batch_size(max(sides, key=lambda s: s[0] * s[1])) if sides else AUTO_BATCH_MIN
+
+
 def _context(label: str, env: _Env) -> tuple[EvalContext, list[Any]]:
     tasks: list[Any] = []
 
@@ -290,7 +344,7 @@ def _context(label: str, env: _Env) -> tuple[EvalContext, list[Any]]:
 
     ctx = EvalContext(
         device=env.opts.device,
-        batch_size=env.opts.batch_size,
+        batch_size=env.opts.batch_size or AUTO_BATCH_MIN,  # set per job from its images (job_batch_size)
         amp_dtype=torch.bfloat16 if env.opts.device.type == "cuda" else None,
         channels_last=True,
         seed=env.opts.seed,
@@ -305,6 +359,7 @@ def _run_job(job: PlannedJob, model: ModelWrapper, env: _Env) -> None:
     t0 = time.perf_counter()
     try:
         inputs = {role: env.data.get(rd) for role, rd in job.datasets.items()}
+        ctx.batch_size = job_batch_size(env.opts, inputs)
         result = job.metric.evaluate(model, inputs, ctx)
     except StoreError:
         raise
@@ -328,6 +383,7 @@ def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
     t0 = time.perf_counter()
     try:
         inputs = {role: env.data.get(rd) for role, rd in pairs[0][1].datasets.items()}
+        ctx.batch_size = job_batch_size(env.opts, inputs)
         results = metric.evaluate_group([m.model for m, _ in pairs], inputs, ctx)
         if len(results) != len(pairs):
             raise StateError(
@@ -389,6 +445,7 @@ def _finish(
         n = {k: result.n_for(k) for k in result.scalars}
         timings = {k: float(v) for k, v in result.timings.items()}
         timings.update({IMAGES_X_CONDITIONS: units, GROUP_SIZE: float(group), COMPILED: float(compiled)})
+        timings[THREADS] = float(torch.get_num_threads())
         record = JobRecord(
             metric_version=job.metric.version,
             params=job.metric.params_json(),

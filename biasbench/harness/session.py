@@ -60,7 +60,7 @@ class RunOptions:
     data_root: Path | None = None
     cache_dir: Path | None = None
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: chosen per job from the input size (executor.auto_batch_size)
     force: bool = False
     trust_checkpoints: bool = False
     seed: int = 0
@@ -193,6 +193,8 @@ def plan_jobs(store: Store, specs: list[Any], metrics: list[Any], opts: RunOptio
 
 
 def exec_options(opts: RunOptions, device: Any) -> ExecOptions:
+    from biasbench.harness.environment import env_threads
+
     return ExecOptions(
         opts.root,
         opts.cache,
@@ -203,6 +205,7 @@ def exec_options(opts: RunOptions, device: Any) -> ExecOptions:
         opts.group,
         opts.cache_budget,
         compile=opts.compile,
+        adaptive_threads=opts.threads is None and env_threads() is None,
     )
 
 
@@ -253,12 +256,11 @@ def execute_recorded(
 
 
 def prepare_torch(opts: RunOptions) -> Any:
-    import torch
 
-    from biasbench.harness.environment import default_threads, select_device
+    from biasbench.harness.environment import default_threads, select_device, set_torch_threads
 
     dev = select_device(opts.device)
-    torch.set_num_threads(opts.threads or default_threads())
+    set_torch_threads(opts.threads or default_threads())
     return dev
 
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
-import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,9 +38,11 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
+import pydantic
 import torch
 from torch import nn
 
+from biasbench.core import schema
 from biasbench.core.errors import InputError, StateError
 from biasbench.core.hashing import jsonable, sha256_text
 from biasbench.core.images import ImageSet
@@ -530,61 +532,42 @@ class Metric:
         return first_paragraph(cls.__doc__)
 
 
-def _matches(value: Any, hint: Any) -> tuple[bool, Any]:
-    """(does ``value`` fit the annotation ``hint``, the value normalised: lists -> tuples, int -> float)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any or hint is object:
-        return True, value
-    if origin in (typing.Union, types.UnionType):
-        for a in args:
-            ok, v = _matches(value, a)
-            if ok:
-                return True, v
-        return False, value
-    if hint is type(None):
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if hint is str:
-        return isinstance(value, str), value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        if len(args) == 2 and args[1] is Ellipsis:
-            items = [_matches(v, args[0]) for v in value]
-            return all(ok for ok, _ in items), tuple(v for _, v in items)
-        if len(args) == len(value):
-            items = [_matches(v, a) for v, a in zip(value, args, strict=True)]
-            return all(ok for ok, _ in items), tuple(v for _, v in items)
-        return False, value
-    if isinstance(origin, type) or isinstance(hint, type):
-        return isinstance(value, origin or hint), value
-    return True, value  # an annotation we do not check (a TypeVar, a Literal, …)
+@functools.cache
+def _params_model(cls: type) -> type[pydantic.BaseModel] | None:
+    """A strict pydantic model generated from a ``Params`` dataclass (each field's declaration, its
+    ``Annotated`` bounds and ``Literal`` choices included); None where the annotations cannot be
+    resolved (nothing to check against)."""
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields = {f.name: (hints.get(f.name, Any), ...) for f in dataclasses.fields(cls)}
+        return pydantic.create_model(f"{cls.__qualname__}Model", __config__=schema.STRICT, **fields)
+    except Exception:  # noqa: BLE001 - unresolvable or unsupported annotations: nothing to check against
+        return None
 
 
 def coerce_params(metric: str, params: Any) -> Any:
-    """Check every parameter against its ``Params`` annotation (``-p`` values arrive parsed from
-    JSON or as strings) and normalise lists to tuples; a mismatch is a :class:`ParamError` naming the
-    parameter, its value and the expected type."""
-    try:
-        hints = typing.get_type_hints(type(params))
-    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check against
+    """Check every parameter against its ``Params`` declaration — its type (``-p`` values arrive
+    parsed from JSON or as strings), a ``Literal``'s choices, an ``Annotated[…, Field(gt=…, le=…)]``
+    range — and normalise lists to tuples and ints to floats; a mismatch is a :class:`ParamError`
+    naming the metric, the parameter and its value (``sis: parameter tau must be in (0, 1], got 1.5``)."""
+    model = _params_model(type(params))
+    if model is None:
         return params
+    values = {f.name: schema.as_tuples(getattr(params, f.name)) for f in dataclasses.fields(params)}
+    try:
+        checked = model(**values)
+    except pydantic.ValidationError as e:
+        problem = schema.describe(schema.errors(e)[0], model, values, choices=_UNKNOWN_CHOICE)
+        raise ParamError(f"{metric}: parameter {problem}") from None
     changes = {}
-    for f in dataclasses.fields(params):
-        value = getattr(params, f.name)
-        ok, norm = _matches(value, hints.get(f.name, Any))
-        if not ok:
-            expected = str(hints[f.name]).replace("typing.", "").replace("NoneType", "None")
-            raise ParamError(f"metric {metric!r}: parameter {f.name} = {value!r} is not {expected}")
-        if norm is not value and norm != value or type(norm) is not type(value):
-            changes[f.name] = norm
+    for name, value in values.items():
+        norm, given = getattr(checked, name), getattr(params, name)
+        if norm is not given and (norm != given or type(norm) is not type(value)):
+            changes[name] = norm
     return dataclasses.replace(params, **changes) if changes else params
+
+
+_UNKNOWN_CHOICE = "{key} = {value!r} is unknown; choose one of {choices}"
 
 
 def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:

@@ -67,10 +67,12 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
 from biasbench.metrics.base import (
@@ -84,7 +86,6 @@ from biasbench.metrics.base import (
     MetricError,
     MetricResult,
     ModelWrapper,
-    ParamError,
 )
 from biasbench.metrics.common import (
     eval_index,
@@ -93,7 +94,12 @@ from biasbench.metrics.common import (
     space_default,
     topk_correct,
 )
-from biasbench.metrics.laplacian_pyramid import LaplacianBands, band_centre_frequency, equalised_band_noise
+from biasbench.metrics.laplacian_pyramid import (
+    LaplacianBands,
+    band_centre_frequency,
+    equalised_band_noise,
+    pyramid_levels,
+)
 
 NOISE_SDS: tuple[float, ...] = (0.02, 0.04, 0.08, 0.16)
 CONTRAST = 0.2
@@ -153,9 +159,9 @@ def apply_out_of_range_rule(
             raise MetricError(
                 f"critical_band: out-of-range redraws did not settle after {MAX_REDRAW_ROUNDS} rounds"
             )
-        for i, k in enumerate(bad.flatten(1).sum(dim=1).tolist()):
-            if k:
-                noise[i][bad[i]] = draw(i, int(k)).to(noise.dtype) * sd
+        # each image's draws in raster order of its pixels, images in order: the order of noise[bad]
+        draws = [draw(i, int(k)) for i, k in enumerate(bad.flatten(1).sum(dim=1).tolist()) if k]
+        noise[bad] = torch.cat(draws).to(noise.dtype) * sd
         out = image + noise
         bad = bad & ((out < 0) | (out > 1))
     return image + noise, n_oob, n_redraw
@@ -254,6 +260,31 @@ def fit_keys(fit: BandFit | None, suffix: str) -> dict[str, float]:
     }
 
 
+#: conditions predicted in one call (full batches across conditions) while their images take at most
+#: this many bytes (uint8) together; beyond it (ImageNet's 50,000 images) one call per condition
+JOIN_MAX_BYTES = 128 * 2**20
+
+
+class JoinedTransform:
+    """The transforms of several conditions over one tensor holding the images once per condition:
+    row ``r`` is image ``r % n`` under condition ``r // n``. Each condition's rows in a batch go through
+    its own transform with their slice of the images (which seeds their noise), so every row gets
+    exactly the stimulus a call per condition would give it."""
+
+    def __init__(self, transforms: list[CriticalBandTransform], n: int) -> None:
+        self.transforms, self.n = transforms, n
+
+    def __call__(self, x: torch.Tensor, sl: slice) -> torch.Tensor:
+        parts, start = [], sl.start
+        while start < sl.stop:
+            j, i = divmod(start, self.n)
+            stop = min(sl.stop, (j + 1) * self.n)
+            rows = slice(start - sl.start, stop - sl.start)
+            parts.append(self.transforms[j](x[rows], slice(i, i + stop - start)))
+            start = stop
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
 def _predict_conditions(
     model: ModelWrapper,
     ctx: EvalContext,
@@ -266,28 +297,44 @@ def _predict_conditions(
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Top-1 correctness of every condition and the accuracy matrix.
 
-    Conditions run clean first, then band by band (coarse to fine), each band at every noise level.
-    Returns (``{"clean": …, "f{f}_sd{sd}": …}`` bool (N,) tensors in that order, accuracy matrix (sd
-    rows: clean, then ``sds``; band columns) with the clean accuracy in every column of row 0).
+    Conditions run clean first, then band by band (coarse to fine), each band at every noise level —
+    all in one ``ctx.predict`` over the images repeated per condition while they fit in
+    :data:`JOIN_MAX_BYTES` (:class:`JoinedTransform`; the demo's 155 images × 49 conditions), else one
+    call per condition. Returns (``{"clean": …, "f{f}_sd{sd}": …}`` bool (N,) tensors in that order,
+    accuracy matrix (sd rows: clean, then ``sds``; band columns) with the clean accuracy in every
+    column of row 0).
     """
-    correct: dict[str, torch.Tensor] = {}
-    logits = ctx.predict(
-        model, images, transform=transform(0, 0.0), description=f"critical band: clean ({dataset_name})"
-    )
-    correct["clean"] = topk_correct(logits, labels, 1)
+    conditions = [("clean", 0, 0.0)] + [
+        (f"f{f}_sd{sd:g}", n_bands - 1 - f, sd) for f in range(n_bands) for sd in sds
+    ]
+    n = images.shape[0]
+    if isinstance(images, torch.Tensor) and images.numel() * len(conditions) <= JOIN_MAX_BYTES:
+        joined = JoinedTransform([transform(level, sd) for _, level, sd in conditions], n)
+        logits = ctx.predict(
+            model,
+            images.repeat(len(conditions), 1, 1, 1),
+            transform=joined,
+            description=f"critical band: {len(conditions)} conditions ({dataset_name})",
+        )
+        per = dict(zip([c for c, _, _ in conditions], logits.split(n), strict=True))
+    else:
+        per = {
+            c: ctx.predict(
+                model,
+                images,
+                transform=transform(level, sd),
+                description=f"critical band: {c.replace('_', ' ')}"
+                if c != "clean"
+                else f"critical band: clean ({dataset_name})",
+            )
+            for c, level, sd in conditions
+        }
+    correct = {c: topk_correct(per[c], labels, 1) for c, _, _ in conditions}
     acc = np.zeros((len(sds) + 1, n_bands))
     acc[0, :] = float(correct["clean"].float().mean())
     for f in range(n_bands):
         for j, sd in enumerate(sds, start=1):
-            logits = ctx.predict(
-                model,
-                images,
-                transform=transform(n_bands - 1 - f, sd),
-                description=f"critical band: f={f} sd={sd:g}",
-            )
-            key = f"f{f}_sd{sd:g}"
-            correct[key] = topk_correct(logits, labels, 1)
-            acc[j, f] = float(correct[key].float().mean())
+            acc[j, f] = float(correct[f"f{f}_sd{sd:g}"].float().mean())
     return correct, acc
 
 
@@ -404,12 +451,22 @@ class CriticalBand(Metric):
     class Params:
         dataset: str | None = None  # None: imagenet-val (ImageNet) / demo-world/test (demo world)
         interpolation: str = "bilinear"  # Resize(256) of the fixed ImageNet geometry
-        noise_sds: tuple[float, ...] | None = None  # None: NOISE_SDS, or the label space's grid
-        contrast: float = CONTRAST
-        mean_level: float = MEAN_LEVEL
-        epsilon: float = EPSILON
-        stimulus: str | None = None  # None: gray-low-contrast (the study) / colour (demo world)
-        n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
+        # None: NOISE_SDS, or the label space's grid
+        noise_sds: (
+            Annotated[
+                tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...],
+                Field(min_length=1, description="positive numbers"),
+            ]
+            | None
+        ) = None
+        contrast: Annotated[float, Field(gt=0, le=1)] = CONTRAST
+        mean_level: Annotated[float, Field(gt=0, le=1)] = MEAN_LEVEL
+        epsilon: Annotated[float, Field(gt=0, le=0.5)] = EPSILON
+        # None: gray-low-contrast (the study) / colour (demo world)
+        stimulus: Literal["gray-low-contrast", "colour"] | None = None
+        n_images: Annotated[int, Field(ge=1)] | None = (
+            None  # None: all (ImageNet-style) / a seeded 500 (demo world)
+        )
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {
@@ -418,24 +475,17 @@ class CriticalBand(Metric):
             )
         }
 
-    def check_params(self) -> None:
+    def work(self, role: str, n_images: int, label_space: str) -> float:
+        """Images × conditions: the evaluated images (``n_images`` or the label space's default) × the
+        clean condition and every band × noise level. The band count is the pyramid height of the
+        label space's ``image_size`` (``defaults["critical_band"]``; the fixed geometry's 224 where it
+        sets none). Out-of-range redraws cost no forward pass."""
         p = self.params
-        if p.stimulus is not None and p.stimulus not in STIMULI:
-            raise ParamError(
-                f"critical_band: parameter stimulus = {p.stimulus!r} is unknown; choose one of {', '.join(STIMULI)}"
-            )
-        if p.n_images is not None and p.n_images < 1:
-            raise ParamError(f"critical_band: parameter n_images must be ≥ 1, got {p.n_images}")
-        if p.noise_sds is not None and (
-            not p.noise_sds or not all(math.isfinite(s) and s > 0 for s in p.noise_sds)
-        ):
-            raise ParamError(
-                f"critical_band: parameter noise_sds must be positive numbers, got {p.noise_sds}"
-            )
-        for name, lo, hi in (("contrast", 0.0, 1.0), ("mean_level", 0.0, 1.0), ("epsilon", 0.0, 0.5)):
-            value = getattr(p, name)
-            if not (math.isfinite(value) and lo < value <= hi):
-                raise ParamError(f"critical_band: parameter {name} must be in ({lo:g}, {hi:g}], got {value}")
+        n = p.n_images or space_default(self.name, label_space, "n_images")
+        side = int(space_default(self.name, label_space, "image_size", 224))  # type: ignore[arg-type]
+        grid = p.noise_sds or space_default(self.name, label_space, "noise_sds", NOISE_SDS)
+        conditions = 1 + pyramid_levels(side, side) * len(grid)  # type: ignore[arg-type]
+        return float(min(n_images, n or n_images) * conditions)
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params

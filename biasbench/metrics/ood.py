@@ -57,11 +57,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from biasbench.core import labels
 from biasbench.core.errors import InputError
@@ -75,7 +76,6 @@ from biasbench.metrics.base import (
     MetricResult,
     ModelWrapper,
     NotApplicable,
-    ParamError,
 )
 from biasbench.metrics.calibration import MEASURES, calibration
 from biasbench.metrics.common import decide, topk_correct
@@ -161,8 +161,12 @@ class OOD(Metric):
     @dataclass(frozen=True)
     class Params:
         sets: tuple[str, ...] | None = None  # None: every set of the model's label space
-        max_per_set: int | None = None  # None: the label space's default (demo 100) / the whole set
-        pgd_n_images: int | None = None  # None: the label space's default (demo 32) / max_per_set
+        max_per_set: Annotated[int, Field(ge=1)] | None = (
+            None  # None: the label space's default (demo 100) / the whole set
+        )
+        pgd_n_images: Annotated[int, Field(ge=1)] | None = (
+            None  # None: the label space's default (demo 32) / max_per_set
+        )
 
         def __post_init__(self) -> None:
             sets = self.sets
@@ -177,12 +181,6 @@ class OOD(Metric):
                         f"ood: parameter sets has unknown or no sets {unknown}; known: {', '.join(SETS)}"
                     )
                 object.__setattr__(self, "sets", tuple(dict.fromkeys(sets)))
-
-    def check_params(self) -> None:
-        for name in ("max_per_set", "pgd_n_images"):
-            v = getattr(self.params, name)
-            if v is not None and v < 1:
-                raise ParamError(f"ood: parameter {name} must be ≥ 1, got {v}")
 
     # -- planning ----------------------------------------------------------------------------------
     def _plan(self, label_space: str) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -311,19 +309,23 @@ class OOD(Metric):
     ) -> None:
         cell: dict[str, float] = {}
         cal: dict[str, dict[str, float]] = {m: {} for m in MEASURES}
-        for corr in fam["corruptions"]:
-            for sev in fam["severities"]:
-                ds = data[f"{s}:{corr}-{sev}"]
-                idx = stratified_subset(ds.labels, max_n, ctx.seed, f"{s}:{corr}-{sev}")
-                y = ds.labels[idx]
-                logits = ctx.predict(model, _pick(ds.images, idx), description=f"ood {s} {corr}-{sev}")
-                key = f"{s}_top1@{corr}-{sev}"
-                hit = topk_correct(logits, y.clamp(min=0), 1)
-                correct = _record(key, hit, y >= 0, scalars, n)
-                cell[f"{corr}-{sev}"] = scalars[key]
-                for m, v in _calibrate(s, f"@{corr}-{sev}", logits, y, hit, scalars, n).items():
-                    cal[m][f"{corr}-{sev}"] = v
-                frames.append(_frame(f"{s}:{corr}-{sev}", ds, idx, y, correct))
+        cells = [f"{corr}-{sev}" for corr in fam["corruptions"] for sev in fam["severities"]]
+        picks = {c: stratified_subset(data[f"{s}:{c}"].labels, max_n, ctx.seed, f"{s}:{c}") for c in cells}
+        joined = _joined_cells(s, cells, picks, data, model, ctx)
+        for c in cells:
+            ds, idx = data[f"{s}:{c}"], picks[c]
+            y = ds.labels[idx]
+            if joined is not None:
+                logits = joined[c]
+            else:
+                logits = ctx.predict(model, _pick(ds.images, idx), description=f"ood {s} {c}")
+            key = f"{s}_top1@{c}"
+            hit = topk_correct(logits, y.clamp(min=0), 1)
+            correct = _record(key, hit, y >= 0, scalars, n)
+            cell[c] = scalars[key]
+            for m, v in _calibrate(s, f"@{c}", logits, y, hit, scalars, n).items():
+                cal[m][c] = v
+            frames.append(_frame(f"{s}:{c}", ds, idx, y, correct))
         for key, corrs in fam["means"].items():
             parts = [cell[f"{c}-{v}"] for c in corrs for v in fam["severities"]]
             scalars[key], n[key] = float(np.mean(parts)), len(parts)
@@ -380,6 +382,32 @@ class OOD(Metric):
             scalars[name] = float(np.mean([scalars[p] for p in parts]))
             n[name] = min(n[p] for p in parts)
         return flags
+
+
+#: corruption cells predicted in one call (one stream of full batches) up to this many images in all
+JOIN_CELLS_MAX_IMAGES = 20_000
+
+
+def _joined_cells(
+    s: str,
+    cells: list[str],
+    picks: dict[str, torch.Tensor],
+    data: dict[str, ImageSet],
+    model: ModelWrapper,
+    ctx: EvalContext,
+) -> dict[str, torch.Tensor] | None:
+    """Every cell's logits from one ``ctx.predict`` over the cells' picked images, one after another
+    (full batches instead of a short last batch per cell: the demo's 100-image cells), or None where
+    the cells are streamed sets or too many images to hold at once (then each cell is predicted alone).
+    An image's logits do not depend on the batch it is in (``tests/test_plugin_contracts.py``)."""
+    sets = [data[f"{s}:{c}"].images for c in cells]
+    if not all(isinstance(x, torch.Tensor) for x in sets):
+        return None
+    if sum(len(picks[c]) for c in cells) > JOIN_CELLS_MAX_IMAGES:
+        return None
+    images = torch.cat([_pick(x, picks[c]) for x, c in zip(sets, cells, strict=True)])
+    logits = ctx.predict(model, images, description=f"ood {s} ({len(cells)} cells)")
+    return dict(zip(cells, logits.split([len(picks[c]) for c in cells]), strict=True))
 
 
 def _pick(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -62,11 +62,12 @@ import hashlib
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from biasbench.metrics.base import (
     DatasetRequest,
@@ -77,7 +78,6 @@ from biasbench.metrics.base import (
     MetricError,
     MetricResult,
     ModelWrapper,
-    ParamError,
     seeded_subset,
 )
 from biasbench.metrics.common import dataset_request, space_default
@@ -94,7 +94,6 @@ from biasbench.metrics.sis_traces import (
     top_subset,
 )
 
-METHODS = ("batched-gradient", "exact")
 BASELINES = ("mean", "black", "gray")
 PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
 EXACT_MAX_PIXELS = 1024
@@ -229,17 +228,17 @@ class SIS(Metric):
 
     @dataclass(frozen=True)
     class Params:
-        tau: float | None = None  # None: 0.9 (imagenet-1k) / 0.99 (other label spaces)
-        k: int | None = None  # None: 100·HW/224² (imagenet-1k) / HW/50 (others)
-        method: str = "batched-gradient"  # or "exact" (≤ 1024 pixels)
-        n_images: int | None = None  # None: 256 (imagenet-1k) / 32 (others)
-        baseline: str = "mean"  # "mean" = model.pixel_mean | "black" | "gray"
-        q: float = 0.05
+        tau: Annotated[float, Field(gt=0, le=1)] | None = None  # None: 0.9 (imagenet-1k) / 0.99 (others)
+        k: Annotated[int, Field(ge=1)] | None = None  # None: 100·HW/224² (imagenet-1k) / HW/50 (others)
+        method: Literal["batched-gradient", "exact"] = "batched-gradient"  # exact: ≤ 1024 pixels
+        n_images: Annotated[int, Field(ge=1)] | None = None  # None: 256 (imagenet-1k) / 32 (others)
+        baseline: Literal["mean", "black", "gray"] = "mean"  # "mean" = model.pixel_mean
+        q: Annotated[float, Field(gt=0, le=1)] = 0.05
         dataset: str | None = None  # None: imagenet-val / demo-world/test
-        precision: str = "fp32"  # or "fp64"
-        rank_tol: float = DEFAULT_RANK_TOL  # robust ranking tolerance; 0 = raw gradient
-        stability: int = 0  # images rerun along a second path
-        batch: int = 64  # images per BackSelect batch (fixed: --batch-size does not change the traces)
+        precision: Literal["fp32", "fp64"] = "fp32"
+        rank_tol: Annotated[float, Field(ge=0, lt=1)] = DEFAULT_RANK_TOL  # 0 = raw gradient
+        stability: Annotated[int, Field(ge=0)] = 0  # images rerun along a second path
+        batch: Annotated[int, Field(ge=1)] = 64  # images per BackSelect batch (not --batch-size)
 
     recomputable = ("tau", "q")
 
@@ -257,34 +256,23 @@ class SIS(Metric):
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {"images": dataset_request(self.name, label_space, self.params.dataset)}
 
-    def check_params(self) -> None:
+    def work(self, role: str, n_images: int, label_space: str) -> float:
+        """Forward-pass equivalents (a backward ≈ 2 forwards, as PGD's in :mod:`biasbench.metrics.ood`)
+        of the evaluated images (``n_images`` or the label space's default): per image, Batched-Gradient
+        BackSelect's ``T + 1`` forwards and ``T`` backwards (``3T + 1``) or exact BackSelect's
+        ``1 + HW(HW + 1)/2`` forwards, plus the 2 top-``q`` / random subset forwards; the stochasticity
+        check's 2 forwards of up to 8 images; the stability rerun's images once more. ``H = W`` is the
+        label space's ``image_size`` (``defaults["sis"]``; 224 where it sets none)."""
         p = self.params
-        if p.method not in METHODS:
-            raise ParamError(
-                f"sis: parameter method = {p.method!r} is unknown; choose one of {', '.join(METHODS)}"
-            )
-        if p.baseline not in BASELINES:
-            raise ParamError(
-                f"sis: parameter baseline = {p.baseline!r} is unknown; choose one of {', '.join(BASELINES)}"
-            )
-        if p.tau is not None and not 0.0 < p.tau <= 1.0:
-            raise ParamError(f"sis: parameter tau must be in (0, 1], got {p.tau}")
-        if p.k is not None and p.k < 1:
-            raise ParamError(f"sis: parameter k must be ≥ 1, got {p.k}")
-        if not 0.0 < p.q <= 1.0:
-            raise ParamError(f"sis: parameter q must be in (0, 1], got {p.q}")
-        if p.n_images is not None and p.n_images < 1:
-            raise ParamError(f"sis: parameter n_images must be ≥ 1, got {p.n_images}")
-        if p.precision not in PRECISIONS:
-            raise ParamError(
-                f"sis: parameter precision = {p.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"
-            )
-        if not 0.0 <= p.rank_tol < 1.0:
-            raise ParamError(f"sis: parameter rank_tol must be in [0, 1), got {p.rank_tol}")
-        if p.stability < 0:
-            raise ParamError(f"sis: parameter stability must be ≥ 0, got {p.stability}")
-        if p.batch < 1:
-            raise ParamError(f"sis: parameter batch must be ≥ 1, got {p.batch}")
+        n = min(n_images, p.n_images if p.n_images is not None else default_n_images(label_space))
+        side = int(space_default(self.name, label_space, "image_size", 224))  # type: ignore[arg-type]
+        n_pix = side * side
+        if p.method == "exact":
+            per_image = 1 + n_pix * (n_pix + 1) // 2
+        else:
+            k = p.k if p.k is not None else default_k(label_space, side, side)
+            per_image = 3 * num_steps(n_pix, k) + 1
+        return float(n * (per_image + 2) + 2 * min(8, n) + min(p.stability, n) * per_image)
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params

@@ -40,10 +40,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 
 from biasbench.metrics.base import (
     Curve,
@@ -56,7 +58,6 @@ from biasbench.metrics.base import (
     MetricError,
     MetricResult,
     ModelWrapper,
-    ParamError,
 )
 from biasbench.metrics.common import (
     eval_index,
@@ -69,6 +70,8 @@ from biasbench.metrics.fourier_filters import HIGHPASS, LOWPASS, box_filter
 
 CUTOFFS: tuple[float, ...] = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
 SUMMARY_CUTOFFS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
+#: a ``Params`` declaration: at least one cutoff, each in [0, 1]
+Cutoffs = Annotated[tuple[Annotated[float, Field(ge=0, le=1)], ...], Field(min_length=1)]
 
 
 def fmt_cutoff(c: float) -> str:
@@ -115,9 +118,11 @@ class Spectral(Metric):
     class Params:
         dataset: str | None = None  # None: imagenet-val (ImageNet) / demo-world/test (demo world)
         interpolation: str = "bilinear"  # Resize(256) of the fixed ImageNet geometry
-        cutoffs: tuple[float, ...] = CUTOFFS
-        summary_cutoffs: tuple[float, ...] = SUMMARY_CUTOFFS  # LPP / HPP average over these
-        n_images: int | None = None  # None: all (ImageNet-style) / a seeded 500 (demo world)
+        cutoffs: Cutoffs = CUTOFFS
+        summary_cutoffs: Cutoffs = SUMMARY_CUTOFFS  # LPP / HPP average over these
+        n_images: Annotated[int, Field(ge=1)] | None = (
+            None  # None: all (ImageNet-style) / a seeded 500 (demo world)
+        )
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {
@@ -125,15 +130,6 @@ class Spectral(Metric):
                 self.name, label_space, self.params.dataset, self.params.interpolation
             )
         }
-
-    def check_params(self) -> None:
-        p = self.params
-        for name in ("cutoffs", "summary_cutoffs"):
-            values = getattr(p, name)
-            if not values or any(not 0.0 <= c <= 1.0 for c in values):
-                raise ParamError(f"spectral: parameter {name} must be cutoffs in [0, 1], got {values}")
-        if p.n_images is not None and p.n_images < 1:
-            raise ParamError(f"spectral: parameter n_images must be ≥ 1, got {p.n_images}")
 
     def work(self, role: str, n_images: int, label_space: str) -> float:
         """Images × conditions: the evaluated images (``n_images`` or the label space's default) × the

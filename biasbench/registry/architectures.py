@@ -67,6 +67,11 @@ class ArchitectureFamily:
             f'checkpoint {checkpoint_id!r}: a {self.family} architecture needs explicit weights (weights = "…")'
         )
 
+    def default_labels(self, name: str) -> str:
+        """The label space of a bare ``ARCH@WEIGHTS`` target of this family (a registry entry names its
+        own with ``labels``); default ``imagenet-1k``."""
+        return "imagenet-1k"
+
     def preprocess(self, name: str, weights: str | None, checkpoint_id: str) -> Preprocess:
         """The preprocessing for an entry that gives none (``weights``: the entry's, if any); default
         the classic ImageNet recipe (256 / 224, bilinear)."""

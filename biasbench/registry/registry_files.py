@@ -56,6 +56,9 @@ Unknown keys (top level or in an entry) are errors naming the key and the file. 
 paths are relative to the registry file. Duplicate ids are errors naming both places
 (``<file>:[[checkpoint]] #<n>``, n counted from 1).
 
+The tables' shapes (keys, types, ranges, choices) are declared once, as pydantic models, in
+:mod:`biasbench.registry.entry_models`; this module checks what needs more than one value.
+
 Limits (a hostile or mistyped file fails here, with its file, entry and key, not later in a job):
 ids are at most :data:`MAX_ID_LENGTH` (128) characters of ``A-Z a-z 0-9 _ . + - = @`` (an id names
 per-item files); ``arch`` holds no whitespace or control characters and ``weights`` no control
@@ -94,46 +97,36 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from biasbench.core import labels, names
-from biasbench.core.labels import IMAGENET_1K
-from biasbench.core.names import SHA256_RE
+import pydantic
+
+from biasbench.core import labels, names, schema
 from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
 from biasbench.registry import architectures, ensembles, sources, wrappers
 from biasbench.registry.adapters import parse_adapters
+from biasbench.registry.entry_models import (  # the limits are re-exported: the module docstring names them
+    INTERPOLATIONS,  # noqa: F401
+    MAX_IMAGE_SIZE,  # noqa: F401
+    MAX_NUM_CLASSES,  # noqa: F401
+    Defaults,
+    Ensemble,
+    Entry,
+    Part,
+    PreprocessTable,
+)
 from biasbench.registry.spec import ENSEMBLE_ARCH, CheckpointError, CheckpointSpec, WeightPart, WrapperSpec
 
 FILES_DIR = Path(__file__).resolve().parent / "files"
 
-ENTRY_KEYS = (
-    "id",
-    "arch",
-    "weights",
-    "sha256",
-    "adapter",
-    "preprocess",
-    "labels",
-    "num_classes",
-    "tags",
-    "wrap",
-    "ensemble",
-    "combine",
-)
+#: Every key an entry may have (a plain entry's, then an ensemble's own).
+ENTRY_KEYS = (*Entry.model_fields, "ensemble", "combine")
 #: The keys an ensemble entry may set (the rest comes from its members).
-ENSEMBLE_KEYS = ("id", "ensemble", "combine", "wrap", "tags")
+ENSEMBLE_KEYS = tuple(Ensemble.model_fields)
 TOP_LEVEL_KEYS = ("checkpoint", "defaults")
-DEFAULT_KEYS = ("arch", "labels", "preprocess")
-PART_KEYS = ("source", "sha256", "adapter")
-INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 #: Longest checkpoint id: ids name per-item files (``<id>__<config hash>.parquet``), whose names must
 #: stay below the file systems' 255-byte limit.
 MAX_ID_LENGTH = names.MAX_ID_LENGTH
-#: Largest ``preprocess.resize`` / ``crop`` (pixels).
-MAX_IMAGE_SIZE = 8192
-#: Largest ``num_classes``.
-MAX_NUM_CLASSES = 1_000_000
-
 # always used with fullmatch: ``$`` would also match before a trailing newline
 _ID_RE = names.ID_RE
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -164,12 +157,24 @@ def _where(path: Path, index: int) -> str:
     return f"{path}:[[checkpoint]] #{index}"
 
 
-def _entry_tags(entry: dict[str, Any], where: str) -> dict[str, Any]:
-    """An entry's ``tags`` table, each value a JSON-able scalar or list (:func:`_jsonable_tag`)."""
-    tags = entry.get("tags", {})
-    if not isinstance(tags, dict):
-        raise RegistryError(f"{where}: tags must be a table, got {tags!r}")
-    return _jsonable_tag(tags, where, "tags")
+def _validated(
+    model: type[pydantic.BaseModel], table: dict[str, Any], where: str, path: Path | None = None
+) -> Any:
+    """``table`` as a ``model`` (:mod:`biasbench.registry.entry_models`); the first problem is a
+    :class:`RegistryError` naming ``where`` and the key."""
+    try:
+        return model.model_validate(schema.as_tuples(table))
+    except pydantic.ValidationError as e:
+        err = schema.errors(e)[0]
+    key = err["loc"][0] if len(err["loc"]) == 1 else None
+    if err["type"] == "extra_forbidden" and key is not None and model in (Entry, Ensemble):
+        if model is Ensemble and key in ENTRY_KEYS:
+            raise RegistryError(
+                f"{where}: an ensemble takes its architecture, weights, preprocessing and labels from its "
+                f"members; {key!r} cannot be set on it (an ensemble sets {', '.join(ENSEMBLE_KEYS)})"
+            )
+        raise RegistryError(f"{where}: unknown key {key!r} in {path}; known keys: {', '.join(ENTRY_KEYS)}")
+    raise RegistryError(f"{where}: {schema.describe(err, model, table)}")
 
 
 def _jsonable_tag(v: Any, where: str, key: str) -> Any:
@@ -191,40 +196,9 @@ def _jsonable_tag(v: Any, where: str, key: str) -> Any:
     return v
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _parse_preprocess(table: Any, where: str) -> Preprocess:
-    if not isinstance(table, dict):
-        raise RegistryError(f"{where}: preprocess must be a table, got {type(table).__name__}")
-    known = [f for f in Preprocess.__dataclass_fields__]
-    unknown = [k for k in table if k not in known]
-    if unknown:
-        raise RegistryError(f"{where}: unknown preprocess key {unknown[0]!r}; known: {', '.join(known)}")
-    for k in ("resize", "crop"):
-        if k in table:
-            v = table[k]
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= MAX_IMAGE_SIZE:
-                raise RegistryError(
-                    f"{where}: preprocess.{k} must be a positive integer of at most {MAX_IMAGE_SIZE}, got {v!r}"
-                )
-    for k in ("mean", "std"):
-        if k in table:
-            v = table[k]
-            if not isinstance(v, list) or len(v) != 3 or not all(_is_number(x) for x in v):
-                raise RegistryError(f"{where}: preprocess.{k} must be a list of 3 numbers, got {v!r}")
-            if not all(math.isfinite(x) for x in v):
-                raise RegistryError(f"{where}: preprocess.{k} must be finite (no nan or inf), got {v!r}")
-            if k == "std" and any(x <= 0 for x in v):
-                raise RegistryError(f"{where}: preprocess.std must be positive, got {v!r}")
-    if "interpolation" in table and (
-        not isinstance(table["interpolation"], str) or table["interpolation"] not in INTERPOLATIONS
-    ):
-        raise RegistryError(
-            f"{where}: preprocess.interpolation {table['interpolation']!r} is not one of {', '.join(INTERPOLATIONS)}"
-        )
-    pre = Preprocess.from_mapping(table)  # missing fields: the classic ImageNet recipe (Preprocess defaults)
+def _preprocess(table: PreprocessTable, where: str) -> Preprocess:
+    """A validated ``preprocess`` table; missing fields: the classic ImageNet recipe (Preprocess defaults)."""
+    pre = Preprocess.from_mapping(table.model_dump(exclude_none=True))
     if pre.resize < pre.crop:
         raise RegistryError(f"{where}: preprocess.resize ({pre.resize}) is smaller than crop ({pre.crop})")
     return pre
@@ -264,21 +238,10 @@ def _check_weights_string(weights: str, where: str) -> None:
             )
 
 
-def _adapter_list(adapter: Any, cid: str, where: str) -> list[str]:
-    if isinstance(adapter, str):
-        adapter = [adapter]
-    if not isinstance(adapter, list) or not all(isinstance(a, str) for a in adapter):
-        raise RegistryError(f"{where}: adapter must be a string or a list of strings, got {adapter!r}")
-    parse_adapters(adapter, cid)
-    return adapter
-
-
-def _check_sha(sha: Any, where: str) -> str | None:
-    if sha is None:
-        return None
-    if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha.lower()):
-        raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
-    return sha.lower()
+def _adapters(adapter: str | tuple[str, ...], cid: str) -> tuple[str, ...]:
+    chain = (adapter,) if isinstance(adapter, str) else adapter
+    parse_adapters(list(chain), cid)
+    return chain
 
 
 def _checked_weights(weights: str, cid: str, path: Path, where: str) -> str:
@@ -297,15 +260,10 @@ def _parse_parts(items: list[Any], cid: str, path: Path, where: str) -> tuple[We
         pw = f"{where} weights[{n}]"
         if not isinstance(item, dict):
             raise RegistryError(f"{pw}: a part must be a table {{ source = …, sha256 = …, adapter = […] }}")
-        unknown = [k for k in item if k not in PART_KEYS]
-        if unknown:
-            raise RegistryError(f"{pw}: unknown key {unknown[0]!r}; known keys: {', '.join(PART_KEYS)}")
-        if not isinstance(item.get("source"), str):
-            raise RegistryError(f"{pw}: source must be a string, got {item.get('source')!r}")
-        weights = _checked_weights(item["source"], cid, path, pw)
-        sha = _check_sha(item.get("sha256"), pw)
-        adapter = _adapter_list(item.get("adapter", []), cid, pw)
-        parts.append(WeightPart(weights, sha, tuple(adapter)))
+        part = _validated(Part, item, pw)
+        weights = _checked_weights(part.source, cid, path, pw)
+        sha = part.sha256.lower() if part.sha256 else None
+        parts.append(WeightPart(weights, sha, _adapters(part.adapter, cid)))
     return tuple(parts)
 
 
@@ -330,13 +288,11 @@ class _Parsed:
     refs: tuple[str | _Parsed, ...] | None = None
 
 
-def _parse_wrap(value: Any, cid: str, where: str) -> tuple[WrapperSpec, ...]:
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list):
-        raise RegistryError(f"{where}: wrap must be a list of tables ([{{ kind = …, … }}]), got {value!r}")
+def _parse_wrap(value: dict[str, Any] | list[Any], cid: str, where: str) -> tuple[WrapperSpec, ...]:
     try:
-        return tuple(wrappers.parse_wrapper(item, cid) for item in value)
+        return tuple(
+            wrappers.parse_wrapper(item, cid) for item in ([value] if isinstance(value, dict) else value)
+        )
     except CheckpointError as e:
         raise RegistryError(f"{where}: {e}") from e
 
@@ -345,34 +301,14 @@ def _parse_ensemble(
     entry: dict[str, Any], path: Path, where: str, defaults: dict[str, Any] | None
 ) -> _Parsed:
     """An ensemble entry: its id, members as declared (ids or inline tables), rule, wrappers, tags."""
-    other = [k for k in entry if k not in ENSEMBLE_KEYS]
-    if other:
-        raise RegistryError(
-            f"{where}: an ensemble takes its architecture, weights, preprocessing and labels from its "
-            f"members; {other[0]!r} cannot be set on it (an ensemble sets {', '.join(ENSEMBLE_KEYS)})"
-        )
-    cid = entry.get("id")
-    if not isinstance(cid, str):
-        raise RegistryError(
-            f"{where}: missing required key 'id'" if cid is None else f"{where}: id must be a string"
-        )
+    cid = _validated(Ensemble, entry, where, path).id
     _check_id(cid, where)
-    members = entry["ensemble"]
-    if not isinstance(members, list) or len(members) < 2:
-        raise RegistryError(
-            f"{where}: ensemble must be a list of at least two members (ids of other entries or inline "
-            f"tables), got {members!r}"
-        )
-    refs: list[str | _Parsed] = []
-    for i, item in enumerate(members):
-        if isinstance(item, str):
-            refs.append(item)
-        elif isinstance(item, dict):
-            refs.append(_parse_entry(item, path, 0, defaults, where=f"{where} ensemble[{i}]"))
-        else:
-            raise RegistryError(
-                f"{where}: ensemble[{i}] must be an entry id or an inline table, got {item!r}"
-            )
+    refs: list[str | _Parsed] = [
+        item
+        if isinstance(item, str)
+        else _parse_entry(item, path, 0, defaults, where=f"{where} ensemble[{i}]")
+        for i, item in enumerate(entry["ensemble"])
+    ]
     ids = [r if isinstance(r, str) else r.spec.id for r in refs]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
@@ -384,7 +320,7 @@ def _parse_ensemble(
     spec = CheckpointSpec(
         id=cid,
         arch=ENSEMBLE_ARCH,
-        tags=_entry_tags(entry, where),
+        tags=_jsonable_tag(entry.get("tags", {}), where, "tags"),
         source=where,
         registry=str(path),
         combine=combine,
@@ -455,94 +391,57 @@ def _parse_entry(
     where = where or _where(path, index)
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: an entry must be a table")
-    unknown = [k for k in entry if k not in ENTRY_KEYS]
-    if unknown:
-        raise RegistryError(
-            f"{where}: unknown key {unknown[0]!r} in {path}; known keys: {', '.join(ENTRY_KEYS)}"
-        )
     if "ensemble" in entry:
         return _parse_ensemble(entry, path, where, defaults)
     if "combine" in entry:
         raise RegistryError(f'{where}: combine belongs to an ensemble (ensemble = ["id1", "id2", …])')
     if defaults:
         entry = _with_defaults(entry, defaults, where)
-    for k in ("id", "arch"):
-        if k not in entry:
-            raise RegistryError(f"{where}: missing required key {k!r}")
-    parts_list = entry.get("weights") if isinstance(entry.get("weights"), list) else None
-    for k in ("id", "arch", "weights", "sha256", "labels"):
-        if k == "weights" and parts_list is not None:
-            continue
-        if k in entry and not isinstance(entry[k], str):
-            raise RegistryError(f"{where}: {k} must be a string, got {entry[k]!r}")
-    cid = entry["id"]
+    m: Entry = _validated(Entry, entry, where, path)
+    cid, arch = m.id, m.arch
     _check_id(cid, where)
-    arch = entry["arch"]
     family, sep, name = arch.partition(":")
     if not sep or family not in architectures.families() or not name or re.search(r"[\s\x00-\x1f\x7f]", arch):
         raise RegistryError(
             f"{where}: arch {arch!r} must be <family>:<name> of an installed architecture family: "
             f"{architectures.syntax_hint()}"
         )
-    sha = entry.get("sha256")
-    if sha is not None and not SHA256_RE.fullmatch(sha.lower()):
-        raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha!r}")
-    weights = entry.get("weights")
-    parts: tuple[WeightPart, ...] = ()
+    weights, parts = m.weights, ()
     try:
-        if parts_list is not None:
+        if isinstance(m.weights, tuple):
             for k in ("sha256", "adapter"):
                 if k in entry:
                     raise RegistryError(
                         f"{where}: {k} belongs in each part of a multi-file checkpoint (weights = [{{ source "
                         f"= …, {k} = … }}, …]), not in the entry"
                     )
-            parts = _parse_parts(parts_list, cid, path, where)
-            weights = None
-        elif weights is not None:
-            weights = _checked_weights(weights, cid, path, where)
-        adapter = _adapter_list(entry.get("adapter", []), cid, where)
+            parts, weights = _parse_parts(entry["weights"], cid, path, where), None
+        elif m.weights is not None:
+            weights = _checked_weights(m.weights, cid, path, where)
+        adapter = _adapters(m.adapter, cid)
     except RegistryError:
         raise
     except CheckpointError as e:
         raise RegistryError(f"{where}: {e}") from e
-    num_classes = entry.get("num_classes")
-    if num_classes is not None and (
-        not isinstance(num_classes, int)
-        or isinstance(num_classes, bool)
-        or not 0 < num_classes <= MAX_NUM_CLASSES
-    ):
+    if m.num_classes is None and labels.find(m.labels) is None:
         raise RegistryError(
-            f"{where}: num_classes must be a positive integer of at most {MAX_NUM_CLASSES}, got {num_classes!r}"
-        )
-    space = entry.get("labels", IMAGENET_1K)
-    if num_classes is None and labels.find(space) is None:
-        raise RegistryError(
-            f"{where}: label space {space!r} is not one we know ({', '.join(labels.known())}); give num_classes"
+            f"{where}: label space {m.labels!r} is not one we know ({', '.join(labels.known())}); give num_classes"
         )
     spec = CheckpointSpec(
         id=cid,
         arch=arch,
         weights=weights,
-        sha256=sha.lower() if sha else None,
-        adapter=tuple(adapter),
-        preprocess=None,
-        labels=space,
-        num_classes=num_classes,
-        tags=_entry_tags(entry, where),
+        sha256=m.sha256.lower() if m.sha256 else None,
+        adapter=adapter,
+        preprocess=None if m.preprocess is None else _preprocess(m.preprocess, where),
+        labels=m.labels,
+        num_classes=m.num_classes,
+        tags=_jsonable_tag(entry.get("tags", {}), where, "tags"),
         source=where,
         parts=parts,
         registry=str(path),
         wrap=_parse_wrap(entry.get("wrap", []), cid, where),
     )
-    if "preprocess" in entry:
-        try:
-            pre = _parse_preprocess(entry["preprocess"], where)
-        except RegistryError:
-            raise
-        except (CheckpointError, ValueError, TypeError) as e:
-            raise RegistryError(f"{where}: {e}") from e
-        spec = CheckpointSpec(**{**spec.__dict__, "preprocess": pre})
     return _Parsed(spec)
 
 
@@ -550,11 +449,9 @@ def _parse_defaults(table: Any, path: Path) -> dict[str, Any]:
     where = f"{path}:[defaults]"
     if not isinstance(table, dict):
         raise RegistryError(f"{where}: must be a table")
-    unknown = [k for k in table if k not in DEFAULT_KEYS]
-    if unknown:
-        raise RegistryError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(DEFAULT_KEYS)}")
-    if "preprocess" in table:
-        _parse_preprocess(table["preprocess"], where)
+    declared = _validated(Defaults, table, where)
+    if declared.preprocess is not None:
+        _preprocess(declared.preprocess, where)
     return dict(table)
 
 
@@ -680,7 +577,9 @@ def _arch_at_weights(target: str, arch: str, weights: str) -> CheckpointSpec:
     problem = family.problem(name, trust=True)
     if problem:
         raise RegistryError(f"{where}: {problem}")
-    return CheckpointSpec(id=_id_for_weights(src), arch=arch, weights=weights, source=where)
+    return CheckpointSpec(
+        id=_id_for_weights(src), arch=arch, weights=weights, labels=family.default_labels(name), source=where
+    )
 
 
 def _timm_pretrained_target(target: str, name: str) -> CheckpointSpec | None:

@@ -36,11 +36,13 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
+import pydantic
+from pydantic import AfterValidator, BaseModel, Field
 
-from biasbench.core import names
+from biasbench.core import names, schema
 from biasbench.core.errors import InputError
 from biasbench.core.plugins import suggest
 from biasbench.metrics.discovery import all_metrics
@@ -56,7 +58,73 @@ class TableImportError(InputError):
 
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-MAPPING_ENTRIES = ("checkpoint", "tags", "keys", "notes", "checkpoint_tags", "only_tagged")
+
+#: free text of a mapping: not blank, no control characters
+_TEXT = rf"^(?:[^{names.CONTROL_RE.pattern[1:-1]}])*\S(?:[^{names.CONTROL_RE.pattern[1:-1]}])*$"
+Text = Annotated[str, Field(pattern=_TEXT, description="a non-empty string without control characters")]
+Name = Annotated[
+    str,
+    Field(
+        pattern=_TEXT,
+        max_length=200,
+        description="a non-empty string without control characters, at most 200 characters",
+    ),
+]
+
+
+def _nonzero(x: float) -> float:
+    if x == 0:
+        raise ValueError("zero")
+    return x
+
+
+class Column(BaseModel):
+    """``"metric.key" = { column = "…" | mean = ["…", …], scale = … }``."""
+
+    model_config = schema.STRICT
+    column: Annotated[str, Field(min_length=1, description="a column name")] | None = None
+    mean: (
+        Annotated[tuple[str, ...], Field(min_length=1, description="a non-empty list of column names")] | None
+    ) = None
+    scale: Annotated[
+        Annotated[float, Field(allow_inf_nan=False), AfterValidator(_nonzero)] | Literal["percent"],
+        Field(description='a non-zero number or "percent"'),
+    ] = 1.0
+
+
+class Mapping(BaseModel):
+    """A mapping file (the module docstring)."""
+
+    model_config = schema.STRICT
+    checkpoint: Annotated[
+        str, Field(min_length=1, description='the checkpoint-id column (checkpoint = "<column>")')
+    ]
+    tags: Annotated[tuple[str, ...], Field(description="a list of column names")] = ()
+    keys: Annotated[
+        dict[str, Any],
+        Field(min_length=1, description='a table of "metric.key" = "column" or {column/mean, scale}'),
+    ]
+    notes: Annotated[
+        tuple[Text, ...], Field(description="a list of non-empty strings without control characters")
+    ] = ()
+    checkpoint_tags: Annotated[
+        dict[
+            str, Annotated[dict[Name, Name], Field(min_length=1, description='a table { tag = "value", … }')]
+        ],
+        Field(description='a table of "<checkpoint>" = { tag = "value" }'),
+    ] = {}
+    only_tagged: Annotated[bool, Field(description="true or false")] = False
+
+
+MAPPING_ENTRIES = tuple(Mapping.model_fields)
+
+
+def _validated(model: type[BaseModel], table: Any, where: str) -> Any:
+    try:
+        return model.model_validate(schema.as_tuples(table))
+    except pydantic.ValidationError as e:
+        problem = schema.describe(schema.errors(e)[0], model, table, key="`{}`")
+    raise TableImportError(f"{where}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -112,60 +180,25 @@ def preset_text(name: str) -> str:
     return (PRESETS_DIR / f"{name}.toml").read_text(encoding="utf-8")
 
 
-def _scale(value: Any, target: str) -> float:
-    if value is None:
-        return 1.0
-    if value == "percent":
-        return 0.01
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value != 0
-    ):
-        return float(value)
-    raise TableImportError(f'mapping: {target}: scale must be a non-zero number or "percent", got {value!r}')
-
-
 def parse_mapping(text: str) -> tuple[str, list[str], list[Target]]:
     """The checkpoint column, the tag columns and the targets of a mapping (TOML text)."""
     spec = read_mapping(text)
     return spec.checkpoint, spec.tags, spec.targets
 
 
-def _text_problem(value: object) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return "must be a non-empty string"
-    if names.CONTROL_RE.search(value) or len(value) > 200:
-        return "has control characters or is longer than 200 characters"
-    return None
-
-
-def _checkpoint_tags(doc: dict[str, Any], tag_cols: list[str]) -> dict[str, dict[str, str]]:
-    table = doc.get("checkpoint_tags", {})
-    if not isinstance(table, dict):
-        raise TableImportError(
-            'mapping: [checkpoint_tags] must be a table of "<checkpoint>" = { tag = "value" }'
-        )
-    out = {}
+def _checkpoint_tags(
+    table: dict[str, dict[str, str]], tag_cols: tuple[str, ...]
+) -> dict[str, dict[str, str]]:
     for cid, tags in table.items():
         why = names.id_problem(cid)
         if why:
             raise TableImportError(f"mapping: [checkpoint_tags] {cid[:60]!r}: not a checkpoint id ({why})")
-        if not isinstance(tags, dict) or not tags:
-            raise TableImportError(f'mapping: [checkpoint_tags] {cid!r}: give a table {{ tag = "value", … }}')
-        for k, v in tags.items():
-            why = _text_problem(k) or _text_problem(v)
-            if why:
-                raise TableImportError(
-                    f"mapping: [checkpoint_tags] {cid!r}, tag {k[:60]!r}: the name or value {why}"
-                )
+        for k in tags:
             if k in tag_cols:
                 raise TableImportError(
                     f"mapping: [checkpoint_tags] {cid!r}: tag {k!r} is also a `tags` column; give it one way"
                 )
-        out[cid] = {k: v.strip() for k, v in tags.items()}
-    return out
+    return {cid: {k: v.strip() for k, v in tags.items()} for cid, tags in table.items()}
 
 
 def read_mapping(text: str) -> MappingSpec:
@@ -174,25 +207,10 @@ def read_mapping(text: str) -> MappingSpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TableImportError(f"mapping: not valid TOML: {e}") from e
-    unknown = sorted(set(doc) - set(MAPPING_ENTRIES))
-    if unknown:
-        raise TableImportError(
-            f"mapping: unknown entries {', '.join(unknown)} (known: {', '.join(MAPPING_ENTRIES)})"
-        )
-    ckpt = doc.get("checkpoint")
-    if not isinstance(ckpt, str) or not ckpt:
-        raise TableImportError('mapping: `checkpoint = "<column>"` (the checkpoint-id column) is required')
-    tags = doc.get("tags", [])
-    if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
-        raise TableImportError("mapping: `tags` must be a list of column names")
-    keys = doc.get("keys")
-    if not isinstance(keys, dict) or not keys:
-        raise TableImportError(
-            'mapping: a [keys] table is required ("metric.key" = "column" or {column/mean, scale})'
-        )
+    m: Mapping = _validated(Mapping, doc, "mapping")
     targets = []
     installed = all_metrics()
-    for name, spec in keys.items():
+    for name, spec in doc["keys"].items():
         metric, dot, key = name.partition(".")
         if not (dot and metric and key):
             raise TableImportError(f"mapping: target {name!r} must be metric.key (e.g. ood.id)")
@@ -204,31 +222,21 @@ def read_mapping(text: str) -> MappingSpec:
                 f"mapping: target {name[:80]!r}: {metric!r} is not an installed metric "
                 f"(installed: {', '.join(sorted(installed))}){suggest(metric, sorted(installed))}"
             )
-        if isinstance(spec, str):
-            spec = {"column": spec}
-        if not isinstance(spec, dict):
-            raise TableImportError(f"mapping: {name}: a column name or a table {{column/mean, scale}}")
-        extra = sorted(set(spec) - {"column", "mean", "scale"})
-        if extra or ("column" in spec) == ("mean" in spec):
+        col: Column = _validated(
+            Column, {"column": spec} if isinstance(spec, str) else spec, f"mapping: {name}"
+        )
+        if (col.column is None) == (col.mean is None):
             raise TableImportError(
                 f"mapping: {name}: give exactly one of `column` or `mean` (and optionally `scale`)"
             )
-        cols = [spec["column"]] if "column" in spec else spec["mean"]
-        if not (isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)):
-            raise TableImportError(f"mapping: {name}: `mean` must be a non-empty list of column names")
-        targets.append(Target(metric, key, tuple(cols), _scale(spec.get("scale"), name)))
-    notes = doc.get("notes", [])
-    if not (isinstance(notes, list) and all(isinstance(n, str) and n.strip() for n in notes)):
-        raise TableImportError("mapping: `notes` must be a list of non-empty strings")
-    if any(names.CONTROL_RE.search(n) for n in notes):
-        raise TableImportError("mapping: a note has control characters")
-    only_tagged = doc.get("only_tagged", False)
-    if not isinstance(only_tagged, bool):
-        raise TableImportError("mapping: `only_tagged` must be true or false")
-    ckpt_tags = _checkpoint_tags(doc, tags)
-    if only_tagged and not ckpt_tags:
+        scale = 0.01 if col.scale == "percent" else float(col.scale)
+        targets.append(Target(metric, key, (col.column,) if col.column is not None else col.mean, scale))
+    if m.only_tagged and not m.checkpoint_tags:
         raise TableImportError("mapping: `only_tagged = true` needs a [checkpoint_tags] table")
-    return MappingSpec(ckpt, tags, targets, ckpt_tags, only_tagged, [n.strip() for n in notes])
+    ckpt_tags = _checkpoint_tags(m.checkpoint_tags, m.tags)
+    return MappingSpec(
+        m.checkpoint, list(m.tags), targets, ckpt_tags, m.only_tagged, [n.strip() for n in m.notes]
+    )
 
 
 def read_table(

@@ -69,10 +69,12 @@ DEMO_WORLD_SPACE = LabelSpace(
     defaults={
         "spectral": {"n_images": DEMO_WORLD_N_IMAGES},
         "critical_band": {
+            "image_size": world.WorldConfig().size,  # Metric.work's band count (the world is used as stored)
             "n_images": DEMO_CRITICAL_BAND_N_IMAGES,
             "stimulus": "colour",
             "noise_sds": DEMO_CRITICAL_BAND_SDS,
         },
+        "sis": {"image_size": world.WorldConfig().size},  # Metric.work's steps per image
         "ood": DEMO_OOD,
     },
     caveats={

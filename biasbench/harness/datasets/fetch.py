@@ -63,8 +63,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import pydantic
+from pydantic import BaseModel, Field
+
+from biasbench.core import schema
 from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.core.names import SHA256_RE
 from biasbench.registry.download import ChecksumMismatch, DownloadError, fetch, sha256_file
@@ -80,7 +84,8 @@ DOWNLOADS_DIR = ".downloads"
 #: Dataset names and targets: path components that start with a letter or digit (no ``..``, no ``/``
 #: at either end), at most 128 characters.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
-ARCHIVE_FORMATS = ("tar", "tar.gz", "tgz", "tar.bz2", "tar.xz", "zip")
+ArchiveFormat = Literal["tar", "tar.gz", "tgz", "tar.bz2", "tar.xz", "zip"]
+ARCHIVE_FORMATS: tuple[str, ...] = get_args(ArchiveFormat)
 
 #: Extraction limits (:func:`safe_extract`): total bytes written, number of members, and the ratio of
 #: bytes written to the archive's size (checked once more than ``_RATIO_FLOOR`` bytes would be written).
@@ -195,51 +200,63 @@ class Manifest:
         return _manifest_from_json(raw, digest, where)
 
 
-_MANIFEST_KEYS = (
-    "name",
-    "description",
-    "target",
-    "source",
-    "license",
-    "license_url",
-    "citation",
-    "n_files",
-    "files",
-    "base_url",
-    "archive",
-)
-_ARCHIVE_KEYS = (
-    "url",
-    "sha256",
-    "format",
-    "strip_prefix",
-    "n_files",
-    "sha256_note",
-    "size",
-    "file_name",
-    "merge",
-    "md5",
-)
+_Count = Annotated[int, Field(ge=0, description="a JSON integer ≥ 0")]
+_Text = Annotated[str, Field(description="a JSON string")]
+_Object = Field(description="a JSON object")
 
 
-def _get(raw: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
-    """``raw[key]`` checked to be a ``kind`` (``bool`` is no ``int``); ``default`` when absent or null."""
-    v = raw.get(key)
-    if v is None:
-        return default
-    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
-        raise ManifestError(f"{where}: {key} must be a JSON {_JSON_NAMES[kind]}, got {v!r:.80}")
-    return v
+class ArchiveSpec(BaseModel):
+    """The ``archive`` object of a manifest (:class:`Archive`)."""
+
+    model_config = schema.STRICT
+    url: _Text
+    sha256: Annotated[
+        str, Field(pattern=rf"^(?i:{SHA256_RE.pattern})?$", description="64 hex digits or null")
+    ] = ""
+    format: ArchiveFormat = "tar.gz"
+    strip_prefix: _Text = ""
+    n_files: _Count = 0
+    sha256_note: _Text = ""
+    size: _Count = 0
+    file_name: _Text = ""
+    merge: Annotated[bool, Field(description="a JSON boolean")] = False
+    md5: Annotated[str, Field(pattern=r"^(?i:[0-9a-f]{32})?$", description="32 hex digits or null")] = ""
 
 
-_JSON_NAMES = {str: "string", int: "integer", dict: "object", bool: "boolean"}
+class ManifestSpec(BaseModel):
+    """A manifest file (JSON; :class:`Manifest`); a null value is the same as a key left out."""
+
+    model_config = schema.STRICT
+    name: Annotated[
+        str,
+        Field(
+            max_length=128,
+            pattern=rf"^(?:{_NAME_RE.pattern})$",
+            description="a dataset name (letters, digits, . _ - and /)",
+        ),
+    ]
+    description: _Text = ""
+    target: _Text | None = None
+    source: Annotated[dict[str, _Text], _Object] = {}
+    license: _Text = ""
+    license_url: _Text = ""
+    citation: _Text = ""
+    n_files: _Count | None = None
+    files: Annotated[dict[str, Any], _Object] = {}
+    base_url: _Text | None = None
+    archive: Annotated[ArchiveSpec, _Object] | None = None
 
 
-def _count(raw: dict[str, Any], key: str, where: str) -> int | None:
-    v = _get(raw, key, int, None, where)
-    if v is not None and v < 0:
-        raise ManifestError(f"{where}: {key} must be a non-negative integer, got {v!r}")
-    return v
+def _declared(raw: dict[str, Any], where: str) -> ManifestSpec:
+    """``raw`` (nulls dropped) as a :class:`ManifestSpec`; the first problem is a :class:`ManifestError`."""
+    raw = {k: v for k, v in raw.items() if v is not None}
+    if isinstance(raw.get("archive"), dict):
+        raw["archive"] = {k: v for k, v in raw["archive"].items() if v is not None}
+    try:
+        return ManifestSpec.model_validate(raw)
+    except pydantic.ValidationError as e:
+        problem = schema.describe(schema.errors(e)[0], ManifestSpec, raw)
+    raise ManifestError(f"{where}: {problem:.300}")
 
 
 def _check_url(url: str, where: str, key: str, *, file: bool) -> None:
@@ -263,87 +280,60 @@ def _manifest_from_json(raw: Any, digest: str, where: str) -> Manifest:
         raise ManifestError(
             f"{where or 'manifest'}: a manifest must be a JSON object, got {type(raw).__name__}"
         )
-    name = raw.get("name")
-    where = where or f"manifest {name!r:.80}"
-    if not isinstance(name, str) or len(name) > 128 or not _NAME_RE.fullmatch(name):
-        raise ManifestError(
-            f"{where}: name must be a dataset name (letters, digits, . _ - and /), got {name!r:.80}"
-        )
-    unknown = [k for k in raw if k not in _MANIFEST_KEYS]
-    if unknown:
-        raise ManifestError(f"{where}: unknown key {unknown[0]!r:.80}; known: {', '.join(_MANIFEST_KEYS)}")
-    target = _get(raw, "target", str, name, where)
+    where = where or f"manifest {raw.get('name')!r:.80}"
+    m = _declared(raw, where)
+    target = m.target if m.target is not None else m.name
     if len(target) > 128 or not _NAME_RE.fullmatch(target):
         raise ManifestError(
             f"{where}: target {target!r:.80} must be a relative directory name under the data root"
         )
-    text = {k: _get(raw, k, str, "", where) for k in ("description", "license", "license_url", "citation")}
-    source = _get(raw, "source", dict, {}, where)
-    for k, v in source.items():
-        if not isinstance(v, str):
-            raise ManifestError(f"{where}: source.{k} must be a string, got {v!r:.80}")
-    files = _get(raw, "files", dict, {}, where)
+    files = m.files
     for rel, sha in files.items():
         _check_relpath(rel, where)
         if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
             raise ManifestError(f"{where}: bad sha256 {sha!r:.80} for {rel!r:.80} (64 lowercase hex digits)")
-    base_url = _get(raw, "base_url", str, None, where)
+    base_url = m.base_url
     if base_url is not None:
         _check_url(base_url, where, "base_url", file=False)
-    arch_raw = _get(raw, "archive", dict, None, where)
-    archive = _archive_from_json(arch_raw, f"{where}: archive") if arch_raw is not None else None
+    archive = _archive(m.archive, f"{where}: archive") if m.archive is not None else None
     if archive is None and not (files and base_url):
         raise ManifestError(f"{where}: a manifest needs either files with a base_url or an archive")
-    n_files = _count(raw, "n_files", where)
+    n_files = m.n_files
     if n_files is not None and files and n_files != len(files):
         raise ManifestError(f"{where}: n_files is {n_files} but files lists {len(files)}")
     return Manifest(
-        name=name,
+        name=m.name,
+        description=m.description,
         target=target,
-        source=dict(source),
+        source=dict(m.source),
+        license=m.license,
+        license_url=m.license_url,
+        citation=m.citation,
         n_files=n_files if n_files else len(files) or (archive.n_files if archive else 0),
         files=dict(files),
         base_url=base_url,
         archive=archive,
         digest=digest,
-        **text,
     )
 
 
-def _archive_from_json(raw: dict[str, Any], where: str) -> Archive:
-    unknown = [k for k in raw if k not in _ARCHIVE_KEYS]
-    if unknown:
-        raise ManifestError(f"{where}: unknown key {unknown[0]!r:.80}; known: {', '.join(_ARCHIVE_KEYS)}")
-    url = _get(raw, "url", str, None, where)
-    if url is None:
-        raise ManifestError(f"{where}: missing url")
-    file_name = _get(raw, "file_name", str, "", where)
-    if file_name and (len(file_name) > 128 or not _NAME_RE.fullmatch(file_name) or "/" in file_name):
-        raise ManifestError(f"{where}: file_name {file_name!r:.80} must be a plain file name")
-    _check_url(url, where, "url", file=not file_name)
-    sha = _get(raw, "sha256", str, None, where) or None
-    if sha is not None and not SHA256_RE.fullmatch(sha.lower()):
-        raise ManifestError(f"{where}: sha256 must be 64 hex digits or null, got {sha!r:.80}")
-    md5 = _get(raw, "md5", str, "", where).lower()
-    if md5 and not re.fullmatch(r"[0-9a-f]{32}", md5):
-        raise ManifestError(f"{where}: md5 must be 32 hex digits, got {md5!r:.80}")
-    fmt = _get(raw, "format", str, "tar.gz", where)
-    if fmt not in ARCHIVE_FORMATS:
-        raise ManifestError(f"{where}: format {fmt!r:.40} is not one of {', '.join(ARCHIVE_FORMATS)}")
-    prefix = _get(raw, "strip_prefix", str, "", where)
-    if prefix.strip("/"):
-        _check_relpath(prefix.strip("/"), where)
+def _archive(a: ArchiveSpec, where: str) -> Archive:
+    if a.file_name and (len(a.file_name) > 128 or not _NAME_RE.fullmatch(a.file_name) or "/" in a.file_name):
+        raise ManifestError(f"{where}: file_name {a.file_name!r:.80} must be a plain file name")
+    _check_url(a.url, where, "url", file=not a.file_name)
+    if a.strip_prefix.strip("/"):
+        _check_relpath(a.strip_prefix.strip("/"), where)
     return Archive(
-        url=url,
-        sha256=sha.lower() if sha else None,
-        format=fmt,
-        strip_prefix=prefix,
-        n_files=_count(raw, "n_files", where) or 0,
-        sha256_note=_get(raw, "sha256_note", str, "", where),
-        size=_count(raw, "size", where) or 0,
-        file_name=file_name,
-        merge=_get(raw, "merge", bool, False, where),
-        md5=md5,
+        url=a.url,
+        sha256=a.sha256.lower() or None,
+        format=a.format,
+        strip_prefix=a.strip_prefix,
+        n_files=a.n_files,
+        sha256_note=a.sha256_note,
+        size=a.size,
+        file_name=a.file_name,
+        merge=a.merge,
+        md5=a.md5.lower(),
     )
 
 

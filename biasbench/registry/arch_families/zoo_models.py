@@ -34,5 +34,8 @@ class Zoo(ArchitectureFamily):
     def build(self, name: str, num_classes: int, checkpoint_id: str, *, trust: bool = False) -> nn.Module:
         return _zoo().ARCHITECTURES[name](num_classes)
 
+    def default_labels(self, name: str) -> str:
+        return "demo-world"
+
     def preprocess(self, name: str, weights: str | None, checkpoint_id: str) -> Preprocess:
         return _zoo().WORLD_PREPROCESS

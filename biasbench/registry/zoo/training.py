@@ -78,6 +78,13 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+def apply_keep(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, 3, H, W) in [0, 1] with only the pixels of ``keep`` (bool (B, 1, H, W)) left; every other
+    pixel takes the world's mean (``zoo.WORLD_PREPROCESS.mean``, the SIS baseline of the zoo models)."""
+    base = torch.tensor(zoo.WORLD_PREPROCESS.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return torch.where(keep, x, base)
+
+
 def _seed(*parts: object) -> int:
     return world.seed_of("zoo", *parts)
 
@@ -342,9 +349,16 @@ def _train_step(
     x_u8: torch.Tensor,
     y: torch.Tensor,
     g: torch.Generator,
+    keep: torch.Tensor | None = None,
 ) -> float:
-    """One optimiser step on a uint8 batch (augmented with ``g``); returns the batch's loss."""
-    x = (x_u8.float() / 255.0).contiguous(memory_format=torch.channels_last)
+    """One optimiser step on a uint8 batch (augmented with ``g``); returns the batch's loss.
+
+    ``keep``: bool (B, 1, H, W) pixel subsets; the other pixels take the baseline value
+    (:func:`apply_keep`) before the recipe's augmentation."""
+    x = x_u8.float() / 255.0
+    if keep is not None:
+        x = apply_keep(x, keep)
+    x = x.contiguous(memory_format=torch.channels_last)
     x, target = augment(rec, model, x, y, g)
     loss = torch.sum(-target * F.log_softmax(model(x), dim=1), dim=1).mean()
     opt.zero_grad(set_to_none=True)
@@ -362,8 +376,10 @@ def _train_loop(
     n_steps: int,
     g: torch.Generator,
     log: Log,
+    keep: torch.Tensor | None = None,
 ) -> None:
-    """``n_steps`` steps over seeded random batches of the pool; logs a running loss every 100 steps."""
+    """``n_steps`` steps over seeded random batches of the pool (with the pixel subsets ``keep`` of its
+    images, if given); logs a running loss every 100 steps."""
     opt, sched = _optimiser(model.net, n_steps)
     batches = _batches(images.shape[0], min(rec.batch_size, images.shape[0]), g)
     model.train()
@@ -371,7 +387,9 @@ def _train_loop(
     running = 0.0
     for step in range(n_steps):
         idx = next(batches)
-        loss = _train_step(rec, model, opt, sched, images[idx], labels[idx], g)
+        loss = _train_step(
+            rec, model, opt, sched, images[idx], labels[idx], g, None if keep is None else keep[idx]
+        )
         running = 0.9 * running + 0.1 * loss if step else loss
         if (step + 1) % 100 == 0 or step + 1 == n_steps:
             log(
@@ -416,6 +434,17 @@ def _evaluate_shipped(path: Path, cfg: world.WorldConfig, cache_dir: Path | None
     return evaluate(fresh, cfg, cache_dir)
 
 
+@dataclasses.dataclass(frozen=True)
+class PixelSubsets:
+    """Pixel subsets of the first ``len(keep)`` training images to train on (issue 24, Carter et al.'s
+    "training on 5 % subsets"): ``keep`` bool (N, 1, H, W); ``name`` the checkpoint's file stem and
+    manifest key; ``describe`` how they were chosen (recorded in the manifest)."""
+
+    keep: torch.Tensor
+    name: str
+    describe: dict[str, Any]
+
+
 def train(
     recipe: str,
     out_dir: Path,
@@ -426,11 +455,15 @@ def train(
     threads: int | None = 1,
     evaluate_after: bool = True,
     cache_dir: Path | None = None,
+    subsets: PixelSubsets | None = None,
 ) -> Path:
-    """Train one zoo recipe from scratch; write ``<out_dir>/<recipe>.safetensors`` and its manifest entry.
+    """Train one zoo recipe from scratch; write ``<out_dir>/<name>.safetensors`` and its manifest entry
+    (``name`` = the recipe's, or ``subsets.name`` when training on pixel subsets).
 
     ``steps`` / ``seed`` override the recipe's (a quick try: the pool is then cut to the images the
     steps can visit). ``threads`` fixes torch's CPU thread count during training (None: leave it).
+    ``subsets``: train on pixel subsets of the pool's first ``len(subsets.keep)`` images only (the
+    rest of each image at the baseline value); the manifest entry records ``subsets.describe``.
     Returns the path of the weights file.
     """
     rec, n_steps = _resolve_recipe(recipe, seed, steps)
@@ -443,27 +476,33 @@ def train(
     with _deterministic(threads):
         t0, c0 = time.perf_counter(), time.process_time()
         limit = None if steps is None else min(cfg.n_train, n_steps * rec.batch_size)
+        if subsets is not None:
+            limit = len(subsets.keep)
         images, labels = training_pool(rec, cfg, limit=limit, cache_dir=cache_dir)
+        keep = None if subsets is None else subsets.keep[: images.shape[0]]
         t_data = time.perf_counter() - t0
         net, model = _init_model(rec)
         g = torch.Generator().manual_seed(_seed("data", rec.name, rec.seed))
         log(
             f"{recipe}: {n_steps} steps, batch {rec.batch_size}, pool {images.shape[0]} ({t_data:.1f} s to render)"
         )
-        _train_loop(rec, model, images, labels, n_steps, g, log)
+        _train_loop(rec, model, images, labels, n_steps, g, log, keep)
         train_seconds = time.perf_counter() - t0
         cpu_seconds = time.process_time() - c0
 
-    path = write_weights(shipped_state(net), out_dir / f"{recipe}.safetensors", recipe)
+    name = recipe if subsets is None else subsets.name
+    path = write_weights(shipped_state(net), out_dir / f"{name}.safetensors", recipe)
     entry = _manifest_entry(path, rec, n_steps, images.shape[0], train_seconds, cpu_seconds, threads)
+    if subsets is not None:
+        entry["pixel_subsets"] = subsets.describe
     if evaluate_after:
         entry.update(_evaluate_shipped(path, cfg, cache_dir))
         log(
-            f"{recipe}: test acc {entry['test_acc']:.3f}, cue-conflict shape rate "
+            f"{name}: test acc {entry['test_acc']:.3f}, cue-conflict shape rate "
             f"{entry['cue_conflict_shape_rate']:.3f}, noise-5 acc {entry['gaussian_noise_5_acc']:.3f}, "
             f"{train_seconds:.0f} s"
         )
-    _update_manifest(out_dir, recipe, entry)
+    _update_manifest(out_dir, name, entry)
     return path
 
 

@@ -1,0 +1,68 @@
+"""Thread and batch defaults of a run: threads from the CPUs other processes leave free, one inter-op
+thread, OpenMP waiting passively under ``bench``, and a batch size chosen for the input size."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from biasbench.core.errors import InputError
+from biasbench.harness import environment
+from biasbench.harness.environment import default_threads, free_between, threads_for
+from biasbench.harness.executor import auto_batch_size
+
+
+def test_threads_follow_the_whole_cpus_that_are_free():
+    assert threads_for(2.0, 2) == 2  # a quiet 2-core machine: both
+    assert threads_for(1.8, 2) == 2  # 3/4 of a CPU free counts as one
+    assert threads_for(1.5, 2) == 1  # a busy loop on one core: the other only
+    assert threads_for(0.0, 2) == 1  # fully loaded: one, never none
+    assert threads_for(7.9, 4) == 4  # never more than the usable CPUs
+
+
+def test_free_cpus_are_the_idle_share_plus_this_process_own_cpu_time():
+    # 2 CPUs over 1 s: 100 of 200 jiffies idle (one CPU's worth) and 0.5 s of our own CPU time
+    assert free_between((0, 0), (100, 200), own_cpu=0.5, seconds=1.0, n_cpus=2) == pytest.approx(1.5)
+    # nothing idle, another process took the rest: only what we used ourselves
+    assert free_between((50, 100), (50, 300), own_cpu=0.25, seconds=1.0, n_cpus=2) == pytest.approx(0.25)
+    # bounded by the CPU count
+    assert free_between((0, 0), (200, 200), own_cpu=1.0, seconds=1.0, n_cpus=2) == 2.0
+
+
+def test_biasbench_threads_overrides_the_measurement(monkeypatch):
+    monkeypatch.setenv("BIASBENCH_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("BIASBENCH_THREADS", "zero")
+    with pytest.raises(InputError, match="BIASBENCH_THREADS"):
+        default_threads()
+
+
+def test_default_threads_take_every_usable_cpu_when_all_are_free(monkeypatch):
+    monkeypatch.delenv("BIASBENCH_THREADS", raising=False)
+    monkeypatch.setattr(environment, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(environment.FreeCpus, "sample", lambda self: 4.0)
+    assert default_threads(probe=0.01) == 4
+    monkeypatch.setattr(environment.FreeCpus, "sample", lambda self: 1.1)
+    assert default_threads(probe=0.01) == 1
+
+
+def test_the_batch_size_follows_the_image_size():
+    assert auto_batch_size((32, 32)) == 256  # the demo world
+    assert auto_batch_size((64, 64)) == 64
+    assert auto_batch_size((224, 224)) == 64  # ImageNet: the former fixed default
+    assert auto_batch_size((8, 8)) == 256  # never above 256
+
+
+def test_bench_makes_openmp_wait_passively_before_torch_loads():
+    # OpenMP reads the variable when torch's library loads: importing the CLI sets it and loads no torch
+    code = "import os, sys, biasbench.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["PASSIVE", "False"]
+    # an explicit setting wins
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ACTIVE", "False"]
