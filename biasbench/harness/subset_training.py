@@ -168,7 +168,7 @@ def train_on_subsets(
 
 @dataclass(frozen=True)
 class SubsetAccuracy:
-    """Top-1 accuracy of one checkpoint on ``n`` test images: full, the source's BackSelect subsets,
+    """Top-1 accuracy of one checkpoint (its id) on ``n`` test images: full, the source's BackSelect subsets,
     random subsets (same ``q``)."""
 
     checkpoint: str
@@ -214,7 +214,7 @@ def subset_accuracy(
         m = src if t == source else load_model(t, trust=trust)
         out.append(
             SubsetAccuracy(
-                checkpoint=t,
+                checkpoint=m.checkpoint_id,
                 full=_top1(m, x, labels, batch_size),
                 backselect=_top1(m, x_bs, labels, batch_size),
                 random=_top1(m, x_rnd, labels, batch_size),
