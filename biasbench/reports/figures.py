@@ -326,8 +326,8 @@ def key_grid(report: Report, metric: str, spec: KeyGrid) -> Figure | None:
     lo = float(min(np.nanmin(g) for g in maps.values()))
     hi = float(max(np.nanmax(g) for g in maps.values()))
     if spec.centre is not None:
-        span = max(abs(hi - spec.centre), abs(spec.centre - lo), 1e-9)
-        norm = TwoSlopeNorm(spec.centre, spec.centre - span, spec.centre + span)
+        # the data's own range on each side of the centre (a density never shows as negative)
+        norm = TwoSlopeNorm(spec.centre, min(lo, spec.centre - 1e-9), max(hi, spec.centre + 1e-9))
         cmap = "RdBu_r"
     else:
         norm = Normalize(lo, hi if hi > lo else lo + 1e-9)
