@@ -38,7 +38,7 @@ FAST_SIS = {"n_images": 6}
 
 def fast_params(cls: type[Metric]) -> dict:
     fields = {f.name for f in dataclasses.fields(cls.Params)}
-    wanted = FAST_SIS if cls.name == "sis" else FAST
+    wanted = FAST_SIS if cls.name in ("sis", "regions") else FAST  # BackSelect: a few images
     return {k: v for k, v in wanted.items() if k in fields}
 
 

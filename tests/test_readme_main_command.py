@@ -26,6 +26,7 @@ from tests.harness_fixtures import DEMO_TOML, REPO, bench, bench_subprocess, dem
 
 ZOO = ["zoo-plain", "zoo-texture-rand", "zoo-shape-rand"]  # shape bias ≈ 0.5, ≈ 1, ≈ 0 (README)
 SMALL = ["-p", "spectral.n_images=50", "-p", "critical_band.n_images=50", "-p", "sis.n_images=8"]
+SMALL += ["-p", "regions.n_images=8"]
 README_KEYS = (
     "accuracy.top1,shape_bias.shape_bias,acc16.silhouettes_acc16,spectral.LPP,spectral.HPP,"
     "spectral.spectral_bias,critical_band.bandwidth_norm,critical_band.centre_frequency_norm,"

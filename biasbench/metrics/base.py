@@ -54,6 +54,7 @@ __all__ = [
     "DatasetRequest",
     "EvalContext",
     "ImageSet",
+    "KeyGrid",
     "Metric",
     "MetricError",
     "MetricResult",
@@ -436,6 +437,21 @@ class Curve:
     tick: Callable[[float, pd.DataFrame], str] | None = None
 
 
+@dataclass(frozen=True)
+class KeyGrid:
+    """A figure a report draws from one metric's stored keys laid out on a 2-D grid: ``key`` with
+    ``{row}`` and ``{col}`` standing for a cell's integer coordinates (``"sis_density@{row}_{col}"``
+    matches ``sis_density@0_3`` …); one small map per checkpoint on a shared colour scale. ``centre``:
+    a diverging scale centred on this value (e.g. 1 = uniform), else a sequential one."""
+
+    name: str
+    title: str
+    key: str
+    colour_label: str = ""
+    caption: str = ""
+    centre: float | None = None
+
+
 class Metric:
     """Base class for metric plugins. Subclasses set ``name``, ``version``, ``Params`` and implement
     ``datasets`` and ``evaluate``. The class docstring is the metric's definition (shown by
@@ -449,8 +465,9 @@ class Metric:
     item_columns: ClassVar[tuple[str, ...]] = ()
     #: how reports read this metric's scalar keys (fnmatch patterns → role); unlisted keys: diagnostic
     key_roles: ClassVar[dict[str, KeyRole]] = {}
-    #: figures a report draws from this metric's keys (curves over a cutoff, a band, a level …)
-    curves: ClassVar[tuple[Curve, ...]] = ()
+    #: figures a report draws from this metric's keys (curves over a cutoff, a band, a level …; maps of
+    #: keys on a grid)
+    curves: ClassVar[tuple[Curve | KeyGrid, ...]] = ()
     #: parameters whose scalars :meth:`recompute` gives from the stored per-item rows, without the model
     #: (``bench results --recompute METRIC.KEY=VALUE``)
     recomputable: ClassVar[tuple[str, ...]] = ()

@@ -7,6 +7,9 @@ inches at ``DPI`` (≤ 1260 × 900 px), whatever the number of keys.
 * ``curve``: a curve a metric declares over its keys (``Metric.curves``: spectral's low-/high-pass
   accuracy ratio against the cutoff, critical_band's thresholds against the noise band, a third-party
   metric's own), one line per checkpoint;
+* ``key_grid``: a map a metric declares over keys on a 2-D grid (``Metric.curves`` holding a
+  :class:`~biasbench.metrics.base.KeyGrid`: regions' SIS density over the image), one map per
+  checkpoint;
 * ``sis_sizes``: per checkpoint, the distribution of its images' SIS sizes.
 
 :func:`declared_figures` is the one list of those that the HTML page and ``--figures`` both show.
@@ -33,8 +36,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from biasbench.metrics.base import KeyGrid  # noqa: E402
 from biasbench.reports.roles import declared_curves  # noqa: E402
 from biasbench.reports.statistics import SYMBOL  # noqa: E402
 
@@ -284,6 +289,80 @@ def curve(report: Report, metric: str, spec: Curve, colour_by: str | None = None
     return fig
 
 
+def _grid_cells(values: pd.DataFrame, metric: str, key: str) -> dict[tuple[int, int], str]:
+    """The columns ``<metric>.<key>`` with ``{row}`` and ``{col}`` integers, as {(row, col): column}."""
+    pattern = (
+        re.escape(f"{metric}.{key}")
+        .replace(re.escape("{row}"), "(?P<row>[0-9]+)")
+        .replace(re.escape("{col}"), "(?P<col>[0-9]+)")
+    )
+    found = {}
+    for col in values.columns:
+        m = re.fullmatch(pattern, col)
+        if m:
+            found[(int(m.group("row")), int(m.group("col")))] = col
+    return found
+
+
+def key_grid(report: Report, metric: str, spec: KeyGrid) -> Figure | None:
+    """A metric's declared grid of keys (:class:`~biasbench.metrics.base.KeyGrid`): one map per
+    checkpoint that has any of them, on one colour scale (diverging about ``spec.centre`` if set);
+    ``None`` when no checkpoint has them."""
+    values = report.scores.values
+    cells = _grid_cells(values, metric, spec.key)
+    if not cells:
+        return None
+    n_r = 1 + max(r for r, _ in cells)
+    n_c = 1 + max(c for _, c in cells)
+    maps = {}
+    for cp in values.index:
+        grid = np.full((n_r, n_c), np.nan)
+        for (r, c), col in cells.items():
+            grid[r, c] = values.at[cp, col]
+        if np.isfinite(grid).any():
+            maps[cp] = grid
+    if not maps:
+        return None
+    lo = float(min(np.nanmin(g) for g in maps.values()))
+    hi = float(max(np.nanmax(g) for g in maps.values()))
+    if spec.centre is not None:
+        # the data's own range on each side of the centre (a density never shows as negative)
+        norm = TwoSlopeNorm(spec.centre, min(lo, spec.centre - 1e-9), max(hi, spec.centre + 1e-9))
+        cmap = "RdBu_r"
+    else:
+        norm = Normalize(lo, hi if hi > lo else lo + 1e-9)
+        cmap = "viridis"
+    n_cols = min(6, len(maps))
+    n_rows = math.ceil(len(maps) / n_cols)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=_size(1.2 + 2.0 * n_cols, 1.0 + 2.1 * n_rows),
+        dpi=DPI,
+        squeeze=False,
+        layout="constrained",
+    )
+    im = None
+    for k, (cp, grid) in enumerate(maps.items()):
+        ax = axes[k // n_cols][k % n_cols]
+        im = ax.imshow(grid, cmap=cmap, norm=norm, interpolation="nearest")
+        ax.set_title(_short(str(cp), 26), fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for k in range(len(maps), n_rows * n_cols):
+        axes[k // n_cols][k % n_cols].set_axis_off()
+    fig.colorbar(im, ax=axes, label=spec.colour_label, shrink=0.8)
+    fig.suptitle(spec.title, fontsize=10)
+    return fig
+
+
+def draw_declared(report: Report, metric: str, spec: Curve | KeyGrid, colour_by: str | None) -> Figure | None:
+    """The figure a metric declares in ``Metric.curves``, by its kind: a curve over x or a grid map."""
+    if isinstance(spec, KeyGrid):
+        return key_grid(report, metric, spec)
+    return curve(report, metric, spec, colour_by)
+
+
 @dataclass
 class ReportFigure:
     """One figure beyond the table's own (heat map, scatter grid): its file stem, heading and caption."""
@@ -330,7 +409,7 @@ def declared_figures(
                     )
                 )
     for metric, spec in declared_curves(metrics):
-        fig = curve(report, metric, spec, colour_by)
+        fig = draw_declared(report, metric, spec, colour_by)
         if fig is not None:
             out.append(ReportFigure(spec.name, spec.title.split(":")[0], spec.caption, fig))
     fig = sis_sizes(report, colour_by)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 
 from biasbench.core.plugins import PluginError
-from biasbench.metrics.base import Curve, KeyRole
+from biasbench.metrics.base import Curve, KeyGrid, KeyRole
 from biasbench.metrics.discovery import METRICS
 
 DIAGNOSTIC = KeyRole("diagnostic")
@@ -50,7 +50,7 @@ def declared_position(metric: str, key: str) -> int:
     return len(roles)
 
 
-def declared_curves(metrics: list[str]) -> list[tuple[str, Curve]]:
+def declared_curves(metrics: list[str]) -> list[tuple[str, Curve | KeyGrid]]:
     """The figures the installed ``metrics`` declare (``Metric.curves``), in the order given."""
     out = []
     for metric in metrics:

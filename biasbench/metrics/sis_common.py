@@ -1,0 +1,81 @@
+"""What the BackSelect metrics share (:mod:`biasbench.metrics.sis`, :mod:`biasbench.metrics.regions`): the
+label space's defaults for ``τ``, ``k`` and the image count, the masked-pixel baseline, the seeded
+random pixel subsets, and the refusal of models that are stochastic in eval mode. Not a plugin: plugins
+never import each other, so both import these from here. The definitions are SIS's (Carter et al.
+2019/2021, ``../shared/DESIGN.md``): the defaults are read from a label space's ``sis`` section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from biasbench.metrics.base import MetricError, ModelWrapper
+from biasbench.metrics.common import space_default
+
+METHODS = ("batched-gradient", "exact")
+BASELINES = ("mean", "black", "gray")
+PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
+EXACT_MAX_PIXELS = 1024
+#: robust-ranking tolerance of ``SIS.Params.rank_tol`` (relative to the step's gradient scale)
+DEFAULT_RANK_TOL = 0.0
+
+
+#: Defaults where the label space sets none (small inputs such as the demo world); ImageNet-1k sets
+#: tau 0.9, 224²/100 pixels per step (k = 100 at 224 px) and 256 images (:mod:`biasbench.core.labels`).
+FALLBACK_TAU = 0.99
+FALLBACK_PIXELS_PER_STEP = 50.0
+FALLBACK_N_IMAGES = 32
+
+
+def default_tau(label_space: str) -> float:
+    """The label space's SIS τ (ImageNet-1k: 0.9), else 0.99 (small inputs such as the demo world)."""
+    return float(space_default("sis", label_space, "tau", FALLBACK_TAU))  # type: ignore[arg-type]
+
+
+def default_k(label_space: str, height: int, width: int) -> int:
+    """Pixels removed per step: the image area over the label space's ``pixels_per_step`` (ImageNet-1k:
+    224²/100, i.e. k = 100 at 224 px), else ``HW/50`` (≈ 50 steps)."""
+    per_step = float(space_default("sis", label_space, "pixels_per_step", FALLBACK_PIXELS_PER_STEP))  # type: ignore[arg-type]
+    return max(1, int(round(height * width / per_step)))
+
+
+def default_n_images(label_space: str) -> int:
+    return int(space_default("sis", label_space, "n_images", FALLBACK_N_IMAGES))  # type: ignore[arg-type]
+
+
+def _item_seed(seed: int, item: str) -> int:
+    return int(hashlib.sha256(f"sis-random-subset:{seed}:{item}".encode()).hexdigest()[:15], 16)
+
+
+def random_subset(num_pixels: int, n: int, seed: int, item: str) -> np.ndarray:
+    """``n`` flat pixel indices drawn without replacement, seeded by ``(seed, item id)`` only."""
+    g = torch.Generator().manual_seed(_item_seed(seed, item))
+    return torch.randperm(num_pixels, generator=g)[:n].numpy()
+
+
+def resolve_baseline(kind: str, model: ModelWrapper, device: torch.device) -> torch.Tensor:
+    """The masked-pixel value in pixel space, shape (1, 3, 1, 1), on ``device``."""
+    if kind == "mean":
+        return model.pixel_mean.detach().to(device, torch.float32).reshape(1, 3, 1, 1)
+    if kind == "black":
+        return torch.zeros(1, 3, 1, 1, device=device)
+    if kind == "gray":
+        return torch.full((1, 3, 1, 1), 0.5, device=device)
+    raise MetricError(f"unknown SIS baseline {kind!r}; choose one of {', '.join(BASELINES)}")
+
+
+@torch.no_grad()
+def refuse_stochastic(model: torch.nn.Module, x: torch.Tensor, atol: float = 1e-5) -> None:
+    """Raise :class:`MetricError` if two eval-mode forward passes over ``x`` disagree."""
+    a = model(x).float().softmax(dim=1)
+    b = model(x).float().softmax(dim=1)
+    diff = float((a - b).abs().max()) if a.numel() else 0.0
+    if not diff <= atol:
+        raise MetricError(
+            f"SIS refuses a model that is stochastic in eval mode: two forward passes over the same batch "
+            f"differ by up to {diff:.3g} in softmax probability (dropout or noise active in eval mode?). "
+            "BackSelect needs a deterministic f; make the model deterministic (e.g. average it) first."
+        )
