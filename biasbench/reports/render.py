@@ -175,7 +175,7 @@ def _rich_table(title: str, rows: list[list[str]], left: set[str]) -> Table:
 
 PREDICTION_TITLE = (
     "All biases together: cross-validated R² of each generalization axis (ridge, nested CV; "
-    "95 % bootstrap CI; permutation p)"
+    "95 % bootstrap CI; permutation p; ΔR²'s p by permuting the residuals of y on ID accuracy)"
 )
 PREDICTION_HEADER = [
     "generalization",
@@ -186,6 +186,7 @@ PREDICTION_HEADER = [
     "perm. p",
     "ΔR² over ID",
     "95% CI of Δ",
+    "perm. p of Δ",
 ]
 
 
@@ -207,6 +208,7 @@ def prediction_rows(report: Report) -> list[list[str]]:
                 num(r.p_perm, ".2g"),
                 num(r.gain),
                 "—" if math.isnan(r.gain_low) else f"[{num(r.gain_low)}, {num(r.gain_high)}]",
+                num(r.p_gain, ".2g"),
             ]
         )
     return rows
