@@ -18,6 +18,7 @@ from biasbench.reports.render import (
     CORRECTION_NAME,
     PREDICTION_TITLE,
     ci,
+    family_text,
     group_rows,
     group_title,
     headline,
@@ -182,7 +183,8 @@ def _how_to_read(report: Report) -> str:
         "checkpoints: with a dozen checkpoints it is wide, and an interval that spans 0 means the data "
         "cannot tell the sign.",
         f"<b>*</b>: the p-value is below 0.05 after {CORRECTION_NAME[report.options.correction]} correction "
-        f"over all {report.tested} cells — many cells tested at once produce some small raw p-values by chance.",
+        f"over all {report.tested} cells — many cells tested at once produce some small raw p-values by chance. "
+        f"Correction family: {escape(family_text(report))}.",
     ]
     if report.control:
         items.append(

@@ -2,7 +2,8 @@
 
 Rules, in the order the sentences appear:
 
-1. **Scope:** n checkpoints, the number of cells tested and the correction.
+1. **Scope:** n checkpoints, the number of cells tested and the correction (with its families when
+   ``--family`` is not the whole table).
 2. **Cells:** how many cells have an adjusted p below ``ALPHA`` (0.05); the strongest of them (at most
    ``STRONGEST`` = 3, by |coefficient|) with their interval and, when the report controls for ID
    accuracy, whether the partial coefficient keeps the sign and is itself below ``ALPHA`` ("beyond ID
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from biasbench.reports.render import CORRECTION_NAME, num
+from biasbench.reports.render import CORRECTION_NAME, family_text, num
 from biasbench.reports.statistics import SYMBOL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,9 +68,10 @@ def cells_sentences(report: Report) -> list[str]:
     t = report.table.dropna(subset=["r"])
     sym = SYMBOL[report.options.method]
     what = "bias × generalization cells" if report.curated else "pairs"
+    within = "" if report.family == "table" else f" within families ({family_text(report)})"
     out = [
         f"{report.n_checkpoints} checkpoints, {report.tested} {what} tested, p-values adjusted with "
-        f"{CORRECTION_NAME[report.options.correction]} correction."
+        f"{CORRECTION_NAME[report.options.correction]} correction{within}."
     ]
     if not len(t):
         out.append("No cell has a defined coefficient (too few checkpoints, or constant columns).")
