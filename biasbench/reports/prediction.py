@@ -22,7 +22,10 @@ Uncertainty:
   is 1/1001. The permutations are computed in closed form (the ridge fit for a fixed design and
   penalty is linear in ``y``, and the leave-one-out error of a linear smoother is the PRESS identity
   ``eᵢ = (yᵢ − ŷᵢ) / (1 − Hᵢᵢ)``), all permutations in one matrix product per fold and penalty; the
-  tests check that this reproduces scikit-learn's predictions to 1e-8;
+  observed y goes through the same computation (the first column), so the scores and their nulls
+  are computed alike and no model is refitted per fold in Python. The tests check that this
+  reproduces scikit-learn's ``cross_val_predict`` of the pipeline above (:func:`cv_predict`, the
+  reference) to 1e-8;
 * a 95 % percentile-bootstrap interval of R² over checkpoints, resampling (y, ŷ) pairs of the
   out-of-fold predictions (``scipy.stats.bootstrap``, paired, seeded): the uncertainty of the score
   given the fitted predictions, not of the refitting;
@@ -236,13 +239,16 @@ def predict_axis(
         row.update({c: float("nan") for c in COLUMNS[4:]})
         if defined and feats:
             X = data[feats].to_numpy(float)
-            pred = cv_predict(X, target, folds)
+            # the observed y and its permutations through one closed-form computation
+            Y = target[:, None] if perms is None else np.column_stack([target, perms])
+            fitted = permuted_predictions(X, Y, folds)
+            pred = fitted[:, 0]
             preds[model] = pred
             score = float(r2(target, pred))
             row["r2"] = score
             row["r2_low"], row["r2_high"] = _bootstrap((target, pred), r2, options)
             if perms is not None:
-                null = r2(perms, permuted_predictions(X, perms, folds))
+                null = r2(perms, fitted[:, 1:])
                 row["p_perm"] = _p(null, score, options.permutations)
         rows.append(row)
     if "id" in preds and "id+biases" in preds:

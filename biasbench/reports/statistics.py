@@ -24,6 +24,7 @@ Fewer than ``MIN_N`` checkpoints, or a constant variable, leave a cell's numbers
 
 from __future__ import annotations
 
+import gc
 import itertools
 import warnings
 from collections.abc import Callable, Sequence
@@ -208,12 +209,18 @@ def adjust(p: Sequence[float], correction: str = "holm", families: Sequence[str]
     out = np.full_like(p, np.nan)
     labels = np.zeros(len(p), dtype=int) if families is None else pd.factorize(np.asarray(families))[0]
     method = CORRECTIONS[correction]
-    for fam in np.unique(labels):
-        ok = np.isfinite(p) & (labels == fam)
-        if method is None:
-            out[ok] = p[ok]
-        elif ok.any():
-            out[ok] = multipletests(p[ok], method=method)[1]
+    # multipletests calls gc.collect() each time: with the objects alive now frozen (gc.freeze) the
+    # collection skips them — a quarter of a second per call in a process that has imported torch
+    gc.freeze()
+    try:
+        for fam in np.unique(labels):
+            ok = np.isfinite(p) & (labels == fam)
+            if method is None:
+                out[ok] = p[ok]
+            elif ok.any():
+                out[ok] = multipletests(p[ok], method=method)[1]
+    finally:
+        gc.unfreeze()
     return out
 
 
