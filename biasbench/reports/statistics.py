@@ -88,11 +88,25 @@ def _vectorised(method: str) -> tuple[Callable[..., np.ndarray], bool]:
         return (lambda x, y: stats.kendalltau(x, y).statistic), False
 
     def stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        if method == "spearman":
-            x, y = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
+        if method == "spearman":  # x, y: dense codes (see bootstrap_cis)
+            x, y = _average_ranks(x, axis), _average_ranks(y, axis)
         return stats.pearsonr(x, y, axis=axis).statistic
 
     return stat, True
+
+
+def _average_ranks(codes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``scipy.stats.rankdata(codes, axis=axis)`` (average ranks of ties) for whole-number codes
+    0 … K − 1, by counting instead of sorting: a code's average rank is the number of values at or
+    below it minus (its count − 1) / 2 — whole and half numbers, so exactly rankdata's values. The
+    bootstrap ranks every resample of every pair; counting makes that linear in n."""
+    moved = np.moveaxis(np.asarray(codes), axis, -1)
+    flat = moved.reshape(-1, moved.shape[-1]).astype(np.int64)
+    rows, k = flat.shape[0], int(flat.max()) + 1 if flat.size else 1
+    counts = np.bincount((flat + k * np.arange(rows)[:, None]).ravel(), minlength=rows * k).reshape(rows, k)
+    average = np.cumsum(counts, axis=1) - (counts - 1) / 2.0
+    ranks = np.take_along_axis(average, flat, axis=1).reshape(moved.shape)
+    return np.moveaxis(ranks, -1, axis)
 
 
 def bootstrap_ci(
@@ -126,6 +140,8 @@ def bootstrap_cis(
     arrays = []
     for k, (x, y) in enumerate(pairs):
         x, y = np.asarray(x, float), np.asarray(y, float)
+        if method == "spearman":  # ρ depends on the order only: resample the dense ranks (exactly)
+            x, y = (stats.rankdata(v, method="dense") - 1.0 if len(v) else v for v in (x, y))
         arrays.append((x, y))
         if len(x) < MIN_N_CI or np.all(x == x[0]) or np.all(y == y[0]):
             continue
