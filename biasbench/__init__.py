@@ -87,6 +87,7 @@ def report(
     by: str | None = None,
     predict: bool = True,
     permutations: int = 1000,
+    family: str | Sequence[str] = "table",
 ) -> Report:
     """Bias × generalization correlations across checkpoints — the report ``bench report`` renders
     (``.table`` a DataFrame, one row per pair; ``.to_markdown()``, ``.to_html(path)``).
@@ -102,7 +103,11 @@ def report(
     uncorrected p ≥ 0.05 shown as 0; ``.table`` keeps the real one and a ``masked`` column).
     ``by="category"`` (one group per value) or ``"category=adversarial"`` (those and the rest): every
     table also per group (``.groups``). ``predict``: all biases together predicting each generalization
-    axis out of sample (``.prediction``: cross-validated ridge R² with ``permutations`` permutations)."""
+    axis out of sample (``.prediction``: cross-validated ridge R² with ``permutations`` permutations,
+    also the permutation p of ΔR² over ID accuracy). ``family``: the cells each p-value is corrected
+    with — ``"table"`` (every cell of the table), ``"column"`` (one family per generalization axis),
+    ``"row"`` (one per bias), or a list of keys fixed in advance (the cells among them; the others are
+    a second family), so results of a newly installed metric leave those cells' adjusted p alone."""
     import pandas as pd
 
     from biasbench.reports import inputs as report_inputs
@@ -144,6 +149,7 @@ def report(
         by=by,
         predict=predict,
         prediction_options=PredictionOptions(permutations=permutations, n_resamples=resamples, seed=seed),
+        family=family if isinstance(family, str) else list(family),
     )
     used = sorted(set(rep.rows) | set(rep.cols) | ({rep.control} if rep.control else set()))
     rep.provenance = provenance(data.jobs, data.runs, scores, used)

@@ -611,6 +611,15 @@ def report(
     permutations: Annotated[
         int, typer.Option(help="Permutations of the R² test (its p floor is 1/(N+1)).", min=100)
     ] = 1000,
+    family: Annotated[
+        str,
+        typer.Option(
+            "--family",
+            help="The Holm/BH correction family: table (every cell), column (one per generalization "
+            "axis), row (one per bias), or KEY1,KEY2,… fixed in advance (the cells among them; the rest "
+            "a second family).",
+        ),
+    ] = "table",
 ) -> None:
     """Do biases explain generalization? Bias × generalization correlations across checkpoints, with
     bootstrap intervals, corrected p-values, partial correlations and leave-one-category-out ranges."""
@@ -644,6 +653,7 @@ def report(
         by=by,
         predict=predict,
         permutations=permutations,
+        family=family if "," not in family and "." not in family else (_csv_list(family) or []),
     )
     colour = colour_by or rep.category
     covariates = rep.scores.covariates.columns

@@ -217,3 +217,35 @@ def _tiny_png() -> str:
     buf = io.BytesIO()
     Image.new("RGB", (4, 4), (200, 30, 30)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def test_checkpoint_ids_tags_and_keys_that_look_like_markup_are_escaped_everywhere_on_the_page():
+    import pandas as pd
+
+    import biasbench
+
+    hostile = "<script>alert(1)</script>"
+    tag = '<img src=x onerror="alert(2)">'
+    rows = []
+    for i in range(9):
+        cp = f"{hostile}{i}" if i % 2 else f"ok-{i}"
+        rows += [
+            (cp, "shape_bias", "shape_bias", 0.1 * i, 10),
+            (cp, "ood", "robustness", 0.3 + 0.04 * i + 0.01 * (i % 3), 100),
+            (cp, "ood", "id", 0.9 - 0.01 * i, 100),
+            (cp, "imported", "<b>k</b>", 0.5 + 0.01 * i, 0),
+        ]
+    frame = pd.DataFrame(rows, columns=["checkpoint", "metric", "key", "value", "n"])
+    tags = {c: {"category": tag if i % 3 else "plain"} for i, c in enumerate(dict.fromkeys(frame.checkpoint))}
+    rep = biasbench.report(
+        frame,
+        tags=tags,
+        resamples=100,
+        permutations=100,
+        generalization=["ood.robustness", "imported.<b>k</b>"],
+    )
+    page = rep.to_html()
+    assert "<script" not in page and "<img src=x" not in page and "<b>k</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;1" in page  # the checkpoint id, shown as text
+    assert "&lt;img src=x onerror=" in page  # the tag, shown as text
+    assert "imported.&lt;b&gt;k&lt;/b&gt;" in page  # the key

@@ -98,6 +98,49 @@ def test_adding_the_biases_gains_over_id_accuracy_only_when_they_carry_more():
     assert set(rep.prediction[rep.prediction.y == "ood.id"].model) == {"biases"}
 
 
+def test_the_gains_permutation_p_is_at_its_floor_for_biases_and_not_small_for_id_accuracy_itself():
+    frame, tags, _ = _world()
+    rep = biasbench.report(frame, tags=tags, resamples=200)
+    # robustness is made of biases independent of ID accuracy: no permuted residual reaches its ΔR²
+    assert _pred(rep, "ood.robustness", "id+biases").p_gain == pytest.approx(1 / 1001)
+    # adversarial is ID accuracy exactly: ΔR² ≈ 0, and every permutation reaches it (p = 1)
+    both = _pred(rep, "ood.adversarial", "id+biases")
+    assert abs(both.gain) < 0.01 and both.p_gain > 0.5
+    # only the id+biases row carries a gain and its p
+    assert rep.prediction[rep.prediction.model != "id+biases"].p_gain.isna().all()
+
+
+def test_the_gains_permutation_p_is_not_small_when_y_is_id_accuracy_plus_independent_noise():
+    # the null itself, not a degenerate case: y = ID + noise that no bias carries; over ten seeds the
+    # p-values are not concentrated near 0 (a valid test rejects about 5 % of the time at 0.05)
+    ps = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        n = 30
+        idacc = rng.uniform(0.5, 0.9, n)
+        biases = rng.uniform(0, 1, (n, 3))
+        y = idacc + 0.05 * rng.normal(size=n)
+        data = pd.DataFrame(biases, columns=["b0", "b1", "b2"]).assign(id=idacc, y=y)
+        rows = pr.predict_axis(
+            data, "y", ["b0", "b1", "b2"], "id", pr.PredictionOptions(permutations=300, n_resamples=200)
+        )
+        ps.append(next(r for r in rows if r["model"] == "id+biases")["p_gain"])
+    assert sum(p < 0.05 for p in ps) <= 2 and np.median(ps) > 0.2
+
+
+def test_the_gains_permutation_p_follows_its_seed_and_its_count():
+    _, _, v = _world()
+    data = pd.DataFrame(
+        {k: v[k.split(".")[-1]] if k.startswith("ood") else v[k] for k in [*BIASES, "ood.id"]}
+    )
+    data["y"] = v["robustness"]
+    opts = pr.PredictionOptions(permutations=200, n_resamples=200)
+    a, b = (pr.predict_axis(data, "y", BIASES, "ood.id", opts)[-1] for _ in range(2))
+    assert a["model"] == "id+biases" and a["p_gain"] == b["p_gain"] == pytest.approx(1 / 201)
+    none = pr.predict_axis(data, "y", BIASES, "ood.id", pr.PredictionOptions(permutations=0, n_resamples=200))
+    assert np.isnan(none[-1]["p_gain"]) and np.isnan(none[-1]["p_perm"]) and none[-1]["gain"] == a["gain"]
+
+
 def test_too_few_checkpoints_leave_the_prediction_undefined():
     frame, tags, _ = _world(n=pr.MIN_N - 1)
     rep = biasbench.report(frame, tags=tags, resamples=200)
@@ -133,6 +176,7 @@ def test_the_verdict_states_the_surviving_cells_the_prediction_and_the_caveats()
     assert f"{len(sig)} of {rep.table.r.notna().sum()} survive correction" in said[1]
     robust = next(s for s in said if s.startswith(rep.label("ood.robustness") + ":"))
     assert "the biases together predict it" in robust and "beyond ID accuracy alone" in robust
+    assert "permutation p = 0.001)" in robust  # ΔR²'s own p, at its floor 1/1001
     concepts = next(s for s in said if s.startswith(rep.label("ood.concepts") + ":"))
     assert "do not predict" in concepts
     assert any(s.startswith("Group rest (n = 20)") for s in said)
@@ -159,7 +203,10 @@ def test_every_format_carries_the_verdict_the_r2_table_and_the_groups(tmp_path):
     rep = biasbench.report(frame, tags=tags, resamples=200, permutations=200, by="category=adversarial")
     md = rep.to_markdown()
     assert "## Verdict" in md and "## All biases together" in md and "## By group" in md
+    assert "perm. p of Δ" in md and "perm. p of Δ" in rep.to_html()
     doc = json.loads(rep.to_json())
+    robust = next(r for r in doc["prediction"] if r["y"] == "ood.robustness" and r["model"] == "id+biases")
+    assert robust["p_gain"] == pytest.approx(1 / 201)
     assert doc["verdict"] == rep.verdict() and len(doc["prediction"]) == len(rep.prediction)
     assert set(doc["groups"]) == {"category=adversarial", "rest"}
     assert doc["scores"]["m00"]["shape_bias.shape_bias"] == pytest.approx(frame.value.iloc[0])
@@ -199,6 +246,7 @@ def test_bench_report_by_and_no_predict_on_a_database(tmp_path):
         "Verdict\n" in r.stdout
         and "All biases together" in r.stdout
         and "By group (--by category)" in r.stdout
+        and "perm. p of Δ" in r.stdout
     )
     r = bench(["report", "--db", str(db), "--resamples", "200", "--no-predict", "-f", "json"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

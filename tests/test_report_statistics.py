@@ -127,3 +127,14 @@ def test_correction_runs_over_the_whole_table():
     t = st.correlation_table(values, pairs, options=st.Options(n_resamples=200))
     assert list(t.p_adj) == pytest.approx(list(st.adjust(t.p.to_numpy(), "holm")))
     assert (t.p_adj >= t.p - 1e-15).all()
+
+
+def test_the_bootstraps_counting_ranks_are_scipys_average_ranks_exactly():
+    import numpy as np
+    from scipy import stats as sps
+
+    from biasbench.reports.statistics import _average_ranks
+
+    codes = np.random.default_rng(1).integers(0, 6, (4, 30, 25)).astype(float)  # many ties
+    for axis in (-1, 1, 0):
+        assert np.array_equal(_average_ranks(codes, axis), sps.rankdata(codes, axis=axis))

@@ -100,3 +100,28 @@ def test_results_survive_reopen_and_failures_are_recorded(tmp_path):
 def test_read_only_open_of_missing_database_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results database"):
         Store(tmp_path / "nope.duckdb", read_only=True)
+
+
+def test_writes_inside_held_share_one_connection_and_each_job_stays_atomic(tmp_path, monkeypatch):
+    import duckdb
+
+    path = tmp_path / "b.duckdb"
+    Store(path)  # created (and its schema written) outside the count
+    opened = []
+    real = duckdb.connect
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: opened.append(a) or real(*a, **k))
+    s = Store(path)
+    opened.clear()  # the opening checks' own connections
+    with s.held():
+        for i in range(5):
+            _write(s, JobKey(f"c{i}", "m", "h"), 0.1 * i)
+        with pytest.raises(Exception):  # noqa: B017 - a non-numeric value fails inside its transaction
+            s.write_job(
+                JobKey("bad", "m", "h"), JobRecord(metric_version="1", scalars={"x": "y"}, run_id="r")
+            )
+        assert len(s.stored_jobs()) == 5  # the failed job left nothing; the others are kept
+    assert len(opened) == 1  # one connection for the block
+    _write(s, JobKey("after", "m", "h"), 1.0)
+    assert len(opened) == 2  # outside the block: a connection per call again
+    with Store(path, read_only=True) as r:  # the held connection is closed: another reader opens it
+        assert sorted(r.results()["checkpoint"].unique()) == ["after", *(f"c{i}" for i in range(5))]

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2 as T
-from torchvision.transforms.functional import InterpolationMode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torchvision.transforms.functional import InterpolationMode
 
 from biasbench.core.errors import InputError
 from biasbench.core.hashing import sha256_text
@@ -84,7 +85,11 @@ class ImageSet:
         )
 
 
+# torchvision is imported where it is used: importing it pulls in torch._dynamo (seconds), which a
+# process that only reads declarations (a report reading the metrics' key roles) never needs
 def _interp(name: str) -> InterpolationMode:
+    from torchvision.transforms.functional import InterpolationMode
+
     try:
         return InterpolationMode(name)
     except ValueError as e:
@@ -92,6 +97,8 @@ def _interp(name: str) -> InterpolationMode:
 
 
 def decode_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
+    from torchvision.transforms import v2 as T
+
     tf = T.Compose(
         [
             T.PILToTensor(),
@@ -110,6 +117,8 @@ def image_decoder(pre: Preprocess | None) -> Callable[[Path], np.ndarray]:
     """``path -> uint8 (3, H, W)``: PIL decode, RGB, then ``pre``'s resize + crop (``None``: as
     stored). The one CPU decode of every dataset, cached (:func:`decode_files`) or streamed
     (:mod:`biasbench.core.streaming`), so both give the same pixels."""
+    from torchvision.transforms import v2 as T
+
     tf = decode_transform(pre) if pre is not None else (lambda im: T.PILToTensor()(im.convert("RGB")))
 
     def one(p: Path) -> np.ndarray:

@@ -632,19 +632,22 @@ def record_import(
         )
         status = RunStatus.FAILED
         try:
-            for ckpt, t in tags.items():
-                if ckpt not in known:  # a measured checkpoint keeps its own row
-                    store.upsert_checkpoint({"id": ckpt, "source": f"import:{source}", "tags": json.dumps(t)})
-            for (ckpt, metric), grp in results.groupby(["checkpoint", "metric"]):
-                record = JobRecord(
-                    metric_version="import",
-                    params=None,  # imported: no parameters (reports put them beside the measured variant)
-                    datasets={"import": prov},
-                    scalars=dict(zip(grp["key"], grp["value"], strict=True)),
-                    flags=["imported"],
-                    run_id=run_id,
-                )
-                store.write_job(JobKey(ckpt, metric, job_hash), record)
+            with store.held():  # one connection for the whole table, not one per job
+                for ckpt, t in tags.items():
+                    if ckpt not in known:  # a measured checkpoint keeps its own row
+                        store.upsert_checkpoint(
+                            {"id": ckpt, "source": f"import:{source}", "tags": json.dumps(t)}
+                        )
+                for (ckpt, metric), grp in results.groupby(["checkpoint", "metric"]):
+                    record = JobRecord(
+                        metric_version="import",
+                        params=None,  # imported: no parameters (reports put them beside the measured variant)
+                        datasets={"import": prov},
+                        scalars=dict(zip(grp["key"], grp["value"], strict=True)),
+                        flags=["imported"],
+                        run_id=run_id,
+                    )
+                    store.write_job(JobKey(ckpt, metric, job_hash), record)
             status = RunStatus.OK
         finally:
             store.finish_run(run_id, status)

@@ -38,8 +38,8 @@ class Accuracy(Metric):
     shares_batches = True
     # in-distribution accuracy: the report's fallback covariate (partial correlations) when ood.id is absent
     key_roles = {
-        "top1": KeyRole("diagnostic", True, "top-1 accuracy"),
-        "top5": KeyRole("diagnostic", True, "top-5 accuracy"),
+        "top1": KeyRole("diagnostic", True, "top-1 accuracy", proportion=True),
+        "top5": KeyRole("diagnostic", True, "top-5 accuracy", proportion=True),
     }
 
     @dataclass(frozen=True)

@@ -403,12 +403,15 @@ class KeyRole:
     ``"stability"`` (how reproducible another key is; shown beside it, never correlated) or
     ``"diagnostic"`` (stored, not in the curated report). ``higher_is_better`` orients a
     generalization key (``None`` where the direction is not a quality, as for most biases).
-    ``pattern`` keys may use ``fnmatch`` wildcards, e.g. ``"c_top1@*"``.
+    ``pattern`` keys may use ``fnmatch`` wildcards, e.g. ``"c_top1@*"``. ``proportion``: the value
+    is a count of successes over the key's stored ``n`` trials (an accuracy, shape bias), so a report
+    gives each checkpoint's value a binomial interval (:mod:`biasbench.reports.uncertainty`).
     """
 
     role: str
     higher_is_better: bool | None = None
     label: str = ""
+    proportion: bool = False
 
 
 @dataclass(frozen=True)

@@ -146,8 +146,8 @@ class OOD(Metric):
         "robustness_ece": KeyRole("generalization", False, "robustness-set ECE (15 bins)"),
         "robustness_nll": KeyRole("diagnostic", False, "robustness-set NLL"),
         "robustness_brier": KeyRole("diagnostic", False, "robustness-set Brier score"),
-        "*_top*": KeyRole("diagnostic", True, "per-set accuracy"),
-        "*_acc16": KeyRole("diagnostic", True, "per-set 16-class accuracy"),
+        "*_top*": KeyRole("diagnostic", True, "per-set accuracy", proportion=True),
+        "*_acc16": KeyRole("diagnostic", True, "per-set 16-class accuracy", proportion=True),
         # before "*_mean": a family's calibration means (c19_ece_mean …) are calibration, not accuracy
         "*_ece*": KeyRole("diagnostic", False, "per-set ECE (15 bins)"),
         "*_nll*": KeyRole("diagnostic", False, "per-set NLL"),

@@ -212,8 +212,10 @@ class ShapeBias(Metric):
     version = "1"
     item_columns = ("label", "texture", "decision", "correct", "outcome", "top1")
     key_roles = {
-        "shape_bias": KeyRole("bias", None, "shape bias"),
-        "cue_conflict_acc16": KeyRole("diagnostic", True, "cue-conflict 16-class accuracy (shape label)"),
+        "shape_bias": KeyRole("bias", None, "shape bias", proportion=True),
+        "cue_conflict_acc16": KeyRole(
+            "diagnostic", True, "cue-conflict 16-class accuracy (shape label)", proportion=True
+        ),
     }
 
     @dataclass(frozen=True)
@@ -279,7 +281,7 @@ class Acc16(Metric):
     version = "1"
     item_columns = ("set", "label", "decision", "correct", "top1")
     # per-set accuracies: a report column on request (`bench report --generalization acc16.edges_acc16`)
-    key_roles = {"*_acc16": KeyRole("diagnostic", True, "16-class accuracy")}
+    key_roles = {"*_acc16": KeyRole("diagnostic", True, "16-class accuracy", proportion=True)}
 
     @dataclass(frozen=True)
     class Params:

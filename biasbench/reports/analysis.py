@@ -6,6 +6,11 @@ Curated (the default): rows are the keys the metric plugins declare as ``bias``,
 exploration: ``keys`` (or every non-constant column) correlated pair by pair; ``top`` keeps the
 strongest pairs (p-values are adjusted over every pair tested, not only those shown).
 
+The correction family (``family``): by default every cell of the table; ``"column"`` one family per
+generalization axis, ``"row"`` one per bias, or a fixed list of keys (the cells among them; the other
+cells are a second family) — so installing one more metric plugin cannot move an unrelated cell's
+adjusted p (:func:`biasbench.reports.statistics.family_labels`; the page states the family).
+
 The partial correlation controls for in-distribution accuracy: ``ood.id`` when stored, else
 ``accuracy.top1`` (or the column ``control`` names). Leave-one-category-out uses the checkpoint tag
 ``category`` when checkpoints carry it.
@@ -49,7 +54,7 @@ class Report:
     options: st.Options
     control: str | None
     category: str | None
-    tested: int  # pairs whose p-values were adjusted together
+    tested: int  # pairs tested (their p-values adjusted within their families)
     provenance: dict[str, Any] = field(default_factory=dict)
     #: per checkpoint, each covered image's SIS size as a fraction of its pixels (read from stored traces)
     sis_sizes: dict[str, np.ndarray] = field(default_factory=dict)
@@ -66,7 +71,16 @@ class Report:
     #: the curated report's companions: every pair of the bias keys (``"bias"``: bias × bias) and of
     #: the generalization keys, with the same statistics
     matrices: dict[str, Report] = field(default_factory=dict)
+    #: the correction family as asked: ``"table"``, ``"column"``, ``"row"`` or the fixed keys
+    family: str | list[str] = "table"
     generated: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def family_sizes(self) -> dict[str, int]:
+        """Each correction family's label and how many of the table's cells it holds (with ``top``,
+        the shown cells; the adjustment covered every pair tested)."""
+        if "family" not in self.table or not len(self.table):
+            return {}
+        return {str(k): int(v) for k, v in self.table["family"].value_counts(sort=False).items()}
 
     def label(self, column: str) -> str:
         """A column's declared label (its key when it declares none)."""
@@ -158,6 +172,7 @@ def build_report(
     predict: bool = True,
     prediction_options: pr.PredictionOptions = pr.PredictionOptions(),
     matrices: bool = True,
+    family: str | list[str] = "table",
 ) -> Report:
     """The statistics for the curated table (default) or for free pairs (``keys`` / ``all_keys``), or
     for every pair of one role's keys (``among="bias"``: bias × bias; ``"generalization"``).
@@ -165,7 +180,12 @@ def build_report(
     ``by``: also the same report for each group of checkpoints (:func:`group_checkpoints`).
     ``predict``: for the curated table, all biases together predicting each generalization axis
     (:mod:`biasbench.reports.prediction`). ``matrices``: for the curated table, also bias × bias and
-    generalization × generalization (``Report.matrices``)."""
+    generalization × generalization (``Report.matrices``). ``family``: the correction family (the
+    module docstring); a list of keys is resolved like ``keys`` (an unknown key is an error)."""
+    if not isinstance(family, str):
+        family = resolve_keys(scores, list(family))
+    else:
+        st.family_labels([], family)  # an unknown rule: one clear error before any work
     kwargs = dict(
         keys=keys,
         all_keys=all_keys,
@@ -180,6 +200,7 @@ def build_report(
         among=among,
         predict=predict,
         prediction_options=prediction_options,
+        family=family,
     )
     groups = group_checkpoints(scores, by) if by else {}
     rep = _build_one(scores, **kwargs)
@@ -247,6 +268,7 @@ def _build_one(
     among: str | None,
     predict: bool,
     prediction_options: pr.PredictionOptions,
+    family: str | list[str],
 ) -> Report:
     if among is not None:
         if among not in ROLES_AMONG:
@@ -278,7 +300,7 @@ def _build_one(
         rows = cols = chosen
         metric_of = (lambda c: scores.columns.at[c, "metric"]) if across_metrics else None
         pairs = st.all_pairs(chosen, metric_of)
-    table = _table(values, pairs, ctrl, cats, options, top)
+    table = _table(values, pairs, ctrl, cats, options, top, st.family_labels(pairs, family))
     if options.mask_p is not None:
         table["masked"] = ~(table["p"] < options.mask_p)  # NaN p: masked too
     prediction = None
@@ -296,6 +318,7 @@ def _build_one(
         tested=len(pairs),
         provenance=provenance or {},
         prediction=prediction,
+        family=family,
     )
 
 
@@ -306,15 +329,19 @@ def _table(
     cats: pd.Series | None,
     options: st.Options,
     top: int | None,
+    families: list[str],
 ) -> pd.DataFrame:
     if top is None or len(pairs) <= top:
-        return st.correlation_table(values, pairs, control=control, categories=cats, options=options)
+        return st.correlation_table(
+            values, pairs, control=control, categories=cats, options=options, families=families
+        )
     # many pairs: coefficients for all (the correction covers every test), the rest for the strongest
     quick = pd.DataFrame(
         [(x, y, *st.correlation(*values[[x, y]].dropna().T.to_numpy(), options.method)) for x, y in pairs],
         columns=["x", "y", "r", "p"],
     )
-    quick["p_adj"] = st.adjust(quick["p"].to_numpy(), options.correction)
+    quick["family"] = families
+    quick["p_adj"] = st.adjust(quick["p"].to_numpy(), options.correction, families)
     quick = quick.dropna(subset=["r"])
     best = quick.reindex(quick["r"].abs().sort_values(ascending=False).index).head(top)
     full = st.correlation_table(
@@ -323,6 +350,7 @@ def _table(
         control=control,
         categories=cats,
         options=options,
+        families=list(best["family"]),
     )
     full["p_adj"] = best["p_adj"].to_numpy()
     return full

@@ -21,13 +21,23 @@ Uncertainty:
   permuted (``N_PERMUTATIONS`` = 1,000, seeded); ``p = (1 + #{R²_perm ≥ R²}) / (1 + N)``, so its floor
   is 1/1001. The permutations are computed in closed form (the ridge fit for a fixed design and
   penalty is linear in ``y``, and the leave-one-out error of a linear smoother is the PRESS identity
-  ``eᵢ = (yᵢ − ŷᵢ) / (1 − Hᵢᵢ)``), all permutations in one matrix product per fold and penalty; the
-  tests check that this reproduces scikit-learn's predictions to 1e-8;
+  ``eᵢ = (yᵢ − ŷᵢ) / (1 − Hᵢᵢ)``), all permutations in one matrix product per fold; the observed y
+  goes through the same closed form (no model is refitted per fold in Python). The tests check that this
+  reproduces scikit-learn's ``cross_val_predict`` of the pipeline above (:func:`cv_predict`, the
+  reference) to 1e-8;
 * a 95 % percentile-bootstrap interval of R² over checkpoints, resampling (y, ŷ) pairs of the
   out-of-fold predictions (``scipy.stats.bootstrap``, paired, seeded): the uncertainty of the score
   given the fitted predictions, not of the refitting;
 * the gain of ``id+biases`` over ``id``: ΔR² with the same paired bootstrap over both models'
-  predictions.
+  predictions, and a permutation p-value for ΔR² (``p_gain``) by the Freedman–Lane scheme. The null
+  it tests: *given ID accuracy, the biases carry no linear information about y* — y = a + b·ID + e with
+  exchangeable errors e that do not depend on the biases. Under it, the residuals ``e`` of the
+  ordinary least-squares fit of y on ID (all n checkpoints, with an intercept) may be permuted: each
+  permutation builds ``y* = ŷ_ID + P e`` and repeats the whole procedure for both models (``id`` and
+  ``id+biases``, the designs unchanged, so the same closed form serves), giving ΔR²*; ``p_gain =
+  (1 + #{ΔR²* ≥ ΔR²}) / (1 + N)``. Permuting residuals rather than the bias block's rows keeps the
+  biases' correlation with ID accuracy (a bias that is only a proxy for ID is not rewarded), which
+  permuting the bias rows would break.
 
 Fewer than ``MIN_N`` complete checkpoints leave an axis's numbers undefined (NaN).
 """
@@ -62,6 +72,7 @@ COLUMNS = [
     "gain",
     "gain_low",
     "gain_high",
+    "p_gain",
 ]
 
 
@@ -92,10 +103,14 @@ def cv_predict(X: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, n
     return cross_val_predict(model, X, y, cv=list(folds))
 
 
-def _smoothers(X: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every penalty: the training fold's hat matrix ``H`` (alphas × m × m) and the test rows'
-    prediction matrix ``G`` (alphas × t × m), both linear in the training ``y``; ``X`` scaled on the
-    training fold, an unpenalised intercept column."""
+def _smoothers(
+    X: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every penalty, with ``X`` scaled on the training fold and an unpenalised intercept column:
+    the coefficient map ``C`` (alphas × p × m; the coefficients are ``C @ y_train``), the training rows'
+    leverages ``diag(H)`` (alphas × m, ``H = A C`` the hat matrix, never formed) and the scaled training
+    and test designs stacked as one (m + t) × p matrix ``A`` — everything is linear in the training
+    ``y``, so every permutation costs one product with ``C``."""
     xt = X[train]
     mean, sd = xt.mean(axis=0), xt.std(axis=0)
     sd[sd == 0] = 1.0  # as StandardScaler: a constant column stays 0
@@ -105,8 +120,9 @@ def _smoothers(X: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[np.n
     pen = np.eye(gram.shape[0])
     pen[0, 0] = 0.0
     inv = np.linalg.inv(gram[None] + ALPHAS[:, None, None] * pen[None])  # alphas × p × p
-    proj = inv @ a_tr.T[None]  # alphas × p × m
-    return a_tr[None] @ proj, a_te[None] @ proj
+    coef = inv @ a_tr.T[None]  # alphas × p × m
+    lev = np.einsum("mp,apm->am", a_tr, coef)
+    return coef, lev, np.vstack([a_tr, a_te])
 
 
 def permuted_predictions(
@@ -117,14 +133,19 @@ def permuted_predictions(
     training fold, then the test rows' prediction under it."""
     out = np.empty_like(Y, dtype=float)
     for train, test in folds:
-        hat, pred = _smoothers(X, train, test)
+        coef, lev, design = _smoothers(X, train, test)
+        m = len(train)
         yt = Y[train]  # m × P
-        fitted = hat @ yt[None]  # alphas × m × P
-        lev = np.einsum("aii->ai", hat)[:, :, None]
-        press = (((yt[None] - fitted) / (1.0 - lev)) ** 2).mean(axis=1)  # alphas × P
+        a, q = coef.shape[:2]
+        beta = (coef.reshape(a * q, m) @ yt).reshape(a, q, -1)  # alphas × p × P, one product
+        # every penalty's fitted values in one product too (a broadcast stack of small products is
+        # an order of magnitude slower)
+        fitted = (
+            (design @ beta.transpose(1, 0, 2).reshape(q, -1)).reshape(len(design), a, -1).transpose(1, 0, 2)
+        )
+        press = (((yt[None] - fitted[:, :m]) / (1.0 - lev[:, :, None])) ** 2).mean(axis=1)  # alphas × P
         best = press.argmin(axis=0)  # P (the first of ties, as RidgeCV)
-        test_pred = pred @ yt[None]  # alphas × t × P
-        out[test] = np.take_along_axis(test_pred, best[None, None, :], axis=0)[0]
+        out[test] = np.take_along_axis(fitted[:, m:], best[None, None, :], axis=0)[0]
     return out
 
 
@@ -161,6 +182,33 @@ def _gain(y: np.ndarray, full: np.ndarray, base: np.ndarray, axis: int = -1) -> 
     return r2(y, full, axis) - r2(y, base, axis)
 
 
+def _p(null: np.ndarray, observed: float, permutations: int) -> float:
+    """``(1 + #{null ≥ observed}) / (1 + N)``, a tie within rounding counted as reached."""
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + permutations))
+
+
+def gain_permutation_p(
+    control: np.ndarray,
+    full: np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    permutations: int,
+    seed: int,
+) -> float:
+    """The Freedman–Lane permutation p-value of ΔR² = R²(``full``) − R²(``control``) (designs n × p;
+    the module docstring states the null): the residuals of y's least-squares fit on ``control`` are
+    permuted, added back to its fitted values, and both models are refitted in closed form."""
+    ones = np.column_stack([np.ones(len(y)), control])
+    beta, *_ = np.linalg.lstsq(ones, y, rcond=None)
+    fitted = ones @ beta
+    resid = y - fitted
+    rng = np.random.default_rng(seed)
+    Y = fitted[:, None] + np.stack([rng.permutation(resid) for _ in range(permutations)], axis=1)
+    Y = np.column_stack([y, Y])  # the observed y first: its ΔR² by the very same computation
+    gains = r2(Y, permuted_predictions(full, Y, folds)) - r2(Y, permuted_predictions(control, Y, folds))
+    return _p(gains[1:], float(gains[0]), permutations)
+
+
 def predict_axis(
     values: pd.DataFrame,
     y: str,
@@ -184,7 +232,9 @@ def predict_axis(
     folds = _folds(n, options.folds, options.seed) if defined else []
     rng = np.random.default_rng(options.seed)
     perms = (
-        np.stack([rng.permutation(target) for _ in range(options.permutations)], axis=1) if defined else None
+        np.stack([rng.permutation(target) for _ in range(options.permutations)], axis=1)
+        if defined and options.permutations
+        else None
     )
     for model in MODELS:
         if model not in specs:
@@ -194,13 +244,16 @@ def predict_axis(
         row.update({c: float("nan") for c in COLUMNS[4:]})
         if defined and feats:
             X = data[feats].to_numpy(float)
-            pred = cv_predict(X, target, folds)
+            # the observed y alone (its predictions must not depend on the number of permutations,
+            # not even in the last bit), then the permutations, by the same closed form
+            pred = permuted_predictions(X, target[:, None], folds)[:, 0]
             preds[model] = pred
             score = float(r2(target, pred))
-            null = r2(perms, permuted_predictions(X, perms, folds))
             row["r2"] = score
             row["r2_low"], row["r2_high"] = _bootstrap((target, pred), r2, options)
-            row["p_perm"] = float((1 + np.sum(null >= score - 1e-12)) / (1 + options.permutations))
+            if perms is not None:
+                null = r2(perms, permuted_predictions(X, perms, folds))
+                row["p_perm"] = _p(null, score, options.permutations)
         rows.append(row)
     if "id" in preds and "id+biases" in preds:
         full = next(r for r in rows if r["model"] == "id+biases")
@@ -208,6 +261,15 @@ def predict_axis(
         full["gain_low"], full["gain_high"] = _bootstrap(
             (target, preds["id+biases"], preds["id"]), _gain, options
         )
+        if options.permutations:
+            full["p_gain"] = gain_permutation_p(
+                data[[control]].to_numpy(float),
+                data[specs["id+biases"]].to_numpy(float),
+                target,
+                folds,
+                options.permutations,
+                options.seed,
+            )
     return rows
 
 

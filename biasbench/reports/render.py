@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from biasbench.reports.statistics import SYMBOL
+from biasbench.reports.uncertainty import score_intervals
 
 if TYPE_CHECKING:  # pragma: no cover
     from biasbench.reports.analysis import Report
@@ -71,11 +72,27 @@ def headline(report: Report) -> str:
     )
 
 
+def family_text(report: Report) -> str:
+    """Which cells each correction family holds, in words (``--family``)."""
+    sizes = report.family_sizes()
+    if isinstance(report.family, list):
+        fixed, rest = sizes.get("fixed", 0), sizes.get("rest", 0)
+        text = f"fixed by --family: the {fixed} cells among {', '.join(report.family)}"
+        return text + (f"; the other {rest} cells are a second family" if rest else "")
+    if report.family == "table":
+        return f"one family, every cell of the table ({report.tested} cells)"
+    what = "generalization column" if report.family == "column" else "bias row"
+    if not report.curated:
+        what = "y key" if report.family == "column" else "x key"
+    each = ", ".join(f"{k.split(' ', 1)[1]} ({v})" for k, v in sizes.items())
+    return f"one family per {what}: {each}"
+
+
 def legend(report: Report) -> list[str]:
     """The lines that explain the table's marks."""
     lines = [
         f"* p < {ALPHA} after {CORRECTION_NAME[report.options.correction]} correction over "
-        f"{report.tested} tests.",
+        f"{report.tested} tests; correction family: {family_text(report)}.",
     ]
     if report.control:
         lines.append(
@@ -175,7 +192,7 @@ def _rich_table(title: str, rows: list[list[str]], left: set[str]) -> Table:
 
 PREDICTION_TITLE = (
     "All biases together: cross-validated R² of each generalization axis (ridge, nested CV; "
-    "95 % bootstrap CI; permutation p)"
+    "95 % bootstrap CI; permutation p; ΔR²'s p by permuting the residuals of y on ID accuracy)"
 )
 PREDICTION_HEADER = [
     "generalization",
@@ -186,6 +203,7 @@ PREDICTION_HEADER = [
     "perm. p",
     "ΔR² over ID",
     "95% CI of Δ",
+    "perm. p of Δ",
 ]
 
 
@@ -207,6 +225,7 @@ def prediction_rows(report: Report) -> list[list[str]]:
                 num(r.p_perm, ".2g"),
                 num(r.gain),
                 "—" if math.isnan(r.gain_low) else f"[{num(r.gain_low)}, {num(r.gain_high)}]",
+                num(r.p_gain, ".2g"),
             ]
         )
     return rows
@@ -433,7 +452,8 @@ def to_latex(report: Report) -> str:
         f"{report.options.method.capitalize()} {SYMBOL[report.options.method]} across {report.n_checkpoints} "
         "checkpoints; "
         f"{round(report.options.confidence * 100)} % bootstrap interval over checkpoints; * adjusted p < "
-        f"{ALPHA} ({CORRECTION_NAME[report.options.correction]} over {report.tested} tests)."
+        f"{ALPHA} ({CORRECTION_NAME[report.options.correction]} over {report.tested} tests; "
+        f"family: {family_text(report)})."
     )
 
     def cell(row: Any) -> str:
@@ -494,6 +514,8 @@ def to_json(report: Report) -> str:
         "seed": report.options.seed,
         "correction": report.options.correction,
         "tests": report.tested,
+        "family": report.family,
+        "families": report.family_sizes(),
         "checkpoints": report.scores.checkpoints,
         "rows": report.rows,
         "columns": report.cols,
@@ -515,6 +537,9 @@ def to_json(report: Report) -> str:
             for role, sub in report.matrices.items()
         },
         "scores": json.loads(report.scores.values.to_json(orient="index")),
+        "score_intervals": score_intervals(report.scores, report.options.confidence),
+        "score_interval_method": f"Wilson score interval, {round(report.options.confidence * 100)} % "
+        "(declared proportions: value = k / n)",
         "provenance": report.provenance,
     }
     return json.dumps(doc, indent=1, default=str) + "\n"

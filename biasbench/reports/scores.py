@@ -33,13 +33,16 @@ class UnknownKeyError(InputError):
 @dataclass
 class Scores:
     """``values``: checkpoints × columns; ``columns``: per column its metric, key, variant, role,
-    higher_is_better and label; ``covariates``: checkpoints × tag names (strings)."""
+    higher_is_better, label and whether it is a declared proportion; ``covariates``: checkpoints × tag
+    names (strings); ``counts``: checkpoints × columns, the ``n`` each value rests on (empty when the
+    results carry none)."""
 
     values: pd.DataFrame
     columns: pd.DataFrame
     covariates: pd.DataFrame
     shadowed: int = 0  # imported values hidden by a measurement of the same checkpoint and column
     notes: list[str] = field(default_factory=list)
+    counts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def checkpoints(self) -> list[str]:
@@ -60,6 +63,7 @@ class Scores:
             else self.covariates.reindex(checkpoints),
             shadowed=self.shadowed,
             notes=list(self.notes),
+            counts=self.counts.reindex(checkpoints) if len(self.counts.columns) else self.counts,
         )
 
 
@@ -69,7 +73,17 @@ def build_scores(results: pd.DataFrame, tags: dict[str, dict[str, Any]] | None =
     tags = tags or {}
     if results.empty:
         empty = pd.DataFrame(
-            columns=["metric", "key", "variant", "role", "higher_is_better", "label", "imported", "position"]
+            columns=[
+                "metric",
+                "key",
+                "variant",
+                "role",
+                "higher_is_better",
+                "label",
+                "imported",
+                "position",
+                "proportion",
+            ]
         )
         return Scores(pd.DataFrame(), empty, pd.DataFrame(index=pd.Index([], name="checkpoint")))
     df = results.copy()
@@ -97,6 +111,10 @@ def build_scores(results: pd.DataFrame, tags: dict[str, dict[str, Any]] | None =
     df = df[~dup]
     values = df.pivot(index="checkpoint", columns="column", values="value").sort_index().sort_index(axis=1)
     values.columns.name = None
+    counts = pd.DataFrame()
+    if "n" in df:
+        counts = df.pivot(index="checkpoint", columns="column", values="n").reindex_like(values)
+        counts.columns.name = None
     meta_rows = {}
     for col, grp in df.groupby("column"):
         first = grp.iloc[0]
@@ -110,6 +128,7 @@ def build_scores(results: pd.DataFrame, tags: dict[str, dict[str, Any]] | None =
             "label": role.label or first["key"],
             "imported": bool(grp["imported"].any()),
             "position": declared_position(first["metric"], first["key"]),
+            "proportion": role.proportion,
         }
     columns = pd.DataFrame.from_dict(meta_rows, orient="index").reindex(values.columns)
     cov = pd.DataFrame(
@@ -119,7 +138,7 @@ def build_scores(results: pd.DataFrame, tags: dict[str, dict[str, Any]] | None =
     notes = []
     if shadowed:
         notes.append(f"{shadowed} imported value(s) hidden by a measurement of the same checkpoint and key")
-    return Scores(values, columns, cov, shadowed=shadowed, notes=notes)
+    return Scores(values, columns, cov, shadowed=shadowed, notes=notes, counts=counts)
 
 
 def resolve_keys(scores: Scores, keys: list[str]) -> list[str]:

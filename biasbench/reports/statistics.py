@@ -8,8 +8,9 @@ For every (bias, generalization) pair, over the checkpoints that have both value
   ``paired=True`` (checkpoints are resampled with both their values), seeded, ``N_RESAMPLES``
   resamples. Resamples whose correlation is undefined (a constant column) are left out of the
   percentiles and counted;
-* the p-values adjusted across the whole table — Holm (default) or Benjamini–Hochberg
-  (``statsmodels.stats.multitest.multipletests``), or none;
+* the p-values adjusted within their correction family — by default every cell of the table — with
+  Holm (default) or Benjamini–Hochberg (``statsmodels.stats.multitest.multipletests``), or none
+  (the families themselves: :func:`family_labels`);
 * the partial Spearman correlation controlling for in-distribution accuracy (is the bias informative
   beyond accuracy?): Pearson's r of the ranks of both variables after the ranks of the covariate are
   regressed out, computed as ρ_xy·z = (ρ_xy − ρ_xz ρ_yz) / √((1 − ρ_xz²)(1 − ρ_yz²)), with the
@@ -23,6 +24,7 @@ Fewer than ``MIN_N`` checkpoints, or a constant variable, leave a cell's numbers
 
 from __future__ import annotations
 
+import gc
 import itertools
 import warnings
 from collections.abc import Callable, Sequence
@@ -57,6 +59,7 @@ COLUMNS = [
     "loco_min",
     "loco_max",
     "loco_drop",
+    "family",
 ]
 
 
@@ -85,11 +88,25 @@ def _vectorised(method: str) -> tuple[Callable[..., np.ndarray], bool]:
         return (lambda x, y: stats.kendalltau(x, y).statistic), False
 
     def stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        if method == "spearman":
-            x, y = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
+        if method == "spearman":  # x, y: dense codes (see bootstrap_cis)
+            x, y = _average_ranks(x, axis), _average_ranks(y, axis)
         return stats.pearsonr(x, y, axis=axis).statistic
 
     return stat, True
+
+
+def _average_ranks(codes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``scipy.stats.rankdata(codes, axis=axis)`` (average ranks of ties) for whole-number codes
+    0 … K − 1, by counting instead of sorting: a code's average rank is the number of values at or
+    below it minus (its count − 1) / 2 — whole and half numbers, so exactly rankdata's values. The
+    bootstrap ranks every resample of every pair; counting makes that linear in n."""
+    moved = np.moveaxis(np.asarray(codes), axis, -1)
+    flat = moved.reshape(-1, moved.shape[-1]).astype(np.int64)
+    rows, k = flat.shape[0], int(flat.max()) + 1 if flat.size else 1
+    counts = np.bincount((flat + k * np.arange(rows)[:, None]).ravel(), minlength=rows * k).reshape(rows, k)
+    average = np.cumsum(counts, axis=1) - (counts - 1) / 2.0
+    ranks = np.take_along_axis(average, flat, axis=1).reshape(moved.shape)
+    return np.moveaxis(ranks, -1, axis)
 
 
 def bootstrap_ci(
@@ -123,6 +140,8 @@ def bootstrap_cis(
     arrays = []
     for k, (x, y) in enumerate(pairs):
         x, y = np.asarray(x, float), np.asarray(y, float)
+        if method == "spearman":  # ρ depends on the order only: resample the dense ranks (exactly)
+            x, y = (stats.rankdata(v, method="dense") - 1.0 if len(v) else v for v in (x, y))
         arrays.append((x, y))
         if len(x) < MIN_N_CI or np.all(x == x[0]) or np.all(y == y[0]):
             continue
@@ -199,17 +218,50 @@ def leave_one_category_out(
     return (min(found.values()), max(found.values()), drop)
 
 
-def adjust(p: Sequence[float], correction: str = "holm") -> np.ndarray:
-    """``p`` adjusted for multiple comparisons over the finite values (``holm``, ``bh`` or ``none``)."""
+def adjust(p: Sequence[float], correction: str = "holm", families: Sequence[str] | None = None) -> np.ndarray:
+    """``p`` adjusted for multiple comparisons over the finite values (``holm``, ``bh`` or ``none``),
+    within each family: the values with the same label in ``families`` (default: all one family)."""
     p = np.asarray(p, float)
     out = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
+    labels = np.zeros(len(p), dtype=int) if families is None else pd.factorize(np.asarray(families))[0]
     method = CORRECTIONS[correction]
-    if method is None:
-        out[ok] = p[ok]
-    elif ok.any():
-        out[ok] = multipletests(p[ok], method=method)[1]
+    # multipletests calls gc.collect() each time: with the objects alive now frozen (gc.freeze) the
+    # collection skips them — a quarter of a second per call in a process that has imported torch
+    gc.freeze()
+    try:
+        for fam in np.unique(labels):
+            ok = np.isfinite(p) & (labels == fam)
+            if method is None:
+                out[ok] = p[ok]
+            elif ok.any():
+                out[ok] = multipletests(p[ok], method=method)[1]
+    finally:
+        gc.unfreeze()
     return out
+
+
+#: ``family`` specifications that name a rule (anything else is a list of keys)
+FAMILIES = ("table", "column", "row")
+#: the family label of the cells outside a fixed list of keys
+REST = "rest"
+
+
+def family_labels(pairs: Sequence[tuple[str, str]], family: str | Sequence[str] = "table") -> list[str]:
+    """The correction family of each (x, y) pair. ``"table"``: one family, every pair of the table
+    (labelled ``"table"``); ``"column"``: one per generalization axis (``y``); ``"row"``: one per bias
+    (``x``); a sequence of column names (a fixed family, e.g. the keys a study pre-registered): the
+    pairs whose two columns are both among them form the family ``"fixed"``, every other pair the
+    family ``"rest"`` — so a key added to the results never changes the fixed family's adjusted p."""
+    if isinstance(family, str):
+        if family not in FAMILIES:
+            raise InputError(
+                f"unknown correction family {family!r} ({', '.join(FAMILIES)} or a list of keys)"
+            )
+        if family == "table":
+            return ["table"] * len(pairs)
+        return [f"{family} {y if family == 'column' else x}" for x, y in pairs]
+    chosen = set(family)
+    return ["fixed" if x in chosen and y in chosen else REST for x, y in pairs]
 
 
 @dataclass(frozen=True)
@@ -231,9 +283,11 @@ def correlation_table(
     control: str | None = None,
     categories: pd.Series | None = None,
     options: Options = Options(),
+    families: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per (x, y) pair with the columns ``COLUMNS`` (``values``: checkpoints × columns;
-    ``control``: the column to partial out; ``categories``: a category per checkpoint)."""
+    ``control``: the column to partial out; ``categories``: a category per checkpoint; ``families``:
+    each pair's correction family, :func:`family_labels`; default one family)."""
     if options.method not in METHODS:
         raise InputError(f"unknown method {options.method!r} ({', '.join(METHODS)})")
     if options.correction not in CORRECTIONS:
@@ -264,7 +318,8 @@ def correlation_table(
         row.update(loco_min=lmin, loco_max=lmax, loco_drop=drop)
         rows.append(row)
     out = pd.DataFrame(rows, columns=COLUMNS)
-    out["p_adj"] = adjust(out["p"].to_numpy(), options.correction) if len(out) else []
+    out["p_adj"] = adjust(out["p"].to_numpy(), options.correction, families) if len(out) else []
+    out["family"] = list(families) if families is not None else "table"
     return out
 
 

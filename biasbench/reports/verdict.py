@@ -2,7 +2,8 @@
 
 Rules, in the order the sentences appear:
 
-1. **Scope:** n checkpoints, the number of cells tested and the correction.
+1. **Scope:** n checkpoints, the number of cells tested and the correction (with its families when
+   ``--family`` is not the whole table).
 2. **Cells:** how many cells have an adjusted p below ``ALPHA`` (0.05); the strongest of them (at most
    ``STRONGEST`` = 3, by |coefficient|) with their interval and, when the report controls for ID
    accuracy, whether the partial coefficient keeps the sign and is itself below ``ALPHA`` ("beyond ID
@@ -10,8 +11,10 @@ Rules, in the order the sentences appear:
    not distinguishable from chance.
 3. **All biases together** (when the report holds the prediction table): per generalization axis,
    "predicted" when the biases' out-of-sample R² is > 0 with permutation p < ``ALPHA``, otherwise "not
-   predicted"; and, with a control, "beyond ID accuracy" when ΔR² (ID + biases over ID alone) has a
-   bootstrap interval above 0, "not beyond ID accuracy" otherwise.
+   predicted"; and, with a control, "beyond ID accuracy" when ΔR² (ID + biases over ID alone) is > 0
+   with permutation p < ``ALPHA`` (Freedman–Lane: residuals of y on ID accuracy permuted; without
+   permutations, its bootstrap interval above 0), "not beyond ID accuracy" otherwise; the sentence
+   gives ΔR² with its interval and p.
 4. **Groups** (``--by``): per group, its n and its count of surviving cells.
 5. **Caveats:** always that a correlation across a zoo is not causation (recipes change several
    properties at once); with fewer than ``SMALL_N`` (20) checkpoints, that the intervals are wide and
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from biasbench.reports.render import CORRECTION_NAME, num
+from biasbench.reports.render import CORRECTION_NAME, family_text, num
 from biasbench.reports.statistics import SYMBOL
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,9 +68,10 @@ def cells_sentences(report: Report) -> list[str]:
     t = report.table.dropna(subset=["r"])
     sym = SYMBOL[report.options.method]
     what = "bias × generalization cells" if report.curated else "pairs"
+    within = "" if report.family == "table" else f" within families ({family_text(report)})"
     out = [
         f"{report.n_checkpoints} checkpoints, {report.tested} {what} tested, p-values adjusted with "
-        f"{CORRECTION_NAME[report.options.correction]} correction."
+        f"{CORRECTION_NAME[report.options.correction]} correction{within}."
     ]
     if not len(t):
         out.append("No cell has a defined coefficient (too few checkpoints, or constant columns).")
@@ -112,10 +116,12 @@ def prediction_sentences(report: Report) -> list[str]:
         )
         both, base = by.get("id+biases"), by.get("id")
         if both is not None and base is not None and _ok(both.gain):
-            beyond = both.gain_low > 0
+            tested = _ok(both.p_gain)
+            beyond = both.gain > 0 and both.p_gain < ALPHA if tested else both.gain_low > 0
             text += (
                 f"; {'beyond' if beyond else 'not beyond'} ID accuracy alone (R² {num(base.r2)} → "
-                f"{num(both.r2)}, ΔR² = {num(both.gain)} [{num(both.gain_low)}, {num(both.gain_high)}])"
+                f"{num(both.r2)}, ΔR² = {num(both.gain)} [{num(both.gain_low)}, {num(both.gain_high)}]"
+                + (f", permutation p = {num(both.p_gain, '.2g')})" if tested else ")")
             )
         out.append(text + ".")
     return out

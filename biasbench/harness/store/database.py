@@ -132,6 +132,7 @@ class Store:
     def __init__(self, path: str | Path, read_only: bool = False, lock_timeout: float | None = None) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._held: duckdb.DuckDBPyConnection | None = None  # see held()
         if lock_timeout is None:
             env = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
             try:
@@ -188,13 +189,32 @@ class Store:
 
     # -- connections ---------------------------------------------------------------------------
     @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """One connection for every call inside the block — many small writes (an imported table's
+        jobs) without opening the file for each; every write keeps its own transaction, and other
+        processes wait for the block to end, as for any write."""
+        if self._held is not None:
+            yield
+            return
+        with self._connect() as con:
+            self._held = con
+            try:
+                yield
+            finally:
+                self._held = None
+
+    @contextlib.contextmanager
     def _connect(
         self,
         read_only: bool | None = None,
         lock_timeout: float | None = None,
     ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one call; another process's lock is waited out with backoff (up to
-        ``lock_timeout`` s), every other failure to open is a :class:`StoreError`."""
+        """A connection for one call (inside :meth:`held`, the held one); another process's lock is
+        waited out with backoff (up to ``lock_timeout`` s), every other failure to open is a
+        :class:`StoreError`."""
+        if self._held is not None:
+            yield self._held
+            return
         ro = self.read_only if read_only is None else read_only
         timeout = self.lock_timeout if lock_timeout is None else lock_timeout
         deadline = time.monotonic() + timeout
