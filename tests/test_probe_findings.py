@@ -284,14 +284,14 @@ def test_the_zoos_dry_run_reads_in_under_40_lines_with_causes_and_dataset_volume
     assert r.returncode == 0, r.stderr
     lines = (r.stdout + r.stderr).splitlines()
     assert len(lines) <= 40, "\n".join(lines)
-    assert any(ln.startswith("plan: 336 jobs (48 checkpoints × 7 metrics)") for ln in lines)
+    assert any(ln.startswith("plan: 384 jobs (48 checkpoints × 8 metrics)") for ln in lines)
     assert any("error ×48: dataset 'edges' not found" in ln for ln in lines)
     assert any(ln.startswith("  dataset imagenet-c/… (95 members): absent") for ln in lines)
     assert any("dataset imagenet-r: absent, download ≈" in ln and "decoded cache ≈" in ln for ln in lines)
     verbose = bench(
         ["run", "resnet50-zoo", "--dry-run", "--verbose", "--db", str(tmp_path / "z.duckdb")], tmp_path
     )
-    assert len(verbose.stdout.splitlines()) > 336  # the per-job table on request
+    assert len(verbose.stdout.splitlines()) > 384  # the per-job table on request
 
 
 class _Endless:

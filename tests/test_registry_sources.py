@@ -608,7 +608,9 @@ def test_unknown_arch_family_and_name_are_errors_with_suggestions(tmp_path, cach
 
 def test_num_classes_from_label_space_and_explicit_override(tmp_path, cache_dir):
     assert loading.spec_num_classes(spec("/x.pth", labels="imagenet-1k")) == 1000
-    with pytest.raises(CheckpointError, match="unknown label space 'birds'.*known: demo-world, imagenet-1k"):
+    with pytest.raises(
+        CheckpointError, match="unknown label space 'birds'.*known: cifar10, demo-world, imagenet-1k"
+    ):
         loading.spec_num_classes(spec("/x.pth", labels="birds"))
     torch.manual_seed(0)
     sd = timm.create_model("test_resnet", pretrained=False, num_classes=10).state_dict()

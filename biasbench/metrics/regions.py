@@ -79,6 +79,7 @@ from biasbench.metrics.sis_common import (
     random_subset,
     refuse_stochastic,
     resolve_baseline,
+    trace_rows,
 )
 from biasbench.metrics.sis_regions import (
     DENSITY_KEY,
@@ -315,33 +316,16 @@ class Regions(Metric):
         conf4 = torch.cat(confs).view(4, bsz).cpu().numpy()
         pred4 = torch.cat(preds).view(4, bsz).cpu().numpy()
         seconds = (time.perf_counter() - t0) / bsz
-        order = tr.order.numpy()
-        conf = tr.conf.numpy().astype(np.float32)
-        c0n = tr.c0.numpy()
         names = ("frame", "centre", "backselect", "random")
-        return [
-            {
-                "item": items[b],
-                "label": int(labels[b]),
-                "c0": int(c0n[b]),
-                "clean_conf": float(conf[b, 0]),
-                "order": order[b].astype(odt),
-                "conf": conf[b].copy(),
-                "height": h,
-                "width": w,
-                "k": int(tr.k),
-                "method": self.params.method,
-                "n_forward": int(tr.n_forward + 4),
-                "n_backward": int(tr.n_backward),
-                "zero_grad_steps": int(tr.zero_grad_steps[b]) if tr.zero_grad_steps is not None else 0,
-                "seconds": float(seconds),
-                "subset_q": float(self.params.q),
-                "subset_pixels": int(n_q),
-                **{f"{name}_conf": float(conf4[j, b]) for j, name in enumerate(names)},
-                **{f"{name}_pred": int(pred4[j, b]) for j, name in enumerate(names)},
-            }
-            for b in range(bsz)
-        ]
+        rows = trace_rows(
+            tr, items, labels, size=(h, w), order_dtype=odt, method=self.params.method, extra_forward=4,
+            seconds=seconds, q=self.params.q,
+        )  # fmt: skip
+        for b, row in enumerate(rows):
+            row["subset_pixels"] = int(n_q)
+            row.update({f"{name}_conf": float(conf4[j, b]) for j, name in enumerate(names)})
+            row.update({f"{name}_pred": int(pred4[j, b]) for j, name in enumerate(names)})
+        return rows
 
 
 __all__ = ["Regions"]

@@ -96,6 +96,7 @@ from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's pu
     random_subset,
     refuse_stochastic,
     resolve_baseline,
+    trace_rows,
 )
 from biasbench.metrics.sis_stability import pair_stats
 from biasbench.metrics.sis_traces import (
@@ -373,32 +374,18 @@ class SIS(Metric):
             sub_conf = logits.softmax(dim=1).gather(1, torch.cat([c0, c0])[:, None]).squeeze(1).cpu().numpy()
             sub_pred = logits.argmax(dim=1).cpu().numpy()
         seconds = (time.perf_counter() - t0) / bsz
-        conf = tr.conf.numpy().astype(np.float32)
-        c0n = tr.c0.numpy()
-        return [
-            {
-                "item": items[b],
-                "label": int(labels[b]),
-                "c0": int(c0n[b]),
-                "clean_conf": float(conf[b, 0]),
-                "order": order[b].astype(odt),
-                "conf": conf[b].copy(),
-                "height": h,
-                "width": w,
-                "k": int(tr.k),
-                "method": p.method,
-                "n_forward": int(tr.n_forward + 2),
-                "n_backward": int(tr.n_backward),
-                "zero_grad_steps": int(tr.zero_grad_steps[b]) if tr.zero_grad_steps is not None else 0,
-                "seconds": float(seconds),
-                "subset_q": float(p.q),
-                "backselect_subset_conf": float(sub_conf[b]),
-                "backselect_subset_pred": int(sub_pred[b]),
-                "random_subset_conf": float(sub_conf[bsz + b]),
-                "random_subset_pred": int(sub_pred[bsz + b]),
-            }
-            for b in range(bsz)
-        ]
+        rows = trace_rows(
+            tr, items, labels, size=(h, w), order_dtype=odt, method=p.method, extra_forward=2,
+            seconds=seconds, q=p.q,
+        )  # fmt: skip
+        for b, row in enumerate(rows):
+            row.update(
+                backselect_subset_conf=float(sub_conf[b]),
+                backselect_subset_pred=int(sub_pred[b]),
+                random_subset_conf=float(sub_conf[bsz + b]),
+                random_subset_pred=int(sub_pred[bsz + b]),
+            )
+        return rows
 
 
 def summarize_traces(traces: pd.DataFrame, tau: float, q: float) -> MetricResult:

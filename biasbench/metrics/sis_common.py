@@ -8,12 +8,15 @@ never import each other, so both import these from here. The definitions are SIS
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from biasbench.metrics.base import MetricError, ModelWrapper
 from biasbench.metrics.common import space_default
+from biasbench.metrics.sis_backselect import Trace
 
 METHODS = ("batched-gradient", "exact")
 BASELINES = ("mean", "black", "gray")
@@ -79,3 +82,44 @@ def refuse_stochastic(model: torch.nn.Module, x: torch.Tensor, atol: float = 1e-
             f"differ by up to {diff:.3g} in softmax probability (dropout or noise active in eval mode?). "
             "BackSelect needs a deterministic f; make the model deterministic (e.g. average it) first."
         )
+
+
+def trace_rows(
+    tr: Trace,
+    items: Sequence[str],
+    labels: Sequence[int],
+    *,
+    size: tuple[int, int],
+    order_dtype: np.dtype,
+    method: str,
+    extra_forward: int,
+    seconds: float,
+    q: float,
+) -> list[dict[str, Any]]:
+    """One stored row per image of a BackSelect batch: the trace (``order``, ``conf``, ``c0``) and its
+    bookkeeping, as ``sis`` and ``regions`` store them. ``size``: the images' (H, W); ``extra_forward``:
+    the metric's own forwards per image beside BackSelect's (its subset conditions); ``seconds``: wall
+    time per image."""
+    order = tr.order.numpy()
+    conf = tr.conf.numpy().astype(np.float32)
+    c0 = tr.c0.numpy()
+    return [
+        {
+            "item": items[b],
+            "label": int(labels[b]),
+            "c0": int(c0[b]),
+            "clean_conf": float(conf[b, 0]),
+            "order": order[b].astype(order_dtype),
+            "conf": conf[b].copy(),
+            "height": size[0],
+            "width": size[1],
+            "k": int(tr.k),
+            "method": method,
+            "n_forward": int(tr.n_forward + extra_forward),
+            "n_backward": int(tr.n_backward),
+            "zero_grad_steps": int(tr.zero_grad_steps[b]) if tr.zero_grad_steps is not None else 0,
+            "seconds": float(seconds),
+            "subset_q": float(q),
+        }
+        for b in range(order.shape[0])
+    ]
