@@ -167,6 +167,19 @@ def test_groups_partition_the_checkpoints_and_each_groups_coefficient_is_scipys(
         biasbench.report(frame, tags=tags, by="eps")
 
 
+def test_the_verdict_says_when_the_table_shows_only_the_strongest_cells():
+    frame, tags, _ = _world()
+    rep = biasbench.report(frame, tags=tags, resamples=100, top=3, permutations=0)
+    assert len(rep.table) == 3 and rep.tested > 3
+    line = rep.verdict()[1]
+    assert (
+        f"of 3 survive correction (adjusted p < 0.05; the table shows the 3 strongest of the {rep.tested})"
+        in line
+    )
+    full = biasbench.report(frame, tags=tags, resamples=100, permutations=0)
+    assert "the table shows the" not in full.verdict()[1]  # every tested cell is shown
+
+
 def test_the_verdict_states_the_surviving_cells_the_prediction_and_the_caveats():
     frame, tags, _ = _world()
     rep = biasbench.report(frame, tags=tags, resamples=300, by="category=adversarial")

@@ -79,8 +79,13 @@ def cells_sentences(report: Report) -> list[str]:
     sig = _significant(t)
     if len(sig):
         best = [_cell_phrase(report, r, sym) for r in sig.head(STRONGEST).itertuples(index=False)]
+        shown = (
+            f"; the table shows the {len(t)} strongest of the {report.tested}"
+            if len(t) < report.tested
+            else ""
+        )
         out.append(
-            f"{len(sig)} of {len(t)} survive correction (adjusted p < {ALPHA:g}); the strongest: "
+            f"{len(sig)} of {len(t)} survive correction (adjusted p < {ALPHA:g}{shown}); the strongest: "
             + "; ".join(best)
             + "."
         )
