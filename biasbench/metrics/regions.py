@@ -66,19 +66,15 @@ from biasbench.metrics.base import (
     MetricResult,
     ModelWrapper,
     check_finite,
-    seeded_subset,
 )
 from biasbench.metrics.common import dataset_request
-from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
 from biasbench.metrics.sis_common import (
     DEFAULT_RANK_TOL,
-    EXACT_MAX_PIXELS,
-    default_k,
-    default_n_images,
-    default_tau,
+    backselect_inputs,
     random_subset,
     refuse_stochastic,
     resolve_baseline,
+    run_backselect,
     trace_rows,
 )
 from biasbench.metrics.sis_regions import (
@@ -90,7 +86,7 @@ from biasbench.metrics.sis_regions import (
     location,
     scalars_from_items,
 )
-from biasbench.metrics.sis_traces import num_steps, order_dtype, subset_size, timings_from_traces
+from biasbench.metrics.sis_traces import timings_from_traces
 
 #: a frame more than this many times the asked share (a small image's thinnest frame) is flagged
 FRAME_SHARE_FLAG = 1.5
@@ -179,15 +175,10 @@ class Regions(Metric):
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
         ds = data["images"]
-        if ds.label_space != model.label_space:
-            raise MetricError(
-                f"regions: dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts "
-                f"{model.label_space!r}"
-            )
-        if len(ds) == 0:
-            raise MetricError(f"dataset {ds.name!r} is empty")
+        inputs = backselect_inputs(
+            self.name, ds, model, ctx.seed, method=p.method, tau=p.tau, k=p.k, n_images=p.n_images, q=p.q
+        )
         _, _, h, w = ds.images.shape
-        n_pix = h * w
         try:
             fw = frame_width(h, w, p.frame_share)
             grid_ok = 1 <= p.grid <= min(h, w)
@@ -197,19 +188,8 @@ class Regions(Metric):
             raise MetricError(
                 f"regions: grid = {p.grid} cells a side exceeds the {h}×{w} images of {ds.name!r}"
             )
-        if p.method == "exact" and n_pix > EXACT_MAX_PIXELS:
-            raise MetricError(
-                f"regions: method 'exact' is limited to inputs of ≤ {EXACT_MAX_PIXELS} pixels; {ds.name!r} has "
-                f"{h}×{w} = {n_pix}. Use method='batched-gradient'."
-            )
-        tau = p.tau if p.tau is not None else default_tau(model.label_space)
-        k = 1 if p.method == "exact" else (p.k if p.k is not None else default_k(model.label_space, h, w))
-        n_images = p.n_images if p.n_images is not None else default_n_images(model.label_space)
-        idx = torch.as_tensor(seeded_subset(len(ds), n_images, ctx.seed), dtype=torch.long)
-        images, labels = ds.images[idx], ds.labels[idx].numpy()
-        items = [ds.item_ids[i] for i in idx.tolist()]
-        n_q = subset_size(n_pix, p.q)
-        odt = order_dtype(num_steps(n_pix, k))
+        tau, k, n_q, odt = inputs.tau, inputs.k, inputs.n_q, inputs.order_dtype
+        images, labels, items = inputs.images, inputs.labels, inputs.items
         frame = torch.from_numpy(frame_mask(h, w, fw))
 
         was_training = model.training
@@ -264,11 +244,6 @@ class Regions(Metric):
             timings=timings_from_traces(table),
         )
 
-    def _backselect(self, model: ModelWrapper, x: torch.Tensor, baseline: torch.Tensor, k: int) -> Trace:
-        if self.params.method == "exact":
-            return exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
-        return batched_gradient_backselect(model, x, baseline, k, rank_tol=self.params.rank_tol)
-
     def _one_batch(
         self,
         model: ModelWrapper,
@@ -285,7 +260,7 @@ class Regions(Metric):
         """BackSelect on the batch, then its four masked conditions (frame, centre, top-``q``
         BackSelect, random ``q``) through the model in forwards of ``batch`` images."""
         t0 = time.perf_counter()
-        tr = self._backselect(model, x, baseline, k)
+        tr = run_backselect(model, x, baseline, k, method=self.params.method, rank_tol=self.params.rank_tol)
         bsz, _, h, w = x.shape
         n_pix = h * w
         dev = x.device

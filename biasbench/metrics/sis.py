@@ -80,7 +80,6 @@ from biasbench.metrics.base import (
     seeded_subset,
 )
 from biasbench.metrics.common import dataset_request, space_default
-from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
 from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's public names
     BASELINES,
     DEFAULT_RANK_TOL,
@@ -90,12 +89,14 @@ from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's pu
     FALLBACK_TAU,
     METHODS,
     PRECISIONS,
+    backselect_inputs,
     default_k,
     default_n_images,
     default_tau,
     random_subset,
     refuse_stochastic,
     resolve_baseline,
+    run_backselect,
     trace_rows,
 )
 from biasbench.metrics.sis_stability import pair_stats
@@ -103,9 +104,7 @@ from biasbench.metrics.sis_traces import (
     counts_from_traces,
     flags_from_scalars,
     num_steps,
-    order_dtype,
     scalars_from_traces,
-    subset_size,
     timings_from_traces,
     top_subset,
 )
@@ -229,29 +228,11 @@ class SIS(Metric):
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
         ds = data["images"]
-        if ds.label_space != model.label_space:
-            raise MetricError(
-                f"sis: dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts {model.label_space!r}"
-            )
-        if len(ds) == 0:
-            raise MetricError(f"dataset {ds.name!r} is empty")
-        _, _, h, w = ds.images.shape
-        n_pix = h * w
-        tau = p.tau if p.tau is not None else default_tau(model.label_space)
-        k = 1 if p.method == "exact" else (p.k if p.k is not None else default_k(model.label_space, h, w))
-        if p.method == "exact" and n_pix > EXACT_MAX_PIXELS:
-            raise MetricError(
-                f"SIS method 'exact' is limited to inputs of ≤ {EXACT_MAX_PIXELS} pixels; {ds.name!r} has "
-                f"{h}×{w} = {n_pix}. Use method='batched-gradient'."
-            )
-        n_images = p.n_images if p.n_images is not None else default_n_images(model.label_space)
-        idx = seeded_subset(len(ds), n_images, ctx.seed)
-        images = ds.images[torch.as_tensor(idx, dtype=torch.long)]
-        labels = ds.labels[torch.as_tensor(idx, dtype=torch.long)].numpy()
-        items = [ds.item_ids[i] for i in idx.tolist()]
-        n_q = subset_size(n_pix, p.q)
-        steps = num_steps(n_pix, k)
-        odt = order_dtype(steps)
+        inputs = backselect_inputs(
+            self.name, ds, model, ctx.seed, method=p.method, tau=p.tau, k=p.k, n_images=p.n_images, q=p.q
+        )
+        tau, k, steps, n_q, odt = inputs.tau, inputs.k, inputs.steps, inputs.n_q, inputs.order_dtype
+        images, labels, items = inputs.images, inputs.labels, inputs.items
 
         dtype = PRECISIONS[p.precision]
         fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
@@ -301,11 +282,6 @@ class SIS(Metric):
         traces = pd.DataFrame(rows)
         return summarize_traces(traces, tau, p.q)
 
-    def _backselect(self, model: ModelWrapper, x: torch.Tensor, baseline: torch.Tensor, k: int) -> Trace:
-        if self.params.method == "exact":
-            return exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
-        return batched_gradient_backselect(model, x, baseline, k, rank_tol=self.params.rank_tol)
-
     def _rerun(
         self,
         model: ModelWrapper,
@@ -333,7 +309,9 @@ class SIS(Metric):
                 if j not in chosen:
                     continue
                 x = ctx.to_device(images[j : j + 1]).to(dtype).contiguous(memory_format=alt)
-                tr = self._backselect(model, x, baseline, k)
+                tr = run_backselect(
+                    model, x, baseline, k, method=self.params.method, rank_tol=self.params.rank_tol
+                )
                 order, conf, c0 = (
                     tr.order[0].numpy().astype(odt),
                     tr.conf[0].numpy().astype(np.float32),
@@ -357,7 +335,7 @@ class SIS(Metric):
     ) -> list[dict]:
         p = self.params
         t0 = time.perf_counter()
-        tr = self._backselect(model, x, baseline, k)
+        tr = run_backselect(model, x, baseline, k, method=self.params.method, rank_tol=self.params.rank_tol)
         bsz, _, h, w = x.shape
         n_pix = h * w
         order = tr.order.numpy()

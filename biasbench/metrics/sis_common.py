@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from biasbench.metrics.base import MetricError, ModelWrapper
+from biasbench.metrics.base import ImageSet, MetricError, ModelWrapper, seeded_subset
 from biasbench.metrics.common import space_default
-from biasbench.metrics.sis_backselect import Trace
+from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
+from biasbench.metrics.sis_traces import num_steps, order_dtype, subset_size
 
 METHODS = ("batched-gradient", "exact")
 BASELINES = ("mean", "black", "gray")
@@ -123,3 +125,74 @@ def trace_rows(
         }
         for b in range(order.shape[0])
     ]
+
+
+@dataclass(frozen=True)
+class BackSelectInputs:
+    """What a BackSelect metric runs on: ``τ``, ``k`` pixels per step (1 for exact), the seeded image
+    subset (uint8 ``images``, ``labels``, ``items``), the top-``q`` subset size ``n_q``, the step count
+    and the dtype that stores a trace's order."""
+
+    tau: float
+    k: int
+    images: torch.Tensor
+    labels: np.ndarray
+    items: list[str]
+    n_q: int
+    steps: int
+    order_dtype: np.dtype
+
+
+def backselect_inputs(
+    metric: str,
+    ds: ImageSet,
+    model: ModelWrapper,
+    seed: int,
+    *,
+    method: str,
+    tau: float | None,
+    k: int | None,
+    n_images: int | None,
+    q: float,
+) -> BackSelectInputs:
+    """Check ``ds`` against ``model`` and the method, and resolve the parameters left ``None`` from the
+    label space's defaults; the images are a seeded subset of ``ds`` (``seeded_subset``)."""
+    if ds.label_space != model.label_space:
+        raise MetricError(
+            f"{metric}: dataset {ds.name!r} is labeled in {ds.label_space!r} but the model predicts "
+            f"{model.label_space!r}"
+        )
+    if len(ds) == 0:
+        raise MetricError(f"dataset {ds.name!r} is empty")
+    _, _, h, w = ds.images.shape
+    n_pix = h * w
+    if method == "exact" and n_pix > EXACT_MAX_PIXELS:
+        raise MetricError(
+            f"{metric}: method 'exact' is limited to inputs of ≤ {EXACT_MAX_PIXELS} pixels; {ds.name!r} has "
+            f"{h}×{w} = {n_pix}. Use method='batched-gradient'."
+        )
+    space = model.label_space
+    k = 1 if method == "exact" else (k if k is not None else default_k(space, h, w))
+    n = n_images if n_images is not None else default_n_images(space)
+    idx = torch.as_tensor(seeded_subset(len(ds), n, seed), dtype=torch.long)
+    steps = num_steps(n_pix, k)
+    return BackSelectInputs(
+        tau=tau if tau is not None else default_tau(space),
+        k=k,
+        images=ds.images[idx],
+        labels=ds.labels[idx].numpy(),
+        items=[ds.item_ids[i] for i in idx.tolist()],
+        n_q=subset_size(n_pix, q),
+        steps=steps,
+        order_dtype=order_dtype(steps),
+    )
+
+
+def run_backselect(
+    model: torch.nn.Module, x: torch.Tensor, baseline: torch.Tensor, k: int, *, method: str, rank_tol: float
+) -> Trace:
+    """Exact BackSelect (one pixel per step, every candidate evaluated) or Batched Gradient BackSelect
+    (``k`` per step, robust ranking at ``rank_tol``) of the batch ``x``."""
+    if method == "exact":
+        return exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
+    return batched_gradient_backselect(model, x, baseline, k, rank_tol=rank_tol)
