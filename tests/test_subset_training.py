@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from biasbench.core.errors import InputError
 from biasbench.harness import subset_training as st
@@ -18,19 +17,7 @@ from biasbench.registry import zoo
 from biasbench.registry.registry_files import resolve_targets
 from biasbench.registry.zoo import training
 from tests.harness_fixtures import bench
-
-
-class OnePixel(nn.Module):
-    """Logits [3·z[0, i, j], 0] on the normalised input z: only pixel (i, j) matters."""
-
-    def __init__(self, i: int, j: int) -> None:
-        super().__init__()
-        self.i, self.j = i, j
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z0 = 3.0 * z[:, 0, self.i, self.j] + self.dummy
-        return torch.stack([z0, torch.zeros_like(z0)], dim=1)
+from tests.test_sis import OnePixel
 
 
 def _u8(n: int, size: int, seed: int) -> torch.Tensor:
