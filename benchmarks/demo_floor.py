@@ -114,9 +114,10 @@ def cold_demo(
             stderr=subprocess.DEVNULL,
         )
         wall = time.perf_counter() - start
+        print(f"  cold run wall {wall:.1f} s", flush=True)
         with duckdb.connect(str(Path(tmp) / "bench.duckdb"), read_only=True) as con:
             rows = con.execute(
-                "SELECT checkpoint, metric, seconds, CAST(timings AS VARCHAR) FROM jobs"
+                "SELECT checkpoint_id, metric, seconds, CAST(timings AS VARCHAR) FROM jobs"
             ).fetchall()
     jobs: dict[tuple[str, str], tuple[float, float]] = {}
     threads: set[int] = set()

@@ -10,6 +10,7 @@ from torch import nn
 from biasbench.core.labels import DEMO_WORLD
 from biasbench.metrics.base import EvalContext, ModelWrapper
 from biasbench.metrics.critical_band import CriticalBand
+from biasbench.metrics.regions import Regions
 from biasbench.metrics.sis import SIS
 from biasbench.metrics.spectral import Spectral
 from tests.harness_fixtures import image_set
@@ -46,7 +47,7 @@ class CountingNet(nn.Module):
 
 def _counted(metric, n_images: int, batch_size: int = 64) -> tuple[float, float]:
     """(``metric.work`` for the set, forward equivalents the evaluation ran) on ``n_images`` random
-    32-px demo-world-labelled images."""
+    32-px demo-world-labelled images (a fresh net each time: nothing is shared with an earlier job)."""
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.arange(n_images) % N_CLASSES
@@ -81,3 +82,11 @@ def test_spectral_work_counts_the_clean_pass_and_every_filter() -> None:
     work, ran = _counted(Spectral(n_images=20), 30)
     assert ran == 20 * (1 + 2 * 11)
     assert work == ran
+
+
+def test_regions_work_counts_backselect_and_its_four_masked_conditions() -> None:
+    # the same BackSelect as sis (159 − 2 = 157 per image) + frame, centre, top-q and random-q forwards
+    work, ran = _counted(Regions(n_images=4), 10)
+    assert ran == 4 * (53 + 2 * 52 + 4) + 2 * 4
+    assert work == ran
+    assert Regions().work("images", 1000, DEMO_WORLD) == 32 * 161 + 2 * 8

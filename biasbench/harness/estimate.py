@@ -36,9 +36,11 @@ from biasbench.harness.datasets import catalog
 from biasbench.harness.datasets.imagenet_files import IMAGE_EXTENSIONS
 from biasbench.harness.plan import ABSENT, CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.status import PlanStatus
+from biasbench.metrics.base import WORK_DONE
 
-#: the `jobs.timings` key of a job's images × conditions (written by the executor)
-IMAGES_X_CONDITIONS = "run.images_x_conditions"
+#: the `jobs.timings` key of a job's images × conditions (written by the executor; a metric may give
+#: its own count when it shared work with an earlier job)
+IMAGES_X_CONDITIONS = WORK_DONE
 
 
 @dataclass(frozen=True)

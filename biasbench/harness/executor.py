@@ -444,7 +444,8 @@ def _finish(
         result.validate(job.metric.name, job.metric.item_columns)
         n = {k: result.n_for(k) for k in result.scalars}
         timings = {k: float(v) for k, v in result.timings.items()}
-        timings.update({IMAGES_X_CONDITIONS: units, GROUP_SIZE: float(group), COMPILED: float(compiled)})
+        timings.setdefault(IMAGES_X_CONDITIONS, units)  # the metric's own count when it shared work
+        timings.update({GROUP_SIZE: float(group), COMPILED: float(compiled)})
         timings[THREADS] = float(torch.get_num_threads())
         record = JobRecord(
             metric_version=job.metric.version,

@@ -337,6 +337,11 @@ def check_finite(t: torch.Tensor, what: str) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
+#: the ``jobs.timings`` key of a job's images × conditions (forward-pass equivalents); a metric may set
+#: it in ``MetricResult.timings`` when it did less than ``Metric.work`` estimated
+WORK_DONE = "run.images_x_conditions"
+
+
 @dataclass
 class MetricResult:
     """Scalars keyed by name, how many items each rests on, optional per-item outputs.
@@ -346,6 +351,8 @@ class MetricResult:
     beside the database. ``flags``: human-readable warnings stored with the result. ``timings``:
     measurements of the run rather than of the model (e.g. seconds per image); stored with the job
     (``jobs.timings``), never as result rows, so they enter no report and a rerun need not repeat them.
+    ``timings[WORK_DONE]``: the job's forward-pass equivalents when they differ from ``Metric.work``'s
+    estimate (work shared with an earlier job of the same model); absent, the estimate is recorded.
     """
 
     scalars: dict[str, float]

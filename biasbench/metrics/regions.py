@@ -56,6 +56,7 @@ from pydantic import Field
 
 from biasbench.core.errors import InputError
 from biasbench.metrics.base import (
+    WORK_DONE,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -71,6 +72,8 @@ from biasbench.metrics.common import dataset_request
 from biasbench.metrics.sis_common import (
     DEFAULT_RANK_TOL,
     backselect_inputs,
+    backselect_work,
+    planned_backselect,
     random_subset,
     refuse_stochastic,
     resolve_baseline,
@@ -172,6 +175,16 @@ class Regions(Metric):
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {"images": dataset_request(self.name, label_space, self.params.dataset)}
 
+    def work(self, role: str, n_images: int, label_space: str) -> float:
+        """Forward-pass equivalents: per image, BackSelect's (``sis_common.planned_backselect``) and the
+        4 masked conditions; the stochasticity check's 2 forwards of up to 8 images. When ``sis`` ran
+        the same BackSelect first, the job records only its own forwards (``WORK_DONE``)."""
+        p = self.params
+        n, per_image = planned_backselect(
+            label_space, n_images, method=p.method, k=p.k, n_images_param=p.n_images
+        )
+        return float(n * (per_image + 4) + 2 * min(8, n))
+
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
         ds = data["images"]
@@ -195,6 +208,7 @@ class Regions(Metric):
         was_training = model.training
         model.eval()
         rows: list[dict] = []
+        work = 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
         try:
             baseline = resolve_baseline(p.baseline, model, ctx.device)
             refuse_stochastic(model, ctx.to_device(images[: min(8, len(images))]))
@@ -202,7 +216,7 @@ class Regions(Metric):
             for start in range(0, len(images), p.batch):
                 sl = slice(start, min(start + p.batch, len(images)))
                 try:
-                    rows += self._one_batch(
+                    batch_rows, batch_work = self._one_batch(
                         model,
                         ctx.to_device(images[sl]),
                         baseline,
@@ -214,6 +228,8 @@ class Regions(Metric):
                         ctx.seed,
                         odt,
                     )
+                    rows += batch_rows
+                    work += batch_work
                 except torch.cuda.OutOfMemoryError as e:
                     raise MetricError(
                         f"regions: out of device memory with {p.batch} images per batch; rerun with "
@@ -241,7 +257,7 @@ class Regions(Metric):
             n=counts_from_items(table, tau, p.grid, list(scalars)),
             items=table,
             flags=flags,
-            timings=timings_from_traces(table),
+            timings={**timings_from_traces(table), WORK_DONE: work},
         )
 
     def _one_batch(
@@ -256,9 +272,10 @@ class Regions(Metric):
         labels: np.ndarray,
         seed: int,
         odt: np.dtype,
-    ) -> list[dict]:
+    ) -> tuple[list[dict], float]:
         """BackSelect on the batch, then its four masked conditions (frame, centre, top-``q``
-        BackSelect, random ``q``) through the model in forwards of ``batch`` images."""
+        BackSelect, random ``q``) through the model in forwards of ``batch`` images: the stored rows
+        and the forward equivalents spent."""
         t0 = time.perf_counter()
         tr = run_backselect(model, x, baseline, k, method=self.params.method, rank_tol=self.params.rank_tol)
         bsz, _, h, w = x.shape
@@ -300,7 +317,7 @@ class Regions(Metric):
             row["subset_pixels"] = int(n_q)
             row.update({f"{name}_conf": float(conf4[j, b]) for j, name in enumerate(names)})
             row.update({f"{name}_pred": int(pred4[j, b]) for j, name in enumerate(names)})
-        return rows
+        return rows, backselect_work(tr, bsz) + 4.0 * bsz
 
 
 __all__ = ["Regions"]

@@ -69,6 +69,7 @@ import torch
 from pydantic import Field
 
 from biasbench.metrics.base import (
+    WORK_DONE,
     DatasetRequest,
     EvalContext,
     ImageSet,
@@ -79,7 +80,7 @@ from biasbench.metrics.base import (
     ModelWrapper,
     seeded_subset,
 )
-from biasbench.metrics.common import dataset_request, space_default
+from biasbench.metrics.common import dataset_request
 from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's public names
     BASELINES,
     DEFAULT_RANK_TOL,
@@ -90,9 +91,11 @@ from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's pu
     METHODS,
     PRECISIONS,
     backselect_inputs,
+    backselect_work,
     default_k,
     default_n_images,
     default_tau,
+    planned_backselect,
     random_subset,
     refuse_stochastic,
     resolve_baseline,
@@ -103,7 +106,6 @@ from biasbench.metrics.sis_stability import pair_stats
 from biasbench.metrics.sis_traces import (
     counts_from_traces,
     flags_from_scalars,
-    num_steps,
     scalars_from_traces,
     timings_from_traces,
     top_subset,
@@ -209,20 +211,14 @@ class SIS(Metric):
 
     def work(self, role: str, n_images: int, label_space: str) -> float:
         """Forward-pass equivalents (a backward ≈ 2 forwards, as PGD's in :mod:`biasbench.metrics.ood`)
-        of the evaluated images (``n_images`` or the label space's default): per image, Batched-Gradient
-        BackSelect's ``T + 1`` forwards and ``T`` backwards (``3T + 1``) or exact BackSelect's
-        ``1 + HW(HW + 1)/2`` forwards, plus the 2 top-``q`` / random subset forwards; the stochasticity
-        check's 2 forwards of up to 8 images; the stability rerun's images once more. ``H = W`` is the
-        label space's ``image_size`` (``defaults["sis"]``; 224 where it sets none)."""
+        of the evaluated images (``n_images`` or the label space's default): per image, BackSelect's
+        (``sis_common.planned_backselect``) plus the 2 top-``q`` / random subset forwards; the
+        stochasticity check's 2 forwards of up to 8 images; the stability rerun's images once more.
+        When ``regions`` ran the same BackSelect first, the job records less (``WORK_DONE``)."""
         p = self.params
-        n = min(n_images, p.n_images if p.n_images is not None else default_n_images(label_space))
-        side = int(space_default(self.name, label_space, "image_size", 224))  # type: ignore[arg-type]
-        n_pix = side * side
-        if p.method == "exact":
-            per_image = 1 + n_pix * (n_pix + 1) // 2
-        else:
-            k = p.k if p.k is not None else default_k(label_space, side, side)
-            per_image = 3 * num_steps(n_pix, k) + 1
+        n, per_image = planned_backselect(
+            label_space, n_images, method=p.method, k=p.k, n_images_param=p.n_images
+        )
         return float(n * (per_image + 2) + 2 * min(8, n) + min(p.stability, n) * per_image)
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
@@ -252,11 +248,12 @@ class SIS(Metric):
                 baseline = resolve_baseline(p.baseline, model, ctx.device)
                 refuse_stochastic(model, to_device(images[: min(8, len(images))]))
                 handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
-                rows = []
+                rows: list[dict] = []
+                work = 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
                 for start in range(0, len(images), p.batch):
                     sl = slice(start, min(start + p.batch, len(images)))
                     try:
-                        rows += self._one_batch(
+                        batch_rows, batch_work = self._one_batch(
                             model,
                             to_device(images[sl]),
                             baseline,
@@ -267,6 +264,8 @@ class SIS(Metric):
                             odt,
                             ctx.seed,
                         )
+                        rows += batch_rows
+                        work += batch_work
                     except torch.cuda.OutOfMemoryError as e:
                         raise MetricError(
                             f"sis: out of device memory with {p.batch} images per BackSelect batch; rerun with "
@@ -275,12 +274,14 @@ class SIS(Metric):
                         ) from e
                     handle.advance(sl.stop - sl.start)
                 if p.stability:
-                    self._rerun(model, images, rows, baseline, k, tau, odt, ctx, dtype)
+                    work += self._rerun(model, images, rows, baseline, k, tau, odt, ctx, dtype)
         finally:
             model.train(was_training)
 
         traces = pd.DataFrame(rows)
-        return summarize_traces(traces, tau, p.q)
+        result = summarize_traces(traces, tau, p.q)
+        result.timings[WORK_DONE] = work
+        return result
 
     def _rerun(
         self,
@@ -293,11 +294,12 @@ class SIS(Metric):
         odt: np.dtype,
         ctx: EvalContext,
         dtype: torch.dtype,
-    ) -> None:
+    ) -> float:
         """The stability rerun (:mod:`biasbench.metrics.sis_stability`): a seeded subset of the images,
         each alone, model and input in the other memory format; adds the second trace and its pair
-        statistics to those rows (empty traces and NaN to the others)."""
+        statistics to those rows (empty traces and NaN to the others). Returns its forward equivalents."""
         n = len(rows)
+        work = 0.0
         chosen = set(seeded_subset(n, self.params.stability, ctx.seed + 17).tolist())
         fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
         alt = other_memory_format(ctx.channels_last)
@@ -319,7 +321,9 @@ class SIS(Metric):
                 )
                 row.update(alt_order=order, alt_conf=conf, alt_c0=c0)
                 row.update(pair_stats(row["order"], row["conf"], row["c0"], order, conf, c0, tau))
+                work += backselect_work(tr, 1)
                 handle.advance(1)
+        return work
 
     def _one_batch(
         self,
@@ -332,7 +336,8 @@ class SIS(Metric):
         labels: np.ndarray,
         odt: np.dtype,
         seed: int,
-    ) -> list[dict]:
+    ) -> tuple[list[dict], float]:
+        """The batch's traces and subset predictions as stored rows, and the forward equivalents spent."""
         p = self.params
         t0 = time.perf_counter()
         tr = run_backselect(model, x, baseline, k, method=self.params.method, rank_tol=self.params.rank_tol)
@@ -363,7 +368,7 @@ class SIS(Metric):
                 random_subset_conf=float(sub_conf[bsz + b]),
                 random_subset_pred=int(sub_pred[bsz + b]),
             )
-        return rows
+        return rows, backselect_work(tr, bsz) + 2.0 * bsz
 
 
 def summarize_traces(traces: pd.DataFrame, tau: float, q: float) -> MetricResult:

@@ -47,7 +47,8 @@ class Trace:
     ``seconds``: wall time of the whole batch; ``zero_grad_steps``: int (B,), Batched-Gradient steps at
     which the gradient was exactly 0 on every unmasked pixel of the image (no signal: the selection fell
     back to index order — a piecewise-constant model; always 0 for exact BackSelect). A trace cut short by ``max_steps`` has ``order = −1`` for
-    the pixels never masked and ``conf`` of length ``max_steps + 1`` (benchmarks only).
+    the pixels never masked and ``conf`` of length ``max_steps + 1`` (benchmarks only). ``reused``: served
+    by :mod:`biasbench.metrics.sis_memo` (computed by an earlier metric on the same model and batch).
     """
 
     order: torch.Tensor
@@ -58,6 +59,7 @@ class Trace:
     n_backward: int
     seconds: float
     zero_grad_steps: torch.Tensor | None = None
+    reused: bool = False
 
 
 def _require_eval(model: nn.Module) -> None:

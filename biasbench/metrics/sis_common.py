@@ -18,6 +18,7 @@ import torch
 from biasbench.metrics.base import ImageSet, MetricError, ModelWrapper, seeded_subset
 from biasbench.metrics.common import space_default
 from biasbench.metrics.sis_backselect import Trace, batched_gradient_backselect, exact_backselect
+from biasbench.metrics.sis_memo import remembered
 from biasbench.metrics.sis_traces import num_steps, order_dtype, subset_size
 
 METHODS = ("batched-gradient", "exact")
@@ -192,7 +193,34 @@ def run_backselect(
     model: torch.nn.Module, x: torch.Tensor, baseline: torch.Tensor, k: int, *, method: str, rank_tol: float
 ) -> Trace:
     """Exact BackSelect (one pixel per step, every candidate evaluated) or Batched Gradient BackSelect
-    (``k`` per step, robust ranking at ``rank_tol``) of the batch ``x``."""
+    (``k`` per step, robust ranking at ``rank_tol``) of the batch ``x`` — or the same trace computed
+    earlier by another metric on the same model and batch (:mod:`biasbench.metrics.sis_memo`)."""
+
+    def compute() -> Trace:
+        if method == "exact":
+            return exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
+        return batched_gradient_backselect(model, x, baseline, k, rank_tol=rank_tol)
+
+    return remembered(model, x, baseline, (method, k, float(rank_tol)), compute)
+
+
+def planned_backselect(
+    label_space: str, n_images: int, *, method: str, k: int | None, n_images_param: int | None
+) -> tuple[int, int]:
+    """For ``Metric.work``: the images a BackSelect metric evaluates of a set of ``n_images`` and the
+    forward equivalents of one image's BackSelect (a backward ≈ 2 forwards): Batched Gradient's
+    ``T + 1`` forwards and ``T`` backwards (``3T + 1``), exact BackSelect's ``1 + HW(HW + 1)/2``
+    forwards; ``H = W`` is the label space's ``image_size`` (``defaults["sis"]``; 224 where it sets none)."""
+    n = min(n_images, n_images_param if n_images_param is not None else default_n_images(label_space))
+    side = int(space_default("sis", label_space, "image_size", 224))  # type: ignore[arg-type]
+    n_pix = side * side
     if method == "exact":
-        return exact_backselect(model, x, baseline, chunk_size=4096, max_pixels=EXACT_MAX_PIXELS)
-    return batched_gradient_backselect(model, x, baseline, k, rank_tol=rank_tol)
+        return n, 1 + n_pix * (n_pix + 1) // 2
+    k = k if k is not None else default_k(label_space, side, side)
+    return n, 3 * num_steps(n_pix, k) + 1
+
+
+def backselect_work(tr: Trace, batch: int) -> float:
+    """Forward-pass equivalents a batch's BackSelect cost this job (a backward ≈ 2 forwards): none when
+    the trace was reused."""
+    return 0.0 if tr.reused else float(batch * (tr.n_forward + 2 * tr.n_backward))
