@@ -498,15 +498,16 @@ def parse_corruption(split: str) -> tuple[str, int] | None:
     return None
 
 
-def _images(split: str, cfg: WorldConfig) -> np.ndarray:
-    """uint8 (N, 3, H, W) of any split (no caching)."""
+def _images(split: str, cfg: WorldConfig, cache_dir: Path | None = None) -> np.ndarray:
+    """uint8 (N, 3, H, W) of any split (a corruption split corrupts the ``test`` split, rendered once
+    and cached under ``cache_dir`` like any split)."""
     parsed = parse_corruption(split)
     if parsed is None:
         return to_uint8(render_split(split, cfg).images).numpy()
     from biasbench.core.corruptions import corrupt
 
     name, sev = parsed
-    base = torch.from_numpy(_cached_or_built("test", cfg, None)[: cfg.n_corrupt].copy())
+    base = torch.from_numpy(np.array(_cached_or_built("test", cfg, cache_dir)[: cfg.n_corrupt]))
     g = torch.Generator().manual_seed(seed_of("demo-world", cfg.seed, name, sev))
     out = []
     for start in range(0, base.shape[0], 256):
@@ -520,7 +521,7 @@ def _cached_or_built(split: str, cfg: WorldConfig, cache_dir: Path | None) -> np
         return _images(split, cfg)
 
     key = f"demo-world-{split}-{manifest_hash(split, cfg)}"
-    return cached_array(Path(cache_dir), key, lambda: _images(split, cfg))
+    return cached_array(Path(cache_dir), key, lambda: _images(split, cfg, cache_dir))
 
 
 def generate(split: str, cfg: WorldConfig = WorldConfig(), cache_dir: Path | None = None) -> ImageSet:
