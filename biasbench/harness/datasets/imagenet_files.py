@@ -27,7 +27,7 @@ from biasbench.core.images import ImageSet, decode_files, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess, preprocess_key
 from biasbench.core.streaming import StreamedImages, as_images, cached_or_streamed
-from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing
+from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing, Download
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 _WNID = re.compile(r"^(n\d{8})")
@@ -161,6 +161,7 @@ def imagenet_folder_entry(
     stored_size: int | None = None,
     meta_of: Callable[[Files], dict[str, Any]] | None = None,
     published_size: int | None = None,
+    download: Download | None = None,
 ) -> DatasetEntry:
     """A dataset entry for ImageNet-1k-labeled images at ``<data-root>/<relpath>``, listed by
     ``list_files(folder)``. ``stored_size=None``: decoded with the checkpoint's preprocessing; an int:
@@ -210,4 +211,5 @@ def imagenet_folder_entry(
         how_to_get=how_to_get,
         location=location,
         published_size=published_size,
+        download=download,
     )
