@@ -27,6 +27,7 @@ target like an entry point, so this registry imports no dataset module). See ``d
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from biasbench.core.errors import NotFoundError
 from biasbench.core.images import ImageSet
 from biasbench.core.plugins import PluginError, PluginRegistry, Provider, import_target, suggest
 from biasbench.core.preprocess import Preprocess
+from biasbench.core.streaming import LoadOptions
 from biasbench.harness.datasets.download_spec import DownloadSpec
 
 GROUP = "biasbench.datasets"
@@ -82,7 +84,9 @@ def download_specs_of(dataset: DatasetEntry | DatasetFamily) -> tuple[DownloadSp
 @dataclass(frozen=True)
 class DatasetEntry:
     """One dataset. ``manifest(data_root, preprocess)`` -> content hash and ``load(data_root,
-    preprocess, cache_dir)`` -> ImageSet both raise :class:`DatasetMissing` when it is absent.
+    preprocess, cache_dir)`` -> ImageSet both raise :class:`DatasetMissing` when it is absent; a load
+    that also takes ``options`` (:class:`~biasbench.core.streaming.LoadOptions`) gets the loader
+    options through :meth:`load_set`.
     ``as_stored``: images are used as stored (the preprocessing is ignored). ``location(data_root)``:
     where it is looked for (``None``: generated, nothing on disk). ``published_size``: the images in the
     published set, by which ``bench run --dry-run`` sizes a set that is not on disk yet (``None``:
@@ -98,6 +102,19 @@ class DatasetEntry:
     location: Callable[[Path], Path] | None = None
     published_size: int | None = None
     download: Download | None = None
+
+    def load_set(
+        self,
+        data_root: Path,
+        preprocess: Preprocess | None,
+        cache_dir: Path,
+        options: LoadOptions | None = None,
+    ) -> ImageSet:
+        """``load(data_root, preprocess, cache_dir)``, with the loader ``options`` (the cache budget)
+        passed explicitly to a load that takes them: one with a parameter named ``options``."""
+        if options is not None and "options" in inspect.signature(self.load).parameters:
+            return self.load(data_root, preprocess, cache_dir, options=options)  # type: ignore[call-arg]
+        return self.load(data_root, preprocess, cache_dir)
 
 
 @dataclass(frozen=True)

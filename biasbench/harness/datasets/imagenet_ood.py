@@ -57,7 +57,7 @@ from biasbench.core.imagenet_corruptions import (
 from biasbench.core.images import ImageSet, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
-from biasbench.core.streaming import cached_or_streamed
+from biasbench.core.streaming import LoadOptions, cached_or_streamed
 from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily
 from biasbench.harness.datasets.download_spec import shipped_download
 from biasbench.harness.datasets.imagenet_files import (
@@ -233,14 +233,17 @@ def _real_manifest(data_root: Path, pre: Preprocess | None) -> str:
     return _real_scan(data_root)[4]
 
 
-def _real_load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
+def _real_load(
+    data_root: Path, pre: Preprocess | None, cache_dir: Path, options: LoadOptions | None = None
+) -> ImageSet:
     if pre is None:
         raise InputError("dataset 'imagenet-real' needs a preprocessing (resize + crop)")
     root, files, real, val_manifest, manifest = _real_scan(data_root)
     # imagenet-val's cache file (the same images, decoded the same way), or streamed like it when it
     # does not fit the cache budget
     key = cache_key(IMAGENET_VAL_NAME, val_manifest, pre)
-    arr = cached_or_streamed(cache_dir, key, [root / f for f, _ in files], pre, (pre.crop, pre.crop))
+    paths = [root / f for f, _ in files]
+    arr = cached_or_streamed(cache_dir, key, paths, pre, (pre.crop, pre.crop), options=options)
     return imagenet_image_set("imagenet-real", arr, files, manifest, meta={"real": real})
 
 
