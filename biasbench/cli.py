@@ -961,24 +961,6 @@ def ls_labels() -> None:
     _print_block(listing.label_spaces())
 
 
-def _require_manifest(name: str, manifests: dict[str, Any]) -> None:
-    """Datasets without a download manifest (e.g. imagenet-val) get their how-to-get text instead."""
-    if name in manifests:
-        return
-    from biasbench.harness.datasets.catalog import catalog
-    from biasbench.harness.datasets.fetch import manifest_parts
-
-    parts = manifest_parts(name)
-    if parts:
-        _fail(f"{name} is fetched in parts, one command each: bench data fetch {' | '.join(parts)}")
-    entries = catalog()
-    if name in entries:
-        _fail(
-            f"{name} cannot be downloaded automatically. {entries[name].how_to_get or entries[name].description}"
-        )
-    _fail(f"unknown dataset {name!r}; downloadable: {', '.join(sorted(manifests))}")
-
-
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name (see `bench ls datasets`).")],
@@ -988,18 +970,17 @@ def data_fetch(
         typer.Option(help="Base URL of a mirror laid out like a data root (or $BIASBENCH_MIRROR)."),
     ] = None,
     sha256: Annotated[
-        str | None, typer.Option(help="Expected sha256 of a release archive whose manifest pins none.")
+        str | None, typer.Option(help="Expected sha256 of a release archive whose download spec pins none.")
     ] = None,
 ) -> None:
     """Download a dataset, verify every file's sha256, and put it under the data root."""
-    from biasbench.harness.datasets.fetch import dataset_manifests, fetch_dataset
+    from biasbench.harness.datasets.fetch import fetch_dataset
 
-    _require_manifest(name, dataset_manifests())
     with _os_errors():
         path = fetch_dataset(
             name,
             _data_root(data_root),
-            mirror=mirror or os.environ.get("BIASBENCH_MIRROR"),
+            mirror=mirror,
             log=err.print,
             sha256=sha256,
         )
@@ -1010,18 +991,17 @@ def data_fetch(
 def data_verify(
     name: Annotated[str, typer.Argument(help="Dataset name.")], data_root: DataRootOpt = None
 ) -> None:
-    """Check a dataset's files against its manifest (sha256 of every file)."""
+    """Check a dataset's files against its download spec (sha256 of every file)."""
     from biasbench.core.errors import WorkFailed
-    from biasbench.harness.datasets.fetch import dataset_manifests, verify_dataset
+    from biasbench.harness.datasets.verify import verify_dataset
 
-    _require_manifest(name, dataset_manifests())
     with _os_errors():
         problems = verify_dataset(name, _data_root(data_root))
     if problems:
         for p in problems[:50]:
             err.print(f"[red]✗[/red] {_esc(p)}")
         raise WorkFailed(f"{name}: {len(problems)} problem(s)")
-    out.print(f"[green]ok[/green]: every file of {_esc(name)} matches its manifest")
+    out.print(f"[green]ok[/green]: every file of {_esc(name)} matches its download spec")
 
 
 @data_app.command("make")

@@ -11,7 +11,6 @@ own unpickler, on these trusted files, is the reference the restricted reader mu
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import os
@@ -29,7 +28,10 @@ from biasbench.core.errors import InputError
 from biasbench.core.label_spaces.cifar10 import CLASS_NAMES
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.datasets import catalog
+from biasbench.harness.datasets import download_spec as S
+from biasbench.harness.datasets import downloadable as D
 from biasbench.harness.datasets import fetch as F
+from biasbench.harness.datasets import verify as V
 from biasbench.harness.datasets.cifar_pickle import UnsafePickle, load_restricted, read_batch, read_meta
 from biasbench.registry.download import ChecksumMismatch
 from tests.cifar_files import BATCHES, batch_dict, meta_dict, py2_pickle, random_batch, write_batches
@@ -322,14 +324,14 @@ def _tarball(path: Path, src: Path) -> tuple[str, str]:
 
 
 def _with_md5(monkeypatch, md5: str) -> None:
-    real = F.dataset_manifests()
+    real = D.download_specs()
     m = real["cifar10"]
-    real["cifar10"] = dataclasses.replace(m, archive=dataclasses.replace(m.archive, md5=md5))
-    monkeypatch.setattr(F, "_load_manifests", lambda: real)
+    real["cifar10"] = m.model_copy(update={"archive": m.archive.model_copy(update={"md5": md5})})
+    monkeypatch.setattr(D, "download_specs", lambda: real)
 
 
 def test_the_manifest_pins_the_published_url_and_md5_but_no_sha256():
-    m = F.get_manifest("cifar10")
+    m = D.get_download_spec("cifar10")
     assert m.archive.url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     assert m.archive.md5 == PUBLISHED_MD5 and m.archive.sha256 is None
     assert m.archive.strip_prefix == "cifar-10-batches-py/" and m.target == "cifar10"
@@ -355,13 +357,13 @@ def test_fetch_is_refused_without_sha256_then_checks_md5_and_extracts(
     out = F.fetch_dataset("cifar10", root, mirror=url, log=logs.append, sha256=sha)
     assert out == root / "cifar10" and any("sha256 and md5 verified" in line for line in logs)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*BATCHES, "batches.meta", "readme.html", F.LOCAL_RECORD]
+        [*BATCHES, "batches.meta", "readme.html", S.LOCAL_RECORD]
     )
-    assert F.verify_dataset("cifar10", root) == []
+    assert V.verify_dataset("cifar10", root) == []
     ds = catalog.get("cifar10/test").load(root, None, cache_dir)
     assert np.array_equal(ds.images.numpy().reshape(4, -1), written["test_batch"][0])
     (out / "test_batch").write_bytes(b"tampered")
-    (problem,) = F.verify_dataset("cifar10", root)
+    (problem,) = V.verify_dataset("cifar10", root)
     assert "sha256 mismatch" in problem and "test_batch" in problem
 
 
@@ -376,8 +378,8 @@ def test_a_manifest_md5_must_be_32_hex_digits():
         "name": "x",
         "archive": {"url": "https://h/x.tar.gz", "md5": "abc"},
     }
-    with pytest.raises(F.ManifestError, match="md5 must be 32 hex digits"):
-        F.Manifest.from_json(raw)
+    with pytest.raises(S.DownloadSpecError, match="md5 must be 32 hex digits"):
+        S.download_spec(raw)
 
 
 def test_md5_alone_never_unlocks_a_fetch(tmp_path, http_server, monkeypatch):

@@ -126,12 +126,12 @@ def test_pgd_images_count_their_passes_and_max_per_set_subsamples_the_work(setup
     assert f"{N_CHECKPOINTS * per_checkpoint / 1e3:.3g} k images × conditions" in text
 
 
-def test_published_sizes_agree_with_the_download_manifests_image_counts():
+def test_published_sizes_agree_with_the_download_specs_image_counts():
     from biasbench.harness.datasets import catalog
-    from biasbench.harness.datasets.fetch import get_manifest
+    from biasbench.harness.datasets.downloadable import get_download_spec
 
     for name in ("imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch", "cue-conflict", "edges"):
-        m = get_manifest(name)
+        m = get_download_spec(name)
         published = m.archive.n_files if m.archive and m.archive.n_files else m.n_files
         assert catalog.get(name).published_size == published, name
 

@@ -14,8 +14,12 @@ import pytest
 
 from biasbench.core.label_spaces.imagenet import categories16
 from biasbench.harness.datasets import catalog
+from biasbench.harness.datasets import download_spec as S
+from biasbench.harness.datasets import downloadable as D
+from biasbench.harness.datasets import extract as X
 from biasbench.harness.datasets import fetch as F
-from biasbench.registry.download import ChecksumMismatch, DownloadError
+from biasbench.harness.datasets import verify as V
+from biasbench.registry.download import ChecksumMismatch, DownloadError, resolve_mirror
 
 COMMIT = "ccd0c01d42c0a8a834e90ec141e7f24fa915dc23"
 
@@ -30,7 +34,7 @@ def quiet(_msg: str) -> None:
 
 
 def test_manifests() -> None:
-    ms = F.dataset_manifests()
+    ms = D.download_specs()
     assert set(ms) >= {"cue-conflict", "edges", "filled-silhouettes", "stylized-16"}
     for name, n in (("cue-conflict", 1280), ("edges", 160), ("filled-silhouettes", 160)):
         m = ms[name]
@@ -50,20 +54,20 @@ def test_manifests() -> None:
 
 @pytest.mark.parametrize("name", ["edges", "filled-silhouettes", "cue-conflict"])
 def test_shared_data_matches_manifests(name: str, shared_data: Path) -> None:
-    assert F.verify_dataset(name, shared_data) == []
+    assert V.verify_dataset(name, shared_data) == []
 
 
 def test_urls_and_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
-    m = F.get_manifest("edges")
+    m = D.get_download_spec("edges")
     assert m.file_url("cat/cat7.png") == (
         f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{COMMIT}/stimuli/edges/cat/cat7.png"
     )
     assert m.file_url("cat/cat7.png", "http://h:1/data/") == "http://h:1/data/edges/cat/cat7.png"
-    assert F.get_manifest("stylized-16").archive_url("http://h:1") == "http://h:1/stylized.tar.gz"
+    assert D.get_download_spec("stylized-16").archive_url("http://h:1") == "http://h:1/stylized.tar.gz"
     monkeypatch.setenv("BIASBENCH_MIRROR", "http://env-mirror")
-    assert F.resolve_mirror(None) == "http://env-mirror" and F.resolve_mirror("http://x") == "http://x"
+    assert resolve_mirror(None) == "http://env-mirror" and resolve_mirror("http://x") == "http://x"
     with pytest.raises(KeyError, match="downloadable"):
-        F.get_manifest("imagenet-val")
+        D.get_download_spec("imagenet-val")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -79,9 +83,9 @@ def test_fetch_verify_flipped_byte_and_repair(
     logs: list[str] = []
     out = F.fetch_dataset("edges", root, mirror=url, log=logs.append)
     assert out == root / "edges"
-    assert F.verify_dataset("edges", root) == []
+    assert V.verify_dataset("edges", root) == []
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
-        F.get_manifest("edges").files
+        D.get_download_spec("edges").files
     )
     assert any("160/160" in line for line in logs) and any("verified" in line for line in logs)
     assert len(catalog.get("edges").load(root, None, cache_dir)) == 160
@@ -91,20 +95,20 @@ def test_fetch_verify_flipped_byte_and_repair(
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))
-    problems = F.verify_dataset("edges", root)
+    problems = V.verify_dataset("edges", root)
     assert len(problems) == 1 and "sha256 mismatch" in problems[0] and "cat7.png" in problems[0]
 
     # missing and unexpected files are reported too
     (out / "dog" / "dog1.png").unlink()
     (out / "dog" / "notes.txt").write_text("x")
-    problems = F.verify_dataset("edges", root)
+    problems = V.verify_dataset("edges", root)
     assert any(p.startswith("missing:") and "dog1.png" in p for p in problems)
     assert any("unexpected file" in p and "notes.txt" in p for p in problems)
     (out / "dog" / "notes.txt").unlink()
 
     # a rerun repairs the corrupted and the missing file, re-using the verified ones
     F.fetch_dataset("edges", root, mirror=url, log=quiet)
-    assert F.verify_dataset("edges", root) == []
+    assert V.verify_dataset("edges", root) == []
 
 
 def test_rerun_needs_no_network(shared_data: Path, tmp_path: Path, http_server, monkeypatch) -> None:
@@ -113,7 +117,7 @@ def test_rerun_needs_no_network(shared_data: Path, tmp_path: Path, http_server, 
     F.fetch_dataset("filled-silhouettes", root, log=quiet)
     # every file present and verified: a dead mirror is never contacted
     F.fetch_dataset("filled-silhouettes", root, mirror="http://127.0.0.1:9/", log=quiet)
-    assert F.verify_dataset("filled-silhouettes", root) == []
+    assert V.verify_dataset("filled-silhouettes", root) == []
 
 
 def test_sha256_mismatch_on_fetch_is_refused(shared_data: Path, tmp_path: Path, http_server) -> None:
@@ -130,7 +134,7 @@ def test_sha256_mismatch_on_fetch_is_refused(shared_data: Path, tmp_path: Path, 
     assert "sha256 mismatch" in msg and "bear3.png" in msg and "1 of 160" in msg
     final = root / "edges" / "bear" / "bear3.png"
     assert not final.exists() and not final.with_name(final.name + ".part").exists()
-    assert F.verify_dataset("edges", root) == [f"missing: {final}"]  # the other 159 were verified and kept
+    assert V.verify_dataset("edges", root) == [f"missing: {final}"]  # the other 159 were verified and kept
 
 
 def test_http_error(tmp_path: Path, http_server) -> None:
@@ -144,7 +148,7 @@ def test_http_error(tmp_path: Path, http_server) -> None:
 def test_fetch_cue_conflict_full(shared_data: Path, tmp_path: Path, http_server, cache_dir: Path) -> None:
     root = tmp_path / "data"
     F.fetch_dataset("cue-conflict", root, mirror=http_server(shared_data), log=quiet)
-    assert F.verify_dataset("cue-conflict", root) == []
+    assert V.verify_dataset("cue-conflict", root) == []
     entry = catalog.get("cue-conflict")
     assert entry.manifest(root, None) == entry.manifest(shared_data, None)
 
@@ -201,32 +205,32 @@ def test_archive_fetch_with_digest(tmp_path: Path, http_server, cache_dir: Path)
 
     with pytest.raises(ChecksumMismatch, match="sha256 mismatch"):
         F.fetch_dataset("stylized-16", root, mirror=url, log=quiet, sha256="0" * 64)
-    assert not (root / F.DOWNLOADS_DIR / "stylized.tar.gz").exists() and not (root / "stylized-16").exists()
+    assert not (root / S.DOWNLOADS_DIR / "stylized.tar.gz").exists() and not (root / "stylized-16").exists()
 
     out = F.fetch_dataset("stylized-16", root, mirror=url, log=quiet, sha256=digest.upper())
     assert out == root / "stylized-16"
-    record = json.loads((out / F.LOCAL_RECORD).read_text())
+    record = json.loads((out / S.LOCAL_RECORD).read_text())
     assert record["archive_sha256"] == digest and len(record["files"]) == 800
-    assert F.verify_dataset("stylized-16", root) == []
+    assert V.verify_dataset("stylized-16", root) == []
     ds = catalog.get("stylized-16").load(root, None, cache_dir)
     assert len(ds) == 800 and ds.labels.bincount(minlength=16).tolist() == [50] * 16
     assert not list(root.glob(".stylized-16.*"))  # no temporary directories left
 
     victim = sorted(out.rglob("*.png"))[3]
     victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")
-    problems = F.verify_dataset("stylized-16", root)
+    problems = V.verify_dataset("stylized-16", root)
     assert len(problems) == 1 and "sha256 mismatch" in problems[0]
 
     # a rerun re-extracts from the verified archive (already downloaded: the mirror is not needed)
     F.fetch_dataset("stylized-16", root, mirror="http://127.0.0.1:9", log=quiet, sha256=digest)
-    assert F.verify_dataset("stylized-16", root) == []
+    assert V.verify_dataset("stylized-16", root) == []
 
 
 def test_archive_placed_by_hand_cannot_be_verified(tmp_path: Path) -> None:
     (tmp_path / "stylized-16" / "dnn").mkdir(parents=True)
-    problems = F.verify_dataset("stylized-16", tmp_path)
+    problems = V.verify_dataset("stylized-16", tmp_path)
     assert len(problems) == 1 and "cannot be verified" in problems[0]
-    assert "not found" in F.verify_dataset("stylized-16", tmp_path / "nowhere")[0]
+    assert "not found" in V.verify_dataset("stylized-16", tmp_path / "nowhere")[0]
 
 
 UNSAFE = {
@@ -248,8 +252,8 @@ def test_unsafe_archive_members_are_refused(kind: str, tmp_path: Path) -> None:
         member = dict(UNSAFE[kind])
         _add(tar, member.pop("name"), b"evil", **member)
     dest = tmp_path / "out" / "dest"
-    with pytest.raises(F.UnsafeArchive, match="refused"):
-        F.safe_extract(archive, dest, strip_prefix="stylized/")
+    with pytest.raises(X.UnsafeArchive, match="refused"):
+        X.safe_extract(archive, dest, strip_prefix="stylized/")
     assert not dest.exists()  # checked before anything was written
     assert not (tmp_path / "out" / "evil.png").exists() and not (tmp_path / "evil.png").exists()
 
@@ -260,7 +264,7 @@ def test_unsafe_archive_refused_through_fetch(tmp_path: Path, http_server) -> No
         served / "stylized.tar.gz", extra=[{"name": "stylized/../../../pwned.png"}]
     )
     root = tmp_path / "data"
-    with pytest.raises(F.UnsafeArchive):
+    with pytest.raises(X.UnsafeArchive):
         F.fetch_dataset("stylized-16", root, mirror=http_server(served), log=quiet, sha256=digest)
     assert not (root / "stylized-16").exists() and not list(root.glob(".stylized-16.*"))
     assert not list(tmp_path.rglob("pwned.png"))
@@ -273,7 +277,7 @@ def test_safe_extract_strips_prefix(tmp_path: Path) -> None:
         _add(tar, "stylized/dnn/session-1/a.png", b"a")
         _add(tar, "./stylized/dnn/session-1/b.png", b"b")
         _add(tar, "README", b"skipped: outside the prefix")
-    names = F.safe_extract(archive, tmp_path / "d", strip_prefix="stylized/")
+    names = X.safe_extract(archive, tmp_path / "d", strip_prefix="stylized/")
     assert sorted(names) == ["dnn/session-1/a.png", "dnn/session-1/b.png"]
     assert (tmp_path / "d" / "dnn" / "session-1" / "b.png").read_bytes() == b"b"
     assert not (tmp_path / "d" / "README").exists()

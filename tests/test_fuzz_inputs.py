@@ -30,6 +30,8 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from biasbench.harness.datasets import download_spec as S
+from biasbench.harness.datasets import downloadable as D
 from biasbench.harness.datasets import fetch as F
 from biasbench.metrics.base import ParamError
 from biasbench.metrics.discovery import all_metrics
@@ -627,7 +629,7 @@ manifest_field_values = {
             | text
             | json_values,
             "sha256": st.sampled_from([GOOD_SHA, None, "", "xyz", GOOD_SHA + "\n"]) | json_values,
-            "format": st.sampled_from([*F.ARCHIVE_FORMATS, "rar", ""]) | json_values,
+            "format": st.sampled_from([*S.ARCHIVE_FORMATS, "rar", ""]) | json_values,
             "strip_prefix": st.sampled_from(["stylized/", "../", "/abs", ""]) | text | json_values,
             "n_files": st.integers() | json_values,
             "sha256_note": text,
@@ -678,8 +680,8 @@ def test_fuzz_manifests_raise_only_manifest_errors_and_accept_only_safe_ones(dat
     TRIED["dataset manifests"] += 1
     where = "manifest fuzz.json"
     try:
-        m = F.parse_manifest(data, where)
-    except F.ManifestError as e:
+        m = S.parse_download_spec(data, where)
+    except S.DownloadSpecError as e:
         assert where in str(e), str(e)
         outcome("dataset manifests", "refused")
         return
@@ -693,14 +695,14 @@ def test_fuzz_manifests_raise_only_manifest_errors_and_accept_only_safe_ones(dat
             assert m.file_url(rel).startswith(m.base_url.rstrip("/") + "/")
         assert m.file_url(rel, "http://mirror").startswith("http://mirror/")
     if m.archive is not None:
-        assert m.archive.format in F.ARCHIVE_FORMATS and m.archive.filename
+        assert m.archive.format in S.ARCHIVE_FORMATS and m.archive.filename
         assert m.archive_url("http://mirror").startswith("http://mirror/")
         assert ".." not in m.archive.strip_prefix.split("/")
     assert isinstance(m.pinned, str) and m.n_files >= 0
 
 
 def test_shipped_manifests_parse_with_the_strict_parser():
-    for name, m in F.dataset_manifests().items():
+    for name, m in D.download_specs().items():
         assert m.name == name and len(m.digest) == 64
 
 
@@ -958,12 +960,12 @@ def test_regression_hostile_targets_are_registry_errors(target, pattern):
 def test_regression_malformed_manifests_are_manifest_errors(patch, pattern):
     raw = {"name": "m", "files": {"a.png": "0" * 64}, "base_url": "https://e.org/", **patch}
     if pattern is None:
-        assert F.parse_manifest(json.dumps(raw), "manifest m.json").pinned == "@abc"
+        assert S.parse_download_spec(json.dumps(raw), "manifest m.json").pinned == "@abc"
         return
-    with pytest.raises(F.ManifestError, match=pattern) as e:
-        F.parse_manifest(json.dumps(raw), "manifest m.json")
+    with pytest.raises(S.DownloadSpecError, match=pattern) as e:
+        S.parse_download_spec(json.dumps(raw), "manifest m.json")
     assert "manifest m.json" in str(e.value)
-    assert issubclass(F.ManifestError, ValueError)  # `bench data fetch` reports ValueErrors cleanly
+    assert issubclass(S.DownloadSpecError, ValueError)  # `bench data fetch` reports ValueErrors cleanly
 
 
 def test_regression_given_archive_digest_must_be_exactly_64_hex_digits(tmp_path, monkeypatch):

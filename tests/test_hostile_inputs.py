@@ -30,7 +30,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from biasbench.harness.datasets import download_spec as S
+from biasbench.harness.datasets import downloadable as D
+from biasbench.harness.datasets import extract as X
 from biasbench.harness.datasets import fetch as F
+from biasbench.harness.datasets import verify as V
 from biasbench.registry import loading, sources
 from biasbench.registry.download import DownloadError
 from biasbench.registry.registry_files import RegistryError, load_registry_file, resolve_targets
@@ -116,8 +120,8 @@ def test_unsafe_tar_members_are_refused_before_anything_is_written(kind, compres
         add_tar(tar, "data/ok.png", b"fine")
         add_tar(tar, name, b"evil", **kw)
     dest = tmp_path / "out"
-    with pytest.raises(F.UnsafeArchive, match="refused") as e:
-        F.safe_extract(archive, dest, strip_prefix="data/")
+    with pytest.raises(X.UnsafeArchive, match="refused") as e:
+        X.safe_extract(archive, dest, strip_prefix="data/")
     assert str(archive) in str(e.value)
     _assert_nothing_written(tmp_path, dest, archive)
 
@@ -130,8 +134,8 @@ def test_unsafe_zip_members_are_refused_before_anything_is_written(kind, tmp_pat
         add_zip(zf, "data/ok.png", b"fine")
         add_zip(zf, name, b"evil", **kw)
     dest = tmp_path / "out"
-    with pytest.raises(F.UnsafeArchive, match="refused") as e:
-        F.safe_extract(archive, dest, strip_prefix="data/")
+    with pytest.raises(X.UnsafeArchive, match="refused") as e:
+        X.safe_extract(archive, dest, strip_prefix="data/")
     assert str(archive) in str(e.value)
     _assert_nothing_written(tmp_path, dest, archive)
 
@@ -143,12 +147,12 @@ def test_zip_archives_extract_with_prefix_and_directories(tmp_path):
         add_zip(zf, "data/dnn/a.png", b"a", mode=stat.S_IFREG | 0o644)
         add_zip(zf, "data/dnn/b.png", b"b" * 10_000)
         add_zip(zf, "README", b"outside the prefix")
-    names = F.safe_extract(archive, tmp_path / "d", strip_prefix="data/")
+    names = X.safe_extract(archive, tmp_path / "d", strip_prefix="data/")
     assert sorted(names) == ["dnn/a.png", "dnn/b.png"]
     assert (tmp_path / "d" / "dnn" / "b.png").read_bytes() == b"b" * 10_000
     assert tree(tmp_path / "d") == ["dnn", "dnn/a.png", "dnn/b.png"]
     # the format can be forced; a tar named as zip is not silently read as something else
-    assert F.safe_extract(archive, tmp_path / "e", format="zip") == [
+    assert X.safe_extract(archive, tmp_path / "e", format="zip") == [
         "data/dnn/a.png",
         "data/dnn/b.png",
         "README",
@@ -157,7 +161,7 @@ def test_zip_archives_extract_with_prefix_and_directories(tmp_path):
     with tarfile.open(tar, "w") as t:
         add_tar(t, "a.png")
     with pytest.raises(DownloadError, match="is not a readable zip archive"):
-        F.safe_extract(tar, tmp_path / "f", format="zip")
+        X.safe_extract(tar, tmp_path / "f", format="zip")
     assert not (tmp_path / "f").exists()
 
 
@@ -169,11 +173,11 @@ def test_corrupt_and_truncated_archives_are_download_errors(tmp_path):
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(DownloadError, match=r"truncated or corrupt|not a readable"):
-        F.safe_extract(cut, tmp_path / "out")
+        X.safe_extract(cut, tmp_path / "out")
     noise = tmp_path / "noise.zip"
     noise.write_bytes(b"PK\x03\x04" + os.urandom(500))
     with pytest.raises(DownloadError, match="not a readable zip archive"):
-        F.safe_extract(noise, tmp_path / "out")
+        X.safe_extract(noise, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -196,12 +200,12 @@ def test_tar_bomb_is_refused_before_extracting(tmp_path):
     assert archive.stat().st_size < 200_000
     dest = tmp_path / "out"
     with pytest.raises(
-        F.ArchiveTooLarge, match=r"would expand to more than 1048576 bytes .*decompression bomb"
+        X.ArchiveTooLarge, match=r"would expand to more than 1048576 bytes .*decompression bomb"
     ):
-        F.safe_extract(archive, dest, max_bytes=2**20)
+        X.safe_extract(archive, dest, max_bytes=2**20)
     _assert_nothing_written(tmp_path, dest, archive)
     # under a limit it fits, it extracts (the limit is what refused it)
-    assert sorted(F.safe_extract(archive, dest, max_bytes=BOMB + 100)) == ["data/ok.png", "data/zeros.bin"]
+    assert sorted(X.safe_extract(archive, dest, max_bytes=BOMB + 100)) == ["data/ok.png", "data/zeros.bin"]
 
 
 def test_tar_member_header_claiming_huge_size_is_refused_at_its_header(tmp_path):
@@ -213,9 +217,9 @@ def test_tar_member_header_claiming_huge_size_is_refused_at_its_header(tmp_path)
     archive.write_bytes(gzip.compress(info.tobuf(format=tarfile.PAX_FORMAT) + bytes(4096)))
     dest = tmp_path / "out"
     with pytest.raises(
-        F.ArchiveTooLarge, match=r"would expand to more than \d+ bytes \(at member 'data/huge.bin'\)"
+        X.ArchiveTooLarge, match=r"would expand to more than \d+ bytes \(at member 'data/huge.bin'\)"
     ):
-        F.safe_extract(archive, dest)
+        X.safe_extract(archive, dest)
     _assert_nothing_written(tmp_path, dest, archive)
 
 
@@ -225,8 +229,8 @@ def test_compression_ratio_limit_refuses_a_bomb_under_the_size_limit(tmp_path):
     archive = tmp_path / "ratio.tar.gz"
     archive.write_bytes(gzip.compress(info.tobuf() + bytes(1024)))
     dest = tmp_path / "out"
-    with pytest.raises(F.ArchiveTooLarge, match=r"more than 100 times its own \d+ bytes"):
-        F.safe_extract(archive, dest)
+    with pytest.raises(X.ArchiveTooLarge, match=r"more than 100 times its own \d+ bytes"):
+        X.safe_extract(archive, dest)
     _assert_nothing_written(tmp_path, dest, archive)
 
 
@@ -237,8 +241,8 @@ def test_zip_bomb_is_refused_before_extracting(tmp_path):
         zf.writestr("zeros.bin", bytes(BOMB))
     assert archive.stat().st_size < 200_000
     dest = tmp_path / "out"
-    with pytest.raises(F.ArchiveTooLarge, match="decompression bomb"):
-        F.safe_extract(archive, dest, max_bytes=2**20)
+    with pytest.raises(X.ArchiveTooLarge, match="decompression bomb"):
+        X.safe_extract(archive, dest, max_bytes=2**20)
     _assert_nothing_written(tmp_path, dest, archive)
 
 
@@ -260,7 +264,7 @@ def test_zip_whose_headers_understate_the_size_is_stopped_while_extracting(tmp_p
     archive = liar_zip(tmp_path / "liar.zip")
     dest = tmp_path / "out"
     with pytest.raises(DownloadError, match=r"zeros.bin"):
-        F.safe_extract(archive, dest, max_bytes=10_000)
+        X.safe_extract(archive, dest, max_bytes=10_000)
     _assert_nothing_written(tmp_path, dest, archive)  # first.png, written before, was removed too
 
 
@@ -270,19 +274,19 @@ def test_too_many_members_is_refused(tmp_path):
         for i in range(50):
             zf.writestr(f"f{i}", b"")
     dest = tmp_path / "out"
-    with pytest.raises(F.ArchiveTooLarge, match="more than 10 members"):
-        F.safe_extract(archive, dest, max_members=10)
+    with pytest.raises(X.ArchiveTooLarge, match="more than 10 members"):
+        X.safe_extract(archive, dest, max_members=10)
     _assert_nothing_written(tmp_path, dest, archive)
 
 
 def test_archive_larger_than_the_free_disk_space_is_refused(tmp_path, monkeypatch):
     archive = tar_bomb(tmp_path / "bomb.tar.gz")
     monkeypatch.setattr(
-        F.shutil, "disk_usage", lambda _p: SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000)
+        X.shutil, "disk_usage", lambda _p: SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000)
     )
     dest = tmp_path / "out"
     with pytest.raises(DownloadError, match=r"needs \d+ bytes but .* has only 1000 free"):
-        F.safe_extract(archive, dest)
+        X.safe_extract(archive, dest)
     _assert_nothing_written(tmp_path, dest, archive)
 
 
@@ -292,7 +296,7 @@ def test_existing_target_keeps_its_files_when_extraction_fails(tmp_path):
     dest.mkdir()
     (dest / "mine.txt").write_text("keep me")
     with pytest.raises(DownloadError):
-        F.safe_extract(archive, dest, strip_prefix="a/")
+        X.safe_extract(archive, dest, strip_prefix="a/")
     assert tree(dest) == ["mine.txt"]  # what the failed extraction wrote is gone, the rest stays
 
 
@@ -305,15 +309,15 @@ def test_zip_dataset_fetched_through_a_manifest(tmp_path, http_server, monkeypat
         for i in range(3):
             zf.writestr(f"set/img{i}.png", bytes([i]) * 10)
     digest = sources.sha256_file(archive)
-    m = F.parse_manifest(
+    m = S.parse_download_spec(
         '{"name": "zipset", "archive": {"url": "https://e.org/set.zip", "format": "zip", "strip_prefix": "set/", '
         f'"n_files": 3, "sha256": "{digest}"}}}}',
         "manifest zipset.json",
     )
-    monkeypatch.setattr(F, "_load_manifests", lambda: {"zipset": m})
+    monkeypatch.setattr(D, "download_specs", lambda: {"zipset": m})
     out = F.fetch_dataset("zipset", tmp_path / "data", mirror=http_server(served), log=lambda _m: None)
-    assert tree(out) == [F.LOCAL_RECORD, "img0.png", "img1.png", "img2.png"]
-    assert F.verify_dataset("zipset", tmp_path / "data") == []
+    assert tree(out) == [S.LOCAL_RECORD, "img0.png", "img1.png", "img2.png"]
+    assert V.verify_dataset("zipset", tmp_path / "data") == []
 
 
 def test_zip_bomb_through_fetch_leaves_nothing_behind(tmp_path, http_server, monkeypatch):
@@ -322,17 +326,17 @@ def test_zip_bomb_through_fetch_leaves_nothing_behind(tmp_path, http_server, mon
     with zipfile.ZipFile(served / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("set/zeros.png", bytes(BOMB))
     digest = sources.sha256_file(served / "bomb.zip")
-    m = F.parse_manifest(
+    m = S.parse_download_spec(
         '{"name": "bombset", "archive": {"url": "https://e.org/bomb.zip", "format": "zip", '
         f'"sha256": "{digest}"}}}}',
         "manifest bombset.json",
     )
-    monkeypatch.setattr(F, "_load_manifests", lambda: {"bombset": m})
-    monkeypatch.setattr(F, "MAX_EXTRACT_BYTES", 2**20)
+    monkeypatch.setattr(D, "download_specs", lambda: {"bombset": m})
+    monkeypatch.setattr(X, "MAX_EXTRACT_BYTES", 2**20)
     root = tmp_path / "data"
-    with pytest.raises(F.ArchiveTooLarge):
+    with pytest.raises(X.ArchiveTooLarge):
         F.fetch_dataset("bombset", root, mirror=http_server(served), log=lambda _m: None)
-    assert tree(root) == [F.DOWNLOADS_DIR, f"{F.DOWNLOADS_DIR}/bomb.zip"]  # only the verified download
+    assert tree(root) == [S.DOWNLOADS_DIR, f"{S.DOWNLOADS_DIR}/bomb.zip"]  # only the verified download
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -552,15 +556,15 @@ def test_a_hostile_checksum_record_is_reported_not_followed(tmp_path, files):
     # was: dict(list) -> ValueError, and '../' keys were hashed outside the dataset folder
     target = tmp_path / "stylized-16"
     target.mkdir()
-    (target / F.LOCAL_RECORD).write_text(json.dumps({"archive_sha256": "0" * 64, "files": files}))
-    (problem,) = F.verify_dataset("stylized-16", tmp_path)
-    assert "the checksum record is malformed" in problem and str(target / F.LOCAL_RECORD) in problem
+    (target / S.LOCAL_RECORD).write_text(json.dumps({"archive_sha256": "0" * 64, "files": files}))
+    (problem,) = V.verify_dataset("stylized-16", tmp_path)
+    assert "the checksum record is malformed" in problem and str(target / S.LOCAL_RECORD) in problem
 
 
 def test_a_checksum_record_that_is_not_an_object_counts_as_missing(tmp_path):
     # was: AttributeError ('list' object has no attribute 'get')
     target = tmp_path / "stylized-16"
     target.mkdir()
-    (target / F.LOCAL_RECORD).write_text("[1, 2]")
-    (problem,) = F.verify_dataset("stylized-16", tmp_path)
+    (target / S.LOCAL_RECORD).write_text("[1, 2]")
+    (problem,) = V.verify_dataset("stylized-16", tmp_path)
     assert "cannot be verified" in problem

@@ -52,9 +52,9 @@ def put(src: Path, dst: Path) -> Path:
     return dst
 
 
-def load(name: str, root: Path, cache: Path, pre: Preprocess | None = SMALL):
+def load(name: str, root: Path, cache: Path, pre: Preprocess | None = SMALL, options=None):
     entry = catalog.get(name)
-    ds = entry.load(root, None if entry.as_stored else pre, cache)
+    ds = entry.load_set(root, None if entry.as_stored else pre, cache, options)
     assert ds.manifest_hash == entry.manifest(root, pre) == entry.manifest(root, pre)
     assert ds.name == name and ds.label_space == IMAGENET_1K
     assert ds.class_names == list(space().class_names)
@@ -198,14 +198,11 @@ def test_imagenet_real_shares_the_decoded_cache_with_imagenet_val_but_not_its_ma
 
 
 def test_imagenet_real_over_the_cache_budget_is_streamed_with_the_cached_pixels(tmp_path, photos):
-    from biasbench.core.streaming import StreamedImages, reset_cache_budget, set_cache_budget
+    from biasbench.core.streaming import LoadOptions, StreamedImages
 
     root, _ = real_tree(tmp_path, photos)
-    token = set_cache_budget(0)  # nothing fits: like ImageNet val on a small disk
-    try:
-        streamed = load("imagenet-real", root, tmp_path / "streamed")
-    finally:
-        reset_cache_budget(token)
+    # nothing fits: like ImageNet val on a small disk
+    streamed = load("imagenet-real", root, tmp_path / "streamed", options=LoadOptions(cache_budget=0))
     assert isinstance(streamed.images, StreamedImages)
     assert not list((tmp_path / "streamed").glob("datasets/*.npy"))  # nothing written
     cached = load("imagenet-real", root, tmp_path / "cache")

@@ -8,7 +8,6 @@ target)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import re
@@ -24,9 +23,12 @@ from biasbench.core.imagenet_corruptions import IMAGENET_C_EXTRA, IMAGENET_C_STA
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.datasets import catalog
+from biasbench.harness.datasets import download_spec as S
+from biasbench.harness.datasets import downloadable as D
 from biasbench.harness.datasets import fetch as F
+from biasbench.harness.datasets import verify as V
 from biasbench.harness.datasets.imagenet_ood import IMAGENET_C_TARS
-from biasbench.registry.download import ChecksumMismatch
+from biasbench.registry.download import ChecksumMismatch, DownloadError, sha256_file
 from tests.harness_fixtures import bench
 
 SMALL = Preprocess(resize=40, crop=32)
@@ -60,13 +62,13 @@ def tar_of(path: Path, members: dict[str, bytes], mode: str = "w") -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def pin(monkeypatch: pytest.MonkeyPatch, name: str, sha256: str | None, n_files: int) -> F.Manifest:
+def pin(monkeypatch: pytest.MonkeyPatch, name: str, sha256: str | None, n_files: int) -> S.DownloadSpec:
     """The real manifest ``name`` with a small stand-in archive's digest and image count."""
-    real = F.dataset_manifests()
+    real = D.download_specs()
     m = real[name]
-    arch = dataclasses.replace(m.archive, sha256=sha256, n_files=n_files)
-    real[name] = dataclasses.replace(m, archive=arch)
-    monkeypatch.setattr(F, "_load_manifests", lambda: real)
+    arch = m.archive.model_copy(update={"sha256": sha256, "n_files": n_files})
+    real[name] = m.model_copy(update={"archive": arch})
+    monkeypatch.setattr(D, "download_specs", lambda: real)
     return real[name]
 
 
@@ -83,7 +85,7 @@ def wnids(subset: str | None = None) -> list[str]:
 
 
 def test_ood_manifests_pin_the_published_digests_or_say_why_not() -> None:
-    ms = F.dataset_manifests()
+    ms = D.download_specs()
     for name in (*OOD, *C_PARTS):
         arch = ms[name].archive
         assert arch is not None and arch.sha256_note, name
@@ -108,8 +110,8 @@ def test_ood_manifests_pin_the_published_digests_or_say_why_not() -> None:
 
 
 def test_imagenet_c_parts_cover_the_19_corruptions_once() -> None:
-    ms = F.dataset_manifests()
-    assert F.manifest_parts("imagenet-c") == sorted(C_PARTS)
+    ms = D.download_specs()
+    assert D.download_parts("imagenet-c") == sorted(C_PARTS)
     by_tar: dict[str, list[str]] = {}
     for c, tar in IMAGENET_C_TARS.items():
         by_tar.setdefault(tar, []).append(c)
@@ -124,7 +126,7 @@ def test_imagenet_c_parts_cover_the_19_corruptions_once() -> None:
         assert all(c in m.description for c in cs)
         assert m.record_name == f".biasbench-files.{name}.json"
     with pytest.raises(KeyError, match="fetched in parts.*imagenet-c-noise"):
-        F.get_manifest("imagenet-c")
+        D.get_download_spec("imagenet-c")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,10 +145,10 @@ def test_imagenet_v2_fetched_from_its_tar_gz_layout(tmp_path, http_server, monke
     with pytest.raises(ChecksumMismatch):  # the real pinned digest: the stand-in is refused
         F.fetch_dataset("imagenet-v2", root, mirror=url, log=quiet)
     assert not (root / "imagenet-v2").exists()
-    assert not (root / F.DOWNLOADS_DIR / "imagenetv2-matched-frequency.tar.gz").exists()
+    assert not (root / S.DOWNLOADS_DIR / "imagenetv2-matched-frequency.tar.gz").exists()
     pin(monkeypatch, "imagenet-v2", digest, 5)
     out = F.fetch_dataset("imagenet-v2", root, mirror=url, log=quiet)
-    assert out == root / "imagenet-v2" and F.verify_dataset("imagenet-v2", root) == []
+    assert out == root / "imagenet-v2" and V.verify_dataset("imagenet-v2", root) == []
     ds = catalog.get("imagenet-v2").load(root, SMALL, cache_dir)
     assert ds.labels.tolist() == [0, 2, 10, 10, 10]  # folder names are class indices, numeric order
     assert ds.item_ids == ["0/2.jpeg", "2/1.jpeg", "10/0.jpeg", "10/3.jpeg", "10/9.jpeg"]
@@ -157,7 +159,7 @@ def test_the_image_count_is_checked(tmp_path, http_server, monkeypatch) -> None:
     w = wnids("imagenet-a")[0]
     digest = tar_of(served / "imagenet-a.tar", {f"imagenet-a/{w}/a.jpg": jpeg(1)})
     pin(monkeypatch, "imagenet-a", digest, 2)
-    with pytest.raises(F.DownloadError, match="holds 1 images under imagenet-a/, expected 2"):
+    with pytest.raises(DownloadError, match="holds 1 images under imagenet-a/, expected 2"):
         F.fetch_dataset("imagenet-a", tmp_path / "data", mirror=http_server(served), log=quiet)
     assert not (tmp_path / "data" / "imagenet-a").exists()
 
@@ -174,7 +176,7 @@ def test_imagenet_a_and_r_fetched_from_their_tar_layout(
     pin(monkeypatch, name, digest, 3)
     root = tmp_path / "data"
     F.fetch_dataset(name, root, mirror=http_server(served), log=quiet)
-    assert F.verify_dataset(name, root) == []
+    assert V.verify_dataset(name, root) == []
     assert (root / name / "README.txt").read_bytes() == b"readme"
     ds = catalog.get(name).load(root, SMALL, cache_dir)
     space = labels.get(IMAGENET_1K)
@@ -188,11 +190,11 @@ def test_imagenet_sketch_fetched_from_its_zip_layout(tmp_path, http_server, monk
     with zipfile.ZipFile(served / "ImageNet-Sketch.zip", "w") as zf:  # the name from the manifest
         for i, w in enumerate(chosen):
             zf.writestr(f"sketch/{w}/sketch_{i}.JPEG", jpeg(i))
-    digest = F.sha256_file(served / "ImageNet-Sketch.zip")
+    digest = sha256_file(served / "ImageNet-Sketch.zip")
     pin(monkeypatch, "imagenet-sketch", digest, 2)
     root = tmp_path / "data"
     F.fetch_dataset("imagenet-sketch", root, mirror=http_server(served), log=quiet)
-    assert F.verify_dataset("imagenet-sketch", root) == []
+    assert V.verify_dataset("imagenet-sketch", root) == []
     ds = catalog.get("imagenet-sketch").load(root, SMALL, cache_dir)
     assert ds.labels.tolist() == [0, 1] and ds.item_ids == [
         f"{w}/sketch_{i}.JPEG" for i, w in enumerate(chosen)
@@ -215,7 +217,7 @@ def test_imagenet_c_bar_needs_a_digest_and_unpacks_cbar_download(
     with pytest.raises(F.UnverifiedSource, match="imagenet-c-bar --sha256"):
         F.fetch_dataset("imagenet-c-bar", root, mirror=url, log=quiet)
     F.fetch_dataset("imagenet-c-bar", root, mirror=url, log=quiet, sha256=digest)
-    assert F.verify_dataset("imagenet-c-bar", root) == []
+    assert V.verify_dataset("imagenet-c-bar", root) == []
     ds = catalog.get("imagenet-c-bar/sparkles-2").load(root, None, cache_dir)
     assert ds.labels.tolist() == [5] and ds.meta["severity"].tolist() == [2]
     assert tuple(ds.images.shape) == (1, 3, 224, 224)
@@ -245,9 +247,9 @@ def test_imagenet_c_parts_merge_side_by_side(tmp_path, http_server, monkeypatch,
     d_noise = c_tar(served / "noise.tar", noise, w, 10)
     d_blur = c_tar(served / "blur.tar", blur, w, 20)
     pin(monkeypatch, "imagenet-c-noise", None, 15)
-    real = F._load_manifests()
-    real["imagenet-c-blur"] = dataclasses.replace(
-        real["imagenet-c-blur"], archive=dataclasses.replace(real["imagenet-c-blur"].archive, n_files=20)
+    real = D.download_specs()
+    real["imagenet-c-blur"] = real["imagenet-c-blur"].model_copy(
+        update={"archive": real["imagenet-c-blur"].archive.model_copy(update={"n_files": 20})}
     )
     root = tmp_path / "data"
     url = http_server(served)
@@ -265,7 +267,7 @@ def test_imagenet_c_parts_merge_side_by_side(tmp_path, http_server, monkeypatch,
         [*noise, *blur, ".biasbench-files.imagenet-c-noise.json", ".biasbench-files.imagenet-c-blur.json"]
     )
     assert (
-        F.verify_dataset("imagenet-c-noise", root) == [] and F.verify_dataset("imagenet-c-blur", root) == []
+        V.verify_dataset("imagenet-c-noise", root) == [] and V.verify_dataset("imagenet-c-blur", root) == []
     )
     ds = catalog.get("imagenet-c/glass_blur-3").load(root, None, cache_dir)
     assert ds.labels.tolist() == [0] and ds.meta["corruption"] == ["glass_blur"]
@@ -273,14 +275,14 @@ def test_imagenet_c_parts_merge_side_by_side(tmp_path, http_server, monkeypatch,
     # a damaged file is reported by its own part only; refetching that part repairs it, the other stays
     victim = target / "shot_noise" / "4" / w / "ILSVRC2012_val_00000001.JPEG"
     victim.write_bytes(b"broken")
-    (problem,) = F.verify_dataset("imagenet-c-noise", root)
+    (problem,) = V.verify_dataset("imagenet-c-noise", root)
     assert "sha256 mismatch" in problem and "shot_noise/4" in problem
-    assert F.verify_dataset("imagenet-c-blur", root) == []
+    assert V.verify_dataset("imagenet-c-blur", root) == []
     F.fetch_dataset("imagenet-c-noise", root, mirror=url, log=quiet, sha256=d_noise)
     assert (
-        F.verify_dataset("imagenet-c-noise", root) == [] and F.verify_dataset("imagenet-c-blur", root) == []
+        V.verify_dataset("imagenet-c-noise", root) == [] and V.verify_dataset("imagenet-c-blur", root) == []
     )
-    assert not [p for p in root.iterdir() if p.name.startswith(".") and p.name != F.DOWNLOADS_DIR]
+    assert not [p for p in root.iterdir() if p.name.startswith(".") and p.name != S.DOWNLOADS_DIR]
 
 
 def test_cli_names_the_parts_of_imagenet_c(tmp_path) -> None:
@@ -298,4 +300,4 @@ def test_every_fetch_command_a_missing_set_suggests_exists() -> None:
             else:
                 named.add(cmd)
     assert named >= {"imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-c-bar", *C_PARTS}
-    assert named <= set(F.dataset_manifests())
+    assert named <= set(D.download_specs())

@@ -15,14 +15,13 @@ from torch import nn
 from biasbench.core.preprocess import Preprocess
 from biasbench.core.streaming import (
     DECODE_STATS,
+    LoadOptions,
     Prefetcher,
     StreamedImages,
     cache_budget,
     decode_batch_cpu,
     decode_batch_tensor,
     parse_size,
-    reset_cache_budget,
-    set_cache_budget,
 )
 from biasbench.harness.datasets.imagenet_files import imagenet_folder_entry
 from biasbench.metrics.accuracy import Accuracy
@@ -57,11 +56,7 @@ def jpeg_set(tmp_path: Path):
 
 
 def _load(entry, data_root: Path, cache: Path, budget: int | None):
-    token = set_cache_budget(budget)
-    try:
-        return entry.load(data_root, PRE, cache)
-    finally:
-        reset_cache_budget(token)
+    return entry.load_set(data_root, PRE, cache, LoadOptions(cache_budget=budget))
 
 
 def _tiny_model() -> ModelWrapper:
@@ -160,11 +155,7 @@ def test_cache_budget_sizes_and_defaults(tmp_path, monkeypatch):
     assert cache_budget(tmp_path / "not" / "yet") > 0  # half the free disk of the nearest existing folder
     monkeypatch.setenv("BIASBENCH_CACHE_BUDGET", "2M")
     assert cache_budget(tmp_path) == 2 * 2**20
-    token = set_cache_budget(77)
-    try:
-        assert cache_budget(tmp_path) == 77  # --cache-budget beats the environment
-    finally:
-        reset_cache_budget(token)
+    assert cache_budget(tmp_path, 77) == 77  # --cache-budget (LoadOptions) beats the environment
 
 
 def test_a_cached_set_is_built_chunk_by_chunk_with_the_pixels_of_one_whole_decode(

@@ -30,7 +30,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +272,6 @@ def to_tensor(images: Any, device: torch.device | None = None) -> torch.Tensor:
 # The cache budget: cache a set when it fits, stream it otherwise
 # ----------------------------------------------------------------------------------------------------
 
-_BUDGET: ContextVar[int | None] = ContextVar("biasbench_cache_budget", default=None)
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -298,14 +297,13 @@ def parse_size(text: str) -> int:
     return int(nbytes)
 
 
-def set_cache_budget(nbytes: int | None) -> Any:
-    """Set the decoded-dataset cache budget of this context (``None``: the default); returns a token
-    for :func:`reset_cache_budget`."""
-    return _BUDGET.set(nbytes)
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a dataset is loaded, passed explicitly to the loads that take it (a parameter named
+    ``options``): ``cache_budget``, the decoded-dataset cache budget in bytes (``--cache-budget``;
+    None: :func:`cache_budget`'s default)."""
 
-
-def reset_cache_budget(token: Any) -> None:
-    _BUDGET.reset(token)
+    cache_budget: int | None = None
 
 
 def cache_used(cache_dir: Path) -> int:
@@ -314,10 +312,10 @@ def cache_used(cache_dir: Path) -> int:
     return sum(f.stat().st_size for f in d.glob("*.npy")) if d.is_dir() else 0
 
 
-def cache_budget(cache_dir: Path) -> int:
-    """The budget of the decoded-dataset cache: ``--cache-budget`` (:func:`set_cache_budget`), else
-    ``$BIASBENCH_CACHE_BUDGET``, else half the free disk under the cache plus what it holds already."""
-    explicit = _BUDGET.get()
+def cache_budget(cache_dir: Path, explicit: int | None = None) -> int:
+    """The budget of the decoded-dataset cache: ``explicit`` (``LoadOptions.cache_budget``, from
+    ``--cache-budget``), else ``$BIASBENCH_CACHE_BUDGET``, else half the free disk under the cache plus
+    what it holds already."""
     if explicit is not None:
         return explicit
     env = os.environ.get("BIASBENCH_CACHE_BUDGET")
@@ -336,13 +334,17 @@ def cached_or_streamed(
     pre: Preprocess | None,
     size: tuple[int, int],
     decode: Callable[[list[Path]], np.ndarray] | None = None,
+    *,
+    options: LoadOptions | None = None,
 ) -> np.ndarray | StreamedImages:
-    """The decoded set: its memory-mapped cache file when it exists or fits the budget (built now in
-    bounded memory, chunk by chunk, with ``decode(paths)``, default :func:`decode_files`), else a
-    :class:`StreamedImages` over ``paths``."""
+    """The decoded set: its memory-mapped cache file when it exists or fits the budget
+    (:func:`cache_budget` with ``options.cache_budget``; built now in bounded memory, chunk by chunk,
+    with ``decode(paths)``, default :func:`decode_files`), else a :class:`StreamedImages` over ``paths``."""
     path = Path(cache_dir) / "datasets" / f"{key}.npy"
     need = len(paths) * 3 * size[0] * size[1]
-    if not path.exists() and cache_used(cache_dir) + need > cache_budget(cache_dir):
+    if not path.exists() and cache_used(cache_dir) + need > cache_budget(
+        cache_dir, (options or LoadOptions()).cache_budget
+    ):
         return StreamedImages(paths, pre, size)
     files = list(paths)
     one = decode or (lambda chunk: decode_files(chunk, pre))

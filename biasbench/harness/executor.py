@@ -31,7 +31,7 @@ from rich.markup import escape
 from biasbench.core import labels
 from biasbench.core.errors import StateError
 from biasbench.core.images import ImageSet
-from biasbench.core.streaming import reset_cache_budget, set_cache_budget
+from biasbench.core.streaming import LoadOptions
 from biasbench.harness import grouping
 from biasbench.harness.datasets import catalog
 from biasbench.harness.environment import FreeCpus, threads_for, usable_cpus
@@ -99,15 +99,15 @@ class RunSummary:
 class DatasetCache:
     """ImageSets loaded once per (name, effective preprocessing) for the whole run."""
 
-    def __init__(self, data_root: Path, cache_dir: Path) -> None:
-        self.data_root, self.cache_dir = data_root, cache_dir
+    def __init__(self, data_root: Path, cache_dir: Path, options: LoadOptions | None = None) -> None:
+        self.data_root, self.cache_dir, self.options = data_root, cache_dir, options or LoadOptions()
         self._sets: dict[tuple[str, Any], ImageSet] = {}
 
     def get(self, rd: ResolvedDataset) -> ImageSet:
         key = (rd.request.name, rd.preprocess)
         if key not in self._sets:
             entry = catalog.get(rd.request.name)
-            self._sets[key] = entry.load(self.data_root, rd.preprocess, self.cache_dir)
+            self._sets[key] = entry.load_set(self.data_root, rd.preprocess, self.cache_dir, self.options)
         return self._sets[key]
 
 
@@ -140,7 +140,7 @@ def execute(
     plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id: str, ui: RunUI
 ) -> RunSummary:
     summary = RunSummary()
-    data = DatasetCache(opts.data_root, opts.cache_dir)
+    data = DatasetCache(opts.data_root, opts.cache_dir, LoadOptions(cache_budget=opts.cache_budget))
     # a todo job whose key is stored now is a forced recompute; one stored later came from another run
     known = store.stored_jobs()
     env = _Env(opts, data, store, run_id, ui, summary, known)
@@ -148,7 +148,6 @@ def execute(
         from biasbench.harness.compiling import check_available
 
         check_available(opts.device)
-    token = set_cache_budget(opts.cache_budget)
     # the modules and plan loaded so far live for the whole run: later collections need not scan them
     gc.freeze()
     try:
@@ -184,7 +183,6 @@ def execute(
                 _release(group, opts.device)
     finally:
         gc.unfreeze()
-        reset_cache_budget(token)
     return summary
 
 

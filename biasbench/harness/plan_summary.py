@@ -65,16 +65,16 @@ def status_lines(plans: list[CheckpointPlan]) -> list[str]:
 
 
 def _download_bytes(name: str) -> int | None:
-    """Published bytes to download for dataset ``name`` (its family's manifests; None: not known)."""
-    from biasbench.harness.datasets import fetch
+    """Published bytes to download for dataset ``name`` (what its family's entry declares to download;
+    None: not known)."""
+    from biasbench.harness.datasets import catalog
 
-    family = name.split("/", 1)[0]
     try:
-        manifests = fetch.dataset_manifests()
+        dataset = catalog.families().get(name.split("/", 1)[0])
+        specs = catalog.download_specs_of(dataset) if dataset is not None else ()
     except Exception:  # noqa: BLE001 - a summary never fails the dry run
         return None
-    picked = [m for m in manifests.values() if m.name in (name, family) or m.target == family]
-    sizes = [m.archive.size for m in picked if m.archive is not None and m.archive.size]
+    sizes = [s.archive.size for s in specs if s.archive is not None and s.archive.size]
     return sum(sizes) if sizes else None
 
 

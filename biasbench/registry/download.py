@@ -1,11 +1,18 @@
-"""Checksum-verified downloads: atomic, resumable, never a half file under the final name.
+"""The one downloader (weights and datasets): checksum-verified, atomic, resumable, size-bounded,
+never a half file under the final name.
 
 ``fetch(url, dest, sha256)`` downloads to ``dest.part`` (resuming it with an HTTP Range request when a
-partial file exists and the server supports ranges), verifies the sha256 of the whole file, and only
-then renames it to ``dest``. A file already at ``dest`` is re-verified, not trusted. A mismatch
-deletes the partial file and raises :class:`ChecksumMismatch`, which names the URL and both digests.
-A mirror base URL (``--mirror`` / ``BIASBENCH_MIRROR``) replaces the scheme+host+prefix of a URL, so
-sites without access to the original host, and our tests, can serve the same files.
+partial file exists; a server that ignores the Range header answers 200 and the file is downloaded
+again from the start), verifies the sha256 of the whole file, and only then renames it to ``dest``. A
+file already at ``dest`` is re-verified, not trusted. A mismatch deletes the partial file and raises
+:class:`ChecksumMismatch`, which names the URL and both digests. ``max_bytes`` bounds what a server may
+send (:class:`TooLarge`).
+
+Mirror policy: a mirror base URL (``mirror=``, ``--mirror``, else ``$BIASBENCH_MIRROR``, read only by
+:func:`resolve_mirror`) replaces the pinned host, so sites without access to it, and our tests, can
+serve the same files. A file sits on the mirror at the pinned URL's path (``<mirror>/<path>``), or at
+the ``mirror_path`` its caller gives (datasets: ``<mirror>/<dataset>/<file>``, laid out like a data
+root). The digests are the pinned ones, whatever the host.
 """
 
 from __future__ import annotations
@@ -39,18 +46,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-#: a mirror of the weight downloads (a base URL the URL's path is appended to)
+#: a mirror of every download (weights and datasets): a base URL, see the module doc
 MIRROR_ENV = "BIASBENCH_MIRROR"
 
 
-def apply_mirror(url: str, mirror: str | None = None) -> str:
-    """Rewrite ``url`` onto ``mirror`` (default: ``$BIASBENCH_MIRROR``; none: ``url`` as it is): its
-    scheme and host are replaced by the mirror."""
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
-    if not mirror:
+def resolve_mirror(mirror: str | None = None) -> str | None:
+    """The mirror base URL: ``mirror``, else ``$BIASBENCH_MIRROR``, else None (the pinned source)."""
+    return mirror or os.environ.get(MIRROR_ENV) or None
+
+
+def apply_mirror(url: str, mirror: str | None = None, path: str | None = None) -> str:
+    """``url`` as fetched: on the mirror (:func:`resolve_mirror`; none: ``url`` as it is) at ``path``
+    (already URL-quoted), by default the URL's own path without its scheme and host."""
+    base = resolve_mirror(mirror)
+    if not base:
         return url
-    rest = url.split("://", 1)[-1].split("/", 1)[-1]
-    return mirror.rstrip("/") + "/" + rest.lstrip("/")
+    if path is None:
+        path = url.split("://", 1)[-1].split("/", 1)[-1]
+    return base.rstrip("/") + "/" + path.lstrip("/")
 
 
 #: the most bytes one download may bring when the caller knows no size (a server that sends without
@@ -70,11 +83,15 @@ def fetch(
     timeout: float = 60.0,
     quiet: bool = True,
     max_bytes: int | None = None,
+    mirror: str | None = None,
+    mirror_path: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and verify ``sha256`` (required unless None is explicitly allowed
     by the caller). Returns ``dest``. Resumes ``dest.part`` if present. ``max_bytes``: the file's
-    known size (a manifest's, a lock's) or a bound; more is refused and the partial file deleted
-    (default :data:`MAX_DOWNLOAD_BYTES`)."""
+    known size (a download spec's, a lock's) or a bound; more is refused and the partial file deleted
+    (default :data:`MAX_DOWNLOAD_BYTES`). ``mirror``/``mirror_path``: where the file is fetched from
+    instead (:func:`apply_mirror`; by default ``$BIASBENCH_MIRROR``)."""
+    url = apply_mirror(url, mirror, mirror_path)
     limit = MAX_DOWNLOAD_BYTES if max_bytes is None else int(max_bytes)
     dest = Path(dest)
     expected = sha256.lower() if sha256 else None
@@ -155,7 +172,7 @@ def download_url_to_hub_cache(url: str) -> Path:
     dest = hub_checkpoints_dir() / os.path.basename(url.split("?", 1)[0])
     if dest.exists():  # like torch.hub: a file in the cache was checked when it was downloaded
         return dest
-    fetch(apply_mirror(url), dest, None)
+    fetch(url, dest, None)
     m = re.search(r"-([a-f0-9]{6,})\.", dest.name)
     if m:
         got = sha256_file(dest)

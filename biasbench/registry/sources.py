@@ -156,6 +156,60 @@ class Source:
         return first_paragraph(cls.__doc__)
 
 
+class DownloadedFile(Source):
+    """A source whose weights are one downloaded file, kept in the weights cache: pinned files at
+    ``<cache>/weights/<sha256>/<file name>`` (:func:`pinned_download`), files nothing pins yet placed
+    there by their digest (:func:`place_by_sha256`). A subclass says how to download and names the file."""
+
+    requires_sha256 = True
+
+    def download(
+        self, value: str, checkpoint_id: str, dest: Path, cache_dir: Path, sha256: str | None
+    ) -> None:
+        """Write the file to ``dest`` (verified against ``sha256`` where the transport can; raise
+        :class:`CheckpointError` naming the checkpoint)."""
+        raise NotImplementedError
+
+    def file_name(self, value: str) -> str:
+        """The file's name in the cache."""
+        raise NotImplementedError
+
+    def shown(self, value: str) -> str:
+        """How messages write the weights (``gdrive:<id>``, the URL)."""
+        return str(WeightSource(self.scheme, value, self.keeps_scheme))
+
+    def unpinned(self, value: str, checkpoint_id: str) -> str:
+        """The error when a resolve gets no sha256."""
+        return (
+            f"checkpoint {checkpoint_id!r}: {self.shown(value)} is not pinned: give the entry a sha256, run "
+            "`bench lock` on its registry, or pass --allow-unpinned to `bench run`"
+        )
+
+    def resolve(
+        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
+    ) -> ResolvedWeights:
+        if not sha256:
+            raise CheckpointError(self.unpinned(value, checkpoint_id))
+        cache_dir = Path(cache_dir)
+
+        def download(tmp: Path) -> None:
+            self.download(value, checkpoint_id, tmp, cache_dir, sha256.lower())
+
+        shown = self.shown(value)
+        dest = pinned_download(cache_dir, sha256, self.file_name(value), download, shown, checkpoint_id)
+        return ResolvedWeights(
+            WeightSource(self.scheme, value, self.keeps_scheme),
+            path=dest,
+            description=f"{shown} (cached at {dest})",
+        )
+
+    def observe(self, value: str, checkpoint_id: str, *, cache_dir: Path) -> Path:
+        tmp = Path(cache_dir) / "weights" / "unpinned" / self.file_name(value)
+        tmp.unlink(missing_ok=True)  # a complete file left here would be trusted; a .part is resumed
+        self.download(value, checkpoint_id, tmp, Path(cache_dir), None)
+        return place_by_sha256(tmp, tmp.name, cache_dir)[0]
+
+
 def _check(name: str, obj: Any, p: Provider) -> Source:
     if not (isinstance(obj, type) and issubclass(obj, Source)):
         raise PluginError(f"weight source {name!r} from {p.provider}: {p.target} is not a Source subclass")

@@ -4,7 +4,9 @@ A plugin of the group is either
 
 * a :class:`DatasetEntry` — one dataset: how to fingerprint its content cheaply (``manifest``, part of
   every result's ``config_hash``), how to load it as an :class:`~biasbench.core.images.ImageSet`, where
-  it is looked for, and how to get it; or
+  it is looked for, and how to get it - in words (``how_to_get``) and, where it can be downloaded, as
+  a :class:`~biasbench.harness.datasets.download_spec.DownloadSpec` (``download``: ``bench data fetch
+  NAME`` then fetches and verifies it); or
 * a :class:`DatasetFamily` — several datasets under one name, looked up as ``<family>/<member>``
   (the demo world's splits: ``demo-world/test``, ``demo-world/gaussian_blur-3`` …) and listed as one
   row.
@@ -25,7 +27,8 @@ target like an entry point, so this registry imports no dataset module). See ``d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ from biasbench.core.errors import NotFoundError
 from biasbench.core.images import ImageSet
 from biasbench.core.plugins import PluginError, PluginRegistry, Provider, import_target, suggest
 from biasbench.core.preprocess import Preprocess
+from biasbench.core.streaming import LoadOptions
+from biasbench.harness.datasets.download_spec import DownloadSpec
 
 GROUP = "biasbench.datasets"
 ENV_VAR = "BIASBENCH_DATASETS"
@@ -56,14 +61,36 @@ class UnknownDataset(PluginError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+#: A dataset's download: one :class:`DownloadSpec` named like the dataset, several (the parts of one
+#: folder, each fetched by its own name: ImageNet-C's five tars), or a function returning either, called
+#: when the download is first asked for (so that listing datasets reads no spec).
+Download = DownloadSpec | Sequence[DownloadSpec] | Callable[[], "DownloadSpec | Sequence[DownloadSpec]"]
+
+
+def download_specs_of(dataset: DatasetEntry | DatasetFamily) -> tuple[DownloadSpec, ...]:
+    """The download specs a dataset declares (none: it cannot be downloaded)."""
+    d = dataset.download
+    if d is None:
+        return ()
+    if callable(d) and not isinstance(d, DownloadSpec):
+        d = d()
+    specs = (d,) if isinstance(d, DownloadSpec) else tuple(d)
+    for s in specs:
+        if not isinstance(s, DownloadSpec):
+            raise PluginError(f"dataset {dataset.name!r}: its download {s!r:.80} is not a DownloadSpec")
+    return specs
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
     """One dataset. ``manifest(data_root, preprocess)`` -> content hash and ``load(data_root,
-    preprocess, cache_dir)`` -> ImageSet both raise :class:`DatasetMissing` when it is absent.
+    preprocess, cache_dir)`` -> ImageSet both raise :class:`DatasetMissing` when it is absent; a load
+    that also takes ``options`` (:class:`~biasbench.core.streaming.LoadOptions`) gets the loader
+    options through :meth:`load_set`.
     ``as_stored``: images are used as stored (the preprocessing is ignored). ``location(data_root)``:
     where it is looked for (``None``: generated, nothing on disk). ``published_size``: the images in the
     published set, by which ``bench run --dry-run`` sizes a set that is not on disk yet (``None``:
-    unknown)."""
+    unknown). ``download``: how ``bench data fetch`` gets it (:data:`Download`; ``None``: it cannot)."""
 
     name: str
     description: str
@@ -74,6 +101,20 @@ class DatasetEntry:
     how_to_get: str = ""
     location: Callable[[Path], Path] | None = None
     published_size: int | None = None
+    download: Download | None = None
+
+    def load_set(
+        self,
+        data_root: Path,
+        preprocess: Preprocess | None,
+        cache_dir: Path,
+        options: LoadOptions | None = None,
+    ) -> ImageSet:
+        """``load(data_root, preprocess, cache_dir)``, with the loader ``options`` (the cache budget)
+        passed explicitly to a load that takes them: one with a parameter named ``options``."""
+        if options is not None and "options" in inspect.signature(self.load).parameters:
+            return self.load(data_root, preprocess, cache_dir, options=options)  # type: ignore[call-arg]
+        return self.load(data_root, preprocess, cache_dir)
 
 
 @dataclass(frozen=True)
@@ -88,6 +129,7 @@ class DatasetFamily:
     summary: str = ""
     how_to_get: str = ""
     location: Callable[[Path], Path] | None = None
+    download: Download | None = None
 
 
 Dataset = DatasetEntry | DatasetFamily

@@ -35,6 +35,7 @@ from biasbench.core.labels import CIFAR10
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily, DatasetMissing
 from biasbench.harness.datasets.cifar_pickle import read_batch, read_meta
+from biasbench.harness.datasets.download_spec import shipped_download
 from biasbench.registry.download import sha256_file
 
 #: where the batches are looked for, under the data root
@@ -142,4 +143,5 @@ CIFAR10_SETS = DatasetFamily(
     summary="test (10,000), train (50,000)",
     how_to_get=HOW_TO_GET,
     location=location,
+    download=shipped_download(CIFAR10),
 )

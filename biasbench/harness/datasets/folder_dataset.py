@@ -48,7 +48,7 @@ from biasbench.core.images import ImageSet
 from biasbench.core.labels import IMAGENET_1K, LabelSpace
 from biasbench.core.plugins import suggest
 from biasbench.core.preprocess import Preprocess
-from biasbench.core.streaming import as_images, cached_or_streamed
+from biasbench.core.streaming import LoadOptions, as_images, cached_or_streamed
 from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing
 from biasbench.harness.datasets.imagenet_files import IMAGE_EXTENSIONS, cache_key
 
@@ -188,12 +188,15 @@ def folder_entry(name: str) -> DatasetEntry:
     def manifest(data_root: Path, pre: Preprocess | None) -> str:
         return scan()[1]
 
-    def load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
+    def load(
+        data_root: Path, pre: Preprocess | None, cache_dir: Path, options: LoadOptions | None = None
+    ) -> ImageSet:
         if pre is None:
             raise InputError(f"dataset {name!r} needs a preprocessing (resize + crop)")
         files, mh = scan()
         paths = [root / rel for rel, _ in files]
-        arr = cached_or_streamed(cache_dir, cache_key("folder", mh, pre), paths, pre, (pre.crop, pre.crop))
+        key = cache_key("folder", mh, pre)
+        arr = cached_or_streamed(cache_dir, key, paths, pre, (pre.crop, pre.crop), options=options)
         return ImageSet(
             name=name,
             images=as_images(arr),

@@ -26,8 +26,8 @@ from biasbench.core.errors import InputError
 from biasbench.core.images import ImageSet, decode_files, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess, preprocess_key
-from biasbench.core.streaming import StreamedImages, as_images, cached_or_streamed
-from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing
+from biasbench.core.streaming import LoadOptions, StreamedImages, as_images, cached_or_streamed
+from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing, Download
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 _WNID = re.compile(r"^(n\d{8})")
@@ -161,6 +161,7 @@ def imagenet_folder_entry(
     stored_size: int | None = None,
     meta_of: Callable[[Files], dict[str, Any]] | None = None,
     published_size: int | None = None,
+    download: Download | None = None,
 ) -> DatasetEntry:
     """A dataset entry for ImageNet-1k-labeled images at ``<data-root>/<relpath>``, listed by
     ``list_files(folder)``. ``stored_size=None``: decoded with the checkpoint's preprocessing; an int:
@@ -180,7 +181,9 @@ def imagenet_folder_entry(
         root, files = scan(data_root)
         return manifest_of(root, files)
 
-    def load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
+    def load(
+        data_root: Path, pre: Preprocess | None, cache_dir: Path, options: LoadOptions | None = None
+    ) -> ImageSet:
         if stored_size is None and pre is None:
             raise InputError(f"dataset {name!r} needs a preprocessing (resize + crop)")
         root, files = scan(data_root)
@@ -188,7 +191,8 @@ def imagenet_folder_entry(
         paths = [root / f for f, _ in files]
         # cached as a memory-mapped array when it fits the cache budget, else streamed (core.streaming)
         if stored_size is None:
-            arr = cached_or_streamed(cache_dir, cache_key(name, mh, pre), paths, pre, (pre.crop, pre.crop))
+            key = cache_key(name, mh, pre)
+            arr = cached_or_streamed(cache_dir, key, paths, pre, (pre.crop, pre.crop), options=options)
         else:
             arr = cached_or_streamed(
                 cache_dir,
@@ -197,6 +201,7 @@ def imagenet_folder_entry(
                 None,
                 (stored_size, stored_size),
                 lambda chunk: decode_as_stored(name, chunk, stored_size),
+                options=options,
             )
         return imagenet_image_set(name, arr, files, mh, meta_of(files) if meta_of else None)
 
@@ -210,4 +215,5 @@ def imagenet_folder_entry(
         how_to_get=how_to_get,
         location=location,
         published_size=published_size,
+        download=download,
     )

@@ -57,8 +57,9 @@ from biasbench.core.imagenet_corruptions import (
 from biasbench.core.images import ImageSet, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
-from biasbench.core.streaming import cached_or_streamed
+from biasbench.core.streaming import LoadOptions, cached_or_streamed
 from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily
+from biasbench.harness.datasets.download_spec import shipped_download
 from biasbench.harness.datasets.imagenet_files import (
     IMAGENET_VAL_HOW_TO_GET,
     IMAGENET_VAL_NAME,
@@ -182,6 +183,7 @@ IMAGENET_V2 = imagenet_folder_entry(
     "ImageNetV2 matched-frequency (10,000 images), <data-root>/imagenet-v2/<class index>/*.jpeg",
     HOW_TO_GET_V2,
     published_size=10_000,
+    download=shipped_download("imagenet-v2"),
 )
 IMAGENET_A = imagenet_folder_entry(
     "imagenet-a",
@@ -191,6 +193,7 @@ IMAGENET_A = imagenet_folder_entry(
     "ImageNet-A natural adversarial examples (7,500 images, 200 classes), <data-root>/imagenet-a/<wnid>/*.jpg",
     HOW_TO_GET_A,
     published_size=7_500,
+    download=shipped_download("imagenet-a"),
 )
 IMAGENET_R = imagenet_folder_entry(
     "imagenet-r",
@@ -200,6 +203,7 @@ IMAGENET_R = imagenet_folder_entry(
     "ImageNet-R renditions (30,000 images, 200 classes), <data-root>/imagenet-r/<wnid>/*.jpg",
     HOW_TO_GET_R,
     published_size=30_000,
+    download=shipped_download("imagenet-r"),
 )
 IMAGENET_SKETCH = imagenet_folder_entry(
     "imagenet-sketch",
@@ -209,6 +213,7 @@ IMAGENET_SKETCH = imagenet_folder_entry(
     "ImageNet-Sketch (50,889 images, 1000 classes), <data-root>/imagenet-sketch/<wnid>/*.JPEG",
     HOW_TO_GET_SKETCH,
     published_size=50_889,
+    download=shipped_download("imagenet-sketch"),
 )
 
 
@@ -228,14 +233,17 @@ def _real_manifest(data_root: Path, pre: Preprocess | None) -> str:
     return _real_scan(data_root)[4]
 
 
-def _real_load(data_root: Path, pre: Preprocess | None, cache_dir: Path) -> ImageSet:
+def _real_load(
+    data_root: Path, pre: Preprocess | None, cache_dir: Path, options: LoadOptions | None = None
+) -> ImageSet:
     if pre is None:
         raise InputError("dataset 'imagenet-real' needs a preprocessing (resize + crop)")
     root, files, real, val_manifest, manifest = _real_scan(data_root)
     # imagenet-val's cache file (the same images, decoded the same way), or streamed like it when it
     # does not fit the cache budget
     key = cache_key(IMAGENET_VAL_NAME, val_manifest, pre)
-    arr = cached_or_streamed(cache_dir, key, [root / f for f, _ in files], pre, (pre.crop, pre.crop))
+    paths = [root / f for f, _ in files]
+    arr = cached_or_streamed(cache_dir, key, paths, pre, (pre.crop, pre.crop), options=options)
     return imagenet_image_set("imagenet-real", arr, files, manifest, meta={"real": real})
 
 
@@ -313,6 +321,9 @@ IMAGENET_C = DatasetFamily(
     "1..5 (<corruption>-<severity>, e.g. gaussian_noise-3)",
     how_to_get=HOW_TO_GET_C,
     location=lambda data_root: Path(data_root) / "imagenet-c",
+    download=shipped_download(
+        *(f"imagenet-c-{tar.removesuffix('.tar')}" for tar in dict.fromkeys(IMAGENET_C_TARS.values()))
+    ),
 )
 IMAGENET_C_BAR_SETS = DatasetFamily(
     name="imagenet-c-bar",
@@ -324,4 +335,5 @@ IMAGENET_C_BAR_SETS = DatasetFamily(
     "e.g. blue_noise_sample-3)",
     how_to_get=HOW_TO_GET_C_BAR,
     location=lambda data_root: Path(data_root) / "imagenet-c-bar",
+    download=shipped_download("imagenet-c-bar"),
 )

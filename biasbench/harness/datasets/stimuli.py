@@ -37,7 +37,7 @@ from biasbench.core.images import ImageSet, cached_array, decode_files, manifest
 from biasbench.core.labels import IMAGENET16
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.datasets.catalog import DatasetEntry, DatasetMissing
-from biasbench.harness.datasets.fetch import get_manifest
+from biasbench.harness.datasets.download_spec import DownloadSpec, shipped_download
 
 # one labeled file: (relative path, label index, texture index or -1)
 Row = tuple[str, int, int]
@@ -48,8 +48,13 @@ def _index16() -> dict[str, int]:
     return {c: i for i, c in enumerate(labels.get(IMAGENET16).class_names)}
 
 
+def _spec(name: str) -> DownloadSpec:
+    """The stimulus set's download spec (``downloads/<name>.json``)."""
+    return shipped_download(name)()[0]
+
+
 def _get_hint(name: str) -> str:
-    m = get_manifest(name)
+    m = _spec(name)
     if m.archive is None:
         how = f"`bench data fetch {name}` (pinned to {m.pinned}; license {m.license})"
     elif m.archive.sha256:
@@ -113,8 +118,8 @@ def _stylized_rows(root: Path, rels: list[str], name: str) -> list[Row]:
 
 
 def _check_complete(name: str, root: Path, rels: list[str], rows: list[Row]) -> None:
-    """Raise DatasetMissing if the files on disk are not exactly the dataset (per its manifest)."""
-    m = get_manifest(name)
+    """Raise DatasetMissing if the files on disk are not exactly the dataset (per its download spec)."""
+    m = _spec(name)
     hint = _get_hint(name)
     if m.files:
         present, wanted = set(rels), {r for r in m.files if r.lower().endswith(".png")}
@@ -146,9 +151,9 @@ def stimulus_dataset(
     rows_of: Callable[[Path, list[str], str], list[Row]],
     with_texture: bool = False,
 ) -> DatasetEntry:
-    """A dataset entry for a 16-class stimulus set at ``<data-root>/<manifest target>``; its published
-    size is the manifest's image count."""
-    m = get_manifest(name)
+    """A dataset entry for a 16-class stimulus set at ``<data-root>/<download target>``, downloaded by
+    its shipped download spec; its published size is the spec's image count."""
+    m = _spec(name)
     target = m.target
 
     def locate(data_root: Path) -> Path:
@@ -198,6 +203,7 @@ def stimulus_dataset(
         how_to_get=_get_hint(name),
         location=locate,
         published_size=(m.archive.n_files if m.archive else m.n_files) or None,
+        download=m,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from biasbench.registry.sources import ResolvedWeights, Source, WeightSource, pinned_download, place_by_sha256
+from biasbench.registry.sources import DownloadedFile
 from biasbench.registry.spec import CheckpointError
 
 #: A Drive file id (letters, digits, ``-`` and ``_``; Drive's ids are 25 to 44 characters long).
@@ -31,12 +31,11 @@ def gdrive_download(file_id: str, output: Path, cookies_file: Path) -> None:
     gdown.download(id=file_id, output=str(output), quiet=True, cookies_file=str(cookies_file))
 
 
-class GoogleDrive(Source):
+class GoogleDrive(DownloadedFile):
     """A Google Drive file by its id, through gdown; pinned by sha256 or the lock file."""
 
     scheme = "gdrive"
     syntax = "gdrive:<file-id> (pinned by sha256 or a lock file)"
-    requires_sha256 = True
 
     def validate(self, value: str, checkpoint_id: str) -> None:
         super().validate(value, checkpoint_id)
@@ -49,7 +48,13 @@ class GoogleDrive(Source):
     def noun(self) -> str:
         return "Google Drive"
 
-    def _download(self, value: str, checkpoint_id: str, dest: Path, cache_dir: Path) -> None:
+    def file_name(self, value: str) -> str:
+        return f"gdrive-{value}.pth"
+
+    def download(
+        self, value: str, checkpoint_id: str, dest: Path, cache_dir: Path, sha256: str | None
+    ) -> None:
+        dest.unlink(missing_ok=True)  # gdown would keep a stale file; the caller verifies the bytes
         try:
             gdrive_download(value, dest, Path(cache_dir) / "weights" / "gdrive-cookies.txt")
         except CheckpointError as e:
@@ -60,33 +65,6 @@ class GoogleDrive(Source):
             ) from e
         if not dest.is_file():
             raise CheckpointError(f"checkpoint {checkpoint_id!r}: gdown wrote no file for gdrive:{value}")
-
-    def resolve(
-        self, value: str, checkpoint_id: str, *, sha256: str | None, cache_dir: Path
-    ) -> ResolvedWeights:
-        cid = checkpoint_id
-        if not sha256:
-            raise CheckpointError(
-                f"checkpoint {cid!r}: gdrive:{value} is not pinned: give the entry a sha256, run `bench lock` "
-                "on its registry, or pass --allow-unpinned to `bench run`"
-            )
-
-        def download(tmp: Path) -> None:
-            tmp.unlink(missing_ok=True)
-            self._download(value, cid, tmp, cache_dir)
-
-        dest = pinned_download(
-            Path(cache_dir), sha256, f"gdrive-{value}.pth", download, f"gdrive:{value}", cid
-        )
-        return ResolvedWeights(
-            WeightSource(self.scheme, value), path=dest, description=f"gdrive:{value} (cached at {dest})"
-        )
-
-    def observe(self, value: str, checkpoint_id: str, *, cache_dir: Path) -> Path:
-        tmp = Path(cache_dir) / "weights" / "unpinned" / f"gdrive-{value}.pth"
-        tmp.unlink(missing_ok=True)
-        self._download(value, checkpoint_id, tmp, cache_dir)
-        return place_by_sha256(tmp, tmp.name, cache_dir)[0]
 
     def default_id(self, value: str) -> str:
         return f"gdrive-{value}"

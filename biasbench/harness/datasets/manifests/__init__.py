@@ -1,1 +1,0 @@
-"""Dataset manifests (package data): one JSON file per downloadable dataset; see ``fetch.py``."""
