@@ -140,14 +140,37 @@ def test_an_input_blind_model_scores_the_same_on_every_demo_set_and_aggregates_f
         for k, v in res.scalars.items()
         if (k.endswith(("_top1", "_mean")) or "@" in k) and not any(c in k for c in calibration)
     }
-    # 100 per set = 10 per class: the constant answer (class 3) is right 1 time in 10 everywhere; PGD's
-    # 32 images are 3 per class plus one more for classes 0 and 1, so 3/32 (and no gradient to follow)
+    # the demo world's defaults: 200 per set = 20 per class, so the constant answer (class 3) is right 1
+    # time in 10; 25 per corruption cell = 2 per class plus one more for classes 0 … 4, so 3/25 in every
+    # cell and their mean; PGD's 32 images are 3 per class plus one more for classes 0 and 1, so 3/32
+    # (and no gradient to follow)
     assert accs.pop("pgd40_top1") == pytest.approx(3 / 32)
-    assert len(accs) >= 44 and all(v == pytest.approx(0.1) for v in accs.values())
-    for agg in ("id", "robustness", "concepts"):
+    cells = {k: v for k, v in accs.items() if k.startswith("c_")}
+    assert len(cells) == 41 and all(v == pytest.approx(3 / 25) for v in cells.values())
+    assert {res.n[k] for k in cells if "@" in k} == {25}
+    sets = {k: v for k, v in accs.items() if k not in cells}
+    assert len(sets) >= 3 and all(v == pytest.approx(0.1) for v in sets.values())
+    assert {res.n[k] for k in sets} == {200}
+    for agg in ("id", "concepts"):
         assert res.scalars[agg] == pytest.approx(0.1)
+    assert res.scalars["robustness"] == pytest.approx(3 / 25)
     assert res.scalars["adversarial"] == pytest.approx(3 / 32)
     assert not res.flags
+
+
+def test_an_explicit_max_per_set_also_sizes_the_corruption_cells(tmp_path):
+    from biasbench.harness.datasets import catalog
+
+    metric = OOD(max_per_set=30, sets=("imagenet", "c"))
+    data = {
+        r: catalog.get(q.name).load(tmp_path, None, tmp_path) for r, q in metric.datasets(DEMO_WORLD).items()
+    }
+    assert metric.work("c:gaussian_blur-3", 500, DEMO_WORLD) == 30
+    assert OOD().work("c:gaussian_blur-3", 500, DEMO_WORLD) == 25  # the demo world's per-cell default
+    assert OOD().work("imagenet", 1000, DEMO_WORLD) == 200
+    res = metric.evaluate(wrap(ConstantLogits(torch.zeros(10)), DEMO_WORLD), data, EvalContext())
+    assert {res.n[k] for k in res.scalars if k.startswith("c_top1@")} == {30}
+    assert res.n["imagenet_top1"] == 30
 
 
 def test_narrowed_sets_leave_aggregates_absent_and_flagged():

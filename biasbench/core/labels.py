@@ -55,6 +55,10 @@ class LabelSpace:
     subsets: Mapping[str, Callable[[], Sequence[int]]] = field(default_factory=dict)
     multi_labels: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: bumped when ``defaults`` change what a job computes (image counts, grids); part of every job's
+    #: content key when set, so a result computed under the former defaults is not taken for a current
+    #: one (``""``: not in the key — label spaces whose defaults never changed keep their hashes)
+    defaults_version: str = ""
     #: what a report over this label space's checkpoints must say about a ``metric.key`` (e.g. that an
     #: aggregate is correlated with a bias by construction); shown on the page and in the verdict
     caveats: Mapping[str, str] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biasbench.core import labels
 from biasbench.core.hashing import config_hash
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.datasets import catalog
@@ -127,18 +128,20 @@ def job_hash(
     datasets: dict[str, ResolvedDataset],
     seed: int,
 ) -> str:
-    return config_hash(
-        {
-            "weights": weights_sha256,
-            "preprocess": pre.to_json(),
-            "labels": spec.labels,
-            "metric": metric.name,
-            "version": metric.version,
-            "params": metric.params_json(),
-            "seed": seed,
-            "datasets": {role: d.describe() for role, d in sorted(datasets.items())},
-        }
-    )
+    parts = {
+        "weights": weights_sha256,
+        "preprocess": pre.to_json(),
+        "labels": spec.labels,
+        "metric": metric.name,
+        "version": metric.version,
+        "params": metric.params_json(),
+        "seed": seed,
+        "datasets": {role: d.describe() for role, d in sorted(datasets.items())},
+    }
+    space = labels.find(spec.labels)
+    if space is not None and space.defaults_version:  # the label space's defaults resolve None params
+        parts["defaults_version"] = space.defaults_version
+    return config_hash(parts)
 
 
 def _unresolved_plan(
