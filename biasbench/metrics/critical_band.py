@@ -50,7 +50,7 @@ centred on ``f₀ = (H/2) / 2^(n−1)`` (1.75 at 224 px, 2 at 64 px) and centre_
 noise levels, ε, contrast and the threshold rule (0 … 4) are unchanged. ImageNet datasets are
 decoded at the fixed Resize(256) + CenterCrop(224) (``interpolation`` parameter, default bilinear);
 the demo world's ``demo-world/test`` is used as stored.
-``n_images``: as in :mod:`biasbench.metrics.spectral` (all images; a seeded 500 on the demo world).
+``n_images``: as in :mod:`biasbench.metrics.spectral` (all images; a seeded 155 on the demo world).
 
 Implementation: grayscale, contrast, white noise, the pyramid (a few batched matmuls with exact
 pyrtools operators, :mod:`biasbench.metrics.laplacian_pyramid`), the RMS equalisation and the
@@ -465,7 +465,7 @@ class CriticalBand(Metric):
         # None: gray-low-contrast (the study) / colour (demo world)
         stimulus: Literal["gray-low-contrast", "colour"] | None = None
         n_images: Annotated[int, Field(ge=1)] | None = (
-            None  # None: all (ImageNet-style) / a seeded 500 (demo world)
+            None  # None: all (ImageNet-style) / a seeded 155 (demo world)
         )
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:

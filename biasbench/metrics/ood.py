@@ -164,7 +164,7 @@ class OOD(Metric):
     class Params:
         sets: tuple[str, ...] | None = None  # None: every set of the model's label space
         max_per_set: Annotated[int, Field(ge=1)] | None = (
-            None  # None: the label space's default (demo 100) / the whole set
+            None  # None: the label space's default (demo 200; its cells 25) / the whole set
         )
         pgd_n_images: Annotated[int, Field(ge=1)] | None = (
             None  # None: the label space's default (demo 32) / max_per_set
@@ -408,7 +408,7 @@ def _joined_cells(
     ctx: EvalContext,
 ) -> dict[str, torch.Tensor] | None:
     """Every cell's logits from one ``ctx.predict`` over the cells' picked images, one after another
-    (full batches instead of a short last batch per cell: the demo's 100-image cells), or None where
+    (full batches instead of a short last batch per cell: the demo's 25-image cells), or None where
     the cells are streamed sets or too many images to hold at once (then each cell is predicted alone).
     An image's logits do not depend on the batch it is in (``tests/test_plugin_contracts.py``)."""
     sets = [data[f"{s}:{c}"].images for c in cells]

@@ -440,24 +440,23 @@ class Store:
                             json.dumps({k: float(v) for k, v in (timings or {}).items()}, sort_keys=True),
                         ],
                     )
-                    rows = [
-                        (
+                    # one INSERT of three parallel lists (unnest zips them): executemany costs ~0.7 ms a
+                    # row (OOD stores ~250 keys); NaN stays NaN (a DataFrame scan would make it NULL)
+                    con.execute(
+                        "INSERT INTO results (checkpoint_id, metric, key, value, n, config_hash, metric_version, "
+                        "run_id, created_at) SELECT ?, ?, unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), "
+                        "unnest(?::BIGINT[]), ?, ?, ?, ?",
+                        [
                             key.checkpoint_id,
                             key.metric,
-                            k,
-                            float(v),
-                            int(n.get(k, 0)),
+                            list(scalars),
+                            [float(v) for v in scalars.values()],
+                            [int(n.get(k, 0)) for k in scalars],
                             key.config_hash,
                             metric_version,
                             run_id,
                             now,
-                        )
-                        for k, v in scalars.items()
-                    ]
-                    con.executemany(
-                        "INSERT INTO results (checkpoint_id, metric, key, value, n, config_hash, metric_version, "
-                        "run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
+                        ],
                     )
                     if tmp is not None and dest is not None:
                         con.execute(
