@@ -51,10 +51,24 @@ app.add_typer(ls_app, name="ls")
 app.add_typer(data_app, name="data")
 app.add_typer(zoo_app, name="zoo")
 
-# no emoji codes (``root:x:0:0`` stays as typed), and error lines are never wrapped (a command or a
-# path in a message must stay copyable)
-out = Console(emoji=False)
-err = Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+
+def _consoles() -> tuple[Console, Console]:
+    """stdout and stderr consoles: no emoji codes (``root:x:0:0`` stays as typed), and error lines are
+    never wrapped (a command or a path in a message must stay copyable)."""
+    return Console(emoji=False), Console(stderr=True, emoji=False, highlight=False, soft_wrap=True)
+
+
+out, err = _consoles()
+
+
+@app.callback()
+def _invocation() -> None:
+    """Fresh consoles for each invocation: a Console fixes its width from ``$COLUMNS`` when it is made,
+    so one made for an earlier invocation in the same process (the Python API, tests) would keep that
+    terminal's width."""
+    global out, err
+    out, err = _consoles()
+
 
 DEFAULT_DB = "bench.duckdb"
 DbOpt = Annotated[

@@ -63,7 +63,9 @@ def setup(tmp_path: Path, cache_dir: Path):
 def _run(setup, db: str, *extra: str, metrics: str = "accuracy") -> None:
     reg, data, tmp = setup
     args = ["run", str(reg), "-m", metrics, "-p", "accuracy.dataset=imagenet-sample"]
-    args += ["--data-root", str(data), "--db", str(tmp / db), "--batch-size", "16", *extra]
+    # one thread for every run: the runs compared bit for bit must not pick their thread counts from
+    # the machine's load (floating-point sums are ordered by it)
+    args += ["--data-root", str(data), "--db", str(tmp / db), "--batch-size", "16", "--threads", "1", *extra]
     r = bench(args, tmp)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -32,7 +32,7 @@ from tests.plugins.probes import MeanConfidence
 METRICS: dict[str, type[Metric]] = {**all_metrics(), MeanConfidence.name: MeanConfidence}
 
 #: parameters that keep each metric's demo-world run to a few seconds on 2 cores (keys that exist)
-FAST = {"n_images": 48}
+FAST = {"n_images": 48, "max_per_set": 48, "pgd_n_images": 8}
 FAST_SIS = {"n_images": 6}
 
 
