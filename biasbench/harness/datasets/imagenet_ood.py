@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -175,45 +176,55 @@ def real_labels_of(root: Path, files: Files) -> list[tuple[int, ...]]:
 # Entries
 # ----------------------------------------------------------------------------------------------------
 
-IMAGENET_V2 = imagenet_folder_entry(
-    "imagenet-v2",
+
+def shipped_folder_entry(
+    name: str, list_files: Callable[[Path], Files], pattern: str, what: str, how_to_get: str, size: int
+) -> DatasetEntry:
+    """An ImageNet-labeled dataset at ``<data-root>/<name>/<pattern>`` whose download spec ships as
+    ``downloads/<name>.json``; ``what`` and ``size``: the published set and its image count."""
+    return imagenet_folder_entry(
+        name,
+        name,
+        list_files,
+        pattern,
+        f"{what}, <data-root>/{name}/{pattern}",
+        how_to_get,
+        published_size=size,
+        download=shipped_download(name),
+    )
+
+
+IMAGENET_V2 = shipped_folder_entry(
     "imagenet-v2",
     list_index_folders,
     "<class index 0..999>/*.jpeg",
-    "ImageNetV2 matched-frequency (10,000 images), <data-root>/imagenet-v2/<class index>/*.jpeg",
+    "ImageNetV2 matched-frequency (10,000 images)",
     HOW_TO_GET_V2,
-    published_size=10_000,
-    download=shipped_download("imagenet-v2"),
+    10_000,
 )
-IMAGENET_A = imagenet_folder_entry(
-    "imagenet-a",
-    "imagenet-a",
-    partial(list_subset_folders, subset="imagenet-a"),
-    "<wnid>/*.jpg",
-    "ImageNet-A natural adversarial examples (7,500 images, 200 classes), <data-root>/imagenet-a/<wnid>/*.jpg",
-    HOW_TO_GET_A,
-    published_size=7_500,
-    download=shipped_download("imagenet-a"),
+
+
+def subset_entry(name: str, what: str, how_to_get: str, size: int) -> DatasetEntry:
+    """ImageNet-A and -R: ``<wnid>/*.jpg`` whose wnids are the label space's subset of that name."""
+    pattern = "<wnid>/*.jpg"
+    return shipped_folder_entry(
+        name, partial(list_subset_folders, subset=name), pattern, what, how_to_get, size
+    )
+
+
+IMAGENET_A = subset_entry(
+    "imagenet-a", "ImageNet-A natural adversarial examples (7,500 images, 200 classes)", HOW_TO_GET_A, 7_500
 )
-IMAGENET_R = imagenet_folder_entry(
-    "imagenet-r",
-    "imagenet-r",
-    partial(list_subset_folders, subset="imagenet-r"),
-    "<wnid>/*.jpg",
-    "ImageNet-R renditions (30,000 images, 200 classes), <data-root>/imagenet-r/<wnid>/*.jpg",
-    HOW_TO_GET_R,
-    published_size=30_000,
-    download=shipped_download("imagenet-r"),
+IMAGENET_R = subset_entry(
+    "imagenet-r", "ImageNet-R renditions (30,000 images, 200 classes)", HOW_TO_GET_R, 30_000
 )
-IMAGENET_SKETCH = imagenet_folder_entry(
-    "imagenet-sketch",
+IMAGENET_SKETCH = shipped_folder_entry(
     "imagenet-sketch",
     list_wnid_folders,
     "<wnid>/*.JPEG",
-    "ImageNet-Sketch (50,889 images, 1000 classes), <data-root>/imagenet-sketch/<wnid>/*.JPEG",
+    "ImageNet-Sketch (50,889 images, 1000 classes)",
     HOW_TO_GET_SKETCH,
-    published_size=50_889,
-    download=shipped_download("imagenet-sketch"),
+    50_889,
 )
 
 
