@@ -59,7 +59,7 @@ from biasbench.core.images import ImageSet, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
 from biasbench.core.streaming import LoadOptions, cached_or_streamed
-from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily
+from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily, Download
 from biasbench.harness.datasets.download_spec import shipped_download
 from biasbench.harness.datasets.imagenet_files import (
     IMAGENET_VAL_HOW_TO_GET,
@@ -322,29 +322,44 @@ def _imagenet_c_bar_members() -> dict[str, DatasetEntry]:
     }
 
 
-IMAGENET_C = DatasetFamily(
-    name="imagenet-c",
-    description="ImageNet-C common corruptions (224 px, used as stored), "
-    "<data-root>/imagenet-c/<corruption>/<severity>/<wnid>/*.JPEG",
-    label_space=IMAGENET_1K,
-    members=_imagenet_c_members,
-    summary=f"{len(IMAGENET_C_STANDARD)} standard + {len(IMAGENET_C_EXTRA)} extra corruptions × severities "
+def corruption_family(
+    name: str,
+    what: str,
+    members: Callable[[], dict[str, DatasetEntry]],
+    summary: str,
+    how_to_get: str,
+    download: Download,
+) -> DatasetFamily:
+    """An ImageNet-labeled corruption family at ``<data-root>/<name>/<corruption>/<severity>/<wnid>/``
+    (224 px, used as stored); ``what``: the published set."""
+    return DatasetFamily(
+        name=name,
+        description=f"{what} (224 px, used as stored), <data-root>/{name}/<corruption>/<severity>/<wnid>/*.JPEG",
+        label_space=IMAGENET_1K,
+        members=members,
+        summary=summary,
+        how_to_get=how_to_get,
+        location=lambda data_root: Path(data_root) / name,
+        download=download,
+    )
+
+
+IMAGENET_C = corruption_family(
+    "imagenet-c",
+    "ImageNet-C common corruptions",
+    _imagenet_c_members,
+    f"{len(IMAGENET_C_STANDARD)} standard + {len(IMAGENET_C_EXTRA)} extra corruptions × severities "
     "1..5 (<corruption>-<severity>, e.g. gaussian_noise-3)",
-    how_to_get=HOW_TO_GET_C,
-    location=lambda data_root: Path(data_root) / "imagenet-c",
-    download=shipped_download(
+    HOW_TO_GET_C,
+    shipped_download(
         *(f"imagenet-c-{tar.removesuffix('.tar')}" for tar in dict.fromkeys(IMAGENET_C_TARS.values()))
     ),
 )
-IMAGENET_C_BAR_SETS = DatasetFamily(
-    name="imagenet-c-bar",
-    description="ImageNet-C-bar, corruptions dissimilar to ImageNet-C (224 px, used as stored), "
-    "<data-root>/imagenet-c-bar/<corruption>/<severity>/<wnid>/*.JPEG",
-    label_space=IMAGENET_1K,
-    members=_imagenet_c_bar_members,
-    summary=f"{len(IMAGENET_C_BAR)} corruptions × severities 1..5 (<corruption>-<severity>, "
-    "e.g. blue_noise_sample-3)",
-    how_to_get=HOW_TO_GET_C_BAR,
-    location=lambda data_root: Path(data_root) / "imagenet-c-bar",
-    download=shipped_download("imagenet-c-bar"),
+IMAGENET_C_BAR_SETS = corruption_family(
+    "imagenet-c-bar",
+    "ImageNet-C-bar, corruptions dissimilar to ImageNet-C",
+    _imagenet_c_bar_members,
+    f"{len(IMAGENET_C_BAR)} corruptions × severities 1..5 (<corruption>-<severity>, e.g. blue_noise_sample-3)",
+    HOW_TO_GET_C_BAR,
+    shipped_download("imagenet-c-bar"),
 )
