@@ -373,6 +373,32 @@ def test_cli_refuses_cifar10_without_sha256(tmp_path):
     assert not (tmp_path / "cifar10").exists() and not (tmp_path / ".downloads").exists()
 
 
+def test_a_member_name_fetches_and_verifies_its_familys_download(
+    tmp_path, http_server, monkeypatch, cache_dir
+):
+    served = tmp_path / "mirror"
+    written = write_batches(tmp_path / "src")
+    sha, md5 = _tarball(served / "cifar-10-python.tar.gz", tmp_path / "src")
+    url = http_server(served)
+    root = tmp_path / "data"
+    assert D.get_download_spec("cifar10/test") == D.get_download_spec("cifar10")
+    with pytest.raises(F.UnverifiedSource, match=r"bench data fetch cifar10 --sha256"):
+        F.fetch_dataset("cifar10/test", root, mirror=url, log=quiet)
+    _with_md5(monkeypatch, md5)
+    out = F.fetch_dataset("cifar10/test", root, mirror=url, log=quiet, sha256=sha)
+    assert out == root / "cifar10" and (out / "data_batch_1").is_file()  # the whole family's folder
+    assert V.verify_dataset("cifar10/test", root) == [] and V.verify_dataset("cifar10", root) == []
+    ds = catalog.get("cifar10/test").load(root, None, cache_dir)
+    assert np.array_equal(ds.images.numpy().reshape(4, -1), written["test_batch"][0])
+
+
+def test_cli_fetch_of_a_member_asks_for_the_familys_sha256(tmp_path):
+    r = bench(["data", "fetch", "cifar10/test", "--data-root", str(tmp_path)], tmp_path)
+    said = " ".join((r.stderr + r.stdout).split())
+    assert r.returncode != 0 and "bench data fetch cifar10 --sha256" in said
+    assert "cannot be downloaded" not in said and not (tmp_path / ".downloads").exists()
+
+
 def test_a_manifest_md5_must_be_32_hex_digits():
     raw = {
         "name": "x",

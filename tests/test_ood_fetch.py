@@ -129,6 +129,11 @@ def test_imagenet_c_parts_cover_the_19_corruptions_once() -> None:
         D.get_download_spec("imagenet-c")
 
 
+def test_a_member_of_a_family_fetched_in_parts_is_told_the_parts() -> None:
+    with pytest.raises(KeyError, match=r"'imagenet-c/gaussian_noise-3' is a member of imagenet-c.*in parts"):
+        D.get_download_spec("imagenet-c/gaussian_noise-3")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Single-archive sets
 # ----------------------------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def test_tags_edited_in_a_registry_reach_the_store_when_every_job_is_already_sto
     r = bench(args, tmp_path)
     assert r.returncode == 0 and "Nothing to compute" in r.stdout
     with Store(db, read_only=True) as s:
-        tags = json.loads(s.checkpoints().set_index("id").loc["tiny0", "tags"])
+        tags = json.loads(s.query("SELECT * FROM checkpoints").set_index("id").loc["tiny0", "tags"])
     assert tags == {"category": "new", "seed": 0}
 
 

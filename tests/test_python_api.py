@@ -86,7 +86,7 @@ def test_evaluate_on_an_in_memory_copy_gives_the_registry_paths_scalars_and_resu
     )
     assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     with Store(db, read_only=True) as s:
-        row = s.checkpoints().set_index("id").loc["mine"]
+        row = s.query("SELECT * FROM checkpoints").set_index("id").loc["mine"]
         assert row["source"] == "python (biasbench.evaluate)" and row["weights"] == "python:mine"
         hash1 = s.results()["config_hash"].iloc[0]
 

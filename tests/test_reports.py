@@ -188,7 +188,7 @@ def test_an_unknown_colour_tag_and_a_missing_output_folder_are_errors(db, tmp_pa
 
 def test_an_empty_database_says_to_run_first(tmp_path):
     path = tmp_path / "e.duckdb"
-    Store(path).close()
+    Store(path)  # creates the file and its tables
     r = _report(path, tmp_path)
     assert r.returncode == 0 and "bench run" in r.stdout
 

@@ -275,7 +275,7 @@ def test_shards_merge_into_one_database_and_remerging_adds_nothing(tmp_path, env
     from biasbench.harness.store import Store
 
     with Store(merged, read_only=True) as st:
-        assert len(st.results()) == 4 and len(st.checkpoints()) == 2 and len(st.runs()) == 2
+        assert len(st.results()) == 4 and st.counts()["checkpoints"] == 2 and len(st.runs()) == 2
         items = st.items("tiny1", "accuracy")  # copied beside the merged DB, readable from there
         assert len(items) == 1000 and str(st.items_dir) in str(merged) + ".items"
     again = bench(["merge", str(tmp_path / "shards" / "b.duckdb"), "--db", str(merged)], tmp_path, env)

@@ -29,9 +29,9 @@ def _write(
 def test_written_job_is_stored_and_readable(tmp_path):
     with Store(tmp_path / "b.duckdb") as s:
         k = JobKey("ckpt", "m", "h1")
-        assert not s.has_job(k)
+        assert k not in s.stored_jobs()
         _write(s, k, 0.5)
-        assert s.has_job(k) and k in s.stored_jobs()
+        assert s.stored_jobs() == {k}
         df = s.results()
         assert sorted(df["key"]) == ["x", "y"] and df.set_index("key").loc["y", "value"] == 1.0
         assert df.set_index("key").loc["x", "n"] == 10
@@ -63,7 +63,7 @@ def test_failed_transaction_leaves_no_partial_job(tmp_path):
                 k,
                 JobRecord(metric_version="1", scalars={"ok": 1.0, "bad": "x"}, run_id="r"),
             )
-        assert not s.has_job(k)
+        assert k not in s.stored_jobs()
         assert s.results(latest=False).empty
 
 

@@ -26,7 +26,7 @@ import functools
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -86,9 +86,12 @@ def first_paragraph(doc: str | None) -> str:
     return " ".join(text.split())
 
 
-def suggest(name: str, choices: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
-    """`` (did you mean a, b?)`` for close matches (``difflib`` ratio ≥ ``cutoff``), else ``""``."""
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=cutoff)
+def suggest(name: str | list[str], choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """`` (did you mean a, b?)`` for close matches (``difflib`` ratio ≥ ``cutoff``, up to three per
+    name when ``name`` is a list of names), else ``""``."""
+    pool = list(dict.fromkeys(choices))
+    names = [name] if isinstance(name, str) else name
+    close = dict.fromkeys(m for n in names for m in difflib.get_close_matches(n, pool, n=3, cutoff=cutoff))
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 

@@ -58,7 +58,7 @@ reliably as the clean set does accuracy; ``benchmarks/demo_retest.py``), ImageNe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
@@ -235,22 +235,20 @@ class OOD(Metric):
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         conf, sets = self._plan(model.label_space)
         max_n = self.params.max_per_set or conf.get("max_per_set")
-        scalars: dict[str, float] = {}
-        n: dict[str, int] = {}
-        frames: list[pd.DataFrame] = []
+        out = _Tally()
         for s in sets:
             kind, purpose, subset = SETS[s]
             if kind == "family":
-                self._family(s, conf["families"][purpose], model, data, ctx, max_n, scalars, n, frames)
+                self._family(s, conf["families"][purpose], model, data, ctx, max_n, out)
             elif kind == "pgd":
                 pgd_n = self.params.pgd_n_images or conf.get("pgd_n_images") or max_n
-                self._pgd(s, conf, model, data[s], ctx, pgd_n, scalars, n, frames)
+                self._pgd(s, conf, model, data[s], ctx, pgd_n, out)
             else:
-                self._set(s, kind, subset, model, data[s], ctx, max_n, scalars, n, frames)
-        flags = self._aggregates(conf.get("aggregates", {}), scalars, n)
-        flags += self._aggregates(_calibration_spec(conf.get("calibration_aggregates", {})), scalars, n)
-        items = pd.concat(frames, ignore_index=True) if frames else None
-        return MetricResult(scalars=scalars, n=n, items=items, flags=flags)
+                self._set(s, kind, subset, model, data[s], ctx, max_n, out)
+        flags = out.aggregates(conf.get("aggregates", {}))
+        flags += out.aggregates(_calibration_spec(conf.get("calibration_aggregates", {})))
+        items = pd.concat(out.frames, ignore_index=True) if out.frames else None
+        return MetricResult(scalars=out.scalars, n=out.n, items=items, flags=flags)
 
     def evaluate_group(
         self, models: list[ModelWrapper], data: dict[str, ImageSet], ctx: EvalContext
@@ -268,9 +266,7 @@ class OOD(Metric):
         ds: ImageSet,
         ctx: EvalContext,
         max_n: int | None,
-        scalars: dict,
-        n: dict,
-        frames: list,
+        out: _Tally,
     ) -> None:
         idx = stratified_subset(ds.labels, max_n, ctx.seed, s)
         images, y = _pick(ds.images, idx), ds.labels[idx]
@@ -278,15 +274,15 @@ class OOD(Metric):
         if kind == "decision":
             dec = decide(logits, model.label_space, ds)
             key = f"{s}_top1" if ds.label_space == model.label_space else f"{s}_acc16"
-            correct = _record(key, dec.decision == y, y >= 0, scalars, n)
+            correct = out.record(key, dec.decision == y, y >= 0)
             if ds.label_space == model.label_space:  # the model's own top-1 (argmax): a probability of y
-                _calibrate(s, "", logits, y, dec.decision == y, scalars, n)
+                out.calibrate(s, "", logits, y, dec.decision == y)
         elif kind == "real":
             real = [ds.meta["real"][i] for i in idx.tolist()]
             keep = torch.tensor([len(r) > 0 for r in real], dtype=torch.bool)
             pred = logits.argmax(dim=1).tolist()
             hit = torch.tensor([p in r for p, r in zip(pred, real, strict=True)], dtype=torch.bool)
-            correct = _record("real_top1", hit, keep, scalars, n)
+            correct = out.record("real_top1", hit, keep)
         else:
             if ds.label_space != model.label_space:
                 raise MetricError(
@@ -299,11 +295,11 @@ class OOD(Metric):
                 mask[cls] = 0.0
                 logits = logits + mask
             hit = topk_correct(logits, y.clamp(min=0), 1)
-            correct = _record(f"{s}_top1", hit, y >= 0, scalars, n)
-            _calibrate(s, "", logits, y, hit, scalars, n)  # over the restricted classes for a / r
+            correct = out.record(f"{s}_top1", hit, y >= 0)
+            out.calibrate(s, "", logits, y, hit)  # over the restricted classes for a / r
             if s == "imagenet" and logits.shape[1] >= 5:
-                _record("imagenet_top5", topk_correct(logits, y.clamp(min=0), 5), y >= 0, scalars, n)
-        frames.append(_frame(s, ds, idx, y, correct))
+                out.record("imagenet_top5", topk_correct(logits, y.clamp(min=0), 5), y >= 0)
+        out.frames.append(_frame(s, ds, idx, y, correct))
 
     def _family(
         self,
@@ -313,9 +309,7 @@ class OOD(Metric):
         data: dict[str, ImageSet],
         ctx: EvalContext,
         max_n: int | None,
-        scalars: dict,
-        n: dict,
-        frames: list,
+        out: _Tally,
     ) -> None:
         cell: dict[str, float] = {}
         cal: dict[str, dict[str, float]] = {m: {} for m in MEASURES}
@@ -332,19 +326,18 @@ class OOD(Metric):
                 logits = ctx.predict(model, _pick(ds.images, idx), description=f"ood {s} {c}")
             key = f"{s}_top1@{c}"
             hit = topk_correct(logits, y.clamp(min=0), 1)
-            correct = _record(key, hit, y >= 0, scalars, n)
-            cell[c] = scalars[key]
-            for m, v in _calibrate(s, f"@{c}", logits, y, hit, scalars, n).items():
+            correct = out.record(key, hit, y >= 0)
+            cell[c] = out.scalars[key]
+            for m, v in out.calibrate(s, f"@{c}", logits, y, hit).items():
                 cal[m][c] = v
-            frames.append(_frame(f"{s}:{c}", ds, idx, y, correct))
+            out.frames.append(_frame(f"{s}:{c}", ds, idx, y, correct))
         for key, corrs in fam["means"].items():
             parts = [cell[f"{c}-{v}"] for c in corrs for v in fam["severities"]]
-            scalars[key], n[key] = float(np.mean(parts)), len(parts)
+            out.put(key, float(np.mean(parts)), len(parts))
         for key, corrs in fam["means"].items():
             for m in MEASURES:
                 parts = [cal[m][f"{c}-{v}"] for c in corrs for v in fam["severities"]]
-                mkey = _calibration_mean_key(key, m)
-                scalars[mkey], n[mkey] = float(np.mean(parts)), len(parts)
+                out.put(_calibration_mean_key(key, m), float(np.mean(parts)), len(parts))
 
     def _pgd(
         self,
@@ -354,9 +347,7 @@ class OOD(Metric):
         ds: ImageSet,
         ctx: EvalContext,
         pgd_n: int | None,
-        scalars: dict,
-        n: dict,
-        frames: list,
+        out: _Tally,
     ) -> None:
         idx = stratified_subset(ds.labels, pgd_n, ctx.seed, s)
         y_all = ds.labels[idx]
@@ -379,20 +370,8 @@ class OOD(Metric):
             if len(idx)
             else torch.empty(0, dtype=torch.long)
         )
-        correct = _record("pgd40_top1", pred == y_all, y_all >= 0, scalars, n)
-        frames.append(_frame(s, ds, idx, y_all, correct))
-
-    @staticmethod
-    def _aggregates(spec: dict[str, tuple[str, ...]], scalars: dict, n: dict) -> list[str]:
-        flags = []
-        for name, parts in spec.items():
-            missing = [p for p in parts if p not in scalars]
-            if missing:
-                flags.append(f"aggregate {name!r} not stored: missing {', '.join(missing)} (narrowed sets?)")
-                continue
-            scalars[name] = float(np.mean([scalars[p] for p in parts]))
-            n[name] = min(n[p] for p in parts)
-        return flags
+        correct = out.record("pgd40_top1", pred == y_all, y_all >= 0)
+        out.frames.append(_frame(s, ds, idx, y_all, correct))
 
 
 #: corruption cells predicted in one call (one stream of full batches) up to this many images in all
@@ -427,26 +406,48 @@ def _pick(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return images if len(idx) == images.shape[0] else images[idx]
 
 
-def _record(key: str, hit: torch.Tensor, keep: torch.Tensor, scalars: dict, n: dict) -> torch.Tensor:
-    """Store ``key`` = the fraction of kept (labelled) items that are hits, and its n; return the
-    per-item correctness (False for items not kept)."""
-    correct = hit & keep
-    k = int(keep.sum())
-    scalars[key], n[key] = (float(correct[keep].float().mean()) if k else math.nan), k
-    return correct
+@dataclass
+class _Tally:
+    """What one evaluation stores: scalars and the number of items each rests on, and per-item frames."""
 
+    scalars: dict[str, float] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)
+    frames: list[pd.DataFrame] = field(default_factory=list)
 
-def _calibrate(
-    s: str, suffix: str, logits: torch.Tensor, y: torch.Tensor, hit: torch.Tensor, scalars: dict, n: dict
-) -> dict[str, float]:
-    """Store ``<s>_<m><suffix>`` for m = ece, nll, brier (:func:`~biasbench.metrics.calibration.calibration`
-    of ``logits`` against ``y``, labels < 0 excluded; the ECE's correctness is ``hit``, the stored
-    top-1's) and their n; return ``{m: value}``."""
-    cal = calibration(logits, y, correct=hit)
-    values = cal.as_dict()
-    for m, v in values.items():
-        scalars[f"{s}_{m}{suffix}"], n[f"{s}_{m}{suffix}"] = v, cal.n
-    return values
+    def put(self, key: str, value: float, count: int) -> None:
+        self.scalars[key], self.n[key] = value, count
+
+    def record(self, key: str, hit: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Store ``key`` = the fraction of kept (labelled) items that are hits, and its n; return the
+        per-item correctness (False for items not kept)."""
+        correct = hit & keep
+        k = int(keep.sum())
+        self.put(key, float(correct[keep].float().mean()) if k else math.nan, k)
+        return correct
+
+    def calibrate(
+        self, s: str, suffix: str, logits: torch.Tensor, y: torch.Tensor, hit: torch.Tensor
+    ) -> dict[str, float]:
+        """Store ``<s>_<m><suffix>`` for m = ece, nll, brier (:func:`~biasbench.metrics.calibration.calibration`
+        of ``logits`` against ``y``, labels < 0 excluded; the ECE's correctness is ``hit``, the stored
+        top-1's) and their n; return ``{m: value}``."""
+        cal = calibration(logits, y, correct=hit)
+        values = cal.as_dict()
+        for m, v in values.items():
+            self.put(f"{s}_{m}{suffix}", v, cal.n)
+        return values
+
+    def aggregates(self, spec: dict[str, tuple[str, ...]]) -> list[str]:
+        """Store each aggregate of ``spec`` (name -> the scalars it averages; n: their smallest); a
+        flag for each one whose parts are not all stored."""
+        flags = []
+        for name, parts in spec.items():
+            missing = [p for p in parts if p not in self.scalars]
+            if missing:
+                flags.append(f"aggregate {name!r} not stored: missing {', '.join(missing)} (narrowed sets?)")
+                continue
+            self.put(name, float(np.mean([self.scalars[p] for p in parts])), min(self.n[p] for p in parts))
+        return flags
 
 
 def _calibration_mean_key(mean_key: str, m: str) -> str:

@@ -46,6 +46,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: the sha256 prefix in a torch.hub-style file name, ``<name>-<first eight or more hex digits>.<ext>``
+#: (``resnet50-0676ba61.pth``), as torchvision and timm name their weight files
+HASH_PREFIX_RE = re.compile(r"-([0-9a-f]{8,64})\.")
+
+
+def name_hash_prefix(file_name: str) -> str | None:
+    """The sha256 prefix that ``file_name`` carries (``resnet50-0676ba61.pth`` -> ``0676ba61``), if any."""
+    m = HASH_PREFIX_RE.search(file_name)
+    return m.group(1) if m else None
+
+
 #: a mirror of every download (weights and datasets): a base URL, see the module doc
 MIRROR_ENV = "BIASBENCH_MIRROR"
 
@@ -173,13 +184,13 @@ def download_url_to_hub_cache(url: str) -> Path:
     if dest.exists():  # like torch.hub: a file in the cache was checked when it was downloaded
         return dest
     fetch(url, dest, None)
-    m = re.search(r"-([a-f0-9]{6,})\.", dest.name)
-    if m:
+    prefix = name_hash_prefix(dest.name)
+    if prefix:
         got = sha256_file(dest)
-        if not got.startswith(m.group(1)):
+        if not got.startswith(prefix):
             dest.unlink(missing_ok=True)
             raise DownloadError(
-                f"sha256 of {url} is {got}, which does not start with the prefix {m.group(1)} in its "
+                f"sha256 of {url} is {got}, which does not start with the prefix {prefix} in its "
                 f"file name; the download was deleted"
             )
     return dest

@@ -307,16 +307,18 @@ def strict_load(net: nn.Module, sd: dict[str, torch.Tensor], spec: CheckpointSpe
         for k, v in model_sd.items()
         if k in sd and tuple(sd[k].shape) != tuple(v.shape)
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys {_fmt_keys(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys {_fmt_keys(unexpected)}")
-        if shapes:
-            parts.append(
-                f"{len(shapes)} shape mismatches [{'; '.join(shapes[:10])}{'; …' if len(shapes) > 10 else ''}]"
-            )
+    parts = [
+        text
+        for text in (
+            f"{len(missing)} missing keys {_fmt_keys(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected keys {_fmt_keys(unexpected)}" if unexpected else "",
+            f"{len(shapes)} shape mismatches [{'; '.join(shapes[:10])}{'; …' if len(shapes) > 10 else ''}]"
+            if shapes
+            else "",
+        )
+        if text
+    ]
+    if parts:
         raise CheckpointError(
             f"checkpoint {spec.id!r}: the weights do not fit arch {spec.arch!r} (strict load): "
             + "; ".join(parts)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from biasbench.registry import sources
+from biasbench.registry.download import name_hash_prefix
 from biasbench.registry.registry_files import FILES_DIR, RegistryError
 from biasbench.registry.spec import CheckpointSpec, WeightPart
 
@@ -198,11 +198,11 @@ def _observe(u: Unpinned, cache_dir: Path) -> tuple[str, Path]:
     path = sources.source_of(src).observe(src.value, u.spec.id, cache_dir=cache_dir)
     digest = sources.cached_sha256(path, cache_dir)
     name = urllib.parse.urlsplit(u.weights).path.rsplit("/", 1)[-1]
-    prefix = re.search(r"-([0-9a-f]{8,64})\.", name)
-    if prefix and not digest.startswith(prefix.group(1)):
+    prefix = name_hash_prefix(name)
+    if prefix and not digest.startswith(prefix):
         raise RegistryError(
             f"checkpoint {u.spec.id!r}: the sha256 of {u.weights} is {digest}, which does not start with "
-            f"the prefix {prefix.group(1)} in its file name; not locked"
+            f"the prefix {prefix} in its file name; not locked"
         )
     return digest, path
 

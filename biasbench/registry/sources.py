@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from biasbench.core.paths import special_file_kind
 from biasbench.core.plugins import PluginError, PluginRegistry, Provider, first_paragraph
 from biasbench.registry.download import sha256_file
 from biasbench.registry.spec import CheckpointError
@@ -414,15 +415,6 @@ def expand_path(value: str) -> Path:
         return Path(value)
 
 
-_NON_REGULAR = (
-    (stat.S_ISDIR, "is a directory, not a file"),
-    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
-    (stat.S_ISCHR, "is a character device, not a regular file"),
-    (stat.S_ISBLK, "is a block device, not a regular file"),
-    (stat.S_ISSOCK, "is a socket, not a regular file"),
-)
-
-
 def path_problem(path: Path | str) -> str | None:
     """Why ``path`` is not a regular file, as the rest of a sentence that starts with the path
     (``"not found"``, ``"is a directory, not a file"``, ``"is a FIFO (named pipe), not a regular file"``,
@@ -438,10 +430,10 @@ def path_problem(path: Path | str) -> str | None:
         return f"cannot be examined: {e}"
     if stat.S_ISREG(mode):
         return None
-    for test, words in _NON_REGULAR:
-        if test(mode):
-            return words
-    return "is not a regular file"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kind = special_file_kind(mode)
+    return f"is {kind}, not a regular file" if kind else "is not a regular file"
 
 
 def _sniff(path: Path) -> str:

@@ -15,13 +15,13 @@ variants they get their own column ``metric[source=NAME].key``.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from biasbench.core.errors import InputError
+from biasbench.core.plugins import suggest
 from biasbench.core.variants import variant_labels
 from biasbench.reports.roles import declared_position, key_role
 
@@ -154,8 +154,7 @@ def resolve_keys(scores: Scores, keys: list[str]) -> list[str]:
             unknown.append(k)
         out += [h for h in hits if h not in out]
     if unknown:
-        close = [m for k in unknown for m in difflib.get_close_matches(k, known + list(base.values()), n=3)]
-        hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
+        hint = suggest(unknown, known + list(base.values()))
         raise UnknownKeyError(
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}{hint}; "
             f"known keys: {', '.join(known) or 'none (the database holds no results)'}"

@@ -221,9 +221,3 @@ def catalog() -> dict[str, DatasetEntry]:
         else:
             out[name] = obj
     return dict(sorted(out.items()))
-
-
-def provider_of(name: str) -> Provider:
-    """Who declares dataset ``name`` (for a family member: the family's provider)."""
-    provs = DATASETS.providers()
-    return provs.get(name) or provs[name.partition("/")[0]]

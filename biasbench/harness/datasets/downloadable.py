@@ -33,11 +33,22 @@ def download_parts(target: str) -> list[str]:
 
 
 def get_download_spec(name: str) -> DownloadSpec:
-    """The download spec called ``name``; an :class:`UnknownNameError` says why there is none: the
-    dataset is fetched in parts (their names), cannot be downloaded (its ``how_to_get``), or is unknown."""
+    """The download spec called ``name``, or for a family member (``cifar10/test``) its family's one
+    download; an :class:`UnknownNameError` says why there is none: the dataset (or the member's family)
+    is fetched in parts (their names), cannot be downloaded (its ``how_to_get``), or is unknown."""
     specs = download_specs()
     if name in specs:
         return specs[name]
+    family, sep, _ = name.partition("/")
+    if sep and family in catalog.families():
+        own = [s.name for s in catalog.download_specs_of(catalog.families()[family])]
+        if len(own) == 1:
+            return specs[own[0]]
+        if own:
+            raise UnknownNameError(
+                f"{name!r} is a member of {family}, which is fetched in parts, one command each: "
+                f"bench data fetch {' | '.join(own)}"
+            )
     parts = download_parts(name)
     if parts:
         raise UnknownNameError(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-import stat
 import tarfile
 import zipfile
 import zlib
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from biasbench.core.errors import InputError
+from biasbench.core.paths import special_file_kind
 from biasbench.harness.datasets.download_spec import ARCHIVE_FORMATS
 from biasbench.registry.download import DownloadError
 
@@ -209,15 +209,6 @@ def _extract_tar(archive: Path, dest: Path, prefix: str, limits: _Limits) -> lis
     return names
 
 
-_ZIP_UNSAFE_MODES = (
-    (stat.S_ISLNK, "is a symbolic link"),
-    (stat.S_ISCHR, "is a character device"),
-    (stat.S_ISBLK, "is a block device"),
-    (stat.S_ISFIFO, "is a FIFO"),
-    (stat.S_ISSOCK, "is a socket"),
-)
-
-
 def _extract_zip(archive: Path, dest: Path, prefix: str, limits: _Limits) -> list[str]:
     dest_resolved = dest.resolve()
     try:
@@ -229,10 +220,9 @@ def _extract_zip(archive: Path, dest: Path, prefix: str, limits: _Limits) -> lis
         for info in zf.infolist():
             raw = info.filename
             mode = info.external_attr >> 16
-            if info.create_system == 3 and mode:  # unix permissions carry the file type
-                for test, words in _ZIP_UNSAFE_MODES:
-                    if test(mode):
-                        raise UnsafeArchive(f"{archive}: member {raw!r} {words}; refused")
+            kind = special_file_kind(mode) if info.create_system == 3 else None  # unix: the file type
+            if kind:
+                raise UnsafeArchive(f"{archive}: member {raw!r} is {kind}; refused")
             if info.flag_bits & 0x1:
                 raise UnsafeArchive(f"{archive}: member {raw!r} is encrypted; refused")
             rel = _member_path(archive, raw, prefix, dest_resolved)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -58,7 +59,7 @@ from biasbench.core.images import ImageSet, manifest_of
 from biasbench.core.labels import IMAGENET_1K
 from biasbench.core.preprocess import Preprocess
 from biasbench.core.streaming import LoadOptions, cached_or_streamed
-from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily
+from biasbench.harness.datasets.catalog import DatasetEntry, DatasetFamily, Download
 from biasbench.harness.datasets.download_spec import shipped_download
 from biasbench.harness.datasets.imagenet_files import (
     IMAGENET_VAL_HOW_TO_GET,
@@ -175,45 +176,55 @@ def real_labels_of(root: Path, files: Files) -> list[tuple[int, ...]]:
 # Entries
 # ----------------------------------------------------------------------------------------------------
 
-IMAGENET_V2 = imagenet_folder_entry(
-    "imagenet-v2",
+
+def shipped_folder_entry(
+    name: str, list_files: Callable[[Path], Files], pattern: str, what: str, how_to_get: str, size: int
+) -> DatasetEntry:
+    """An ImageNet-labeled dataset at ``<data-root>/<name>/<pattern>`` whose download spec ships as
+    ``downloads/<name>.json``; ``what`` and ``size``: the published set and its image count."""
+    return imagenet_folder_entry(
+        name,
+        name,
+        list_files,
+        pattern,
+        f"{what}, <data-root>/{name}/{pattern}",
+        how_to_get,
+        published_size=size,
+        download=shipped_download(name),
+    )
+
+
+IMAGENET_V2 = shipped_folder_entry(
     "imagenet-v2",
     list_index_folders,
     "<class index 0..999>/*.jpeg",
-    "ImageNetV2 matched-frequency (10,000 images), <data-root>/imagenet-v2/<class index>/*.jpeg",
+    "ImageNetV2 matched-frequency (10,000 images)",
     HOW_TO_GET_V2,
-    published_size=10_000,
-    download=shipped_download("imagenet-v2"),
+    10_000,
 )
-IMAGENET_A = imagenet_folder_entry(
-    "imagenet-a",
-    "imagenet-a",
-    partial(list_subset_folders, subset="imagenet-a"),
-    "<wnid>/*.jpg",
-    "ImageNet-A natural adversarial examples (7,500 images, 200 classes), <data-root>/imagenet-a/<wnid>/*.jpg",
-    HOW_TO_GET_A,
-    published_size=7_500,
-    download=shipped_download("imagenet-a"),
+
+
+def subset_entry(name: str, what: str, how_to_get: str, size: int) -> DatasetEntry:
+    """ImageNet-A and -R: ``<wnid>/*.jpg`` whose wnids are the label space's subset of that name."""
+    pattern = "<wnid>/*.jpg"
+    return shipped_folder_entry(
+        name, partial(list_subset_folders, subset=name), pattern, what, how_to_get, size
+    )
+
+
+IMAGENET_A = subset_entry(
+    "imagenet-a", "ImageNet-A natural adversarial examples (7,500 images, 200 classes)", HOW_TO_GET_A, 7_500
 )
-IMAGENET_R = imagenet_folder_entry(
-    "imagenet-r",
-    "imagenet-r",
-    partial(list_subset_folders, subset="imagenet-r"),
-    "<wnid>/*.jpg",
-    "ImageNet-R renditions (30,000 images, 200 classes), <data-root>/imagenet-r/<wnid>/*.jpg",
-    HOW_TO_GET_R,
-    published_size=30_000,
-    download=shipped_download("imagenet-r"),
+IMAGENET_R = subset_entry(
+    "imagenet-r", "ImageNet-R renditions (30,000 images, 200 classes)", HOW_TO_GET_R, 30_000
 )
-IMAGENET_SKETCH = imagenet_folder_entry(
-    "imagenet-sketch",
+IMAGENET_SKETCH = shipped_folder_entry(
     "imagenet-sketch",
     list_wnid_folders,
     "<wnid>/*.JPEG",
-    "ImageNet-Sketch (50,889 images, 1000 classes), <data-root>/imagenet-sketch/<wnid>/*.JPEG",
+    "ImageNet-Sketch (50,889 images, 1000 classes)",
     HOW_TO_GET_SKETCH,
-    published_size=50_889,
-    download=shipped_download("imagenet-sketch"),
+    50_889,
 )
 
 
@@ -311,29 +322,44 @@ def _imagenet_c_bar_members() -> dict[str, DatasetEntry]:
     }
 
 
-IMAGENET_C = DatasetFamily(
-    name="imagenet-c",
-    description="ImageNet-C common corruptions (224 px, used as stored), "
-    "<data-root>/imagenet-c/<corruption>/<severity>/<wnid>/*.JPEG",
-    label_space=IMAGENET_1K,
-    members=_imagenet_c_members,
-    summary=f"{len(IMAGENET_C_STANDARD)} standard + {len(IMAGENET_C_EXTRA)} extra corruptions × severities "
+def corruption_family(
+    name: str,
+    what: str,
+    members: Callable[[], dict[str, DatasetEntry]],
+    summary: str,
+    how_to_get: str,
+    download: Download,
+) -> DatasetFamily:
+    """An ImageNet-labeled corruption family at ``<data-root>/<name>/<corruption>/<severity>/<wnid>/``
+    (224 px, used as stored); ``what``: the published set."""
+    return DatasetFamily(
+        name=name,
+        description=f"{what} (224 px, used as stored), <data-root>/{name}/<corruption>/<severity>/<wnid>/*.JPEG",
+        label_space=IMAGENET_1K,
+        members=members,
+        summary=summary,
+        how_to_get=how_to_get,
+        location=lambda data_root: Path(data_root) / name,
+        download=download,
+    )
+
+
+IMAGENET_C = corruption_family(
+    "imagenet-c",
+    "ImageNet-C common corruptions",
+    _imagenet_c_members,
+    f"{len(IMAGENET_C_STANDARD)} standard + {len(IMAGENET_C_EXTRA)} extra corruptions × severities "
     "1..5 (<corruption>-<severity>, e.g. gaussian_noise-3)",
-    how_to_get=HOW_TO_GET_C,
-    location=lambda data_root: Path(data_root) / "imagenet-c",
-    download=shipped_download(
+    HOW_TO_GET_C,
+    shipped_download(
         *(f"imagenet-c-{tar.removesuffix('.tar')}" for tar in dict.fromkeys(IMAGENET_C_TARS.values()))
     ),
 )
-IMAGENET_C_BAR_SETS = DatasetFamily(
-    name="imagenet-c-bar",
-    description="ImageNet-C-bar, corruptions dissimilar to ImageNet-C (224 px, used as stored), "
-    "<data-root>/imagenet-c-bar/<corruption>/<severity>/<wnid>/*.JPEG",
-    label_space=IMAGENET_1K,
-    members=_imagenet_c_bar_members,
-    summary=f"{len(IMAGENET_C_BAR)} corruptions × severities 1..5 (<corruption>-<severity>, "
-    "e.g. blue_noise_sample-3)",
-    how_to_get=HOW_TO_GET_C_BAR,
-    location=lambda data_root: Path(data_root) / "imagenet-c-bar",
-    download=shipped_download("imagenet-c-bar"),
+IMAGENET_C_BAR_SETS = corruption_family(
+    "imagenet-c-bar",
+    "ImageNet-C-bar, corruptions dissimilar to ImageNet-C",
+    _imagenet_c_bar_members,
+    f"{len(IMAGENET_C_BAR)} corruptions × severities 1..5 (<corruption>-<severity>, e.g. blue_noise_sample-3)",
+    HOW_TO_GET_C_BAR,
+    shipped_download("imagenet-c-bar"),
 )

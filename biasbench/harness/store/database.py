@@ -174,14 +174,11 @@ class Store:
             con.execute(SCHEMA)
             self._mark_interrupted(con)
 
-    def close(self) -> None:
-        """Nothing to release: connections last one call (kept for ``with Store(...)``)."""
-
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Nothing to release: connections last one call (``with Store(...)`` reads as a scope)."""
 
     @property
     def items_dir(self) -> Path:
@@ -391,10 +388,6 @@ class Store:
         return len(changed)
 
     # -- jobs ----------------------------------------------------------------------------------
-    def has_job(self, key: JobKey) -> bool:
-        with self._connect() as con:
-            return _has_job(con, key)
-
     def stored_jobs(self) -> set[JobKey]:
         with self._connect() as con:
             rows = con.execute("SELECT checkpoint_id, metric, config_hash FROM jobs").fetchall()
@@ -676,9 +669,6 @@ class Store:
         if run_id:
             return self.query("SELECT * FROM failures WHERE run_id = ? ORDER BY created_at", [run_id])
         return self.query("SELECT * FROM failures ORDER BY created_at")
-
-    def checkpoints(self) -> pd.DataFrame:
-        return self.query("SELECT * FROM checkpoints ORDER BY id")
 
     def runs(self) -> pd.DataFrame:
         """Every run, oldest first; a ``running`` run on this host whose process is gone reads

@@ -102,14 +102,16 @@ def schema_problem(
         extra = [c for c in cols if c not in expect]
         absent = [c for c in expect if c not in cols and (table, c) not in ADDED_COLUMNS]
         wrong = [f"{c} {cols[c]} (ours: {expect[c]})" for c in cols if c in expect and cols[c] != expect[c]]
-        if extra or absent or wrong:
-            parts = []
-            if absent:
-                parts.append(f"lacks {', '.join(absent)}")
-            if extra:
-                parts.append(f"has columns we do not write ({', '.join(extra[:5])})")
-            if wrong:
-                parts.append("types differ: " + "; ".join(wrong[:3]))
+        parts = [
+            text
+            for text in (
+                f"lacks {', '.join(absent)}" if absent else "",
+                f"has columns we do not write ({', '.join(extra[:5])})" if extra else "",
+                "types differ: " + "; ".join(wrong[:3]) if wrong else "",
+            )
+            if text
+        ]
+        if parts:
             return f"its table {table!r} is not ours: it " + " and ".join(parts)
     return None
 

