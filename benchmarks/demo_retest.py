@@ -15,6 +15,7 @@ subsets — with the given parameter overrides, and prints for every bias and ge
 
     python benchmarks/demo_retest.py -m spectral,critical_band,ood
     python benchmarks/demo_retest.py -m spectral -p spectral.n_images=250
+    python benchmarks/demo_retest.py -m spectral,ood --repo /tmp/base --keep /tmp/before   # another checkout
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(seed: int, metrics: str, params: list[str], where: list[str], tmp: Path) -> Path:
+def run(seed: int, metrics: str, params: list[str], where: list[str], tmp: Path, repo: Path) -> Path:
     db = tmp / f"seed{seed}.duckdb"
-    env = {**os.environ, "BIASBENCH_CACHE": str(tmp / "cache"), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "BIASBENCH_CACHE": str(tmp / "cache"), "PYTHONPATH": str(repo)}
     cmd = [sys.executable, "-m", "biasbench.cli", "run", "--seed", str(seed), "--db", str(db), "-m", metrics]
     cmd += [a for p in params for a in ("-p", p)] + [a for w in where for a in ("--where", w)]
     subprocess.run(cmd, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -54,11 +55,19 @@ def main() -> None:
     ap.add_argument("-m", "--metrics", required=True, help="comma-separated metrics (bench run -m)")
     ap.add_argument("-p", "--param", action="append", default=[], help="METRIC.KEY=VALUE (bench run -p)")
     ap.add_argument("--where", action="append", default=[], help="a slice of the demo (bench run --where)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the two databases in this folder")
+    ap.add_argument(
+        "--repo", type=Path, default=REPO, help="the checkout whose bench runs (default: this one)"
+    )
     args = ap.parse_args()
     from biasbench.reports.roles import key_role
 
     with tempfile.TemporaryDirectory(prefix="biasbench-retest-") as tmp:
-        (a, sa), (b, sb) = (frame(run(s, args.metrics, args.param, args.where, Path(tmp))) for s in (0, 1))
+        where = args.keep or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        (a, sa), (b, sb) = (
+            frame(run(s, args.metrics, args.param, args.where, where, args.repo.resolve())) for s in (0, 1)
+        )
     both = a.merge(b, on=["checkpoint_id", "metric", "key"], suffixes=("_0", "_1"))
     print(f"parameters: {' '.join(args.param) or '(defaults)'}; job seconds, seed 0 / seed 1:")
     for metric in sorted(sa.index):
