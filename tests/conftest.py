@@ -14,7 +14,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BIASBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+#: torch threads per test process: the CPUs shared among pytest-xdist's workers (``-n auto``: one each on
+#: 2 cores — two threads per worker would make 4 spin on 2 CPUs), at most 2
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 
 
 def on_ci() -> bool:

@@ -416,7 +416,9 @@ def test_torchvision_and_timm_downloads_stay_in_biasbench_cache_when_it_is_set(
 def test_a_dry_run_estimates_times_from_another_databases_history_and_says_where_from(tmp_path):
     reg = demo_registry(tmp_path, n=1)
     hist = tmp_path / "history.duckdb"
-    base = ["run", str(reg), "-m", "accuracy", "--cache-dir", str(tmp_path / "c")]
+    # history is kept per device and thread count: fix the threads (a load-based default can differ
+    # between the run and the dry run)
+    base = ["run", str(reg), "-m", "accuracy", "--cache-dir", str(tmp_path / "c"), "--threads", "1"]
     assert bench([*base, "--db", str(hist)], tmp_path).returncode == 0
     fresh = tmp_path / "fresh.duckdb"
     bare = bench([*base, "--dry-run", "--db", str(fresh)], tmp_path)
