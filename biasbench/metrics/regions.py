@@ -73,6 +73,7 @@ from biasbench.metrics.sis_common import (
     DEFAULT_RANK_TOL,
     backselect_inputs,
     backselect_work,
+    over_batches,
     planned_backselect,
     random_subset,
     refuse_stochastic,
@@ -207,35 +208,29 @@ class Regions(Metric):
 
         was_training = model.training
         model.eval()
-        rows: list[dict] = []
-        work = 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
         try:
             baseline = resolve_baseline(p.baseline, model, ctx.device)
             refuse_stochastic(model, ctx.to_device(images[: min(8, len(images))]))
             handle = ctx.task(f"regions (BackSelect k={k}, 4 masked conditions) on {ds.name}", len(images))
-            for start in range(0, len(images), p.batch):
-                sl = slice(start, min(start + p.batch, len(images)))
-                try:
-                    batch_rows, batch_work = self._one_batch(
-                        model,
-                        ctx.to_device(images[sl]),
-                        baseline,
-                        k,
-                        n_q,
-                        frame,
-                        items[sl],
-                        labels[sl],
-                        ctx.seed,
-                        odt,
-                    )
-                    rows += batch_rows
-                    work += batch_work
-                except torch.cuda.OutOfMemoryError as e:
-                    raise MetricError(
-                        f"regions: out of device memory with {p.batch} images per batch; rerun with "
-                        f"-p regions.batch={max(1, p.batch // 2)}"
-                    ) from e
-                handle.advance(sl.stop - sl.start)
+            rows, work = over_batches(
+                self.name,
+                len(images),
+                p.batch,
+                lambda sl: self._one_batch(
+                    model,
+                    ctx.to_device(images[sl]),
+                    baseline,
+                    k,
+                    n_q,
+                    frame,
+                    items[sl],
+                    labels[sl],
+                    ctx.seed,
+                    odt,
+                ),
+                handle,
+            )
+            work += 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
         finally:
             model.train(was_training)
 

@@ -75,7 +75,6 @@ from biasbench.metrics.base import (
     ImageSet,
     KeyRole,
     Metric,
-    MetricError,
     MetricResult,
     ModelWrapper,
     seeded_subset,
@@ -95,6 +94,7 @@ from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's pu
     default_k,
     default_n_images,
     default_tau,
+    over_batches,
     planned_backselect,
     random_subset,
     refuse_stochastic,
@@ -248,31 +248,16 @@ class SIS(Metric):
                 baseline = resolve_baseline(p.baseline, model, ctx.device)
                 refuse_stochastic(model, to_device(images[: min(8, len(images))]))
                 handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
-                rows: list[dict] = []
-                work = 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
-                for start in range(0, len(images), p.batch):
-                    sl = slice(start, min(start + p.batch, len(images)))
-                    try:
-                        batch_rows, batch_work = self._one_batch(
-                            model,
-                            to_device(images[sl]),
-                            baseline,
-                            k,
-                            n_q,
-                            items[sl],
-                            labels[sl],
-                            odt,
-                            ctx.seed,
-                        )
-                        rows += batch_rows
-                        work += batch_work
-                    except torch.cuda.OutOfMemoryError as e:
-                        raise MetricError(
-                            f"sis: out of device memory with {p.batch} images per BackSelect batch; rerun with "
-                            f"-p sis.batch={max(1, p.batch // 2)} (the batch is fixed so that traces do not "
-                            "depend on the memory at hand)"
-                        ) from e
-                    handle.advance(sl.stop - sl.start)
+                rows, work = over_batches(
+                    self.name,
+                    len(images),
+                    p.batch,
+                    lambda sl: self._one_batch(
+                        model, to_device(images[sl]), baseline, k, n_q, items[sl], labels[sl], odt, ctx.seed
+                    ),
+                    handle,
+                )
+                work += 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
                 if p.stability:
                     work += self._rerun(model, images, rows, baseline, k, tau, odt, ctx, dtype)
         finally:

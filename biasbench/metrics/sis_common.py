@@ -8,7 +8,7 @@ never import each other, so both import these from here. The definitions are SIS
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,3 +224,27 @@ def backselect_work(tr: Trace, batch: int) -> float:
     """Forward-pass equivalents a batch's BackSelect cost this job (a backward ≈ 2 forwards): none when
     the trace was reused."""
     return 0.0 if tr.reused else float(batch * (tr.n_forward + 2 * tr.n_backward))
+
+
+def over_batches(
+    metric: str, n: int, batch: int, one_batch: Callable[[slice], tuple[list[dict], float]], handle: Any
+) -> tuple[list[dict], float]:
+    """``one_batch`` over consecutive slices of ``batch`` of the ``n`` images (the progress ``handle``
+    advanced after each): their stored rows and forward equivalents, joined. Running out of device
+    memory ends in a message naming the parameter to halve."""
+    rows: list[dict] = []
+    work = 0.0
+    for start in range(0, n, batch):
+        sl = slice(start, min(start + batch, n))
+        try:
+            batch_rows, batch_work = one_batch(sl)
+        except torch.cuda.OutOfMemoryError as e:
+            raise MetricError(
+                f"{metric}: out of device memory with {batch} images per BackSelect batch; rerun with "
+                f"-p {metric}.batch={max(1, batch // 2)} (the batch is fixed so that traces do not "
+                "depend on the memory at hand)"
+            ) from e
+        rows += batch_rows
+        work += batch_work
+        handle.advance(sl.stop - sl.start)
+    return rows, work
