@@ -143,8 +143,8 @@ def test_a_dry_run_sizes_the_demo_worlds_generated_sets_before_any_run_renders_t
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
     # the demo registry's 13 checkpoints (11 zoo recipes, an ensemble, an input-dropout wrapper); the
-    # world's test split holds 1,000 images (WorldConfig.n_test); spectral takes a seeded 100 of them
+    # world's test split holds 1,000 images (WorldConfig.n_test); spectral takes a seeded 200 of them
     # (the demo world's default) through the clean pass and 2 × 11 filter cutoffs
     assert "13 checkpoints × accuracy: 13 k images × conditions" in text
-    assert f"13 checkpoints × spectral: {13 * 100 * (1 + 2 * 11) / 1e3:.3g} k images × conditions" in text
+    assert f"13 checkpoints × spectral: {13 * 200 * (1 + 2 * 11) / 1e3:.3g} k images × conditions" in text
     assert not list(cache_dir.rglob("*.npy")), "a dry run renders nothing"

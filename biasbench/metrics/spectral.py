@@ -28,7 +28,7 @@ Datasets: ImageNet models get ``imagenet-val`` at the fixed Resize(256) + Center
 ``interpolation``, default bilinear as torchvision's Resize; parameter ``dataset`` picks another
 ImageNet-labeled set such as ``imagenet-sample``); demo-world models get ``demo-world/test`` as stored.
 Parameter ``n_images``: ``None`` evaluates every labeled image of an ImageNet-style set and a seeded
-subset of 100 of the demo world's 1000 test images (its label space's default); an integer picks a
+subset of 200 of the demo world's 1000 test images (its label space's default); an integer picks a
 seeded subset (``--seed``) of that size anywhere.
 
 Implementation: every filter runs batched on the device inside the ``transform`` given to
@@ -121,7 +121,7 @@ class Spectral(Metric):
         cutoffs: Cutoffs = CUTOFFS
         summary_cutoffs: Cutoffs = SUMMARY_CUTOFFS  # LPP / HPP average over these
         n_images: Annotated[int, Field(ge=1)] | None = (
-            None  # None: all (ImageNet-style) / a seeded 100 (demo world)
+            None  # None: all (ImageNet-style) / a seeded 200 (demo world)
         )
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
