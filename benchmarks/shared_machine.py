@@ -1,22 +1,26 @@
 """How the demo degrades on a shared machine: a slice of it alone and beside a CPU-bound competitor.
 
-The slice: ``bench run`` of one demo checkpoint (``zoo-plain``) × ``spectral`` on 100 images (23
-conditions; the world's splits rendered beforehand into a temporary cache, so only model work is
-timed), each time into a fresh database. The competitor: a second Python process spinning in a busy
-loop (one core's worth of CPU load), started before the slice and stopped after it. Two thread
-settings, measured in the same run and interleaved, ``--repeats`` times each (medians):
+The slice (``--slice``): ``bench run`` of one demo checkpoint (``zoo-plain``) × ``spectral`` on 100
+images (23 conditions, forwards in full batches) or × ``regions`` (BackSelect: a backward pass per step on
+32 images, many small parallel regions); the world's splits are rendered beforehand into a temporary
+cache, so only model work is timed, each time into a fresh database. The competitor: a second Python
+process spinning in a busy loop (one core's worth of CPU load), started before the slice and stopped
+after it. Three thread settings, measured in the same run and interleaved, ``--repeats`` times each
+(medians):
 
 * ``default`` — what ``bench run`` does now: threads from the CPUs that are free
-  (``harness/environment.py``), one inter-op thread, ``OMP_WAIT_POLICY=PASSIVE``;
-* ``all-cpus`` — the former default: one thread per usable CPU, OpenMP's default waiting
-  (``OMP_WAIT_POLICY`` empty).
+  (``harness/environment.py``), one inter-op thread, OpenMP's idle threads spinning briefly
+  (``GOMP_SPINCOUNT=10000``, ``KMP_BLOCKTIME=1``) before they sleep;
+* ``passive`` — the same threads, idle threads never spinning (``OMP_WAIT_POLICY=PASSIVE``; the default
+  before);
+* ``all-cpus`` — the first default: one thread per usable CPU, OpenMP's default waiting.
 
 It prints the job seconds (``jobs.seconds``) and the process wall alone and beside the competitor,
 and **slowdown = beside / alone** per setting (the issue's target: ≤ 2.5× for the default). Other load
 on the machine counts too: the script prints the load average at each measurement.
 
-    python benchmarks/shared_machine.py               # 3 repeats
-    python benchmarks/shared_machine.py --repeats 5
+    python benchmarks/shared_machine.py                  # 3 repeats, the spectral slice
+    python benchmarks/shared_machine.py --slice regions  # BackSelect
 """
 
 from __future__ import annotations
@@ -33,10 +37,16 @@ from pathlib import Path
 import duckdb
 
 REPO = Path(__file__).resolve().parents[1]
-SLICE = ["--where", "recipe=plain", "-m", "spectral", "-p", "spectral.n_images=100"]
+SLICES = {
+    "spectral": ["--where", "recipe=plain", "-m", "spectral", "-p", "spectral.n_images=100"],
+    "regions": ["--where", "recipe=plain", "-m", "regions"],
+}
+#: OpenMP's own defaults: no bound on the spin (libgomp 300,000 iterations, libomp 200 ms)
+UNBOUNDED = {"GOMP_SPINCOUNT": "", "KMP_BLOCKTIME": ""}
 SETTINGS = {
     "default": ([], {}),
-    "all-cpus": (["--threads", str(len(os.sched_getaffinity(0)))], {"OMP_WAIT_POLICY": ""}),
+    "passive": ([], {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "", "KMP_BLOCKTIME": ""}),
+    "all-cpus": (["--threads", str(len(os.sched_getaffinity(0)))], {"OMP_WAIT_POLICY": "", **UNBOUNDED}),
 }
 
 
@@ -66,11 +76,13 @@ def busy_loop() -> subprocess.Popen:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--slice", choices=sorted(SLICES), default="spectral", help="the demo slice to time")
     args = ap.parse_args()
+    slice_ = SLICES[args.slice]
     print(f"{len(os.sched_getaffinity(0))} usable CPUs; load average {os.getloadavg()[0]:.2f} at the start")
     with tempfile.TemporaryDirectory(prefix="biasbench-shared-") as tmp:
         cache, db = Path(tmp) / "cache", Path(tmp) / "bench.duckdb"
-        bench(SLICE, cache, db, {})  # renders the world's test split into the cache
+        bench(slice_, cache, db, {})  # renders the world's test split into the cache
         runs: dict[tuple[str, bool], list[tuple[float, float]]] = {}
         for r in range(args.repeats):
             for name, (flags, env) in SETTINGS.items():
@@ -78,7 +90,7 @@ def main() -> None:
                     rival = busy_loop() if beside else None
                     try:
                         time.sleep(0.5 if rival else 0.0)  # the competitor is running when the run starts
-                        got = bench(SLICE + flags, cache, db, env)
+                        got = bench(slice_ + flags, cache, db, env)
                     finally:
                         if rival is not None:
                             rival.kill()

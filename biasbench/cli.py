@@ -6,10 +6,14 @@ import contextlib
 import os
 import sys
 
-# Idle OpenMP threads sleep instead of spinning against other processes' work (on a shared machine a
-# spinning pool slowed the demo's jobs many times over; benchmarks/shared_machine.py). OpenMP reads
-# this once, when torch loads, so it is set here, before anything imports torch; an explicit value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads spin briefly, then sleep: never spinning (OMP_WAIT_POLICY=PASSIVE) made the many
+# small parallel regions of a backward pass on 32-px images wait on wake-ups (BackSelect and PGD took
+# twice as long with 2 threads as with 1), while spinning for long (OpenMP's default) slowed the demo's
+# jobs many times over beside other processes' work (benchmarks/shared_machine.py). GNU libgomp counts
+# the spin in iterations (10,000: microseconds), LLVM/Intel libomp in milliseconds. OpenMP reads these
+# once, when torch loads, so they are set here, before anything imports torch; explicit values win.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+os.environ.setdefault("KMP_BLOCKTIME", "1")
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn

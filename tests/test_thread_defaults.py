@@ -56,13 +56,16 @@ def test_the_batch_size_follows_the_image_size():
     assert auto_batch_size((8, 8)) == 256  # never above 256
 
 
-def test_bench_makes_openmp_wait_passively_before_torch_loads():
-    # OpenMP reads the variable when torch's library loads: importing the CLI sets it and loads no torch
-    code = "import os, sys, biasbench.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+def test_bench_bounds_openmps_spin_before_torch_loads():
+    # OpenMP reads the variables when torch's library loads: importing the CLI sets them, loads no torch
+    code = (
+        "import os, sys, biasbench.cli; "
+        "print(os.environ['GOMP_SPINCOUNT'], os.environ['KMP_BLOCKTIME'], 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["PASSIVE", "False"]
-    # an explicit setting wins
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert out.stdout.split() == ["10000", "1", "False"]
+    # explicit settings win
+    env.update(GOMP_SPINCOUNT="0", KMP_BLOCKTIME="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["ACTIVE", "False"]
+    assert out.stdout.split() == ["0", "0", "False"]
