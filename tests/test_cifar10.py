@@ -323,6 +323,15 @@ def _tarball(path: Path, src: Path) -> tuple[str, str]:
     return hashlib.sha256(raw).hexdigest(), hashlib.md5(raw).hexdigest()
 
 
+def _served_tarball(tmp_path: Path, http_server) -> tuple[dict, str, str, str]:
+    """Synthetic batches in the official tarball, served on 127.0.0.1: (the written batches, sha256,
+    md5, the mirror's URL)."""
+    served = tmp_path / "mirror"
+    written = write_batches(tmp_path / "src")
+    sha, md5 = _tarball(served / "cifar-10-python.tar.gz", tmp_path / "src")
+    return written, sha, md5, http_server(served)
+
+
 def _with_md5(monkeypatch, md5: str) -> None:
     real = D.download_specs()
     m = real["cifar10"]
@@ -341,10 +350,7 @@ def test_the_manifest_pins_the_published_url_and_md5_but_no_sha256():
 def test_fetch_is_refused_without_sha256_then_checks_md5_and_extracts(
     tmp_path, http_server, monkeypatch, cache_dir
 ):
-    served = tmp_path / "mirror"
-    written = write_batches(tmp_path / "src")
-    sha, md5 = _tarball(served / "cifar-10-python.tar.gz", tmp_path / "src")
-    url = http_server(served)
+    written, sha, md5, url = _served_tarball(tmp_path, http_server)
     root = tmp_path / "data"
     with pytest.raises(F.UnverifiedSource, match=r"md5 \(c58f3010.*bench data fetch cifar10 --sha256"):
         F.fetch_dataset("cifar10", root, mirror=url, log=quiet)
@@ -376,10 +382,7 @@ def test_cli_refuses_cifar10_without_sha256(tmp_path):
 def test_a_member_name_fetches_and_verifies_its_familys_download(
     tmp_path, http_server, monkeypatch, cache_dir
 ):
-    served = tmp_path / "mirror"
-    written = write_batches(tmp_path / "src")
-    sha, md5 = _tarball(served / "cifar-10-python.tar.gz", tmp_path / "src")
-    url = http_server(served)
+    written, sha, md5, url = _served_tarball(tmp_path, http_server)
     root = tmp_path / "data"
     assert D.get_download_spec("cifar10/test") == D.get_download_spec("cifar10")
     with pytest.raises(F.UnverifiedSource, match=r"bench data fetch cifar10 --sha256"):
@@ -410,12 +413,10 @@ def test_a_manifest_md5_must_be_32_hex_digits():
 
 def test_md5_alone_never_unlocks_a_fetch(tmp_path, http_server, monkeypatch):
     """Even with the md5 matching the served archive, no sha256 means no download."""
-    served = tmp_path / "mirror"
-    write_batches(tmp_path / "src")
-    _, md5 = _tarball(served / "cifar-10-python.tar.gz", tmp_path / "src")
+    _, _, md5, url = _served_tarball(tmp_path, http_server)
     _with_md5(monkeypatch, md5)
     with pytest.raises(F.UnverifiedSource):
-        F.fetch_dataset("cifar10", tmp_path / "data", mirror=http_server(served), log=quiet)
+        F.fetch_dataset("cifar10", tmp_path / "data", mirror=url, log=quiet)
     assert not (tmp_path / "data" / ".downloads").exists()
 
 

@@ -71,6 +71,7 @@ from biasbench.metrics.base import (
 from biasbench.metrics.common import dataset_request
 from biasbench.metrics.sis_common import (
     DEFAULT_RANK_TOL,
+    STOCHASTIC_CHECK_IMAGES,
     backselect_inputs,
     backselect_work,
     over_batches,
@@ -79,6 +80,7 @@ from biasbench.metrics.sis_common import (
     refuse_stochastic,
     resolve_baseline,
     run_backselect,
+    stochastic_check_work,
     trace_rows,
 )
 from biasbench.metrics.sis_regions import (
@@ -184,7 +186,7 @@ class Regions(Metric):
         n, per_image = planned_backselect(
             label_space, n_images, method=p.method, k=p.k, n_images_param=p.n_images
         )
-        return float(n * (per_image + 4) + 2 * min(8, n))
+        return float(n * (per_image + 4) + stochastic_check_work(n))
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
@@ -210,7 +212,7 @@ class Regions(Metric):
         model.eval()
         try:
             baseline = resolve_baseline(p.baseline, model, ctx.device)
-            refuse_stochastic(model, ctx.to_device(images[: min(8, len(images))]))
+            refuse_stochastic(model, ctx.to_device(images[:STOCHASTIC_CHECK_IMAGES]))
             handle = ctx.task(f"regions (BackSelect k={k}, 4 masked conditions) on {ds.name}", len(images))
             rows, work = over_batches(
                 self.name,
@@ -230,7 +232,7 @@ class Regions(Metric):
                 ),
                 handle,
             )
-            work += 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
+            work += stochastic_check_work(len(images))
         finally:
             model.train(was_training)
 

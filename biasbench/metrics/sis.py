@@ -89,6 +89,7 @@ from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's pu
     FALLBACK_TAU,
     METHODS,
     PRECISIONS,
+    STOCHASTIC_CHECK_IMAGES,
     backselect_inputs,
     backselect_work,
     default_k,
@@ -100,6 +101,7 @@ from biasbench.metrics.sis_common import (  # noqa: F401 - re-exported: sis's pu
     refuse_stochastic,
     resolve_baseline,
     run_backselect,
+    stochastic_check_work,
     trace_rows,
 )
 from biasbench.metrics.sis_stability import pair_stats
@@ -219,7 +221,7 @@ class SIS(Metric):
         n, per_image = planned_backselect(
             label_space, n_images, method=p.method, k=p.k, n_images_param=p.n_images
         )
-        return float(n * (per_image + 2) + 2 * min(8, n) + min(p.stability, n) * per_image)
+        return float(n * (per_image + 2) + stochastic_check_work(n) + min(p.stability, n) * per_image)
 
     def evaluate(self, model: ModelWrapper, data: dict[str, ImageSet], ctx: EvalContext) -> MetricResult:
         p = self.params
@@ -246,7 +248,7 @@ class SIS(Metric):
         try:
             with in_precision:
                 baseline = resolve_baseline(p.baseline, model, ctx.device)
-                refuse_stochastic(model, to_device(images[: min(8, len(images))]))
+                refuse_stochastic(model, to_device(images[:STOCHASTIC_CHECK_IMAGES]))
                 handle = ctx.task(f"sis ({p.method}, k={k}, {steps} steps) on {ds.name}", len(images))
                 rows, work = over_batches(
                     self.name,
@@ -257,7 +259,7 @@ class SIS(Metric):
                     ),
                     handle,
                 )
-                work += 2.0 * min(8, len(images))  # refuse_stochastic's two forwards
+                work += stochastic_check_work(len(images))
                 if p.stability:
                     work += self._rerun(model, images, rows, baseline, k, tau, odt, ctx, dtype)
         finally:

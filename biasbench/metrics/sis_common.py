@@ -73,9 +73,20 @@ def resolve_baseline(kind: str, model: ModelWrapper, device: torch.device) -> to
     raise MetricError(f"unknown SIS baseline {kind!r}; choose one of {', '.join(BASELINES)}")
 
 
+#: images of the stochasticity check (``refuse_stochastic``: two forwards of the first up to this many)
+STOCHASTIC_CHECK_IMAGES = 8
+
+
+def stochastic_check_work(n_images: int) -> float:
+    """Forward equivalents of ``refuse_stochastic`` on a metric's ``n_images``."""
+    return 2.0 * min(STOCHASTIC_CHECK_IMAGES, n_images)
+
+
 @torch.no_grad()
-def refuse_stochastic(model: torch.nn.Module, x: torch.Tensor, atol: float = 1e-5) -> None:
-    """Raise :class:`MetricError` if two eval-mode forward passes over ``x`` disagree."""
+def refuse_stochastic(model: torch.nn.Module, images: torch.Tensor, atol: float = 1e-5) -> None:
+    """Raise :class:`MetricError` if two eval-mode forward passes over the first
+    :data:`STOCHASTIC_CHECK_IMAGES` of ``images`` (on the model's device) disagree."""
+    x = images[:STOCHASTIC_CHECK_IMAGES]
     a = model(x).float().softmax(dim=1)
     b = model(x).float().softmax(dim=1)
     diff = float((a - b).abs().max()) if a.numel() else 0.0
