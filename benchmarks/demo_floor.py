@@ -7,7 +7,8 @@
    images × conditions (``jobs.timings`` ``run.images_x_conditions``, i.e. ``Metric.work``, which
    counts every forward pass, a backward as 2) and seconds. A checkpoint that runs the zoo net more
    than once per forward weighs its jobs by that count (the ensemble of 3 members: 3; the input-dropout
-   wrapper with 4 masks: 4), counted here by a forward hook on the zoo net.
+   wrapper with 4 masks: 4), counted here by a forward hook on the zoo net; less the member forwards an
+   ensemble took from its members' own jobs (``run.shared_forwards``: not run, so not work).
 3. The ratios: per metric and overall, **efficiency = (net forwards / best throughput) / wall**,
    and the share of the wall outside jobs (planning, loading, writing; the world's rendering is inside
    the first job that uses each split).
@@ -37,6 +38,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = "run.images_x_conditions"
+SHARED = "run.shared_forwards"
 
 
 def best_throughput(threads: int, seconds: float = 2.0) -> tuple[float, str]:
@@ -123,7 +125,8 @@ def cold_demo(
     threads: set[int] = set()
     for checkpoint, metric, seconds, timings in rows:
         t = json.loads(timings or "{}")
-        units = float(t.get(UNITS, 0.0)) * weight.get(checkpoint, 1)
+        # less the member forwards an ensemble took from its members' own jobs (harness/forward_memo.py)
+        units = float(t.get(UNITS, 0.0)) * weight.get(checkpoint, 1) - float(t.get(SHARED, 0.0))
         threads.add(int(t.get("run.threads", 0)))
         jobs[(checkpoint, metric)] = (units, float(seconds or 0.0))
     return wall, jobs, sorted(threads)

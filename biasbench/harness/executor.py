@@ -36,6 +36,7 @@ from biasbench.harness import grouping
 from biasbench.harness.datasets import catalog
 from biasbench.harness.environment import FreeCpus, threads_for, usable_cpus
 from biasbench.harness.estimate import IMAGES_X_CONDITIONS
+from biasbench.harness.forward_memo import SHARED_FORWARDS, ForwardMemo, shared_member_ids
 from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
 from biasbench.harness.status import Outcome, PlanStatus
@@ -144,6 +145,9 @@ def execute(
     # a todo job whose key is stored now is a forced recompute; one stored later came from another run
     known = store.stored_jobs()
     env = _Env(opts, data, store, run_id, ui, summary, known)
+    if opts.device.type == "cpu" and not opts.compile:  # an ensemble's members reuse their own forwards
+        env.shared = shared_member_ids([cp.spec for cp in plans if cp.todo])
+        env.memo = ForwardMemo() if env.shared else None
     if opts.compile:  # before anything loads: one message when torch.compile cannot work here
         from biasbench.harness.compiling import check_available
 
@@ -198,6 +202,10 @@ class _Env:
     summary: RunSummary
     known: set[JobKey]
     cpus: FreeCpus | None = None
+    #: outputs of ensemble members' own forwards, served to the ensemble (None: no ensemble shares a
+    #: member with the run, or not on the CPU); ``shared``: the checkpoints that record theirs
+    memo: ForwardMemo | None = None
+    shared: set[str] = field(default_factory=set)
 
 
 def _adapt_threads(env: _Env) -> None:
@@ -238,6 +246,8 @@ def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
     try:
         loaded = loading.load_checkpoint(cp.spec, cache_dir=env.opts.cache_dir, trust=env.opts.trust)
         model = wrap_model(loaded, env.opts.device, env.opts.compile)
+        if env.memo is not None:
+            env.memo.attach(loaded, model, record=cp.spec.id in env.shared)
         store.upsert_checkpoint(
             {
                 **cp.spec.to_row(),
@@ -369,7 +379,10 @@ def _run_job(job: PlannedJob, model: ModelWrapper, env: _Env) -> None:
     finally:
         for t in tasks:
             env.ui.finish_task(t)
-    _finish(job, result, time.perf_counter() - t0, work_units(job, inputs), 1, env, _ran_compiled(model))
+    shared = env.memo.take_served() if env.memo is not None else 0
+    _finish(
+        job, result, time.perf_counter() - t0, work_units(job, inputs), 1, env, _ran_compiled(model), shared
+    )
 
 
 def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
@@ -399,6 +412,8 @@ def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
         for t in tasks:
             env.ui.finish_task(t)
     seconds = (time.perf_counter() - t0) / len(pairs)  # the group's wall time, shared evenly
+    if env.memo is not None:  # the group's served forwards are not told apart by job
+        env.memo.take_served()
     units = work_units(pairs[0][1], inputs)
     for (m, job), res in zip(pairs, results, strict=True):
         if isinstance(res, BaseException):
@@ -433,6 +448,7 @@ def _finish(
     group: int,
     env: _Env,
     compiled: bool = False,
+    shared: int = 0,
 ) -> None:
     """Validate and store a job's result (``jobs.timings`` gains its images × conditions, group size
     and whether it ran compiled, what ``bench run --dry-run`` estimates from), print its line."""
@@ -445,6 +461,8 @@ def _finish(
         timings.setdefault(IMAGES_X_CONDITIONS, units)  # the metric's own count when it shared work
         timings.update({GROUP_SIZE: float(group), COMPILED: float(compiled)})
         timings[THREADS] = float(torch.get_num_threads())
+        if shared:
+            timings[SHARED_FORWARDS] = float(shared)
         record = JobRecord(
             metric_version=job.metric.version,
             params=job.metric.params_json(),

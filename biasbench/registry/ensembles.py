@@ -139,12 +139,21 @@ class Ensemble(nn.Module):
     returns the log of the mean of the members' softmax probabilities (its softmax *is* that mean, its
     argmax that of the mean), ``mean-logits`` the mean of their logits. See the module docstring."""
 
-    def __init__(self, members: Sequence[nn.Module], combine: str = DEFAULT_COMBINE) -> None:
+    def __init__(
+        self,
+        members: Sequence[nn.Module],
+        combine: str = DEFAULT_COMBINE,
+        member_keys: Sequence[str | None] | None = None,
+    ) -> None:
         super().__init__()
         if len(members) < 1:
             raise EnsembleError("an ensemble needs members")
         self.members = nn.ModuleList(members)
         self.combine = check_combine(combine, "ensemble")
+        #: each member's network identity (``LoadedCheckpoint.net_key``; None: unknown or wrapped), by
+        #: which the harness serves a member's forward that its own checkpoint ran before
+        #: (:mod:`biasbench.harness.forward_memo`)
+        self.member_keys: tuple[str | None, ...] = tuple(member_keys or (None,) * len(members))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return combine_outputs([_logits(m(x)) for m in self.members], self.combine)

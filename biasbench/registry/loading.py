@@ -375,7 +375,7 @@ def load_checkpoint(spec: CheckpointSpec, *, cache_dir: Path, trust: bool = Fals
 def _load_ensemble(spec: CheckpointSpec, cache_dir: Path, trust: bool) -> LoadedCheckpoint:
     preprocess = check_ensemble(spec, trust=trust)
     members = [load_checkpoint(m, cache_dir=cache_dir, trust=trust) for m in spec.members]
-    net = ensembles.Ensemble([m.net for m in members], spec.combine).eval()
+    net = ensembles.Ensemble([m.net for m in members], spec.combine, [m.net_key for m in members]).eval()
     digest = ensembles.ensemble_fingerprint(spec.combine, [m.weights_sha256 for m in members])
     notes = [f"ensemble ({spec.combine}) of {len(members)} members: {', '.join(m.spec.id for m in members)}"]
     for m in members:

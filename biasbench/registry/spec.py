@@ -136,6 +136,15 @@ class LoadedCheckpoint:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def net_key(self) -> str | None:
+        """What identifies the network itself (architecture, weight fingerprint, class count): two
+        checkpoints with the same key compute the same outputs from the same (normalised) input. None
+        for an ensemble or a wrapped checkpoint (a wrapper may draw random masks on every call)."""
+        if self.spec.members or self.spec.wrap:
+            return None
+        return f"{self.spec.arch}|{self.weights_sha256}|{self.num_classes}"
+
+    @property
     def identity(self) -> str:
         """sha256 of the weight bytes plus the resolved preprocessing (README, "Adding checkpoints"). For an
         ensemble or a wrapped checkpoint ``weights_sha256`` is the fingerprint derived from its members'
