@@ -4,6 +4,7 @@ out-of-range rule, thresholds + Gaussian fit, and known answers."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -357,3 +358,45 @@ def test_dataset_requests_follow_the_design() -> None:
     assert req.name == "imagenet-val" and req.preprocess == Preprocess(resize=256, crop=224)
     assert CriticalBand(dataset="imagenet-sample").datasets(IMAGENET_1K)["images"].name == "imagenet-sample"
     assert CriticalBand().datasets(DEMO_WORLD)["images"].name == "demo-world/test"
+
+
+def test_a_second_model_takes_the_first_ones_stimuli_and_gets_the_results_it_builds_alone(
+    monkeypatch,
+) -> None:
+    """The stimulus memo (metrics/stimulus_memo.py): model B after model A is served A's noisy images
+    (no pyramid is built again) and stores exactly what B measures with the memo emptied — counters of
+    out-of-range pixels included; another seed builds its own."""
+    from biasbench.metrics import critical_band, stimulus_memo
+
+    images = torch.randint(
+        0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
+    )
+    data = {"images": image_set(images, torch.tensor([0, 1, 2, 0, 1, 2]), DEMO_WORLD, 10)}
+
+    def model(seed: int) -> ModelWrapper:
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+        net(torch.zeros(1, 3, 32, 32))
+        return ModelWrapper(net, mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10, label_space=DEMO_WORLD)
+
+    built = []
+    noise = critical_band.CriticalBandTransform.noise
+    monkeypatch.setattr(
+        critical_band.CriticalBandTransform, "noise", lambda self, *a: built.append(1) or noise(self, *a)
+    )
+    a, b = model(0), model(1)
+    metric = CriticalBand(noise_sds=(0.1, 0.3, 0.6))
+    stimulus_memo.forget()
+    metric.evaluate(a, data, EvalContext(batch_size=8))
+    first = len(built)
+    assert first >= 4 * 3  # every noisy condition (4 bands × 3 levels), per batch it falls in
+    after_a = metric.evaluate(b, data, EvalContext(batch_size=8))
+    assert len(built) == first  # served
+    stimulus_memo.forget()
+    alone = metric.evaluate(b, data, EvalContext(batch_size=8))
+    assert len(built) == 2 * first
+    assert after_a.scalars == alone.scalars and after_a.scalars["out_of_range_pixel_fraction"] > 0
+    pd.testing.assert_frame_equal(after_a.items, alone.items)
+    metric.evaluate(b, data, EvalContext(batch_size=8, seed=1))
+    assert len(built) == 3 * first
+    stimulus_memo.forget()

@@ -268,11 +268,20 @@ def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
     return _Member(cp, model, todo)
 
 
+#: released models of this many bytes (parameters and buffers) or more are collected at once; smaller
+#: ones are left to Python's collector (a full collection took ~0.1 s after each demo checkpoint)
+COLLECT_BYTES = 64 * 2**20
+
+
 def _release(members: list[_Member], device: torch.device) -> None:
+    size = sum(
+        t.numel() * t.element_size() for m in members for t in (*m.model.parameters(), *m.model.buffers())
+    )
     for m in members:
         del m.model
     members.clear()
-    gc.collect()
+    if device.type == "cuda" or size >= COLLECT_BYTES:
+        gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

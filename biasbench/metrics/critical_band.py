@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -74,6 +74,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from biasbench.metrics import stimulus_memo
 from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
 from biasbench.metrics.base import (
     Curve,
@@ -184,6 +185,11 @@ class NoiseStats:
     out_of_range: int = 0
     redrawn: int = 0
 
+    def add(self, pixels: int, out_of_range: int, redrawn: int) -> None:
+        self.pixels += pixels
+        self.out_of_range += out_of_range
+        self.redrawn += redrawn
+
 
 class CriticalBandTransform:
     """The per-batch stimulus of one condition: gray, contrast-reduced, plus band-limited noise.
@@ -239,9 +245,7 @@ class CriticalBandTransform:
                     return torch.randn(k, generator=gens[i], device=x.device)
 
                 img, n_oob, n_redraw = apply_out_of_range_rule(img, noise, draw, self.sd, self.epsilon)
-                self.stats.pixels += img.numel()
-                self.stats.out_of_range += n_oob
-                self.stats.redrawn += n_redraw
+                self.stats.add(img.numel(), n_oob, n_redraw)
             out = img.reshape(n, c, h, w) if self.colour else img[:, None].expand(-1, 3, -1, -1)
             fmt = torch.channels_last if self.ctx.channels_last else torch.contiguous_format
             return out.contiguous(memory_format=fmt)
@@ -294,6 +298,8 @@ def _predict_conditions(
     n_bands: int,
     sds: tuple[float, ...],
     dataset_name: str,
+    stats: NoiseStats | None = None,
+    memo_key: Hashable | None = None,
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Top-1 correctness of every condition and the accuracy matrix.
 
@@ -309,7 +315,17 @@ def _predict_conditions(
     ]
     n = images.shape[0]
     if isinstance(images, torch.Tensor) and images.numel() * len(conditions) <= JOIN_MAX_BYTES:
-        joined = JoinedTransform([transform(level, sd) for _, level, sd in conditions], n)
+        joined: Callable[[torch.Tensor, slice], torch.Tensor] = JoinedTransform(
+            [transform(level, sd) for _, level, sd in conditions], n
+        )
+        if memo_key is not None and stats is not None:  # the next checkpoint takes the same stimuli
+            joined = stimulus_memo.remembered(
+                (memo_key, stimulus_memo.digest(images), tuple(conditions), ctx.batch_size),
+                images.numel() * len(conditions) * 4,  # float32 stimuli
+                joined,
+                lambda: (stats.pixels, stats.out_of_range, stats.redrawn),
+                lambda d: stats.add(*d),
+            )
         logits = ctx.predict(
             model,
             images.repeat(len(conditions), 1, 1, 1),
@@ -518,7 +534,18 @@ class CriticalBand(Metric):
                 colour=stimulus == "colour",
             )
 
-        correct, acc = _predict_conditions(model, ctx, images, labels, transform, n_bands, sds, ds.name)
+        # what the stimuli depend on besides the images, the conditions and the batch size
+        memo_key = (
+            self.name,
+            tuple(index),
+            (p.contrast, p.mean_level, p.epsilon, stimulus),
+            ctx.seed,
+            str(ctx.device),
+            ctx.channels_last,
+        )
+        correct, acc = _predict_conditions(
+            model, ctx, images, labels, transform, n_bands, sds, ds.name, stats, memo_key
+        )
         scalars, flags = _scalars_and_flags(acc, sds, min(h, w), stimulus == "colour", stats)
         items = _items(ds, index, labels, correct)
         return MetricResult(scalars=scalars, n=len(index), items=items, flags=flags)
