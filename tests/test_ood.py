@@ -142,9 +142,9 @@ def test_an_input_blind_model_scores_the_same_on_every_demo_set_and_aggregates_f
     }
     # the demo world's defaults: 200 per set = 20 per class, so the constant answer (class 3) is right 1
     # time in 10; 25 per corruption cell = 2 per class plus one more for classes 0 … 4, so 3/25 in every
-    # cell and their mean; PGD's 32 images are 3 per class plus one more for classes 0 and 1, so 3/32
+    # cell and their mean; PGD's 16 images are 1 per class plus one more for classes 0 … 5, so 2/16
     # (and no gradient to follow)
-    assert accs.pop("pgd40_top1") == pytest.approx(3 / 32)
+    assert accs.pop("pgd40_top1") == pytest.approx(2 / 16)
     cells = {k: v for k, v in accs.items() if k.startswith("c_")}
     assert len(cells) == 41 and all(v == pytest.approx(3 / 25) for v in cells.values())
     assert {res.n[k] for k in cells if "@" in k} == {25}
@@ -154,7 +154,7 @@ def test_an_input_blind_model_scores_the_same_on_every_demo_set_and_aggregates_f
     for agg in ("id", "concepts"):
         assert res.scalars[agg] == pytest.approx(0.1)
     assert res.scalars["robustness"] == pytest.approx(3 / 25)
-    assert res.scalars["adversarial"] == pytest.approx(3 / 32)
+    assert res.scalars["adversarial"] == pytest.approx(2 / 16)
     assert not res.flags
 
 
