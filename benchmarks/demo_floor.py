@@ -188,8 +188,10 @@ def main() -> None:
     print(f"  its jobs ran with {', '.join(map(str, threads))} thread(s); load {os.getloadavg()[0]:.2f}")
     now = table("this checkout", wall, jobs, rate)
     if base is not None:
-        # the same jobs' work as counted now (a baseline's Metric.work may undercount)
-        base_jobs = {k: (jobs.get(k, v)[0], v[1]) for k, v in base[1].items()}
+        # a job's work: the larger of its own count and the same job's count now (a baseline from before
+        # issue 26 undercounts critical band and SIS; one that ran more, e.g. an ensemble's member
+        # forwards or more PGD images, keeps its own)
+        base_jobs = {k: (max(v[0], jobs.get(k, v)[0]), v[1]) for k, v in base[1].items()}
         before = table(f"baseline {args.baseline}", base[0], base_jobs, rate)
         print("\nspeed-up (baseline seconds / this checkout's):")
         for key in sorted(now):
