@@ -20,6 +20,14 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a ``slow`` test run first (otherwise in their order): ``--dist loadfile`` hands files
+    to the workers in collection order, so a slow file collected last would run alone at the end while
+    the other worker idles. Only the order changes; every test runs."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within each part stays
+
+
 def on_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 

@@ -49,6 +49,7 @@ def _failing_backend(gm: torch.fx.GraphModule, example_inputs: list) -> None:
     raise RuntimeError("this backend cannot compile anything")
 
 
+@pytest.mark.slow
 def test_compiled_predictions_equal_eager_and_gradient_and_float64_passes_stay_eager():
     ctx = EvalContext(batch_size=BATCH, channels_last=True)
     images = _images()

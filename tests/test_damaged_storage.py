@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.harness_fixtures import REPO, bench
 
@@ -47,6 +48,7 @@ def test_a_truncated_per_item_file_is_a_clear_error_and_the_scalars_stay(tmp_pat
     assert gone.returncode == 2 and "is missing" in gone.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_run_fails_cleanly_and_keeps_every_earlier_result(tmp_path):
     """The second run may not grow any file past a few KiB (RLIMIT_FSIZE: writes fail with EFBIG,
     as on a full disk): it ends with a clear message, and the first run's results all stay."""

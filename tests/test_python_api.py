@@ -152,6 +152,7 @@ def test_importing_biasbench_loads_nothing_heavy_and_exposes_the_api():
     assert r.returncode == 0 and r.stdout.split() == ["True", "True"], r.stderr
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs_and_gives_the_registry_paths_figure(
     tmp_path, shared_data, monkeypatch
 ):

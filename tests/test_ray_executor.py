@@ -120,6 +120,7 @@ def _assert_same_as_serial(db: Path, serial: Path) -> None:
     assert all((db.with_name(db.name + ".items") / r[3]).is_file() for r in got["items"])
 
 
+@pytest.mark.slow
 def test_ray_run_on_two_nodes_stores_what_the_serial_run_stores(world, cluster) -> None:
     work = world[0]
     db = work / "ray.duckdb"
@@ -136,6 +137,7 @@ def test_ray_run_on_two_nodes_stores_what_the_serial_run_stores(world, cluster) 
     print(f"two-node Ray run: {wall:.1f}s wall")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_task_is_retried_and_no_job_is_written_twice(world, cluster, tmp_path) -> None:
     db = tmp_path / "killed.duckdb"
     pid_file = tmp_path / "stall.pid"
@@ -159,6 +161,7 @@ def test_a_worker_killed_mid_task_is_retried_and_no_job_is_written_twice(world, 
     assert dup == 0
 
 
+@pytest.mark.slow
 def test_a_driver_killed_mid_run_leaves_whole_jobs_and_a_rerun_completes_the_rest(
     world, cluster, tmp_path
 ) -> None:
@@ -223,6 +226,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_driver_cancels_outstanding_tasks_and_leaves_whole_jobs(
     world, cluster, tmp_path
 ) -> None:

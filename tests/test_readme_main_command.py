@@ -74,6 +74,7 @@ def readme_run(tmp_path_factory):
     return work, env, proc
 
 
+@pytest.mark.slow
 def test_bench_run_stores_every_metric_for_every_checkpoint_and_says_what_next(readme_run) -> None:
     work, env, proc = readme_run
     assert proc.returncode == 0, proc.stderr[-3000:]
