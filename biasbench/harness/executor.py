@@ -41,6 +41,7 @@ from biasbench.harness.plan import CheckpointPlan, PlannedJob, ResolvedDataset
 from biasbench.harness.progress import RunUI
 from biasbench.harness.status import Outcome, PlanStatus
 from biasbench.harness.store import JobKey, JobRecord, Store, StoreError, disk_full, is_space_error
+from biasbench.metrics import stimulus_memo
 from biasbench.metrics.base import EvalContext, MetricResult, ModelWrapper
 from biasbench.registry import loading
 from biasbench.registry.spec import LoadedCheckpoint
@@ -187,6 +188,7 @@ def execute(
                 _release(group, opts.device)
     finally:
         gc.unfreeze()
+        stimulus_memo.forget()  # the run's last stimuli (up to 256 MB, on the device) go with it
     return summary
 
 

@@ -9,7 +9,8 @@ building it again: the same tensor values, so the same predictions.
 
 A job's stimuli are remembered only when all of them fit in :data:`MAX_BYTES` (the demo's critical band:
 155 images × 49 conditions × 3 × 32 × 32 float32 = 93 MB); an ImageNet run (50,000 images at 224 px)
-never is. The memo keeps the stimuli of one job key at a time: a job with another key replaces them.
+never is. The memo keeps the stimuli of one job key at a time: a job with another key replaces them,
+and the harness empties it when a run ends (:func:`forget`).
 """
 
 from __future__ import annotations
