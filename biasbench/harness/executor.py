@@ -374,6 +374,8 @@ def _context(label: str, env: _Env) -> tuple[EvalContext, list[Any]]:
 
 def _run_job(job: PlannedJob, model: ModelWrapper, env: _Env) -> None:
     assert job.key is not None
+    if env.memo is not None:  # count only this job's served forwards
+        env.memo.take_served()
     ctx, tasks = _context(job.spec.id, env)
     t0 = time.perf_counter()
     try:
