@@ -23,13 +23,13 @@ keep ~3 MB), then no more are added.
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from typing import Any
 
 import torch
 from torch import nn
 
+from biasbench.core.hashing import tensor_sha256
 from biasbench.registry.ensembles import Ensemble
 from biasbench.registry.spec import CheckpointSpec, LoadedCheckpoint
 
@@ -69,8 +69,7 @@ class ForwardMemo:
         t = x.detach()
         if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
             t = t.permute(0, 2, 3, 1)  # contiguous: no copy
-        raw = t.contiguous().view(-1).view(torch.uint8).numpy()
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = tensor_sha256(t)
         self._last = (weakref.ref(x), version, digest)
         return digest
 

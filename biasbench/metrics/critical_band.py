@@ -299,15 +299,18 @@ def _predict_conditions(
     n_bands: int,
     sds: tuple[float, ...],
     dataset_name: str,
-    stats: NoiseStats | None = None,
-    memo_key: Hashable | None = None,
+    stats: NoiseStats,
+    memo_key: Hashable,
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Top-1 correctness of every condition and the accuracy matrix.
 
     Conditions run clean first, then band by band (coarse to fine), each band at every noise level —
     all in one ``ctx.predict`` over the images repeated per condition while they fit in
     :data:`JOIN_MAX_BYTES` (:class:`JoinedTransform`; the demo's 155 images × 49 conditions), else one
-    call per condition. Returns (``{"clean": …, "f{f}_sd{sd}": …}`` bool (N,) tensors in that order,
+    call per condition; the joined stimuli are remembered for the next checkpoint under ``memo_key``
+    (what they depend on besides the images, conditions and batch size) with what they added to
+    ``stats`` (:mod:`biasbench.metrics.stimulus_memo`). Returns (``{"clean": …, "f{f}_sd{sd}": …}``
+    bool (N,) tensors in that order,
     accuracy matrix (sd rows: clean, then ``sds``; band columns) with the clean accuracy in every
     column of row 0).
     """
@@ -319,14 +322,13 @@ def _predict_conditions(
         joined: Callable[[torch.Tensor, slice], torch.Tensor] = JoinedTransform(
             [transform(level, sd) for _, level, sd in conditions], n
         )
-        if memo_key is not None and stats is not None:  # the next checkpoint takes the same stimuli
-            joined = stimulus_memo.remembered(
-                (memo_key, stimulus_memo.digest(images), tuple(conditions), ctx.batch_size),
-                images.numel() * len(conditions) * 4,  # float32 stimuli
-                joined,
-                lambda: (stats.pixels, stats.out_of_range, stats.redrawn),
-                lambda d: stats.add(*d),
-            )
+        joined = stimulus_memo.remembered(  # the next checkpoint takes the same stimuli
+            (memo_key, stimulus_memo.digest(images), tuple(conditions), ctx.batch_size),
+            images.numel() * len(conditions) * 4,  # float32 stimuli
+            joined,
+            lambda: (stats.pixels, stats.out_of_range, stats.redrawn),
+            lambda d: stats.add(*d),
+        )
         logits = ctx.predict(
             model,
             images.repeat(len(conditions), 1, 1, 1),

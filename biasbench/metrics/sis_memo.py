@@ -19,7 +19,6 @@ are kept per model, the oldest dropped first.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -27,6 +26,7 @@ from collections.abc import Callable, Hashable
 import torch
 from torch import nn
 
+from biasbench.core.hashing import tensor_sha256
 from biasbench.metrics.sis_backselect import Trace
 
 #: the traces kept per model at most (bytes of ``order`` + ``conf`` + ``c0``)
@@ -36,9 +36,7 @@ _MEMO: weakref.WeakKeyDictionary[nn.Module, OrderedDict[Hashable, Trace]] = weak
 
 
 def _digest(t: torch.Tensor) -> tuple:
-    flat = t.detach().to("cpu").reshape(-1)  # 1-D, stride 1 (a copy when t is not contiguous)
-    h = hashlib.blake2b(flat.view(torch.uint8).numpy().tobytes(), digest_size=16)
-    return (h.hexdigest(), str(t.dtype), tuple(t.shape), tuple(t.stride()), str(t.device))
+    return (tensor_sha256(t), str(t.dtype), tuple(t.shape), tuple(t.stride()), str(t.device))
 
 
 def _state(model: nn.Module) -> tuple:

@@ -15,20 +15,20 @@ and the harness empties it when a run ends (:func:`forget`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
+
+from biasbench.core.hashing import tensor_sha256
 
 #: the stimuli of one job kept at most (bytes)
 MAX_BYTES = 256 * 2**20
 
 
 def digest(t: torch.Tensor) -> str:
-    """sha256 of a tensor's bytes (with its dtype and shape)."""
-    flat = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    return f"{hashlib.sha256(flat).hexdigest()}:{t.dtype}:{tuple(t.shape)}"
+    """sha256 of a tensor's bytes, with its dtype and shape."""
+    return f"{tensor_sha256(t)}:{t.dtype}:{tuple(t.shape)}"
 
 
 @dataclass
