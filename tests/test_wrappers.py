@@ -131,9 +131,10 @@ def test_a_dropped_pixel_is_the_per_channel_mean_and_all_channels_drop_together(
     x[:, :, 0, 0] = torch.tensor(MEAN).view(1, 3) + 0.1  # never equal to the mean itself
     with torch.no_grad():
         model(x)
-    assert len(rec.seen) == 5
+    # 2 images of 8 x 8: the 5 masked copies go through the network in one stacked forward, in sample order
+    assert [len(seen) for seen in rec.seen] == [10]
     normalised = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    for seen in rec.seen:
+    for seen in rec.seen[0].split(2):
         dropped = seen == 0
         # the three channels of a position are dropped together, in every image the same positions
         assert torch.equal(dropped[:, :1].expand_as(dropped), dropped)
@@ -177,6 +178,40 @@ def test_outputs_do_not_depend_on_the_batch_or_the_batch_size():
         b = model(batch2.float() / 255)[0]
         fresh = _model(_dropout(_small_cnn(), keep=0.8, samples=4, seed=0))(images[5:6].float() / 255)[0]
     assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, fresh, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [16, 32, 256])
+def test_stacked_masks_give_the_logits_and_input_gradients_of_one_mask_per_forward(tmp_path, batch):
+    """Small batches run several masked copies in one forward (BackSelect's 32 images: all 4 masks at
+    once; PGD's 16: likewise; a 256-image batch: one mask per forward). On the demo net, channels-last
+    as ``bench run`` runs it, the logits and the input gradient equal the one-mask-per-forward rule
+    written out here, bit for bit."""
+    path = tmp_path / "r.toml"
+    path.write_text(
+        '[[checkpoint]]\nid = "w"\narch = "zoo:resnet50-w8"\nweights = "zoo:input-dropout"\n'
+        'labels = "demo-world"\nwrap = [{ kind = "input-dropout", keep = 0.8, samples = 4 }]\n'
+    )
+    (spec,) = load_registry_file(path)
+    loaded = loading.load_checkpoint(spec, cache_dir=tmp_path)
+    dropout = loaded.net.to(memory_format=torch.channels_last)
+    assert isinstance(dropout, InputDropout)
+    net, masks = dropout.net, dropout.masks(32, 32).float()
+    assert (batch * 32 * 32 * 4 <= wrappers.STACK_PIXELS) == (batch < 64)  # stacked or not, as named
+
+    def one_mask_per_forward(x: torch.Tensor) -> torch.Tensor:
+        logps = [torch.log_softmax(net(x * m), dim=-1) for m in masks]
+        return torch.logsumexp(torch.stack(logps), dim=0) - math.log(4)
+
+    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.equal(dropout(x), one_mask_per_forward(x))
+    grads = []
+    for fn in (dropout, one_mask_per_forward):
+        xa = x.clone().requires_grad_(True)
+        out = fn(xa)
+        grads.append(torch.autograd.grad(out.gather(1, out.argmax(1, keepdim=True)).sum(), xa)[0])
+    assert torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0
 
 
 def test_another_seed_gives_other_masks_and_the_same_seed_the_same():

@@ -38,7 +38,12 @@ input pixels (with ensembling, :mod:`biasbench.registry.ensembles`):
   wrapped model is one fixed deterministic function of the image, which is also what SIS's repeated
   queries and gradients need.) The masks are cached per (H, W, device).
 * ``keep = 1`` drops nothing: the wrapper returns the network's own logits (no sampling), exactly.
-* Cost: ``samples`` forward passes per batch.
+* Cost: ``samples`` × the batch's images through the network. Small batches (BackSelect's and PGD's,
+  16–32 images) stack several masked copies into one forward of at most :data:`STACK_PIXELS` pixels
+  (the demo net's best batch, 256 images of 32 × 32; a batch that large or larger runs one mask per
+  forward): the network's per-call overhead is paid once per stack, and the output is the same — each
+  copy is still its own row of the batch (the demo net gives bit-identical logits and input gradients
+  stacked or not, ``tests/test_wrappers.py``).
 """
 
 from __future__ import annotations
@@ -208,6 +213,11 @@ def dropout_mask(seed: int, sample: int, keep: float, height: int, width: int) -
     return torch.rand((height, width), generator=g) < keep
 
 
+#: the most pixels (images × H × W) one stacked forward of masked copies holds: 256 images of 32 × 32, the
+#: demo net's best batch on 2 CPU threads (``harness.executor.AUTO_BATCH_PIXELS``)
+STACK_PIXELS = 256 * 32 * 32
+
+
 @register_wrapper
 class InputDropout(Wrapper):
     """Inference-time input dropout (Carter et al. 2021): each pixel position (all channels together)
@@ -256,12 +266,16 @@ class InputDropout(Wrapper):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.keep >= 1.0:  # nothing is dropped: the network itself
             return self.net(x)
-        masks = self.masks(x.shape[-2], x.shape[-1], x.device)
-        logps = []
-        for s in range(self.samples):
-            out = self.net(x * masks[s].to(x.dtype))  # (H, W) broadcast over batch and channels
+        masks = self.masks(x.shape[-2], x.shape[-1], x.device).to(x.dtype)
+        pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+        per_forward = max(1, min(self.samples, STACK_PIXELS // max(1, pixels)))
+        logps: list[torch.Tensor] = []
+        for start in range(0, self.samples, per_forward):
+            # (H, W) masks broadcast over batch and channels; the copies of one stack in sample order
+            copies = [x * m for m in masks[start : start + per_forward]]
+            out = self.net(copies[0] if len(copies) == 1 else torch.cat(copies))
             out = out[0] if isinstance(out, (tuple, list)) else out
-            logps.append(torch.log_softmax(out, dim=-1))
+            logps.extend(torch.log_softmax(out, dim=-1).split(x.shape[0]))
         return torch.logsumexp(torch.stack(logps), dim=0) - math.log(self.samples)
 
     def extra_repr(self) -> str:
