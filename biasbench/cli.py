@@ -258,6 +258,14 @@ def run(
             "README for when it pays.",
         ),
     ] = False,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Worker processes that share the checkpoints (on the CPU, one checkpoint at a time each, "
+            "the threads divided among them; results identical). auto: as many as the run's threads, at "
+            "most 4 ($BIASBENCH_WORKERS sets it); 1 on CUDA, with --group or --compile. 1: this process.",
+        ),
+    ] = "auto",
     executor: Annotated[
         str,
         typer.Option(
@@ -288,6 +296,7 @@ def run(
     from biasbench.harness import session
     from biasbench.harness.grouping import parse_group
     from biasbench.harness.status import PlanStatus
+    from biasbench.harness.workers import parse_workers
 
     opts = session.RunOptions(
         data_root=data_root,
@@ -304,6 +313,7 @@ def run(
         group=parse_group(group),
         cache_budget=parse_size(cache_budget) if cache_budget is not None else None,
         compile=compile_models,
+        workers=parse_workers(workers),
     )
     names = (
         None if metrics is None else list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))

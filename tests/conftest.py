@@ -18,6 +18,10 @@ SHARED_DATA = Path(os.environ.get("BIASBENCH_SHARED_DATA", REPO.parent / "shared
 #: 2 cores — two threads per worker would make 4 spin on 2 CPUs), at most 2
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
+#: `bench run` in one process unless a test asks for worker processes (tests/test_workers.py): the
+#: CLI's default `--workers auto` would start a worker per free CPU, which the load of the other test
+#: processes decides; subprocesses of the tests inherit this
+os.environ.setdefault("BIASBENCH_WORKERS", "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -113,6 +113,10 @@ class DatasetCache:
         return self._sets[key]
 
 
+def new_dataset_cache(opts: ExecOptions) -> DatasetCache:
+    return DatasetCache(opts.data_root, opts.cache_dir, LoadOptions(cache_budget=opts.cache_budget))
+
+
 def wrap_model(loaded: LoadedCheckpoint, device: torch.device, compile: bool = False) -> ModelWrapper:
     model = ModelWrapper(
         loaded.net,
@@ -139,10 +143,21 @@ def _first_line(e: BaseException) -> str:
 
 
 def execute(
-    plans: list[CheckpointPlan], opts: ExecOptions, store: Store, run_id: str, ui: RunUI
+    plans: list[CheckpointPlan],
+    opts: ExecOptions,
+    store: Store,
+    run_id: str,
+    ui: RunUI,
+    *,
+    data: DatasetCache | None = None,
+    forget_stimuli: bool = True,
 ) -> RunSummary:
+    """Run the plans' pending jobs, writing each to ``store``. ``data``: datasets already loaded by an
+    earlier call (a worker's next checkpoints); ``forget_stimuli=False`` keeps critical band's last
+    stimuli for the next call."""
     summary = RunSummary()
-    data = DatasetCache(opts.data_root, opts.cache_dir, LoadOptions(cache_budget=opts.cache_budget))
+    if data is None:
+        data = new_dataset_cache(opts)
     # a todo job whose key is stored now is a forced recompute; one stored later came from another run
     known = store.stored_jobs()
     env = _Env(opts, data, store, run_id, ui, summary, known)
@@ -188,7 +203,8 @@ def execute(
                 _release(group, opts.device)
     finally:
         gc.unfreeze()
-        stimulus_memo.forget()  # the run's last stimuli (up to 256 MB, on the device) go with it
+        if forget_stimuli:
+            stimulus_memo.forget()  # the run's last stimuli (up to 256 MB, on the device) go with it
     return summary
 
 

@@ -71,6 +71,9 @@ class RunOptions:
     group: int | str = 1
     cache_budget: int | None = None
     compile: bool = False
+    #: worker processes (:mod:`biasbench.harness.workers`): a number, or "auto" (``bench run``'s default);
+    #: 1 runs every job in this process
+    workers: int | str = 1
 
     @property
     def root(self) -> Path:
@@ -217,21 +220,34 @@ def execute_recorded(
     console: Console,
     argv: list[str] | None = None,
     ray_opts: Any = None,
+    workers: int | str = 1,
     started: Callable[[str, int, int, int], None] = lambda _r, _t, _s, _e: None,
 ) -> RunSummary | None:
     """Run the planned jobs as one recorded run (``runs`` row: running → ok | failed | interrupted), on
-    Ray with ``ray_opts``; ``None`` when there is nothing to compute. ``started(run_id, todo, stored,
-    errors)`` is told when the run begins (``errors``: jobs that cannot run and will be recorded as
-    failures)."""
+    Ray with ``ray_opts``, in worker processes with ``workers`` (:mod:`biasbench.harness.workers`);
+    ``None`` when there is nothing to compute. ``started(run_id, todo, stored, errors)`` is told when
+    the run begins (``errors``: jobs that cannot run and will be recorded as failures)."""
+    import torch
+
     from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
     from biasbench.harness.executor import execute
     from biasbench.harness.progress import RunUI
+    from biasbench.harness.workers import execute_in_workers, units_of, worker_count
 
     n_todo = sum(len(cp.todo) for cp in plans)
     n_stored = sum(j.status == PlanStatus.STORED for cp in plans for j in cp.jobs)
     n_err = sum(j.status == PlanStatus.ERROR for cp in plans for j in cp.jobs)
     if n_todo == 0 and n_err == 0:
         return None
+    threads = torch.get_num_threads()
+    if ray_opts is not None:
+        if workers not in ("auto", 1):
+            raise RunInputError(
+                f"--workers {workers} and --executor ray do not go together (Ray has its own)"
+            )
+        n_workers = 1
+    else:
+        n_workers = worker_count(workers, exec_opts, threads, len(units_of(plans)))
     run_id = store.start_run(
         argv=list(sys.argv if argv is None else argv),
         git_sha=git_sha(),
@@ -243,7 +259,9 @@ def execute_recorded(
     status = RunStatus.INTERRUPTED
     try:
         with RunUI(console) as ui:
-            if ray_opts is None:
+            if n_workers > 1:
+                summary = execute_in_workers(plans, exec_opts, store, run_id, ui, n_workers, threads)
+            elif ray_opts is None:
                 summary = execute(plans, exec_opts, store, run_id, ui)
             else:
                 from biasbench.harness.ray_executor import execute_on_ray
@@ -293,7 +311,13 @@ def plan_and_execute(
     with Store(db) as store:
         plans = plan_jobs(store, specs, metric_objs, opts)
         summary = execute_recorded(
-            store, plans, exec_options(opts, device), console=console, ray_opts=ray_opts, started=started
+            store,
+            plans,
+            exec_options(opts, device),
+            console=console,
+            ray_opts=ray_opts,
+            workers=opts.workers,
+            started=started,
         )
     return plans, summary
 

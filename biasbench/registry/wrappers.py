@@ -91,6 +91,12 @@ class Wrapper(nn.Module):
         """Why ``params`` are out of range (``None``: they are fine)."""
         return None
 
+    @classmethod
+    def network_calls(cls, params: Any) -> int:
+        """How many images go through the wrapped network per image of a forward (a cost estimate,
+        e.g. for sharing a run among worker processes); 1 unless a subclass says otherwise."""
+        return 1
+
 
 #: Every wrapper kind, by ``kind``.
 WRAPPERS: dict[str, type[Wrapper]] = {}
@@ -170,6 +176,12 @@ def build_wrapper(net: nn.Module, spec: WrapperSpec, preprocess: Preprocess, che
     return cls(net, params, preprocess)
 
 
+def network_calls(spec: WrapperSpec) -> int:
+    """:meth:`Wrapper.network_calls` of a ``wrap`` table (1 for a kind that is not registered)."""
+    cls = WRAPPERS.get(spec.kind)
+    return cls.network_calls(cls.Params(**dict(spec.params))) if cls is not None else 1
+
+
 def apply_wrappers(
     net: nn.Module, wraps: Sequence[WrapperSpec], preprocess: Preprocess, checkpoint_id: str
 ) -> nn.Module:
@@ -246,6 +258,10 @@ class InputDropout(Wrapper):
         if not 0 <= params.seed < 2**63:
             return f"seed must be a non-negative integer below 2**63, got {params.seed!r}"
         return None
+
+    @classmethod
+    def network_calls(cls, params: Any) -> int:
+        return 1 if params.keep >= 1.0 else int(params.samples)
 
     def masks(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """The ``samples`` masks for (H, W) images: bool (S, H, W) on ``device``, True = kept; the same

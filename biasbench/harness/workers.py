@@ -1,0 +1,359 @@
+"""``bench run --workers N``: a run's checkpoints shared among N worker processes on this machine.
+
+**Why.** On the CPU, one process's threads wait on each other at every layer of a small network, and
+the demo's gradient work runs the demo net on 16–32 images at a time (BackSelect, PGD). Two processes
+of one thread each do more work than one process of two threads: measured on the 2-core development
+machine (``benchmarks/demo_floor.py``; the demo net, forward-equivalents per second, both cores in
+use either way): batch-256 inference 1.2×, batch-32 forward+backward 1.7×, batch-16 2.2×; the whole
+warm-cache demo 1.44× (180 s → 125 s), every stored value bit-identical.
+
+**How.** The parent plans and records the run as the serial path does, then starts N processes
+(``spawn``), each with ``threads // N`` CPU threads (at least 1). The checkpoints with work to do are cut
+into *units*: a checkpoint, or an ensemble together with those of its members that the run computes,
+in the plan's order (so its members' forwards are served to it, :mod:`~biasbench.harness.forward_memo`).
+Units are handed out largest first by their estimated cost (pending jobs × network calls per
+forward: an ensemble's members, an input-dropout wrapper's masks), each to the next free worker
+through a shared counter. A worker runs its units with the serial executor
+(:func:`~biasbench.harness.executor.execute`, one dataset cache and critical band's stimuli kept
+across its units) and writes each job to the run's database itself, under the run's id, as a second
+``bench run`` on the same database would: the store's lock, one transaction per job. The parent prints
+the workers' lines as they come and counts finished checkpoints.
+
+**Results** are the serial run's: the same jobs, images, batches and arithmetic; only the thread count
+differs, which changes no stored demo value (``tests/test_workers.py`` compares a worker run with a
+serial one, value for value).
+
+**Failures.** A job that raises is recorded by its worker, as in the serial path. A database problem
+in a worker ends the run with its message. A worker that dies (killed, out of memory) fails the jobs
+of its unfinished unit that are not stored, with one message naming its exit code; the other workers
+take the remaining units. A worker exits when its parent is gone (checked twice a second), so a killed
+``bench run`` leaves no process behind, and, as in the serial path, only whole jobs.
+
+**When.** ``--workers auto`` (``bench run``'s default): on the CPU, checkpoint-major (``--group 1``),
+without ``--compile``: as many workers as the run's CPU threads (the free CPUs), at most
+:data:`MAX_AUTO_WORKERS` and at most the units, each with ``threads // workers`` threads;
+``$BIASBENCH_WORKERS`` sets auto's number. The Python API's default is 1 (this process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from biasbench.core.errors import InputError
+from biasbench.harness.executor import ExecOptions, JobOutcome, RunSummary, execute, new_dataset_cache
+from biasbench.harness.plan import CheckpointPlan
+from biasbench.harness.progress import RunUI
+from biasbench.harness.status import Outcome, PlanStatus
+from biasbench.harness.store import Store, StoreError
+from biasbench.registry.spec import CheckpointSpec
+from biasbench.registry.wrappers import network_calls
+
+#: ``--workers auto`` starts at most this many processes (each holds its own torch and datasets)
+MAX_AUTO_WORKERS = 4
+#: how often a worker checks that its parent is alive, and the parent that its workers are (seconds)
+POLL_SECONDS = 0.5
+
+
+def env_workers() -> int | None:
+    """``$BIASBENCH_WORKERS`` as a whole number ≥ 1, or None when unset."""
+    env = os.environ.get("BIASBENCH_WORKERS")
+    if not env:
+        return None
+    try:
+        n = int(env)
+    except ValueError as e:
+        raise InputError(f"BIASBENCH_WORKERS={env!r} is not a whole number") from e
+    if n < 1:
+        raise InputError(f"BIASBENCH_WORKERS={env!r} must be ≥ 1")
+    return n
+
+
+def parse_workers(value: str | int) -> int | str:
+    """``--workers``: "auto" or a whole number ≥ 1."""
+    if isinstance(value, int) or str(value).strip().isdigit():
+        n = int(value)
+        if n < 1:
+            raise InputError(f"--workers must be auto or a whole number ≥ 1, got {value!r}")
+        return n
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    raise InputError(f"--workers must be auto or a whole number ≥ 1, got {value!r}")
+
+
+def worker_count(requested: int | str, opts: ExecOptions, threads: int, units: int) -> int:
+    """How many worker processes run the plan (1: the serial path in this process)."""
+    serial_only = opts.device.type != "cpu" or opts.group != 1 or opts.compile
+    if requested == "auto":
+        if serial_only:
+            return 1
+        wanted = env_workers() or min(threads, MAX_AUTO_WORKERS)
+        return max(1, min(wanted, units))
+    n = int(requested)
+    if n > 1 and serial_only:
+        raise InputError(
+            f"--workers {n} runs checkpoints in processes on the CPU, one checkpoint at a time: it cannot "
+            "go with a CUDA device, --group or --compile (use --workers 1)"
+        )
+    return max(1, min(n, units))
+
+
+def spec_cost(spec: CheckpointSpec) -> int:
+    """Network calls per forward of ``spec``: its members' (an ensemble), times its wrappers'."""
+    base = sum(spec_cost(m) for m in spec.members) if spec.members else 1
+    for w in spec.wrap:
+        base *= network_calls(w)
+    return base
+
+
+def units_of(plans: list[CheckpointPlan]) -> list[list[CheckpointPlan]]:
+    """The plans with something to do, cut into units (a checkpoint, or an ensemble with the members
+    the run computes, in plan order), largest estimated cost first."""
+    busy = [cp for cp in plans if cp.todo or any(j.status == PlanStatus.ERROR for j in cp.jobs)]
+    index = {cp.spec.id: i for i, cp in enumerate(busy)}
+    parent = list(range(len(busy)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, cp in enumerate(busy):
+        for m in cp.spec.members:
+            if m.id in index:
+                parent[root(index[m.id])] = root(i)
+    groups: dict[int, list[CheckpointPlan]] = {}
+    for i, cp in enumerate(busy):
+        groups.setdefault(root(i), []).append(cp)
+
+    def cost(unit: list[CheckpointPlan]) -> int:
+        return sum(max(1, len(cp.todo)) * spec_cost(cp.spec) for cp in unit)
+
+    return sorted(groups.values(), key=cost, reverse=True)  # stable: plan order among equals
+
+
+class _Lines(io.TextIOBase):
+    """A worker's console output, line by line to the parent."""
+
+    def __init__(self, channel: Any, worker: int) -> None:
+        self.channel, self.worker, self.buf = channel, worker, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            self.channel.put(("line", self.worker, line))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.channel.put(("line", self.worker, self.buf))
+            self.buf = ""
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this worker when its parent is gone (a killed ``bench run`` leaves no process behind)."""
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(POLL_SECONDS)
+
+
+def _worker(
+    worker: int,
+    units: list[list[CheckpointPlan]],
+    next_unit: Any,
+    assigned: Any,
+    channel: Any,
+    opts: ExecOptions,
+    db: str,
+    run_id: str,
+    threads: int,
+    parent_pid: int,
+) -> None:
+    """A worker process: take the next unit until none is left; run it; report its outcomes."""
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    from biasbench.harness.environment import set_torch_threads
+    from biasbench.metrics import stimulus_memo
+
+    set_torch_threads(threads)
+    lines = _Lines(channel, worker)
+    console = Console(file=lines, width=200, force_terminal=False, no_color=True, highlight=False)
+    store = Store(db)
+    data = new_dataset_cache(opts)
+    try:
+        while True:
+            with next_unit.get_lock():  # shared memory: the parent knows the unit even if this dies now
+                i = next_unit.value
+                next_unit.value += 1
+                assigned[worker] = i
+            if i >= len(units):
+                break
+            with RunUI(console, live=False) as ui:
+                summary = execute(units[i], opts, store, run_id, ui, data=data, forget_stimuli=False)
+            lines.flush()
+            channel.put(("done", worker, i, summary.outcomes))
+    except StoreError as e:
+        lines.flush()
+        channel.put(("store-error", worker, str(e)))
+    except KeyboardInterrupt:
+        return
+    finally:
+        stimulus_memo.forget()
+    channel.put(("exit", worker))
+
+
+def execute_in_workers(
+    plans: list[CheckpointPlan],
+    opts: ExecOptions,
+    store: Store,
+    run_id: str,
+    ui: RunUI,
+    workers: int,
+    threads: int,
+) -> RunSummary:
+    """Run the plans' pending jobs in ``workers`` processes of ``threads // workers`` threads each (the
+    module docstring); the same outcomes as :func:`~biasbench.harness.executor.execute`."""
+    summary = RunSummary()
+    units = units_of(plans)
+    busy = {id(cp) for unit in units for cp in unit}
+    for cp in plans:  # nothing to compute: said here, as the serial executor says it
+        if id(cp) not in busy:
+            summary.outcomes += [
+                JobOutcome(cp.spec.id, j.metric.name, j.status, summary=j.reason) for j in cp.jobs
+            ]
+    each = max(1, threads // workers)
+    ui.print(f"  [dim]{workers} worker processes, {each} thread(s) each[/dim]")
+    ctx = mp.get_context("spawn")
+    next_unit = ctx.Value("i", 0)
+    assigned = ctx.Array("i", [-1] * workers)  # each worker's current unit
+    channel = ctx.Queue()
+    worker_opts = replace(opts, adaptive_threads=False)
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(
+                w,
+                units,
+                next_unit,
+                assigned,
+                channel,
+                worker_opts,
+                str(store.path),
+                run_id,
+                each,
+                os.getpid(),
+            ),
+            name=f"biasbench-worker-{w}",
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
+    bar = ui.task("checkpoints", sum(len(u) for u in units))
+    done: set[int] = set()  # units reported finished
+    finished: set[int] = set()  # workers that said goodbye or died
+    try:
+        for p in procs:
+            p.start()
+        while len(finished) < len(procs):
+            try:
+                msg = channel.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                for w, p in enumerate(procs):
+                    if w not in finished and not p.is_alive():
+                        _drain(channel, ui, summary, done, finished, units, bar)
+                        if w not in finished:  # died without saying goodbye
+                            finished.add(w)
+                            i = assigned[w]
+                            if 0 <= i < len(units) and i not in done:
+                                _fail_unit(store, run_id, ui, summary, units[i], p.exitcode)
+                continue
+            _handle(msg, ui, summary, done, finished, units, bar)
+        for i in range(next_unit.value, len(units)):  # every worker died before taking these
+            _fail_unit(store, run_id, ui, summary, units[i], None, why="no worker process was left to run it")
+    except BaseException:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        raise
+    finally:
+        ui.finish_task(bar)
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    order = {cp.spec.id: i for i, cp in enumerate(plans)}  # the summary in plan order, as the serial path's
+    summary.outcomes.sort(key=lambda o: order.get(o.checkpoint, len(order)))
+    return summary
+
+
+def _handle(
+    msg: tuple[Any, ...],
+    ui: RunUI,
+    summary: RunSummary,
+    done: set[int],
+    finished: set[int],
+    units: list[list[CheckpointPlan]],
+    bar: Any,
+) -> None:
+    kind, worker = msg[0], msg[1]
+    if kind == "line":  # each line tagged with its worker: the workers' lines interleave
+        ui.print(f"[{worker + 1}] {msg[2]}", markup=False, highlight=False)
+    elif kind == "done":
+        summary.outcomes += msg[3]
+        done.add(msg[2])
+        bar.advance(len(units[msg[2]]))
+    elif kind == "store-error":
+        raise StoreError(msg[2])
+    elif kind == "exit":
+        finished.add(worker)
+
+
+def _drain(
+    channel: Any,
+    ui: RunUI,
+    summary: RunSummary,
+    done: set[int],
+    finished: set[int],
+    units: list[list[CheckpointPlan]],
+    bar: Any,
+) -> None:
+    """Whatever a worker that has ended still had in the queue."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            _handle(channel.get(timeout=0.2), ui, summary, done, finished, units, bar)
+
+
+def _fail_unit(
+    store: Store,
+    run_id: str,
+    ui: RunUI,
+    summary: RunSummary,
+    unit: list[CheckpointPlan],
+    exitcode: int | None,
+    why: str | None = None,
+) -> None:
+    """Record the jobs of a unit that a dead worker left unfinished (those not stored) as failures."""
+    error = why or f"the worker process running it died (exit code {exitcode})"
+    stored = store.stored_jobs()
+    for cp in unit:
+        for job in cp.jobs:
+            if job.status not in (PlanStatus.TODO, PlanStatus.ERROR) or (
+                job.key is not None and job.key in stored
+            ):
+                continue
+            key = job.key.config_hash if job.key is not None else None
+            store.record_failure(cp.spec.id, job.metric.name, key, error, "", run_id)
+            ui.print(f"  [red]✗[/red] {escape(cp.spec.id)} · {escape(job.metric.name)}: {escape(error)}")
+            summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, Outcome.FAILED, summary=error))
