@@ -13,7 +13,8 @@
    and the share of the wall outside jobs (planning, loading, writing; the world's rendering is inside
    the first job that uses each split).
 
-Efficiency 1 means the run did nothing but model work at the best rate measured here. Machines differ
+Efficiency 1 means the run did nothing but model work at the best rate measured here (one process; with
+``--workers`` several processes of fewer threads can pass it, which is why they are the default). Machines differ
 2–3× in speed, so only the ratios travel; the load average is printed before and after, since other
 processes on the machine slow the run but not the floor measured before it.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -98,14 +100,14 @@ def net_forwards_per_forward() -> dict[str, int]:
 
 def cold_demo(
     threads: int | None, repo: Path = REPO, where: list[str] | None = None
-) -> tuple[float, dict[tuple[str, str], tuple[float, float]], list[int]]:
+) -> tuple[float, dict[tuple[str, str], tuple[float, float]], list[int], int]:
     """Wall seconds of a cold demo run of the code in ``repo``, per (checkpoint, metric) job its (net
-    forwards, seconds), and the threads its jobs ran with."""
+    forwards, seconds), the threads its jobs ran with, and its worker processes (1: the serial path)."""
     weight = net_forwards_per_forward()
     with tempfile.TemporaryDirectory(prefix="biasbench-floor-") as tmp:
         env = {**os.environ, "BIASBENCH_CACHE": str(Path(tmp) / "cache"), "PYTHONPATH": str(repo)}
         start = time.perf_counter()
-        subprocess.run(
+        run = subprocess.run(
             [sys.executable, "-m", "biasbench.cli", "run", *(["--threads", str(threads)] if threads else [])]
             + [a for w in where or [] for a in ("--where", w)]
             + ["--db", "bench.duckdb"],
@@ -113,9 +115,12 @@ def cold_demo(
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         wall = time.perf_counter() - start
+        said = re.search(r"(\d+) worker processes", run.stderr)  # harness/workers.py says how many
+        workers = int(said.group(1)) if said else 1
         print(f"  cold run wall {wall:.1f} s", flush=True)
         with duckdb.connect(str(Path(tmp) / "bench.duckdb"), read_only=True) as con:
             rows = con.execute(
@@ -129,14 +134,16 @@ def cold_demo(
         units = float(t.get(UNITS, 0.0)) * weight.get(checkpoint, 1) - float(t.get(SHARED, 0.0))
         threads.add(int(t.get("run.threads", 0)))
         jobs[(checkpoint, metric)] = (units, float(seconds or 0.0))
-    return wall, jobs, sorted(threads)
+    return wall, jobs, sorted(threads), workers
 
 
 def table(
-    title: str, wall: float, jobs: dict[tuple[str, str], tuple[float, float]], rate: float
+    title: str, wall: float, jobs: dict[tuple[str, str], tuple[float, float]], rate: float, workers: int = 1
 ) -> dict[str, float]:
     """Print per metric: net forwards, their seconds at the best rate, job seconds, efficiency; and
-    the run's totals. Returns the job seconds per metric (and ``"wall"``)."""
+    the run's totals. With ``workers`` processes the jobs' seconds add up over the workers (each ran
+    with its share of the threads), so the totals divide them by ``workers``. Returns the job seconds
+    per metric (and ``"wall"``)."""
     per: dict[str, tuple[float, float]] = {}
     for (_, metric), (units, seconds) in jobs.items():
         u, sec = per.get(metric, (0.0, 0.0))
@@ -150,9 +157,11 @@ def table(
         print(f"{metric:15s} {units:10.0f} {floor:9.1f} {seconds:8.1f} {eff:10.2f}")
     floor = total_units / rate
     print(f"{'all jobs':15s} {total_units:10.0f} {floor:9.1f} {total_jobs:8.1f} {floor / total_jobs:10.2f}")
+    if workers > 1:
+        print(f"({workers} worker processes: {total_jobs / workers:.1f} job s per worker)")
     print(
         f"cold run wall {wall:.1f} s; efficiency (floor / wall) {floor / wall:.2f}; "
-        f"outside jobs {1 - total_jobs / wall:.0%} of the wall"
+        f"outside jobs {1 - total_jobs / workers / wall:.0%} of the wall"
     )
     return {**{m: sec for m, (_, sec) in per.items()}, "wall": wall}
 
@@ -184,15 +193,18 @@ def main() -> None:
         base = cold_demo(args.threads, args.baseline.resolve(), args.where)
         print(f"  its jobs ran with {', '.join(map(str, base[2]))} thread(s); load {os.getloadavg()[0]:.2f}")
     print("work: a cold `bench run` of the demo (empty cache and database)")
-    wall, jobs, threads = cold_demo(args.threads, REPO, args.where)
-    print(f"  its jobs ran with {', '.join(map(str, threads))} thread(s); load {os.getloadavg()[0]:.2f}")
-    now = table("this checkout", wall, jobs, rate)
+    wall, jobs, threads, workers = cold_demo(args.threads, REPO, args.where)
+    print(
+        f"  its jobs ran with {', '.join(map(str, threads))} thread(s) in {workers} process(es); "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    now = table("this checkout", wall, jobs, rate, workers)
     if base is not None:
         # a job's work: the larger of its own count and the same job's count now (a baseline from before
         # issue 26 undercounts critical band and SIS; one that ran more, e.g. an ensemble's member
         # forwards or more PGD images, keeps its own)
         base_jobs = {k: (max(v[0], jobs.get(k, v)[0]), v[1]) for k, v in base[1].items()}
-        before = table(f"baseline {args.baseline}", base[0], base_jobs, rate)
+        before = table(f"baseline {args.baseline}", base[0], base_jobs, rate, base[3])
         print("\nspeed-up (baseline seconds / this checkout's):")
         for key in sorted(now):
             if before.get(key) and now[key]:
