@@ -71,18 +71,22 @@ def best_throughput(threads: int, seconds: float = 2.0) -> tuple[float, str]:
 
 
 def resnet_calls(net: torch.nn.Module) -> int:
-    """How many times one forward of ``net`` (a 32-px batch) calls a timm ResNet inside it."""
+    """How many images a timm ResNet inside ``net`` sees per image of one forward (a 32-px batch): the
+    ensemble's members each see it once, the input-dropout wrapper's masked copies once each, stacked
+    into one call or not."""
     from timm.models.resnet import ResNet
 
-    calls: list[int] = []
+    images: list[int] = []
     hooks = [
-        m.register_forward_hook(lambda *_: calls.append(1)) for m in net.modules() if isinstance(m, ResNet)
+        m.register_forward_hook(lambda _m, args, _out: images.append(args[0].shape[0]))
+        for m in net.modules()
+        if isinstance(m, ResNet)
     ]
     with torch.inference_mode():
         net(torch.zeros(2, 3, 32, 32))
     for h in hooks:
         h.remove()
-    return len(calls)
+    return sum(images) // 2
 
 
 def net_forwards_per_forward() -> dict[str, int]:
@@ -163,7 +167,8 @@ def table(
         f"cold run wall {wall:.1f} s; efficiency (floor / wall) {floor / wall:.2f}; "
         f"outside jobs {1 - total_jobs / workers / wall:.0%} of the wall"
     )
-    return {**{m: sec for m, (_, sec) in per.items()}, "wall": wall}
+    # per metric its job seconds per worker (what it adds to the wall), comparable across worker counts
+    return {**{m: sec / workers for m, (_, sec) in per.items()}, "wall": wall}
 
 
 def main() -> None:
@@ -205,7 +210,7 @@ def main() -> None:
         # forwards or more PGD images, keeps its own)
         base_jobs = {k: (max(v[0], jobs.get(k, v)[0]), v[1]) for k, v in base[1].items()}
         before = table(f"baseline {args.baseline}", base[0], base_jobs, rate, base[3])
-        print("\nspeed-up (baseline seconds / this checkout's):")
+        print("\nspeed-up (baseline seconds / this checkout's; a metric's job seconds per worker process):")
         for key in sorted(now):
             if before.get(key) and now[key]:
                 print(f"  {key:15s} {before[key] / now[key]:6.2f}×")
