@@ -273,3 +273,25 @@ def _stored(db: Path) -> int:
             return int(s.query("SELECT count(*) AS n FROM jobs")["n"][0])
     except Exception:  # noqa: BLE001 - not created yet, or a writer holds it: ask again
         return 0
+
+
+def test_a_dry_run_says_the_wall_time_its_workers_would_take(tmp_path, cache_dir):
+    """The estimate adds up job seconds; with 2 workers the dry run also gives half of it as wall time."""
+    db = tmp_path / "h.duckdb"
+    data = tmp_path / "data"
+    opts = session.RunOptions(data_root=data, cache_dir=cache_dir, where=("category=stylized",), workers=2)
+    specs = session.resolve(["demo"], opts.where)
+    before = torch.get_num_threads()
+    try:  # the history's device class is "cpu (2 threads, …)", as the dry run's
+        biasbench.run(["demo"], ["accuracy"], db=db, where=["category=baseline"], threads=2, data_root=data)
+        _, lines = session.dry_run(
+            db, specs, session.build_metrics(["accuracy"], None), opts, torch.device("cpu")
+        )
+    finally:
+        torch.set_num_threads(before)
+    (total,) = [line for line in lines if line.startswith("total:")]
+    (wall,) = [line for line in lines if "worker processes" in line]
+    total_s = float(total.split("~", 1)[1].split(" s")[0])
+    wall_s = float(wall.split("about ", 1)[1].split(" s ")[0])
+    assert wall.startswith("in 2 worker processes (--workers)")
+    assert wall_s == pytest.approx(total_s / 2, rel=0.01)

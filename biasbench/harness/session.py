@@ -684,7 +684,7 @@ def dry_run_cost(
     """A dry run's cost lines: where the timing history comes from (``db``, or the ``history``
     database), then images × conditions per metric and in total, and the time they take."""
     from biasbench.harness.environment import describe_device
-    from biasbench.harness.estimate import describe, estimate, load_history
+    from biasbench.harness.estimate import describe, estimate, human_time, load_history
 
     source = store
     if history is not None:
@@ -697,4 +697,22 @@ def dry_run_cost(
         " (--history)" if history is not None else " (--db; --history DB reads another)"
     )
     cost = estimate(plans, hist, describe_device(device), opts.root, opts.cache)
-    return [head, *describe(cost)]
+    lines = [head, *describe(cost)]
+    workers = _dry_run_workers(plans, device, opts)
+    if workers > 1 and any(m.estimated for m in cost.metrics.values()):
+        # the estimate adds up job seconds; the workers run their jobs side by side
+        lines.append(
+            f"in {workers} worker processes (--workers): about {human_time(cost.seconds / workers)} of wall "
+            "time, when the history's jobs ran with the threads each worker gets"
+        )
+    return lines
+
+
+def _dry_run_workers(plans: list[CheckpointPlan], device: Any, opts: RunOptions) -> int:
+    """How many worker processes a run of ``plans`` would start now."""
+    import torch
+
+    from biasbench.harness.workers import units_of, worker_count
+
+    units = len(units_of(plans))
+    return worker_count(opts.workers, exec_options(opts, device), torch.get_num_threads(), units) if units else 1
