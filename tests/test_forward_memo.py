@@ -116,13 +116,23 @@ def test_a_run_serves_the_ensemble_from_its_members_jobs_with_the_values_it_comp
     )
     params = {"spectral": {"n_images": 24}}
     together, alone = tmp_path / "together.duckdb", tmp_path / "alone.duckdb"
-    summary = biasbench.run([str(reg)], ["accuracy", "spectral"], params, db=together, batch_size=256)
+    # a fixed thread count: the memo serves only forwards run with the same one, and the default re-chooses
+    # threads between checkpoints from the CPUs the other test processes leave free
+    summary = biasbench.run(
+        [str(reg)], ["accuracy", "spectral"], params, db=together, batch_size=256, threads=1
+    )
     assert summary.failed == 0, [o.summary for o in summary.outcomes]
     # the ensemble with no member of its own in the run: nothing to reuse, every forward computed
     (ens,) = [s for s in load_registry_file(reg) if s.id == "pn"]
     assert shared_member_ids([ens]) == set()
     summary = biasbench.run(
-        [str(reg)], ["accuracy", "spectral"], params, db=alone, where=["role=ensemble"], batch_size=256
+        [str(reg)],
+        ["accuracy", "spectral"],
+        params,
+        db=alone,
+        where=["role=ensemble"],
+        batch_size=256,
+        threads=1,
     )
     assert summary.failed == 0, [o.summary for o in summary.outcomes]
 
