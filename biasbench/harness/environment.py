@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from biasbench.core.counts import env_count
 from biasbench.core.errors import InputError, StateError
 
 
@@ -157,18 +158,7 @@ def threads_for(free: float, usable: int) -> int:
 
 def env_threads() -> int | None:
     """``$BIASBENCH_THREADS`` as a whole number ≥ 1, or None when unset."""
-    import os
-
-    env = os.environ.get("BIASBENCH_THREADS")
-    if not env:
-        return None
-    try:
-        n = int(env)
-    except ValueError as e:
-        raise InputError(f"BIASBENCH_THREADS={env!r} is not a whole number") from e
-    if n < 1:
-        raise InputError(f"BIASBENCH_THREADS={env!r} must be ≥ 1")
-    return n
+    return env_count("BIASBENCH_THREADS")
 
 
 def default_threads(probe: float = PROBE_SECONDS) -> int:

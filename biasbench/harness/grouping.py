@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from biasbench.core.counts import auto_or_int
 from biasbench.core.errors import InputError
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.plan import CheckpointPlan
@@ -36,14 +37,12 @@ def parse_group(text: str | int | None) -> int | str:
     """``auto`` or a positive int (``None``: 1, checkpoint-major)."""
     if text is None:
         return 1
-    if isinstance(text, int) or str(text).strip().isdigit():
-        k = int(text)
-        if k < 1:
-            raise InputError(f"--group {text}: a group holds at least 1 checkpoint")
-        return k
-    if str(text).strip().lower() == "auto":
-        return "auto"
-    raise InputError(f"--group {text!r}: expected a number of checkpoints (e.g. 4) or auto")
+    k = auto_or_int(text)
+    if k is None:
+        raise InputError(f"--group {text!r}: expected a number of checkpoints (e.g. 4) or auto")
+    if k != "auto" and int(k) < 1:
+        raise InputError(f"--group {text}: a group holds at least 1 checkpoint")
+    return k
 
 
 def preprocess_buckets(plans: list[CheckpointPlan]) -> list[list[CheckpointPlan]]:

@@ -715,4 +715,6 @@ def _dry_run_workers(plans: list[CheckpointPlan], device: Any, opts: RunOptions)
     from biasbench.harness.workers import units_of, worker_count
 
     units = len(units_of(plans))
-    return worker_count(opts.workers, exec_options(opts, device), torch.get_num_threads(), units) if units else 1
+    return (
+        worker_count(opts.workers, exec_options(opts, device), torch.get_num_threads(), units) if units else 1
+    )

@@ -44,12 +44,13 @@ import os
 import queue
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from biasbench.core.counts import auto_or_int, env_count
 from biasbench.core.errors import InputError
 from biasbench.harness.executor import ExecOptions, JobOutcome, RunSummary, execute, new_dataset_cache
 from biasbench.harness.plan import CheckpointPlan
@@ -67,28 +68,15 @@ POLL_SECONDS = 0.5
 
 def env_workers() -> int | None:
     """``$BIASBENCH_WORKERS`` as a whole number ≥ 1, or None when unset."""
-    env = os.environ.get("BIASBENCH_WORKERS")
-    if not env:
-        return None
-    try:
-        n = int(env)
-    except ValueError as e:
-        raise InputError(f"BIASBENCH_WORKERS={env!r} is not a whole number") from e
-    if n < 1:
-        raise InputError(f"BIASBENCH_WORKERS={env!r} must be ≥ 1")
-    return n
+    return env_count("BIASBENCH_WORKERS")
 
 
 def parse_workers(value: str | int) -> int | str:
     """``--workers``: "auto" or a whole number ≥ 1."""
-    if isinstance(value, int) or str(value).strip().isdigit():
-        n = int(value)
-        if n < 1:
-            raise InputError(f"--workers must be auto or a whole number ≥ 1, got {value!r}")
-        return n
-    if str(value).strip().lower() == "auto":
-        return "auto"
-    raise InputError(f"--workers must be auto or a whole number ≥ 1, got {value!r}")
+    n = auto_or_int(value)
+    if n is None or (n != "auto" and int(n) < 1):
+        raise InputError(f"--workers must be auto or a whole number ≥ 1, got {value!r}")
+    return n
 
 
 def worker_count(requested: int | str, opts: ExecOptions, threads: int, units: int) -> int:
@@ -260,26 +248,24 @@ def execute_in_workers(
         )
         for w in range(workers)
     ]
-    bar = ui.task("checkpoints", sum(len(u) for u in units))
-    done: set[int] = set()  # units reported finished
-    finished: set[int] = set()  # workers that said goodbye or died
+    state = _Progress(ui, summary, units, ui.task("checkpoints", sum(len(u) for u in units)))
     try:
         for p in procs:
             p.start()
-        while len(finished) < len(procs):
+        while len(state.finished) < len(procs):
             try:
                 msg = channel.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 for w, p in enumerate(procs):
-                    if w not in finished and not p.is_alive():
-                        _drain(channel, ui, summary, done, finished, units, bar)
-                        if w not in finished:  # died without saying goodbye
-                            finished.add(w)
+                    if w not in state.finished and not p.is_alive():
+                        state.drain(channel)
+                        if w not in state.finished:  # died without saying goodbye
+                            state.finished.add(w)
                             i = assigned[w]
-                            if 0 <= i < len(units) and i not in done:
+                            if 0 <= i < len(units) and i not in state.done:
                                 _fail_unit(store, run_id, ui, summary, units[i], p.exitcode)
                 continue
-            _handle(msg, ui, summary, done, finished, units, bar)
+            state.handle(msg)
         for i in range(next_unit.value, len(units)):  # every worker died before taking these
             _fail_unit(store, run_id, ui, summary, units[i], None, why="no worker process was left to run it")
     except BaseException:
@@ -288,7 +274,7 @@ def execute_in_workers(
                 p.terminate()
         raise
     finally:
-        ui.finish_task(bar)
+        ui.finish_task(state.bar)
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
@@ -298,41 +284,35 @@ def execute_in_workers(
     return summary
 
 
-def _handle(
-    msg: tuple[Any, ...],
-    ui: RunUI,
-    summary: RunSummary,
-    done: set[int],
-    finished: set[int],
-    units: list[list[CheckpointPlan]],
-    bar: Any,
-) -> None:
-    kind, worker = msg[0], msg[1]
-    if kind == "line":  # each line tagged with its worker: the workers' lines interleave
-        ui.print(f"[{worker + 1}] {msg[2]}", markup=False, highlight=False)
-    elif kind == "done":
-        summary.outcomes += msg[3]
-        done.add(msg[2])
-        bar.advance(len(units[msg[2]]))
-    elif kind == "store-error":
-        raise StoreError(msg[2])
-    elif kind == "exit":
-        finished.add(worker)
+@dataclass
+class _Progress:
+    """What the parent knows of its workers: the units done, the workers that ended, the outcomes."""
 
+    ui: RunUI
+    summary: RunSummary
+    units: list[list[CheckpointPlan]]
+    bar: Any
+    done: set[int] = field(default_factory=set)  # units reported finished
+    finished: set[int] = field(default_factory=set)  # workers that said goodbye or died
 
-def _drain(
-    channel: Any,
-    ui: RunUI,
-    summary: RunSummary,
-    done: set[int],
-    finished: set[int],
-    units: list[list[CheckpointPlan]],
-    bar: Any,
-) -> None:
-    """Whatever a worker that has ended still had in the queue."""
-    with contextlib.suppress(queue.Empty):
-        while True:
-            _handle(channel.get(timeout=0.2), ui, summary, done, finished, units, bar)
+    def handle(self, msg: tuple[Any, ...]) -> None:
+        kind, worker = msg[0], msg[1]
+        if kind == "line":  # each line tagged with its worker: the workers' lines interleave
+            self.ui.print(f"[{worker + 1}] {msg[2]}", markup=False, highlight=False)
+        elif kind == "done":
+            self.summary.outcomes += msg[3]
+            self.done.add(msg[2])
+            self.bar.advance(len(self.units[msg[2]]))
+        elif kind == "store-error":
+            raise StoreError(msg[2])
+        elif kind == "exit":
+            self.finished.add(worker)
+
+    def drain(self, channel: Any) -> None:
+        """Whatever a worker that has ended still had in the queue."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.handle(channel.get(timeout=0.2))
 
 
 def _fail_unit(
