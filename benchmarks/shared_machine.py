@@ -21,6 +21,7 @@ on the machine counts too: the script prints the load average at each measuremen
 
     python benchmarks/shared_machine.py                  # 3 repeats, the spectral slice
     python benchmarks/shared_machine.py --slice regions  # BackSelect
+    python benchmarks/shared_machine.py --slice two-checkpoints  # worker processes alone, one beside
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 SLICES = {
     "spectral": ["--where", "recipe=plain", "-m", "spectral", "-p", "spectral.n_images=100"],
     "regions": ["--where", "recipe=plain", "-m", "regions"],
+    # two checkpoints: alone, `--workers auto` runs them in 2 worker processes of 1 thread; beside the
+    # busy loop (one CPU free) in 1 process, one after the other
+    "two-checkpoints": ["--where", "category=baseline", "-m", "spectral", "-p", "spectral.n_images=100"],
 }
 #: OpenMP's own defaults: no bound on the spin (libgomp 300,000 iterations, libomp 200 ms)
 UNBOUNDED = {"GOMP_SPINCOUNT": "", "KMP_BLOCKTIME": ""}
@@ -105,6 +109,12 @@ def main() -> None:
     for name in SETTINGS:
         alone = statistics.median(s for s, _ in runs[(name, False)])
         beside = statistics.median(s for s, _ in runs[(name, True)])
+        print(f"{name:9s} {alone:8.1f} {beside:9.1f} {beside / alone:8.2f}×")
+    # with worker processes the jobs run side by side, so their seconds add up to more than the wall
+    print(f"\n{'setting':9s} {'alone s':>8s} {'beside s':>9s} {'slowdown':>9s}   (process wall, medians)")
+    for name in SETTINGS:
+        alone = statistics.median(w for _, w in runs[(name, False)])
+        beside = statistics.median(w for _, w in runs[(name, True)])
         print(f"{name:9s} {alone:8.1f} {beside:9.1f} {beside / alone:8.2f}×")
 
 
