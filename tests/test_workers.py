@@ -122,6 +122,10 @@ def test_auto_takes_a_worker_per_thread_up_to_the_cap_and_the_units(monkeypatch)
     assert worker_count("auto", _exec("cuda"), threads=8, units=10) == 1
     assert worker_count("auto", _exec(group="auto"), threads=8, units=10) == 1
     assert worker_count("auto", _exec(compile=True), threads=8, units=10) == 1
+    # a plan too small to win back the workers' start (images × conditions), and the demo's
+    assert worker_count("auto", _exec(), threads=2, units=10, work=4_600) == 1
+    assert worker_count("auto", _exec(), threads=2, units=10, work=376_000) == 2
+    assert worker_count(2, _exec(), threads=2, units=10, work=4_600) == 2  # asked for: given
     monkeypatch.setenv("BIASBENCH_WORKERS", "3")
     assert worker_count("auto", _exec(), threads=2, units=10) == 3
     assert worker_count(1, _exec(), threads=2, units=10) == 1  # an explicit number wins over the variable
@@ -295,3 +299,27 @@ def test_a_dry_run_says_the_wall_time_its_workers_would_take(tmp_path, cache_dir
     wall_s = float(wall.split("about ", 1)[1].split(" s ")[0])
     assert wall.startswith("in 2 worker processes (--workers)")
     assert wall_s == pytest.approx(total_s / 2, rel=0.01)
+
+
+def test_auto_runs_a_small_plan_in_this_process(tmp_path, cache_dir, monkeypatch):
+    """2 checkpoints × accuracy (2 × 1,000 images × conditions) is below MIN_AUTO_WORK: `auto` with 2
+    threads runs it here, so its jobs ran with both threads."""
+    monkeypatch.delenv("BIASBENCH_WORKERS", raising=False)
+    db = tmp_path / "small.duckdb"
+    before = torch.get_num_threads()
+    try:
+        summary = biasbench.run(
+            ["demo"],
+            ["accuracy"],
+            db=db,
+            where=["category=baseline"],
+            threads=2,
+            workers="auto",
+            data_root=tmp_path / "data",
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert summary.failed == 0 and summary.count(Outcome.DONE) == 2
+    with Store(db, read_only=True) as s:
+        threads = s.query("SELECT DISTINCT timings->>'$.\"run.threads\"' AS t FROM jobs")["t"].tolist()
+    assert threads == ["2.0"]

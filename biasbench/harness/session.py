@@ -232,7 +232,7 @@ def execute_recorded(
     from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
     from biasbench.harness.executor import execute
     from biasbench.harness.progress import RunUI
-    from biasbench.harness.workers import execute_in_workers, units_of, worker_count
+    from biasbench.harness.workers import execute_in_workers, plan_work, units_of, worker_count
 
     n_todo = sum(len(cp.todo) for cp in plans)
     n_stored = sum(j.status == PlanStatus.STORED for cp in plans for j in cp.jobs)
@@ -247,7 +247,8 @@ def execute_recorded(
             )
         n_workers = 1
     else:
-        n_workers = worker_count(workers, exec_opts, threads, len(units_of(plans)))
+        work = plan_work(plans, exec_opts) if workers == "auto" else None
+        n_workers = worker_count(workers, exec_opts, threads, len(units_of(plans)), work)
     run_id = store.start_run(
         argv=list(sys.argv if argv is None else argv),
         git_sha=git_sha(),
@@ -712,9 +713,11 @@ def _dry_run_workers(plans: list[CheckpointPlan], device: Any, opts: RunOptions)
     """How many worker processes a run of ``plans`` would start now."""
     import torch
 
-    from biasbench.harness.workers import units_of, worker_count
+    from biasbench.harness.workers import plan_work, units_of, worker_count
 
     units = len(units_of(plans))
-    return (
-        worker_count(opts.workers, exec_options(opts, device), torch.get_num_threads(), units) if units else 1
-    )
+    if not units:
+        return 1
+    exec_opts = exec_options(opts, device)
+    work = plan_work(plans, exec_opts) if opts.workers == "auto" else None
+    return worker_count(opts.workers, exec_opts, torch.get_num_threads(), units, work)

@@ -62,6 +62,11 @@ from biasbench.registry.wrappers import network_calls
 
 #: ``--workers auto`` starts at most this many processes (each holds its own torch and datasets)
 MAX_AUTO_WORKERS = 4
+#: ``--workers auto`` stays in one process for a plan of fewer images × conditions: starting a worker
+#: (Python, torch, the datasets) costs a few seconds, which a run this small does not win back
+#: (``benchmarks/shared_machine.py --slice two-checkpoints``: 2 checkpoints × spectral on 100 images,
+#: 4,600 images × conditions, took 17.1 s in 2 workers and 13.7 s in one process); the demo is ~376 k
+MIN_AUTO_WORK = 50_000
 #: how often a worker checks that its parent is alive, and the parent that its workers are (seconds)
 POLL_SECONDS = 0.5
 
@@ -79,11 +84,14 @@ def parse_workers(value: str | int) -> int | str:
     return n
 
 
-def worker_count(requested: int | str, opts: ExecOptions, threads: int, units: int) -> int:
-    """How many worker processes run the plan (1: the serial path in this process)."""
+def worker_count(
+    requested: int | str, opts: ExecOptions, threads: int, units: int, work: float | None = None
+) -> int:
+    """How many worker processes run the plan (1: the serial path in this process). ``work``: the plan's
+    images × conditions (:func:`plan_work`); ``auto`` stays in this process below :data:`MIN_AUTO_WORK`."""
     serial_only = opts.device.type != "cpu" or opts.group != 1 or opts.compile
     if requested == "auto":
-        if serial_only:
+        if serial_only or (work is not None and work < MIN_AUTO_WORK):
             return 1
         wanted = env_workers() or min(threads, MAX_AUTO_WORKERS)
         return max(1, min(wanted, units))
@@ -94,6 +102,13 @@ def worker_count(requested: int | str, opts: ExecOptions, threads: int, units: i
             "go with a CUDA device, --group or --compile (use --workers 1)"
         )
     return max(1, min(n, units))
+
+
+def plan_work(plans: list[CheckpointPlan], opts: ExecOptions) -> float:
+    """The plans' pending images × conditions, as ``--dry-run`` counts them (nothing is decoded)."""
+    from biasbench.harness.estimate import History, estimate
+
+    return estimate(plans, History(), "", opts.data_root, opts.cache_dir).units
 
 
 def spec_cost(spec: CheckpointSpec) -> int:
