@@ -21,7 +21,6 @@ on the machine counts too: the script prints the load average at each measuremen
 
     python benchmarks/shared_machine.py                  # 3 repeats, the spectral slice
     python benchmarks/shared_machine.py --slice regions  # BackSelect
-    python benchmarks/shared_machine.py --slice two-checkpoints  # worker processes alone, one beside
 """
 
 from __future__ import annotations
@@ -41,10 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 SLICES = {
     "spectral": ["--where", "recipe=plain", "-m", "spectral", "-p", "spectral.n_images=100"],
     "regions": ["--where", "recipe=plain", "-m", "regions"],
-    # two checkpoints × every metric (~58 k images × conditions, above harness/workers.py's MIN_AUTO_WORK):
-    # alone, `--workers auto` runs them in 2 worker processes of 1 thread; beside the busy loop (one CPU
-    # free) in 1 process, one after the other
-    "two-checkpoints": ["--where", "category=baseline"],
 }
 #: OpenMP's own defaults: no bound on the spin (libgomp 300,000 iterations, libomp 200 ms)
 UNBOUNDED = {"GOMP_SPINCOUNT": "", "KMP_BLOCKTIME": ""}

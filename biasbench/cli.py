@@ -263,7 +263,8 @@ def run(
         typer.Option(
             help="Worker processes that share the checkpoints (on the CPU, one checkpoint at a time each, "
             "the threads divided among them; results identical). auto: as many as the run's threads, at "
-            "most 4 ($BIASBENCH_WORKERS sets it); 1 on CUDA, with --group or --compile. 1: this process.",
+            "most 4 ($BIASBENCH_WORKERS sets it); 1 on CUDA, with --group or --compile, or under 150 k images × "
+            "conditions. 1: this process.",
         ),
     ] = "auto",
     executor: Annotated[

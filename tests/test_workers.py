@@ -123,7 +123,7 @@ def test_auto_takes_a_worker_per_thread_up_to_the_cap_and_the_units(monkeypatch)
     assert worker_count("auto", _exec(group="auto"), threads=8, units=10) == 1
     assert worker_count("auto", _exec(compile=True), threads=8, units=10) == 1
     # a plan too small to win back the workers' start (images × conditions), and the demo's
-    assert worker_count("auto", _exec(), threads=2, units=10, work=4_600) == 1
+    assert worker_count("auto", _exec(), threads=2, units=10, work=57_806) == 1  # 2 checkpoints × all
     assert worker_count("auto", _exec(), threads=2, units=10, work=376_000) == 2
     assert worker_count(2, _exec(), threads=2, units=10, work=4_600) == 2  # asked for: given
     monkeypatch.setenv("BIASBENCH_WORKERS", "3")
@@ -302,8 +302,8 @@ def test_a_dry_run_says_the_wall_time_its_workers_would_take(tmp_path, cache_dir
 
 
 def test_auto_runs_a_small_plan_in_this_process(tmp_path, cache_dir, monkeypatch):
-    """2 checkpoints × accuracy (2 × 1,000 images × conditions) is below MIN_AUTO_WORK: `auto` with 2
-    threads runs it here, so its jobs ran with both threads."""
+    """2 checkpoints × accuracy (2 × 1,000 images × conditions) is below MIN_AUTO_WORK (150 k): `auto`
+    with 2 threads runs it here, so its jobs ran with both threads."""
     monkeypatch.delenv("BIASBENCH_WORKERS", raising=False)
     db = tmp_path / "small.duckdb"
     before = torch.get_num_threads()

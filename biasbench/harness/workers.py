@@ -30,8 +30,9 @@ take the remaining units. A worker exits when its parent is gone (checked twice 
 ``bench run`` leaves no process behind, and, as in the serial path, only whole jobs.
 
 **When.** ``--workers auto`` (``bench run``'s default): on the CPU, checkpoint-major (``--group 1``),
-without ``--compile``: as many workers as the run's CPU threads (the free CPUs), at most
-:data:`MAX_AUTO_WORKERS` and at most the units, each with ``threads // workers`` threads;
+without ``--compile``, for a plan of at least :data:`MIN_AUTO_WORK` images × conditions: as many
+workers as the run's CPU threads (the free CPUs), at most :data:`MAX_AUTO_WORKERS` and at most the
+units, each with ``threads // workers`` threads;
 ``$BIASBENCH_WORKERS`` sets auto's number. The Python API's default is 1 (this process).
 """
 
@@ -62,11 +63,12 @@ from biasbench.registry.wrappers import network_calls
 
 #: ``--workers auto`` starts at most this many processes (each holds its own torch and datasets)
 MAX_AUTO_WORKERS = 4
-#: ``--workers auto`` stays in one process for a plan of fewer images × conditions: starting a worker
-#: (Python, torch, the datasets) costs a few seconds, which a run this small does not win back
-#: (``benchmarks/shared_machine.py --slice two-checkpoints``: 2 checkpoints × spectral on 100 images,
-#: 4,600 images × conditions, took 17.1 s in 2 workers and 13.7 s in one process); the demo is ~376 k
-MIN_AUTO_WORK = 50_000
+#: ``--workers auto`` stays in one process for a plan of fewer images × conditions: a worker's start
+#: (Python, torch, timm in each process) costs ~4.5 s on the 2-core machine, and two workers save ~30 %
+#: of the jobs' time there, so a plan needs ~15 s of jobs to break even. Measured: 2 demo checkpoints ×
+#: every metric (57.8 k) took 28.7 s in 2 workers against 27.6 s in one process (the first job written
+#: 8.3 s against 3.8 s after the run's start); the whole demo (~376 k) 136.8 s against 189.2 s
+MIN_AUTO_WORK = 150_000
 #: how often a worker checks that its parent is alive, and the parent that its workers are (seconds)
 POLL_SECONDS = 0.5
 
