@@ -25,7 +25,7 @@ from biasbench.harness.store import Store
 from biasbench.harness.workers import MAX_AUTO_WORKERS, parse_workers, units_of, worker_count
 from biasbench.metrics.base import Metric, MetricResult
 from biasbench.metrics.common import dataset_request
-from tests.conftest import REPO
+from tests.conftest import REPO, missing_prerequisite
 
 #: a demo slice with both kinds of multi-network checkpoint: the ensemble (its members zoo-plain,
 #: zoo-gaussian-noise and zoo-mixup) and the input-dropout wrapper (4 masks)
@@ -207,10 +207,11 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes through /proc")
 def test_a_killed_bench_run_leaves_no_worker_and_only_whole_jobs(tmp_path):
     """SIGKILL the parent of two workers once the first job is stored: both workers are gone within
     3 s, every stored job is whole, and a rerun computes exactly the rest."""
+    if not Path("/proc/self/stat").exists():
+        missing_prerequisite("the worker processes are found through /proc (Linux)")
     env = {**os.environ, "PYTHONPATH": str(REPO), "BIASBENCH_CACHE": str(tmp_path / "cache")}
     args = [
         sys.executable,

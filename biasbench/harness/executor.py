@@ -113,6 +113,23 @@ class DatasetCache:
         return self._sets[key]
 
 
+def has_work(cp: CheckpointPlan) -> bool:
+    """Whether a plan has jobs to compute or to record as failures (todo or error jobs)."""
+    return bool(cp.todo) or any(j.status == PlanStatus.ERROR for j in cp.jobs)
+
+
+def idle_outcomes(plans: list[CheckpointPlan], busy: list[list[CheckpointPlan]]) -> list[JobOutcome]:
+    """The job outcomes of the plans not in ``busy`` (nothing to compute), as :func:`execute` says them:
+    for an executor that hands the busy ones elsewhere (Ray tasks, worker processes)."""
+    handed = {id(cp) for chunk in busy for cp in chunk}
+    return [
+        JobOutcome(cp.spec.id, j.metric.name, j.status, summary=j.reason)
+        for cp in plans
+        if id(cp) not in handed
+        for j in cp.jobs
+    ]
+
+
 def new_dataset_cache(opts: ExecOptions) -> DatasetCache:
     return DatasetCache(opts.data_root, opts.cache_dir, LoadOptions(cache_budget=opts.cache_budget))
 
@@ -256,7 +273,7 @@ def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
         if job.status in (PlanStatus.STORED, PlanStatus.NOT_APPLICABLE):
             summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, job.status, summary=job.reason))
         elif job.status == PlanStatus.ERROR:
-            _fail(store, env.run_id, ui, summary, job, job.reason, job.trace)
+            fail_job(store, env.run_id, ui, summary, job, job.reason, job.trace)
     todo = _not_stored_meanwhile(cp.todo, env.known, store, ui, summary)
     if not todo:
         return None
@@ -281,7 +298,7 @@ def _load_member(cp: CheckpointPlan, env: _Env) -> _Member | None:
             raise disk_full(e) from e
         tb = traceback.format_exc()
         for job in todo:
-            _fail(store, env.run_id, ui, summary, job, _first_line(e), tb)
+            fail_job(store, env.run_id, ui, summary, job, _first_line(e), tb)
         return None
     return _Member(cp, model, todo)
 
@@ -403,7 +420,7 @@ def _run_job(job: PlannedJob, model: ModelWrapper, env: _Env) -> None:
     except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
         if is_space_error(e):  # not this job's failure: no job can be written now
             raise disk_full(e) from e
-        _fail(env.store, env.run_id, env.ui, env.summary, job, _first_line(e), traceback.format_exc())
+        fail_job(env.store, env.run_id, env.ui, env.summary, job, _first_line(e), traceback.format_exc())
         return
     finally:
         for t in tasks:
@@ -447,7 +464,7 @@ def _run_shared(pairs: list[tuple[_Member, PlannedJob]], env: _Env) -> None:
     for (m, job), res in zip(pairs, results, strict=True):
         if isinstance(res, BaseException):
             tb = "".join(traceback.format_exception(res))
-            _fail(env.store, env.run_id, env.ui, env.summary, job, _first_line(res), tb)
+            fail_job(env.store, env.run_id, env.ui, env.summary, job, _first_line(res), tb)
         else:
             _finish(job, res, seconds, units, len(pairs), env, _ran_compiled(m.model))
 
@@ -515,7 +532,7 @@ def _finish(
     except Exception as e:  # noqa: BLE001 - the run goes on; the failure is recorded
         if is_space_error(e):  # not this job's failure: no job can be written now
             raise disk_full(e) from e
-        _fail(store, env.run_id, ui, summary, job, _first_line(e), traceback.format_exc())
+        fail_job(store, env.run_id, ui, summary, job, _first_line(e), traceback.format_exc())
         return
     if not written:
         ui.print(
@@ -536,9 +553,10 @@ def _finish(
     summary.outcomes.append(JobOutcome(job.spec.id, job.metric.name, Outcome.DONE, seconds, head))
 
 
-def _fail(
+def fail_job(
     store: Store, run_id: str, ui: RunUI, summary: RunSummary, job: PlannedJob, error: str, tb: str
 ) -> None:
+    """Record ``job`` as failed with ``error`` (and traceback ``tb``), say so, and count it."""
     store.record_failure(
         job.spec.id, job.metric.name, job.key.config_hash if job.key else None, error, tb, run_id
     )

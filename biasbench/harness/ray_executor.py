@@ -31,14 +31,13 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
 
 from biasbench.core.errors import StateError
 from biasbench.harness import grouping
-from biasbench.harness.executor import ExecOptions, JobOutcome, RunSummary, execute
+from biasbench.harness.executor import ExecOptions, RunSummary, execute, fail_job, has_work, idle_outcomes
 from biasbench.harness.plan import CheckpointPlan
 from biasbench.harness.progress import RunUI
-from biasbench.harness.status import Outcome, PlanStatus
+from biasbench.harness.status import PlanStatus
 from biasbench.harness.store import Store
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'biasbench[ray]'"
@@ -124,7 +123,7 @@ def run_task(
 def _chunks(plans: list[CheckpointPlan], group: int | str) -> list[list[CheckpointPlan]]:
     """The plans with something to do (todo or error jobs), one per task, or ``group`` checkpoints of
     one preprocessing per task."""
-    busy = [cp for cp in plans if cp.todo or any(j.status == PlanStatus.ERROR for j in cp.jobs)]
+    busy = [cp for cp in plans if has_work(cp)]
     if not isinstance(group, int) or group <= 1:
         return [[cp] for cp in busy]
     out: list[list[CheckpointPlan]] = []
@@ -141,12 +140,7 @@ def execute_on_ray(
     ray = import_ray()
     summary = RunSummary()
     chunks = _chunks(plans, opts.group)
-    busy = {id(cp) for c in chunks for cp in c}
-    for cp in plans:  # nothing to compute: said here, as the serial executor says it
-        if id(cp) not in busy:
-            summary.outcomes += [
-                JobOutcome(cp.spec.id, j.metric.name, j.status, summary=j.reason) for j in cp.jobs
-            ]
+    summary.outcomes += idle_outcomes(plans, chunks)  # nothing to compute: said here
     started = not ray.is_initialized()
     if started:
         ray.init(address=ray_opts.address, include_dashboard=False, log_to_driver=False)
@@ -213,20 +207,7 @@ def _consume(
         for cp in chunk:
             for job in cp.jobs:
                 if job.status in (PlanStatus.TODO, PlanStatus.ERROR):
-                    store.record_failure(
-                        cp.spec.id,
-                        job.metric.name,
-                        job.key.config_hash if job.key else None,
-                        error,
-                        tb,
-                        run_id,
-                    )
-                    ui.print(
-                        f"  [red]✗[/red] {escape(cp.spec.id)} · {escape(job.metric.name)}: {escape(error)}"
-                    )
-                    summary.outcomes.append(
-                        JobOutcome(cp.spec.id, job.metric.name, Outcome.FAILED, summary=error)
-                    )
+                    fail_job(store, run_id, ui, summary, job, error, tb)
         return max(0, ray.get(attempts.count.remote(chunk[0].spec.id)) - 1)
     with tempfile.TemporaryDirectory(prefix="biasbench-shard-") as tmp:
         for rel, data in out["files"].items():

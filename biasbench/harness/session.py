@@ -232,7 +232,7 @@ def execute_recorded(
     from biasbench.harness.environment import describe_device, git_sha, hostname, package_versions
     from biasbench.harness.executor import execute
     from biasbench.harness.progress import RunUI
-    from biasbench.harness.workers import execute_in_workers, plan_work, units_of, worker_count
+    from biasbench.harness.workers import execute_in_workers, planned_workers
 
     n_todo = sum(len(cp.todo) for cp in plans)
     n_stored = sum(j.status == PlanStatus.STORED for cp in plans for j in cp.jobs)
@@ -247,8 +247,7 @@ def execute_recorded(
             )
         n_workers = 1
     else:
-        work = plan_work(plans, exec_opts) if workers == "auto" else None
-        n_workers = worker_count(workers, exec_opts, threads, len(units_of(plans)), work)
+        n_workers = planned_workers(workers, plans, exec_opts, threads)
     run_id = store.start_run(
         argv=list(sys.argv if argv is None else argv),
         git_sha=git_sha(),
@@ -684,8 +683,11 @@ def dry_run_cost(
 ) -> list[str]:
     """A dry run's cost lines: where the timing history comes from (``db``, or the ``history``
     database), then images × conditions per metric and in total, and the time they take."""
+    import torch
+
     from biasbench.harness.environment import describe_device
     from biasbench.harness.estimate import describe, estimate, human_time, load_history
+    from biasbench.harness.workers import planned_workers
 
     source = store
     if history is not None:
@@ -699,7 +701,7 @@ def dry_run_cost(
     )
     cost = estimate(plans, hist, describe_device(device), opts.root, opts.cache)
     lines = [head, *describe(cost)]
-    workers = _dry_run_workers(plans, device, opts)
+    workers = planned_workers(opts.workers, plans, exec_options(opts, device), torch.get_num_threads())
     if workers > 1 and any(m.estimated for m in cost.metrics.values()):
         # the estimate adds up job seconds; the workers run their jobs side by side
         lines.append(
@@ -707,17 +709,3 @@ def dry_run_cost(
             "time, when the history's jobs ran with the threads each worker gets"
         )
     return lines
-
-
-def _dry_run_workers(plans: list[CheckpointPlan], device: Any, opts: RunOptions) -> int:
-    """How many worker processes a run of ``plans`` would start now."""
-    import torch
-
-    from biasbench.harness.workers import plan_work, units_of, worker_count
-
-    units = len(units_of(plans))
-    if not units:
-        return 1
-    exec_opts = exec_options(opts, device)
-    work = plan_work(plans, exec_opts) if opts.workers == "auto" else None
-    return worker_count(opts.workers, exec_opts, torch.get_num_threads(), units, work)

@@ -49,14 +49,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from biasbench.core.counts import auto_or_int, env_count
 from biasbench.core.errors import InputError
-from biasbench.harness.executor import ExecOptions, JobOutcome, RunSummary, execute, new_dataset_cache
+from biasbench.harness.executor import (
+    ExecOptions,
+    RunSummary,
+    execute,
+    fail_job,
+    has_work,
+    idle_outcomes,
+    new_dataset_cache,
+)
 from biasbench.harness.plan import CheckpointPlan
 from biasbench.harness.progress import RunUI
-from biasbench.harness.status import Outcome, PlanStatus
+from biasbench.harness.status import PlanStatus
 from biasbench.harness.store import Store, StoreError
 from biasbench.registry.spec import CheckpointSpec
 from biasbench.registry.wrappers import network_calls
@@ -106,6 +113,18 @@ def worker_count(
     return max(1, min(n, units))
 
 
+def planned_workers(
+    requested: int | str, plans: list[CheckpointPlan], opts: ExecOptions, threads: int
+) -> int:
+    """:func:`worker_count` for ``plans`` (their units, and their work when ``requested`` is auto)."""
+    units = len(units_of(plans))
+    if not units:
+        return 1
+    return worker_count(
+        requested, opts, threads, units, plan_work(plans, opts) if requested == "auto" else None
+    )
+
+
 def plan_work(plans: list[CheckpointPlan], opts: ExecOptions) -> float:
     """The plans' pending images × conditions, as ``--dry-run`` counts them (nothing is decoded)."""
     from biasbench.harness.estimate import History, estimate
@@ -124,7 +143,7 @@ def spec_cost(spec: CheckpointSpec) -> int:
 def units_of(plans: list[CheckpointPlan]) -> list[list[CheckpointPlan]]:
     """The plans with something to do, cut into units (a checkpoint, or an ensemble with the members
     the run computes, in plan order), largest estimated cost first."""
-    busy = [cp for cp in plans if cp.todo or any(j.status == PlanStatus.ERROR for j in cp.jobs)]
+    busy = [cp for cp in plans if has_work(cp)]
     index = {cp.spec.id: i for i, cp in enumerate(busy)}
     parent = list(range(len(busy)))
 
@@ -232,12 +251,7 @@ def execute_in_workers(
     module docstring); the same outcomes as :func:`~biasbench.harness.executor.execute`."""
     summary = RunSummary()
     units = units_of(plans)
-    busy = {id(cp) for unit in units for cp in unit}
-    for cp in plans:  # nothing to compute: said here, as the serial executor says it
-        if id(cp) not in busy:
-            summary.outcomes += [
-                JobOutcome(cp.spec.id, j.metric.name, j.status, summary=j.reason) for j in cp.jobs
-            ]
+    summary.outcomes += idle_outcomes(plans, units)  # nothing to compute: said here
     each = max(1, threads // workers)
     ui.print(f"  [dim]{workers} worker processes, {each} thread(s) each[/dim]")
     ctx = mp.get_context("spawn")
@@ -346,11 +360,5 @@ def _fail_unit(
     stored = store.stored_jobs()
     for cp in unit:
         for job in cp.jobs:
-            if job.status not in (PlanStatus.TODO, PlanStatus.ERROR) or (
-                job.key is not None and job.key in stored
-            ):
-                continue
-            key = job.key.config_hash if job.key is not None else None
-            store.record_failure(cp.spec.id, job.metric.name, key, error, "", run_id)
-            ui.print(f"  [red]✗[/red] {escape(cp.spec.id)} · {escape(job.metric.name)}: {escape(error)}")
-            summary.outcomes.append(JobOutcome(cp.spec.id, job.metric.name, Outcome.FAILED, summary=error))
+            if job.status in (PlanStatus.TODO, PlanStatus.ERROR) and job.key not in stored:
+                fail_job(store, run_id, ui, summary, job, error, "")
