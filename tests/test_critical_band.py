@@ -360,12 +360,15 @@ def test_dataset_requests_follow_the_design() -> None:
     assert CriticalBand().datasets(DEMO_WORLD)["images"].name == "demo-world/test"
 
 
+@pytest.mark.parametrize("levels", ["grid", "descending"])
 def test_a_second_model_takes_the_first_ones_stimuli_and_gets_the_results_it_builds_alone(
-    monkeypatch,
+    monkeypatch, levels: str
 ) -> None:
     """The stimulus memo (metrics/stimulus_memo.py): model B after model A is served A's noisy images
     (no pyramid is built again) and stores exactly what B measures with the memo emptied — counters of
-    out-of-range pixels included; another seed builds its own."""
+    out-of-range pixels included; another seed builds its own. Both ways of asking the conditions: the
+    grid's joined stream, the descending series' one call per condition (here no level passes, so both
+    models are asked every condition)."""
     from biasbench.metrics import critical_band, stimulus_memo
 
     images = torch.randint(
@@ -385,7 +388,7 @@ def test_a_second_model_takes_the_first_ones_stimuli_and_gets_the_results_it_bui
         critical_band.CriticalBandTransform, "noise", lambda self, *a: built.append(1) or noise(self, *a)
     )
     a, b = model(0), model(1)
-    metric = CriticalBand(noise_sds=(0.1, 0.3, 0.6))
+    metric = CriticalBand(noise_sds=(0.1, 0.3, 0.6), levels=levels)
     stimulus_memo.forget()
     metric.evaluate(a, data, EvalContext(batch_size=8))
     first = len(built)

@@ -46,7 +46,7 @@ def test_demo_world_models_get_the_demo_grid_and_others_the_studys() -> None:
         )
         return {k.split("_sd")[1] for k in res.scalars if k.startswith("acc@f0_sd")}
 
-    assert sds_of(DEMO_WORLD) == {f"{s:g}" for s in DEMO_CRITICAL_BAND_SDS}
+    assert sds_of(DEMO_WORLD, levels="grid") == {f"{s:g}" for s in DEMO_CRITICAL_BAND_SDS}
     assert sds_of("toy") == {"0.02", "0.04", "0.08", "0.16"}
     assert sds_of(DEMO_WORLD, noise_sds=(0.1, 0.2)) == {"0.1", "0.2"}  # an explicit grid wins
     with pytest.raises(ParamError, match="noise_sds must be positive"):

@@ -52,6 +52,20 @@ decoded at the fixed Resize(256) + CenterCrop(224) (``interpolation`` parameter,
 the demo world's ``demo-world/test`` is used as stored.
 ``n_images``: as in :mod:`biasbench.metrics.spectral` (all images; a seeded 155 on the demo world).
 
+Levels (parameter ``levels``): ``grid`` (the study's, and the default for every label space but the
+demo world's) evaluates every band at every noise level. ``descending`` (the demo world's default) is
+the psychophysicist's descending method of limits: per band, the noise levels from the strongest down
+(the order in which the threshold rule scans them), stopping after the first level whose accuracy
+passes both criteria (raw 50 %, normalised 50 % of the clean accuracy). A threshold is that first
+passing level, so the levels below it never enter one: every threshold, fit and bias key equals the
+grid's, bit for bit, as does each evaluated condition's ``acc@`` key, while the ``acc@`` keys (and
+per-item columns) of the levels below the stop are not measured, and ``out_of_range_pixel_fraction``
+and ``redrawn_pixel_fraction`` count the evaluated conditions. On the demo zoo it evaluates about half
+of the 48 noisy conditions (47 % on the 13 demo checkpoints: the noise-trained ones stop early, the
+blur- and texture-trained ones late). Each condition is then one ``ctx.predict`` of its own (the demo
+net's rows do not depend on the other rows of their batch, so each evaluated condition's predictions
+are the grid's), and an ensemble's members serve it the conditions they evaluated.
+
 Implementation: grayscale, contrast, white noise, the pyramid (a few batched matmuls with exact
 pyrtools operators, :mod:`biasbench.metrics.laplacian_pyramid`), the RMS equalisation and the
 out-of-range rule (vectorised, with a redraw loop over only the pixels that need it) all run batched on
@@ -78,6 +92,7 @@ from pydantic import Field
 from biasbench.metrics import stimulus_memo
 from biasbench.metrics.band_thresholds import BandFit, fit_thresholds, thresholds
 from biasbench.metrics.base import (
+    WORK_DONE,
     Curve,
     CurvePanel,
     DatasetRequest,
@@ -110,6 +125,8 @@ EPSILON = 0.1
 GRAY_LOW_CONTRAST = "gray-low-contrast"
 STIMULI = (GRAY_LOW_CONTRAST, "colour")
 MAX_REDRAW_ROUNDS = 10_000
+#: the accuracy a threshold asks for: raw, and as a share of the clean accuracy (normalised)
+CRITERION = 0.5
 
 
 def pil_grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -290,6 +307,11 @@ class JoinedTransform:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
+def criteria(clean: float) -> dict[str, float]:
+    """The threshold criteria: ``raw`` 50 % accuracy, ``norm`` 50 % of the clean accuracy."""
+    return {"raw": CRITERION, "norm": CRITERION * clean}
+
+
 def _predict_conditions(
     model: ModelWrapper,
     ctx: EvalContext,
@@ -301,24 +323,31 @@ def _predict_conditions(
     dataset_name: str,
     stats: NoiseStats,
     memo_key: Hashable,
+    descending: bool = False,
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-    """Top-1 correctness of every condition and the accuracy matrix.
+    """Top-1 correctness of every evaluated condition and the accuracy matrix.
 
-    Conditions run clean first, then band by band (coarse to fine), each band at every noise level —
-    all in one ``ctx.predict`` over the images repeated per condition while they fit in
-    :data:`JOIN_MAX_BYTES` (:class:`JoinedTransform`; the demo's 155 images × 49 conditions), else one
-    call per condition; the joined stimuli are remembered for the next checkpoint under ``memo_key``
-    (what they depend on besides the images, conditions and batch size) with what they added to
-    ``stats`` (:mod:`biasbench.metrics.stimulus_memo`). Returns (``{"clean": …, "f{f}_sd{sd}": …}``
-    bool (N,) tensors in that order,
-    accuracy matrix (sd rows: clean, then ``sds``; band columns) with the clean accuracy in every
-    column of row 0).
+    ``descending=False`` (the grid): conditions run clean first, then band by band (coarse to fine),
+    each band at every noise level — all in one ``ctx.predict`` over the images repeated per condition
+    while they fit in :data:`JOIN_MAX_BYTES` (:class:`JoinedTransform`; the demo's 155 images × 49
+    conditions), else one call per condition; the joined stimuli are remembered for the next checkpoint
+    under ``memo_key`` (what they depend on besides the images, conditions and batch size) with what
+    they added to ``stats`` (:mod:`biasbench.metrics.stimulus_memo`). ``descending=True``: one call per
+    condition, each band from its strongest noise level down, stopping at the first level whose
+    accuracy passes every criterion (:func:`_descending`). Returns (``{"clean": …, "f{f}_sd{sd}": …}``
+    bool (N,) tensors of the evaluated conditions in that order, accuracy matrix (sd rows: clean, then
+    ``sds``; band columns; NaN where not evaluated) with the clean accuracy in every column of row 0).
     """
     conditions = [("clean", 0, 0.0)] + [
         (f"f{f}_sd{sd:g}", n_bands - 1 - f, sd) for f in range(n_bands) for sd in sds
     ]
     n = images.shape[0]
-    if isinstance(images, torch.Tensor) and images.numel() * len(conditions) <= JOIN_MAX_BYTES:
+    if descending:
+        correct = _descending(
+            model, ctx, images, labels, transform, n_bands, sds, dataset_name, stats, memo_key
+        )
+        correct = {c: correct[c] for c, _, _ in conditions if c in correct}  # in grid order
+    elif isinstance(images, torch.Tensor) and images.numel() * len(conditions) <= JOIN_MAX_BYTES:
         joined: Callable[[torch.Tensor, slice], torch.Tensor] = JoinedTransform(
             [transform(level, sd) for _, level, sd in conditions], n
         )
@@ -336,25 +365,87 @@ def _predict_conditions(
             description=f"critical band: {len(conditions)} conditions ({dataset_name})",
         )
         per = dict(zip([c for c, _, _ in conditions], logits.split(n), strict=True))
+        correct = {c: topk_correct(per[c], labels, 1) for c, _, _ in conditions}
     else:
-        per = {
-            c: ctx.predict(
-                model,
-                images,
-                transform=transform(level, sd),
-                description=f"critical band: {c.replace('_', ' ')}"
-                if c != "clean"
-                else f"critical band: clean ({dataset_name})",
+        correct = {
+            c: topk_correct(
+                ctx.predict(
+                    model, images, transform=transform(level, sd), description=_describe(c, dataset_name)
+                ),
+                labels,
+                1,
             )
             for c, level, sd in conditions
         }
-    correct = {c: topk_correct(per[c], labels, 1) for c, _, _ in conditions}
-    acc = np.zeros((len(sds) + 1, n_bands))
-    acc[0, :] = float(correct["clean"].float().mean())
+    acc = np.full((len(sds) + 1, n_bands), np.nan)
+    acc[0, :] = _accuracy(correct["clean"])
     for f in range(n_bands):
         for j, sd in enumerate(sds, start=1):
-            acc[j, f] = float(correct[f"f{f}_sd{sd:g}"].float().mean())
+            if f"f{f}_sd{sd:g}" in correct:
+                acc[j, f] = _accuracy(correct[f"f{f}_sd{sd:g}"])
     return correct, acc
+
+
+def _accuracy(correct: torch.Tensor) -> float:
+    return float(correct.float().mean())
+
+
+def _describe(condition: str, dataset_name: str) -> str:
+    if condition == "clean":
+        return f"critical band: clean ({dataset_name})"
+    return f"critical band: {condition.replace('_', ' ')}"
+
+
+def _descending(
+    model: ModelWrapper,
+    ctx: EvalContext,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    transform: Callable[[int, float], CriticalBandTransform],
+    n_bands: int,
+    sds: tuple[float, ...],
+    dataset_name: str,
+    stats: NoiseStats,
+    memo_key: Hashable,
+) -> dict[str, torch.Tensor]:
+    """The descending series: the clean condition, then per band its noise levels from the strongest
+    down, stopping after the first whose accuracy passes every criterion (:func:`criteria`). A threshold
+    is the first level from the strongest that passes (:func:`~biasbench.metrics.band_thresholds.thresholds`),
+    so the levels below it never enter one: the thresholds and fits equal the grid's, and each
+    evaluated condition's accuracy too (one call per condition; the model's rows do not depend on the
+    other rows of their batch, nor the stimuli on how the images are cut into batches).
+
+    Each condition's stimuli are remembered for the next checkpoint (:mod:`biasbench.metrics.stimulus_memo`),
+    and each condition is one ``ctx.predict`` of its own, so an ensemble's members serve it the
+    conditions they evaluated (:mod:`~biasbench.harness.forward_memo`)."""
+    # float32 stimuli of every noisy condition at most (the memo keeps a job's only when they all fit)
+    nbytes = images.numel() * len(sds) * n_bands * 4 if isinstance(images, torch.Tensor) else None
+    small = nbytes is not None and nbytes <= stimulus_memo.MAX_BYTES
+    key = (memo_key, "descending", stimulus_memo.digest(images)) if small else None
+
+    def correct_of(condition: str, level: int, sd: float) -> torch.Tensor:
+        t: Callable[[torch.Tensor, slice], torch.Tensor] = transform(level, sd)
+        if key is not None and nbytes is not None:  # the next checkpoint takes the same stimuli
+            t = stimulus_memo.remembered(
+                key,
+                nbytes,
+                t,
+                lambda: (stats.pixels, stats.out_of_range, stats.redrawn),
+                lambda d: stats.add(*d),
+                part=(condition, ctx.batch_size),
+            )
+        logits = ctx.predict(model, images, transform=t, description=_describe(condition, dataset_name))
+        return topk_correct(logits, labels, 1)
+
+    correct = {"clean": correct_of("clean", 0, 0.0)}
+    stop = max(criteria(_accuracy(correct["clean"])).values())
+    for f in range(n_bands):
+        for sd in reversed(sds):  # a threshold's scan order: the last noise level first
+            condition = f"f{f}_sd{sd:g}"
+            correct[condition] = correct_of(condition, n_bands - 1 - f, sd)
+            if _accuracy(correct[condition]) > stop:
+                break  # this band's thresholds are found
+    return correct
 
 
 def _threshold_fit(
@@ -396,11 +487,12 @@ def _scalars_and_flags(
     }
     for f in range(n_bands):
         for j, sd in enumerate(sds, start=1):
-            scalars[f"acc@f{f}_sd{sd:g}"] = float(acc[j, f])
+            if not np.isnan(acc[j, f]):  # the descending series leaves the levels below a threshold out
+                scalars[f"acc@f{f}_sd{sd:g}"] = float(acc[j, f])
     flags: list[str] = []
     base = band_centre_frequency(0, image_size, n_bands)
     step = math.log2(sds[-1] / sds[0]) / (len(sds) - 1) if len(sds) > 1 else 1.0  # octaves per level
-    for suffix, criterion in (("raw", 0.5), ("norm", 0.5 * clean)):
+    for suffix, criterion in criteria(clean).items():
         fit_scalars, fit_flags = _threshold_fit(acc, criterion, suffix, base, float(len(sds)), step)
         scalars.update(fit_scalars)
         flags.extend(fit_flags)
@@ -445,7 +537,8 @@ class CriticalBand(Metric):
 
     name = "critical_band"
     # 3: noise_sds from the label space (the demo world's finer grid); peak sensitivity per grid step
-    version = "3"
+    # 4: ``levels`` (the descending series)
+    version = "4"
     item_columns = ("label", "correct_clean")
     headline = ("clean_acc", "bandwidth_norm", "centre_frequency_norm", "peak_noise_sensitivity_norm")
     key_roles = {
@@ -486,6 +579,8 @@ class CriticalBand(Metric):
         n_images: Annotated[int, Field(ge=1)] | None = (
             None  # None: all (ImageNet-style) / a seeded 155 (demo world)
         )
+        # None: the label space's default, else "grid" (every band × noise level, the study's)
+        levels: Literal["grid", "descending"] | None = None
 
     def datasets(self, label_space: str) -> dict[str, DatasetRequest]:
         return {
@@ -498,7 +593,8 @@ class CriticalBand(Metric):
         """Images × conditions: the evaluated images (``n_images`` or the label space's default) × the
         clean condition and every band × noise level. The band count is the pyramid height of the
         label space's ``image_size`` (``defaults["critical_band"]``; the fixed geometry's 224 where it
-        sets none). Out-of-range redraws cost no forward pass."""
+        sets none). Out-of-range redraws cost no forward pass. With ``levels = "descending"`` this is
+        the most the job can evaluate; it records the conditions it did (``WORK_DONE``)."""
         p = self.params
         n = p.n_images or space_default(self.name, label_space, "n_images")
         side = int(space_default(self.name, label_space, "image_size", 224))  # type: ignore[arg-type]
@@ -546,9 +642,26 @@ class CriticalBand(Metric):
             str(ctx.device),
             ctx.channels_last,
         )
+        levels = p.levels or space_default(self.name, model.label_space, "levels", "grid")
         correct, acc = _predict_conditions(
-            model, ctx, images, labels, transform, n_bands, sds, ds.name, stats, memo_key
+            model,
+            ctx,
+            images,
+            labels,
+            transform,
+            n_bands,
+            sds,
+            ds.name,
+            stats,
+            memo_key,
+            levels == "descending",
         )
         scalars, flags = _scalars_and_flags(acc, sds, min(h, w), stimulus == "colour", stats)
         items = _items(ds, index, labels, correct)
-        return MetricResult(scalars=scalars, n=len(index), items=items, flags=flags)
+        return MetricResult(
+            scalars=scalars,
+            n=len(index),
+            items=items,
+            flags=flags,
+            timings={WORK_DONE: float(len(index) * len(correct))},  # the conditions evaluated
+        )

@@ -34,7 +34,9 @@ def digest(t: torch.Tensor) -> str:
 @dataclass
 class _Stimuli:
     key: Hashable
-    batches: dict[tuple[int, int], tuple[torch.Tensor, tuple[int, ...]]] = field(default_factory=dict)
+    batches: dict[tuple[Hashable, int, int], tuple[torch.Tensor, tuple[int, ...]]] = field(
+        default_factory=dict
+    )
 
 
 _MEMO: _Stimuli | None = None
@@ -46,11 +48,13 @@ def remembered(
     transform: Callable[[torch.Tensor, slice], torch.Tensor],
     counters: Callable[[], tuple[int, ...]],
     add: Callable[[tuple[int, ...]], None],
+    part: Hashable = None,
 ) -> Callable[[torch.Tensor, slice], torch.Tensor]:
-    """``transform`` with its outputs remembered under ``key`` (everything the stimuli depend on) and
+    """``transform`` with its outputs remembered under ``key`` (everything the stimuli depend on), the
+    ``part`` of the job it builds (one condition of a job that predicts condition by condition) and
     the batch's slice: a batch built before under the same key is served, and what building it added
     to the job's counters (``counters()`` before and after) is added again with ``add``. ``nbytes``:
-    the job's stimuli together; above :data:`MAX_BYTES` nothing is remembered."""
+    the job's stimuli together, every part; above :data:`MAX_BYTES` nothing is remembered."""
     global _MEMO
     if nbytes > MAX_BYTES:
         return transform
@@ -60,13 +64,16 @@ def remembered(
     batches = _MEMO.batches
 
     def run(x: torch.Tensor, sl: slice) -> torch.Tensor:
-        got = batches.get((sl.start, sl.stop))
+        got = batches.get((part, sl.start, sl.stop))
         if got is not None:
             add(got[1])
             return got[0]
         before = counters()
         out = transform(x, sl)
-        batches[(sl.start, sl.stop)] = (out, tuple(a - b for a, b in zip(counters(), before, strict=True)))
+        batches[(part, sl.start, sl.stop)] = (
+            out,
+            tuple(a - b for a, b in zip(counters(), before, strict=True)),
+        )
         return out
 
     return run

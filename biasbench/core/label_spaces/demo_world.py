@@ -31,6 +31,10 @@ DEMO_WORLD_N_IMAGES = 200
 #: band, 1 thread, mean of 2 runs: 4.3 s before, 3.6 s after; ±4 % SE at 50 %).
 DEMO_CRITICAL_BAND_SDS: tuple[float, ...] = tuple(round(0.04 * 2 ** (k / 3), 4) for k in range(12))
 DEMO_CRITICAL_BAND_N_IMAGES = 155
+#: ... each band's levels from the strongest noise down, stopping at its threshold (the descending
+#: series, :mod:`biasbench.metrics.critical_band`): the same thresholds and fits as the whole grid from
+#: about half its conditions (the 13 demo checkpoints: 47 %)
+DEMO_CRITICAL_BAND_LEVELS = "descending"
 
 #: OOD on the demo world: its clean test split, its 8 corruptions x 5 severities, shape-only sets
 #: (edges, silhouettes) as "concepts", PGD-40 at the adversarial recipe's training eps (2/255, step 4 eps
@@ -85,13 +89,15 @@ DEMO_WORLD_SPACE = LabelSpace(
             "n_images": DEMO_CRITICAL_BAND_N_IMAGES,
             "stimulus": "colour",
             "noise_sds": DEMO_CRITICAL_BAND_SDS,
+            "levels": DEMO_CRITICAL_BAND_LEVELS,
         },
         "sis": {"image_size": world.WorldConfig().size},  # Metric.work's steps per image
         "ood": DEMO_OOD,
     },
     # 2: spectral on 200 images (was 500), OOD on 200 per set (was 100) and 25 per corruption cell (was 100)
     # 3: PGD on 16 images (was 32)
-    defaults_version="3",
+    # 4: critical band's descending series (was the whole grid)
+    defaults_version="4",
     caveats={
         "ood.concepts": (
             "on the demo world, concepts is the mean accuracy on its edges and silhouettes sets — the "
