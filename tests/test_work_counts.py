@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from biasbench.core.labels import DEMO_WORLD
-from biasbench.metrics.base import EvalContext, ModelWrapper
+from biasbench.metrics.base import WORK_DONE, EvalContext, ModelWrapper
 from biasbench.metrics.critical_band import CriticalBand
 from biasbench.metrics.regions import Regions
 from biasbench.metrics.sis import SIS
@@ -62,10 +62,32 @@ def _counted(metric, n_images: int, batch_size: int = 64) -> tuple[float, float]
 def test_critical_band_work_counts_every_band_and_noise_level_of_the_demo_grid() -> None:
     # 32 px gives a 4-level pyramid (32, 16, 8, 4) = 4 bands; the demo world's 12 third-octave noise
     # levels; plus the clean condition: 49 conditions per image (8 images here, the demo's 155 below)
-    work, ran = _counted(CriticalBand(n_images=8), 20)
+    work, ran = _counted(CriticalBand(n_images=8, levels="grid"), 20)
     assert ran == 8 * (1 + 4 * 12)
     assert work == ran
     assert CriticalBand().work("images", 1000, DEMO_WORLD) == 155 * (1 + 4 * 12)
+
+
+def test_critical_bands_descending_series_records_the_conditions_it_ran() -> None:
+    """A net that always answers class 0, on images all labelled 0: every band's strongest level passes,
+    so the descending series runs the clean condition and one level per band; ``Metric.work`` stays the
+    grid's (the most it can run) and the job records what ran."""
+    images = torch.randint(
+        0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    net = CountingNet()
+    with torch.no_grad():
+        net.body[-1].weight.zero_()
+        net.body[-1].bias.copy_(torch.arange(N_CLASSES, 0, -1).float())  # class 0 always
+    model = ModelWrapper(net, mean=(0.5,) * 3, std=(0.28,) * 3, num_classes=N_CLASSES, label_space=DEMO_WORLD)
+    metric = CriticalBand(levels="descending")
+    result = metric.evaluate(
+        model.eval(),
+        {"images": image_set(images, torch.zeros(8, dtype=torch.long), DEMO_WORLD, N_CLASSES)},
+        EvalContext(),
+    )
+    assert net.forwards == 8 * (1 + 4) == result.timings[WORK_DONE]
+    assert metric.work("images", 8, DEMO_WORLD) == 8 * (1 + 4 * 12)
 
 
 def test_sis_work_counts_backselect_steps_backward_passes_and_subset_checks() -> None:
