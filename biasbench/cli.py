@@ -293,11 +293,18 @@ def run(
     ] = 2,
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
+    from biasbench.harness import process_start
+
+    requested_workers = process_start.parse_workers(workers)
+    if not dry_run and executor == "serial":
+        if process_start.may_fork_workers(
+            requested_workers, device=device, group=group, compile=compile_models
+        ):
+            process_start.warm()  # the workers' server imports torch beside this process's import and plan
     from biasbench.core.streaming import parse_size
     from biasbench.harness import session
     from biasbench.harness.grouping import parse_group
     from biasbench.harness.status import PlanStatus
-    from biasbench.harness.workers import parse_workers
 
     opts = session.RunOptions(
         data_root=data_root,
@@ -314,7 +321,7 @@ def run(
         group=parse_group(group),
         cache_budget=parse_size(cache_budget) if cache_budget is not None else None,
         compile=compile_models,
-        workers=parse_workers(workers),
+        workers=requested_workers,
     )
     names = (
         None if metrics is None else list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))

@@ -20,9 +20,10 @@ import biasbench
 from biasbench.core.errors import InputError
 from biasbench.harness import session
 from biasbench.harness.executor import ExecOptions
+from biasbench.harness.process_start import parse_workers
 from biasbench.harness.status import Outcome
 from biasbench.harness.store import Store
-from biasbench.harness.workers import MAX_AUTO_WORKERS, parse_workers, units_of, worker_count
+from biasbench.harness.workers import MAX_AUTO_WORKERS, units_of, worker_count
 from biasbench.metrics.base import Metric, MetricResult
 from biasbench.metrics.common import dataset_request
 from tests.conftest import REPO, missing_prerequisite
@@ -192,24 +193,36 @@ def test_a_worker_that_dies_fails_only_its_unfinished_jobs_and_the_others_finish
     assert runs == ["failed"]
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    out = []
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent PID) of a process from /proc, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, their children, …; Linux /proc)."""
+    parents = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = st[1]
+    kids = [p for p, parent in parents.items() if parent == pid]
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs: it exists and is no zombie (an exited process its parent has not
+    reaped yet holds no memory and runs nothing)."""
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
 
 
 @pytest.mark.slow
 def test_a_killed_bench_run_leaves_no_worker_and_only_whole_jobs(tmp_path):
-    """SIGKILL the parent of two workers once the first job is stored: both workers are gone within
-    3 s, every stored job is whole, and a rerun computes exactly the rest."""
+    """SIGKILL the parent of two workers once the first job is stored: both workers (and the fork
+    server) are gone within 3 s, every stored job is whole, and a rerun computes exactly the rest."""
     if not Path("/proc/self/stat").exists():
         missing_prerequisite("the worker processes are found through /proc (Linux)")
     env = {**os.environ, "PYTHONPATH": str(REPO), "BIASBENCH_CACHE": str(tmp_path / "cache")}
@@ -237,8 +250,9 @@ def test_a_killed_bench_run_leaves_no_worker_and_only_whole_jobs(tmp_path):
     deadline, workers = time.monotonic() + 120, []
     try:
         while time.monotonic() < deadline:
-            workers = _children(proc.pid)  # the two workers (and multiprocessing's resource tracker)
-            if (tmp_path / "k.duckdb").exists() and len(workers) >= 2 and _stored(tmp_path / "k.duckdb") >= 1:
+            # the two workers, the fork server they forked from and multiprocessing's resource tracker
+            workers = _descendants(proc.pid)
+            if (tmp_path / "k.duckdb").exists() and len(workers) >= 4 and _stored(tmp_path / "k.duckdb") >= 1:
                 break
             time.sleep(0.2)
         else:
@@ -246,9 +260,9 @@ def test_a_killed_bench_run_leaves_no_worker_and_only_whole_jobs(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         gone_by = time.monotonic() + 3
-        while time.monotonic() < gone_by and any(Path(f"/proc/{w}").exists() for w in workers):
+        while time.monotonic() < gone_by and any(_running(w) for w in workers):
             time.sleep(0.1)
-        assert not any(Path(f"/proc/{w}").exists() for w in workers), "a worker outlived its bench run"
+        assert not any(_running(w) for w in workers), "a worker outlived its bench run"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,5 +1,5 @@
-"""Whole-number settings: ``auto`` or a count (``--group``, ``--workers``), and counts from environment
-variables (``$BIASBENCH_THREADS``, ``$BIASBENCH_WORKERS``)."""
+"""Whole-number settings: ``auto`` or a count (``--group``, ``--workers``), counts from environment
+variables (``$BIASBENCH_THREADS``, ``$BIASBENCH_WORKERS``), and the CPUs this process may use."""
 
 from __future__ import annotations
 
@@ -31,3 +31,11 @@ def env_count(name: str) -> int | None:
     if n < 1:
         raise InputError(f"{name}={env!r} must be ≥ 1")
     return n
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; the CPU count where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from biasbench.core.counts import env_count
+from biasbench.core.counts import env_count, usable_cpus
 from biasbench.core.errors import InputError, StateError
 
 
@@ -85,23 +85,14 @@ def _cpu_counters(cpus: set[int] | None) -> tuple[float, float] | None:
     return (idle, total) if total > 0 else None
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask; the CPU count where there is none)."""
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class FreeCpus:
     """How many of this process's CPUs other processes leave free, measured between two calls.
 
     Free = the idle share of the usable CPUs over the interval (``/proc/stat``) × their count, plus the
-    CPU time this process itself used over it (its own threads are not "other load"). Where there is no
-    ``/proc/stat``: the CPU count less the 1-minute load average. :meth:`sample` returns it and starts
-    the next interval; the first interval starts when the object is made.
+    CPU time this process and its live child processes used over it (its own threads, and the fork
+    server its workers start from, are not "other load"). Where there is no ``/proc/stat``: the CPU
+    count less the 1-minute load average. :meth:`sample` returns it and starts the next interval; the
+    first interval starts when the object is made.
     """
 
     def __init__(self) -> None:
@@ -114,25 +105,48 @@ class FreeCpus:
         self._n = usable_cpus()
         self._start = self._now()
 
-    def _now(self) -> tuple[tuple[float, float] | None, float, float]:
+    def _now(self) -> tuple[tuple[float, float] | None, float, dict[int, float], float]:
         import os
         import time
 
         t = os.times()
-        return _cpu_counters(self._cpus), t.user + t.system, time.monotonic()
+        own = t.user + t.system + t.children_user + t.children_system  # + children that ended
+        return _cpu_counters(self._cpus), own, _children_cpu(), time.monotonic()
 
     def sample(self) -> float:
         import os
 
-        (c0, own0, t0), now = self._start, self._now()
+        (c0, own0, kids0, t0), now = self._start, self._now()
         self._start = now
-        c1, own1, t1 = now
+        c1, own1, kids1, t1 = now
         if c0 is None or c1 is None or c1[1] <= c0[1] or t1 <= t0:
             try:
                 return max(0.0, self._n - os.getloadavg()[0])
             except (AttributeError, OSError):
                 return float(self._n)
-        return free_between(c0, c1, own1 - own0, t1 - t0, self._n)
+        kids = sum(cpu - kids0.get(pid, 0.0) for pid, cpu in kids1.items())
+        return free_between(c0, c1, own1 - own0 + kids, t1 - t0, self._n)
+
+
+def _children_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of each live child process of this one, from /proc ({} elsewhere)."""
+    import os
+
+    me, out = os.getpid(), {}
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        entries = [e for e in os.scandir("/proc") if e.name.isdigit()]
+    except (OSError, ValueError, AttributeError):
+        return out
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # fields: state, ppid, …, utime (12th), stime (13th)
+            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def free_between(

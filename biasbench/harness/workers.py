@@ -8,7 +8,8 @@ use either way): batch-256 inference 1.2×, batch-32 forward+backward 1.7×, bat
 warm-cache demo 1.44× (180 s → 125 s), every stored value bit-identical.
 
 **How.** The parent plans and records the run as the serial path does, then starts N processes
-(``spawn``), each with ``threads // N`` CPU threads (at least 1). The checkpoints with work to do are cut
+(forked from a server that imported torch meanwhile, :mod:`~biasbench.harness.process_start`; spawned
+where that start method does not exist), each with ``threads // N`` CPU threads (at least 1). The checkpoints with work to do are cut
 into *units*: a checkpoint, or an ensemble together with those of its members that the run computes,
 in the plan's order (so its members' forwards are served to it, :mod:`~biasbench.harness.forward_memo`).
 Units are handed out largest first by their estimated cost (pending jobs × network calls per
@@ -26,8 +27,8 @@ serial one, value for value).
 **Failures.** A job that raises is recorded by its worker, as in the serial path. A database problem
 in a worker ends the run with its message. A worker that dies (killed, out of memory) fails the jobs
 of its unfinished unit that are not stored, with one message naming its exit code; the other workers
-take the remaining units. A worker exits when its parent is gone (checked twice a second), so a killed
-``bench run`` leaves no process behind, and, as in the serial path, only whole jobs.
+take the remaining units. A worker exits when the run's process is gone (checked twice a second), so a
+killed ``bench run`` leaves no process behind, and, as in the serial path, only whole jobs.
 
 **When.** ``--workers auto`` (``bench run``'s default): on the CPU, checkpoint-major (``--group 1``),
 without ``--compile``, for a plan of at least :data:`MIN_AUTO_WORK` images × conditions: as many
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import multiprocessing as mp
 import os
 import queue
 import threading
@@ -50,7 +50,6 @@ from typing import Any
 
 from rich.console import Console
 
-from biasbench.core.counts import auto_or_int, env_count
 from biasbench.core.errors import InputError
 from biasbench.harness.executor import (
     ExecOptions,
@@ -62,6 +61,7 @@ from biasbench.harness.executor import (
     new_dataset_cache,
 )
 from biasbench.harness.plan import CheckpointPlan
+from biasbench.harness.process_start import context, env_workers
 from biasbench.harness.progress import RunUI
 from biasbench.harness.status import PlanStatus
 from biasbench.harness.store import Store, StoreError
@@ -78,19 +78,6 @@ MAX_AUTO_WORKERS = 4
 MIN_AUTO_WORK = 150_000
 #: how often a worker checks that its parent is alive, and the parent that its workers are (seconds)
 POLL_SECONDS = 0.5
-
-
-def env_workers() -> int | None:
-    """``$BIASBENCH_WORKERS`` as a whole number ≥ 1, or None when unset."""
-    return env_count("BIASBENCH_WORKERS")
-
-
-def parse_workers(value: str | int) -> int | str:
-    """``--workers``: "auto" or a whole number ≥ 1."""
-    n = auto_or_int(value)
-    if n is None or (n != "auto" and int(n) < 1):
-        raise InputError(f"--workers must be auto or a whole number ≥ 1, got {value!r}")
-    return n
 
 
 def worker_count(
@@ -186,12 +173,25 @@ class _Lines(io.TextIOBase):
             self.buf = ""
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit this worker when its parent is gone (a killed ``bench run`` leaves no process behind)."""
+def _watch_parent(run_pid: int) -> None:
+    """Exit this worker when the run's process is gone (a killed ``bench run`` leaves no process
+    behind): when this process's parent changes (the run, or the fork server that exits with it) or
+    the run's process no longer exists."""
+    parent = os.getppid()
     while True:
-        if os.getppid() != parent_pid:
+        if os.getppid() != parent or not _alive(run_pid):
             os._exit(1)
         time.sleep(POLL_SECONDS)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: the PID was reused
+        return False
+    return True
 
 
 def _worker(
@@ -204,10 +204,10 @@ def _worker(
     db: str,
     run_id: str,
     threads: int,
-    parent_pid: int,
+    run_pid: int,
 ) -> None:
     """A worker process: take the next unit until none is left; run it; report its outcomes."""
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(run_pid,), daemon=True).start()
     from biasbench.harness.environment import set_torch_threads
     from biasbench.metrics import stimulus_memo
 
@@ -254,7 +254,7 @@ def execute_in_workers(
     summary.outcomes += idle_outcomes(plans, units)  # nothing to compute: said here
     each = max(1, threads // workers)
     ui.print(f"  [dim]{workers} worker processes, {each} thread(s) each[/dim]")
-    ctx = mp.get_context("spawn")
+    ctx = context()  # forked from the server that ``bench run`` started as it started
     next_unit = ctx.Value("i", 0)
     assigned = ctx.Array("i", [-1] * workers)  # each worker's current unit
     channel = ctx.Queue()
