@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from biasbench.core.errors import InputError
 from biasbench.harness import environment
 from biasbench.harness.environment import default_threads, free_between, threads_for
 from biasbench.harness.executor import auto_batch_size
+from tests.conftest import missing_prerequisite
 
 
 def test_threads_follow_the_whole_cpus_that_are_free():
@@ -30,6 +32,23 @@ def test_free_cpus_are_the_idle_share_plus_this_process_own_cpu_time():
     assert free_between((50, 100), (50, 300), own_cpu=0.25, seconds=1.0, n_cpus=2) == pytest.approx(0.25)
     # bounded by the CPU count
     assert free_between((0, 0), (200, 200), own_cpu=1.0, seconds=1.0, n_cpus=2) == 2.0
+
+
+def test_a_child_process_cpu_time_is_this_process_own_not_other_load():
+    """The fork server of a run's workers imports torch while the run counts its free CPUs: its CPU
+    time (any live child's) is read from /proc and counted as the run's own."""
+    if not os.path.exists("/proc/self/stat"):
+        missing_prerequisite("the children's CPU time is read from /proc (Linux)")
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ninput()"
+    child = subprocess.Popen([sys.executable, "-c", busy], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while environment._children_cpu().get(child.pid, 0.0) < 0.6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert environment._children_cpu()[child.pid] >= 0.6  # the child's burnt CPU, counted
+    finally:
+        child.communicate(b"\n", timeout=30)
+    assert child.pid not in environment._children_cpu()  # gone: os.times() counts it from now on
 
 
 def test_biasbench_threads_overrides_the_measurement(monkeypatch):

@@ -338,3 +338,42 @@ def test_auto_runs_a_small_plan_in_this_process(tmp_path, cache_dir, monkeypatch
     with Store(db, read_only=True) as s:
         threads = s.query("SELECT DISTINCT timings->>'$.\"run.threads\"' AS t FROM jobs")["t"].tolist()
     assert threads == ["2.0"]
+
+
+def test_workers_fork_from_a_server_that_preloads_torch_timm_and_our_metrics():
+    from biasbench.harness import process_start
+    from biasbench.metrics import discovery
+
+    assert process_start.METRICS_GROUP == discovery.GROUP
+    mods = process_start.preload()
+    assert mods[:2] == ["biasbench.harness.workers", "timm"]
+    builtin = {p.target.partition(":")[0] for p in discovery.providers().values()}
+    assert {m for m in builtin if m.startswith("biasbench.")} <= set(mods)
+    assert all(m.startswith("biasbench.") for m in mods[2:])  # a third party's plugin: its own worker's
+    if sys.platform.startswith("linux"):
+        assert process_start.context().get_start_method() == "forkserver"
+
+
+@pytest.mark.parametrize(
+    ("requested", "options", "env", "may"),
+    [
+        ("auto", {}, None, True),
+        (2, {}, None, True),
+        (1, {}, None, False),
+        ("auto", {}, "1", False),  # $BIASBENCH_WORKERS=1: auto is one process
+        ("auto", {"device": "cuda"}, None, False),
+        ("auto", {"group": "4"}, None, False),
+        ("auto", {"compile": True}, None, False),
+    ],
+)
+def test_the_fork_server_starts_only_for_a_run_that_may_fork_workers(
+    monkeypatch, requested, options, env, may
+):
+    from biasbench.harness.process_start import may_fork_workers
+
+    if env is None:
+        monkeypatch.delenv("BIASBENCH_WORKERS", raising=False)
+    else:
+        monkeypatch.setenv("BIASBENCH_WORKERS", env)
+    kw = {"device": "auto", "group": "1", "compile": False, **options}
+    assert may_fork_workers(requested, **kw) is may

@@ -1,59 +1,61 @@
-"""How worker processes start: forked from a server that imported torch while the run was planning.
+"""How worker processes start: forked from a server that imported their modules while the run planned.
 
-A fresh Python process needs ~4.5 s of CPU on the 2-core development machine to import torch, and a
-``spawn`` worker imports it after the run has planned: every worker run began ~4.4 s after its plan
-(``bench run -m accuracy --workers 2`` on the demo, timestamped: plan ready at 5.5 s, first worker line
-at 9.9 s). With the ``forkserver`` start method, one server process imports torch and the workers'
-module (:data:`PRELOAD`) once, and each worker is a ``fork`` of it: ready at once. ``bench run`` starts
-that server as it starts (:func:`warm`), so the server's import runs beside the run's own import of
-torch and its planning, on another CPU, and the workers fork the moment the plan is ready. The server
-never runs a torch operation, so no thread pool is copied into a fork; it exits when the run's process
-does. Where ``forkserver`` does not exist (Windows), workers are spawned as before.
+A fresh Python process on the 2-core development machine needs ~4 s of CPU to import torch, ~3.5 s
+more for timm (torchvision, sympy, …) and ~1.5 s for the metrics (scipy). ``spawn`` workers did all
+of that after the run had planned, each on its own: on a slice of the demo (2 checkpoints × every
+metric, warm cache, ``bench run --workers 2``, timestamped) the plan was ready at 7.4 s and the first
+job ended at ~16 s. With the ``forkserver`` start method one server process imports :func:`preload`
+once, and each worker is a ``fork`` of it. ``bench run`` starts that server as it starts
+(:func:`warm`), so its imports run beside the run's own import of torch and its planning, on another
+CPU: the same slice's first job ended at 12.8 s (13.5 s with timm alone preloaded, 15.0 s with only the
+workers' module). The server never runs a torch operation, so no thread pool is copied into a fork; it
+exits when the run's process does. Where ``forkserver`` does not exist (Windows), workers are spawned.
 
 The server keeps the environment of the moment it started: ``bench run`` starts it after setting its
-OpenMP variables (``cli.py``). It starts only where a CPU is free for it (the 1-minute load average),
-and its CPU time is the run's own when the run counts the CPUs other processes leave free
-(:class:`~biasbench.harness.environment.FreeCpus`), so it lowers neither the run's threads nor its
-workers. A run whose plan turns out to need no worker leaves it idle until the run ends (one import of
-torch on a spare CPU).
+OpenMP variables (``cli.py``). Its CPU time is the run's own when the run counts the CPUs that other
+processes leave free (:class:`~biasbench.harness.environment.FreeCpus`), so it lowers neither the run's
+threads nor its workers. A run whose plan turns out to need no worker (a small plan, a busy machine)
+leaves it idle until the run ends: its imports ran on a spare CPU, or beside other load.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from multiprocessing.context import BaseContext
 
-from biasbench.core.counts import auto_or_int, env_count, usable_cpus
+from biasbench.core.counts import auto_or_int, env_count
 from biasbench.core.errors import InputError
 
-#: what the fork server imports before any worker forks from it: the workers' module (torch with it)
-#: and timm, which builds most architectures (the demo's too: ~2.5 s of a worker's first job before)
-PRELOAD = ["biasbench.harness.workers", "timm"]
+#: the entry-point group of metric plugins (``biasbench.metrics.discovery.GROUP``)
+METRICS_GROUP = "biasbench.metrics"
+
+
+def preload() -> list[str]:
+    """What the fork server imports before any worker forks from it: the workers' module (torch with
+    it), timm (it builds most architectures, the demo's too) and biasbench's own metric plugins (scipy
+    with some): a worker imported timm and the metrics itself before (~3.5 s and ~1.5 s of CPU here).
+    Third-party plugins are left to the workers: one that fails to import must fail its own jobs, not
+    the server."""
+    from biasbench.core.plugins import declared_modules
+
+    own = [m for m in declared_modules(METRICS_GROUP) if m.startswith("biasbench.")]
+    return ["biasbench.harness.workers", "timm", *own]
 
 
 def context() -> BaseContext:
-    """The multiprocessing context of worker processes: ``forkserver`` (preloading :data:`PRELOAD`)
+    """The multiprocessing context of worker processes: ``forkserver`` (preloading :func:`preload`)
     where it exists, else ``spawn``."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    ctx.set_forkserver_preload(preload())
     return ctx
 
 
 def warm() -> bool:
-    """Start the fork server now (it imports :data:`PRELOAD` meanwhile) when the machine has a CPU free
-    for it: a 1-minute load average of at most the usable CPUs less one, since beside other load the
-    run gets fewer threads and workers and the server's import would only slow the run's own. Nothing
-    where workers spawn. Returns whether it started one."""
+    """Start the fork server now (it imports :func:`preload` meanwhile); nothing where workers spawn.
+    Returns whether it started one."""
     if context().get_start_method() != "forkserver":
-        return False
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        busy = 0.0
-    if busy > usable_cpus() - 1:
         return False
     from multiprocessing import forkserver
 
