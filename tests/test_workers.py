@@ -350,6 +350,7 @@ def test_workers_fork_from_a_server_that_preloads_torch_timm_and_our_metrics():
     builtin = {p.target.partition(":")[0] for p in discovery.providers().values()}
     assert {m for m in builtin if m.startswith("biasbench.")} <= set(mods)
     assert all(m.startswith("biasbench.") for m in mods[2:])  # a third party's plugin: its own worker's
+    assert mods[-1] == "biasbench.harness.fork_server"
     if sys.platform.startswith("linux"):
         assert process_start.context().get_start_method() == "forkserver"
 
@@ -377,3 +378,9 @@ def test_the_fork_server_starts_only_for_a_run_that_may_fork_workers(
         monkeypatch.setenv("BIASBENCH_WORKERS", env)
     kw = {"device": "auto", "group": "1", "compile": False, **options}
     assert may_fork_workers(requested, **kw) is may
+
+
+def test_the_fork_server_module_changes_nothing_when_imported_elsewhere():
+    """Its exit shortcut is for the fork server only: anywhere else the exit code stays the program's."""
+    code = "import biasbench.harness.fork_server, sys; sys.exit(3)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120).returncode == 3

@@ -35,11 +35,12 @@ def preload() -> list[str]:
     it), timm (it builds most architectures, the demo's too) and biasbench's own metric plugins (scipy
     with some): a worker imported timm and the metrics itself before (~3.5 s and ~1.5 s of CPU here).
     Third-party plugins are left to the workers: one that fails to import must fail its own jobs, not
-    the server."""
+    the server. Last, :mod:`~biasbench.harness.fork_server`, which makes the server exit at once when
+    the run has ended."""
     from biasbench.core.plugins import declared_modules
 
     own = [m for m in declared_modules(METRICS_GROUP) if m.startswith("biasbench.")]
-    return ["biasbench.harness.workers", "timm", *own]
+    return ["biasbench.harness.workers", "timm", *own, "biasbench.harness.fork_server"]
 
 
 def context() -> BaseContext:
