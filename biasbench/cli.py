@@ -294,7 +294,9 @@ def run(
 ) -> None:
     """Benchmark checkpoints × metrics and store every result; skips what is already stored."""
     from biasbench.harness import process_start
+    from biasbench.harness.environment import FreeCpus
 
+    cpus = FreeCpus()  # the CPUs free over this run's start: its threads (a fork server's CPU is its own)
     requested_workers = process_start.parse_workers(workers)
     if not dry_run and executor == "serial":
         if process_start.may_fork_workers(
@@ -328,7 +330,7 @@ def run(
     )
     metric_objs = session.build_metrics(names, session.parse_params(param or []))
     specs = session.resolve(targets or ["demo"], opts.where)
-    dev = session.prepare_torch(opts)
+    dev = session.prepare_torch(opts, cpus)
     specs = session.pin(specs, opts, dry_run=dry_run, note=lambda m: err.print(m, markup=False))
     if compile_models and not dry_run:
         from biasbench.harness.compiling import check_available

@@ -1,4 +1,7 @@
-"""Facts about where a run happens: versions, git sha, host, device selection."""
+"""Facts about where a run happens: versions, git sha, host, device selection, the CPUs free for it.
+
+torch is imported where a function needs it: ``bench run`` measures the free CPUs (:class:`FreeCpus`)
+from its first moment, before torch loads."""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ import socket
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from biasbench.core.counts import env_count, usable_cpus
 from biasbench.core.errors import InputError, StateError
@@ -46,6 +51,8 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:<N>")
 def select_device(name: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU; ``cpu``; ``cuda`` / ``cuda:N`` (an error without that
     GPU). Any other device type is refused here, not after every job has failed on it."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -113,6 +120,12 @@ class FreeCpus:
         own = t.user + t.system + t.children_user + t.children_system  # + children that ended
         return _cpu_counters(self._cpus), own, _children_cpu(), time.monotonic()
 
+    def elapsed(self) -> float:
+        """Seconds since the interval started."""
+        import time
+
+        return time.monotonic() - self._start[3]
+
     def sample(self) -> float:
         import os
 
@@ -175,10 +188,12 @@ def env_threads() -> int | None:
     return env_count("BIASBENCH_THREADS")
 
 
-def default_threads(probe: float = PROBE_SECONDS) -> int:
+def default_threads(probe: float = PROBE_SECONDS, meter: FreeCpus | None = None) -> int:
     """CPU threads for a run: ``$BIASBENCH_THREADS``, else the CPUs that are free now
     (:class:`FreeCpus` over ``probe`` seconds, :func:`threads_for`): every usable CPU on a quiet
-    machine, fewer beside other load, 1 at least. ``probe = 0``: every usable CPU."""
+    machine, fewer beside other load, 1 at least. ``probe = 0``: every usable CPU. ``meter``: one
+    started earlier (``bench run`` starts one as it starts), read over its whole interval, at least
+    ``probe`` seconds."""
     import time
 
     env = env_threads()
@@ -186,8 +201,9 @@ def default_threads(probe: float = PROBE_SECONDS) -> int:
         return env
     if probe <= 0:
         return usable_cpus()
-    meter = FreeCpus()
-    time.sleep(probe)
+    if meter is None:
+        meter = FreeCpus()
+    time.sleep(max(0.0, probe - meter.elapsed()))
     return threads_for(meter.sample(), usable_cpus())
 
 
@@ -195,6 +211,8 @@ def set_torch_threads(threads: int) -> None:
     """``threads`` intra-op threads and one inter-op thread (the harness runs one model at a time; a
     second pool only competes for the same cores). The inter-op count can only be set before torch
     starts parallel work; later it stays as it is."""
+    import torch
+
     torch.set_num_threads(threads)
     if torch.get_num_interop_threads() != 1:
         try:
@@ -204,6 +222,8 @@ def set_torch_threads(threads: int) -> None:
 
 
 def describe_device(dev: torch.device) -> str:
+    import torch
+
     if dev.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(dev)}"
     return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"

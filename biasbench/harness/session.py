@@ -273,12 +273,13 @@ def execute_recorded(
     return summary
 
 
-def prepare_torch(opts: RunOptions) -> Any:
-
+def prepare_torch(opts: RunOptions, cpus: Any = None) -> Any:
+    """The run's device, and its CPU threads (``opts.threads``, else the CPUs free: over ``cpus``'s
+    interval when given, an :class:`~biasbench.harness.environment.FreeCpus` started earlier)."""
     from biasbench.harness.environment import default_threads, select_device, set_torch_threads
 
     dev = select_device(opts.device)
-    set_torch_threads(opts.threads or default_threads())
+    set_torch_threads(opts.threads or default_threads(meter=cpus))
     return dev
 
 
