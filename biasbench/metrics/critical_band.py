@@ -312,18 +312,49 @@ def criteria(clean: float) -> dict[str, float]:
     return {"raw": CRITERION, "norm": CRITERION * clean}
 
 
+@dataclass
+class _Asking:
+    """What every way of asking a job's conditions shares: the model and its context, the evaluated
+    images and labels, each condition's stimulus (``transform(level, sd)``), the job's noise counters
+    and what its stimuli depend on besides the images, conditions and batch size (``memo_key``)."""
+
+    model: ModelWrapper
+    ctx: EvalContext
+    images: torch.Tensor
+    labels: torch.Tensor
+    transform: Callable[[int, float], CriticalBandTransform]
+    dataset_name: str
+    stats: NoiseStats
+    memo_key: Hashable
+
+    def remembered(
+        self,
+        key: Hashable,
+        nbytes: int,
+        t: Callable[[torch.Tensor, slice], torch.Tensor],
+        part: Hashable = None,
+    ) -> Callable[[torch.Tensor, slice], torch.Tensor]:
+        """``t`` through the stimulus memo, with what building it adds to the job's counters."""
+        stats = self.stats
+        return stimulus_memo.remembered(
+            key,
+            nbytes,
+            t,
+            lambda: (stats.pixels, stats.out_of_range, stats.redrawn),
+            lambda d: stats.add(*d),
+            part=part,
+        )
+
+    def correct(self, condition: str, t: Callable[[torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
+        """Top-1 correctness of one condition, asked in one ``ctx.predict``."""
+        logits = self.ctx.predict(
+            self.model, self.images, transform=t, description=_describe(condition, self.dataset_name)
+        )
+        return topk_correct(logits, self.labels, 1)
+
+
 def _predict_conditions(
-    model: ModelWrapper,
-    ctx: EvalContext,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    transform: Callable[[int, float], CriticalBandTransform],
-    n_bands: int,
-    sds: tuple[float, ...],
-    dataset_name: str,
-    stats: NoiseStats,
-    memo_key: Hashable,
-    descending: bool = False,
+    job: _Asking, n_bands: int, sds: tuple[float, ...], descending: bool = False
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Top-1 correctness of every evaluated condition and the accuracy matrix.
 
@@ -341,42 +372,27 @@ def _predict_conditions(
     conditions = [("clean", 0, 0.0)] + [
         (f"f{f}_sd{sd:g}", n_bands - 1 - f, sd) for f in range(n_bands) for sd in sds
     ]
+    images, ctx = job.images, job.ctx
     n = images.shape[0]
     if descending:
-        correct = _descending(
-            model, ctx, images, labels, transform, n_bands, sds, dataset_name, stats, memo_key
-        )
-        correct = {c: correct[c] for c, _, _ in conditions if c in correct}  # in grid order
+        asked = _descending(job, n_bands, sds)
+        correct = {c: asked[c] for c, _, _ in conditions if c in asked}  # in grid order
     elif isinstance(images, torch.Tensor) and images.numel() * len(conditions) <= JOIN_MAX_BYTES:
-        joined: Callable[[torch.Tensor, slice], torch.Tensor] = JoinedTransform(
-            [transform(level, sd) for _, level, sd in conditions], n
-        )
-        joined = stimulus_memo.remembered(  # the next checkpoint takes the same stimuli
-            (memo_key, stimulus_memo.digest(images), tuple(conditions), ctx.batch_size),
+        joined = job.remembered(  # the next checkpoint takes the same stimuli
+            (job.memo_key, stimulus_memo.digest(images), tuple(conditions), ctx.batch_size),
             images.numel() * len(conditions) * 4,  # float32 stimuli
-            joined,
-            lambda: (stats.pixels, stats.out_of_range, stats.redrawn),
-            lambda d: stats.add(*d),
+            JoinedTransform([job.transform(level, sd) for _, level, sd in conditions], n),
         )
         logits = ctx.predict(
-            model,
+            job.model,
             images.repeat(len(conditions), 1, 1, 1),
             transform=joined,
-            description=f"critical band: {len(conditions)} conditions ({dataset_name})",
+            description=f"critical band: {len(conditions)} conditions ({job.dataset_name})",
         )
         per = dict(zip([c for c, _, _ in conditions], logits.split(n), strict=True))
-        correct = {c: topk_correct(per[c], labels, 1) for c, _, _ in conditions}
+        correct = {c: topk_correct(per[c], job.labels, 1) for c, _, _ in conditions}
     else:
-        correct = {
-            c: topk_correct(
-                ctx.predict(
-                    model, images, transform=transform(level, sd), description=_describe(c, dataset_name)
-                ),
-                labels,
-                1,
-            )
-            for c, level, sd in conditions
-        }
+        correct = {c: job.correct(c, job.transform(level, sd)) for c, level, sd in conditions}
     acc = np.full((len(sds) + 1, n_bands), np.nan)
     acc[0, :] = _accuracy(correct["clean"])
     for f in range(n_bands):
@@ -396,18 +412,7 @@ def _describe(condition: str, dataset_name: str) -> str:
     return f"critical band: {condition.replace('_', ' ')}"
 
 
-def _descending(
-    model: ModelWrapper,
-    ctx: EvalContext,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    transform: Callable[[int, float], CriticalBandTransform],
-    n_bands: int,
-    sds: tuple[float, ...],
-    dataset_name: str,
-    stats: NoiseStats,
-    memo_key: Hashable,
-) -> dict[str, torch.Tensor]:
+def _descending(job: _Asking, n_bands: int, sds: tuple[float, ...]) -> dict[str, torch.Tensor]:
     """The descending series: the clean condition, then per band its noise levels from the strongest
     down, stopping after the first whose accuracy passes every criterion (:func:`criteria`). A threshold
     is the first level from the strongest that passes (:func:`~biasbench.metrics.band_thresholds.thresholds`),
@@ -419,23 +424,16 @@ def _descending(
     and each condition is one ``ctx.predict`` of its own, so an ensemble's members serve it the
     conditions they evaluated (:mod:`~biasbench.harness.forward_memo`)."""
     # float32 stimuli of every noisy condition at most (the memo keeps a job's only when they all fit)
+    images = job.images
     nbytes = images.numel() * len(sds) * n_bands * 4 if isinstance(images, torch.Tensor) else None
     small = nbytes is not None and nbytes <= stimulus_memo.MAX_BYTES
-    key = (memo_key, "descending", stimulus_memo.digest(images)) if small else None
+    key = (job.memo_key, "descending", stimulus_memo.digest(images)) if small else None
 
     def correct_of(condition: str, level: int, sd: float) -> torch.Tensor:
-        t: Callable[[torch.Tensor, slice], torch.Tensor] = transform(level, sd)
+        t: Callable[[torch.Tensor, slice], torch.Tensor] = job.transform(level, sd)
         if key is not None and nbytes is not None:  # the next checkpoint takes the same stimuli
-            t = stimulus_memo.remembered(
-                key,
-                nbytes,
-                t,
-                lambda: (stats.pixels, stats.out_of_range, stats.redrawn),
-                lambda d: stats.add(*d),
-                part=(condition, ctx.batch_size),
-            )
-        logits = ctx.predict(model, images, transform=t, description=_describe(condition, dataset_name))
-        return topk_correct(logits, labels, 1)
+            t = job.remembered(key, nbytes, t, part=(condition, job.ctx.batch_size))
+        return job.correct(condition, t)
 
     correct = {"clean": correct_of("clean", 0, 0.0)}
     stop = max(criteria(_accuracy(correct["clean"])).values())
@@ -643,19 +641,8 @@ class CriticalBand(Metric):
             ctx.channels_last,
         )
         levels = p.levels or space_default(self.name, model.label_space, "levels", "grid")
-        correct, acc = _predict_conditions(
-            model,
-            ctx,
-            images,
-            labels,
-            transform,
-            n_bands,
-            sds,
-            ds.name,
-            stats,
-            memo_key,
-            levels == "descending",
-        )
+        job = _Asking(model, ctx, images, labels, transform, ds.name, stats, memo_key)
+        correct, acc = _predict_conditions(job, n_bands, sds, levels == "descending")
         scalars, flags = _scalars_and_flags(acc, sds, min(h, w), stimulus == "colour", stats)
         items = _items(ds, index, labels, correct)
         return MetricResult(
