@@ -77,6 +77,12 @@ def parse_workers(value: str | int) -> int | str:
     return n
 
 
+def serial_only(device: str, group: str | int, compile: bool) -> bool:
+    """Whether a run's options keep it in one process: a CUDA device (``device``: a device type or
+    ``--device``'s text), ``--group`` other than 1, or ``--compile``."""
+    return device.startswith("cuda") or str(group) != "1" or compile
+
+
 def may_fork_workers(requested: str | int, *, device: str, group: str | int, compile: bool) -> bool:
     """Whether a run asked for ``requested`` workers (``--workers``) may start worker processes, as
     far as its options tell before torch loads (the plan's size decides ``auto`` later): not with
@@ -86,4 +92,4 @@ def may_fork_workers(requested: str | int, *, device: str, group: str | int, com
             return False
     elif int(requested) <= 1:
         return False
-    return not device.startswith("cuda") and str(group) == "1" and not compile
+    return not serial_only(device, group, compile)

@@ -61,7 +61,7 @@ from biasbench.harness.executor import (
     new_dataset_cache,
 )
 from biasbench.harness.plan import CheckpointPlan
-from biasbench.harness.process_start import context, env_workers
+from biasbench.harness.process_start import context, env_workers, serial_only
 from biasbench.harness.progress import RunUI
 from biasbench.harness.status import PlanStatus
 from biasbench.harness.store import Store, StoreError
@@ -85,14 +85,14 @@ def worker_count(
 ) -> int:
     """How many worker processes run the plan (1: the serial path in this process). ``work``: the plan's
     images × conditions (:func:`plan_work`); ``auto`` stays in this process below :data:`MIN_AUTO_WORK`."""
-    serial_only = opts.device.type != "cpu" or opts.group != 1 or opts.compile
+    single = serial_only(opts.device.type, opts.group, opts.compile)
     if requested == "auto":
-        if serial_only or (work is not None and work < MIN_AUTO_WORK):
+        if single or (work is not None and work < MIN_AUTO_WORK):
             return 1
         wanted = env_workers() or min(threads, MAX_AUTO_WORKERS)
         return max(1, min(wanted, units))
     n = int(requested)
-    if n > 1 and serial_only:
+    if n > 1 and single:
         raise InputError(
             f"--workers {n} runs checkpoints in processes on the CPU, one checkpoint at a time: it cannot "
             "go with a CUDA device, --group or --compile (use --workers 1)"

@@ -425,13 +425,14 @@ def _descending(job: _Asking, n_bands: int, sds: tuple[float, ...]) -> dict[str,
     conditions they evaluated (:mod:`~biasbench.harness.forward_memo`)."""
     # float32 stimuli of every noisy condition at most (the memo keeps a job's only when they all fit)
     images = job.images
-    nbytes = images.numel() * len(sds) * n_bands * 4 if isinstance(images, torch.Tensor) else None
-    small = nbytes is not None and nbytes <= stimulus_memo.MAX_BYTES
+    tensor = isinstance(images, torch.Tensor)  # a streamed set is never remembered
+    nbytes = images.numel() * len(sds) * n_bands * 4 if tensor else 0
+    small = tensor and nbytes <= stimulus_memo.MAX_BYTES
     key = (job.memo_key, "descending", stimulus_memo.digest(images)) if small else None
 
     def correct_of(condition: str, level: int, sd: float) -> torch.Tensor:
         t: Callable[[torch.Tensor, slice], torch.Tensor] = job.transform(level, sd)
-        if key is not None and nbytes is not None:  # the next checkpoint takes the same stimuli
+        if key is not None:  # the next checkpoint takes the same stimuli
             t = job.remembered(key, nbytes, t, part=(condition, job.ctx.batch_size))
         return job.correct(condition, t)
 
