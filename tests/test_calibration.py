@@ -5,8 +5,6 @@ bin edges) and an independent re-implementation of Guo et al.'s binning loop."""
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -161,10 +159,10 @@ def test_a_label_outside_the_logits_is_refused():
 
 
 @pytest.fixture(scope="module")
-def demo_data():
+def demo_data(tmp_path_factory: pytest.TempPathFactory):
     from biasbench.harness.datasets import catalog
 
-    tmp = Path(tempfile.mkdtemp(prefix="calibration-demo-"))
+    tmp = tmp_path_factory.mktemp("calibration-demo")
     return {r: catalog.get(q.name).load(tmp, None, tmp) for r, q in OOD().datasets(DEMO_WORLD).items()}
 
 
