@@ -1,5 +1,5 @@
 """`bench run` killed at random moments, and two `bench run` on one database at once (demo world, no
-downloaded data): the database always opens, holds whole jobs only, loses nothing, marks the killed
+downloaded data; each run a process forked from one that imported `bench` once, tests/forked_bench.py): the database always opens, holds whole jobs only, loses nothing, marks the killed
 run interrupted, and a rerun ends with exactly the results of an uninterrupted run."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from biasbench.harness.store import Store
+from tests.forked_bench import Launcher
 from tests.harness_fixtures import REPO, bench
 
 DEMO_TOML = REPO / "biasbench" / "registry" / "files" / "demo.toml"
@@ -61,26 +61,31 @@ def _prewarm(cache: Path) -> None:
             catalog.get(req.name).load(Path("."), None, cache)
 
 
-class BenchRun:
-    """`bench run` in a subprocess; its stderr lines are collected with their times (s since start)."""
+@pytest.fixture()
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """Forks each `bench run` of the test: one thread of torch, the demo world rendered beforehand."""
+    cache = tmp_path / "cache"
+    _prewarm(cache)
+    with Launcher(_env(cache), tmp_path) as forks:
+        yield forks
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+
+class BenchRun:
+    """`bench run` in a process of its own, forked from ``launcher`` (:mod:`tests.forked_bench`: the
+    imports are done once, not in each of the 22 runs); its stderr lines are collected with their times
+    (s since start)."""
+
+    def __init__(self, args: list[str], cwd: Path, launcher: Launcher) -> None:
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "biasbench.cli", "run", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.proc = launcher.bench(["run", *args], cwd)
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append((time.monotonic() - self.t0, line.rstrip("\n")))
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                self.lines.append((time.monotonic() - self.t0, line.rstrip("\n")))
 
     def wait_for(self, pattern: re.Pattern, timeout: float = 180) -> float | None:
         """Seconds since start at which a line matched ``pattern``; None if the process ended first."""
@@ -176,16 +181,13 @@ def _whole_job_problems(snap: dict, ref_counts: dict[tuple[str, str], int], db: 
 
 
 @pytest.mark.slow
-def test_sigkill_at_20_random_moments_never_loses_or_tears_a_job(tmp_path):
+def test_sigkill_at_20_random_moments_never_loses_or_tears_a_job(tmp_path, launcher):
     t_start = time.monotonic()
-    cache = tmp_path / "cache"
-    _prewarm(cache)
-    env = _env(cache)
     reg = _registry(tmp_path / "reg.toml", ["zoo-plain", "zoo-texture-rand"])
     args = [str(reg), *METRICS]
 
     # the uninterrupted run: its results, and how long the run proper takes (start_run … exit)
-    ref = BenchRun([*args, "--db", str(tmp_path / "ref.duckdb")], tmp_path, env)
+    ref = BenchRun([*args, "--db", str(tmp_path / "ref.duckdb")], tmp_path, launcher)
     t_line = ref.wait_for(RUN_LINE)
     assert ref.finish() == 0, ref.stderr
     run_seconds = ref.elapsed - t_line
@@ -213,7 +215,7 @@ def test_sigkill_at_20_random_moments_never_loses_or_tears_a_job(tmp_path):
             completed += 1
             db = tmp_path / f"b{completed}.duckdb"
         before = _snapshot(db)["jobs"] if db.exists() else set()
-        run = BenchRun([*args, "--db", str(db)], tmp_path, env)
+        run = BenchRun([*args, "--db", str(db)], tmp_path, launcher)
         t_run = run.wait_for(RUN_LINE)
         assert t_run is not None, run.stderr
         n_todo = int(re.search(r": (\d+) jobs? to compute", run.stderr).group(1))
@@ -255,7 +257,7 @@ def test_sigkill_at_20_random_moments_never_loses_or_tears_a_job(tmp_path):
         )
 
     # a final rerun completes the rest; every stored scalar equals the uninterrupted run's exactly
-    final = BenchRun([*args, "--db", str(db)], tmp_path, env)
+    final = BenchRun([*args, "--db", str(db)], tmp_path, launcher)
     assert final.finish() == 0, final.stderr
     got = _snapshot(db)
     elapsed = time.monotonic() - t_start
@@ -274,15 +276,12 @@ def test_sigkill_at_20_random_moments_never_loses_or_tears_a_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_runs_on_one_database_at_once_both_finish_and_readers_can_watch(tmp_path):
-    cache = tmp_path / "cache"
-    _prewarm(cache)
-    env = _env(cache)
+def test_two_runs_on_one_database_at_once_both_finish_and_readers_can_watch(tmp_path, launcher):
     db = tmp_path / "b.duckdb"
     reg_a = _registry(tmp_path / "a.toml", ["zoo-plain", "zoo-plain-s1"])
     reg_b = _registry(tmp_path / "b.toml", ["zoo-plain-s1", "zoo-texture-rand"])  # overlaps a in zoo-plain-s1
-    a = BenchRun([str(reg_a), *METRICS, "--db", str(db)], tmp_path, env)
-    b = BenchRun([str(reg_b), *METRICS, "--db", str(db)], tmp_path, env)
+    a = BenchRun([str(reg_a), *METRICS, "--db", str(db)], tmp_path, launcher)
+    b = BenchRun([str(reg_b), *METRICS, "--db", str(db)], tmp_path, launcher)
 
     # while they run, another process reads: status and results succeed (read-only, between writes)
     assert a.wait_for(re.compile("✓")) is not None or b.wait_for(re.compile("✓")) is not None, (
