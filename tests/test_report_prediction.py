@@ -214,9 +214,9 @@ def test_noise_everywhere_gives_a_verdict_of_no_surviving_cell():
 def test_every_format_carries_the_verdict_the_r2_table_and_the_groups(tmp_path):
     frame, tags, _ = _world()
     rep = biasbench.report(frame, tags=tags, resamples=200, permutations=200, by="category=adversarial")
-    md = rep.to_markdown()
+    md, page = rep.to_markdown(), rep.to_html()  # the page draws its figures: render it once
     assert "## Verdict" in md and "## All biases together" in md and "## By group" in md
-    assert "perm. p of Δ" in md and "perm. p of Δ" in rep.to_html()
+    assert "perm. p of Δ" in md and "perm. p of Δ" in page
     doc = json.loads(rep.to_json())
     robust = next(r for r in doc["prediction"] if r["y"] == "ood.robustness" and r["model"] == "id+biases")
     assert robust["p_gain"] == pytest.approx(1 / 201)
@@ -225,7 +225,6 @@ def test_every_format_carries_the_verdict_the_r2_table_and_the_groups(tmp_path):
     assert doc["scores"]["m00"]["shape_bias.shape_bias"] == pytest.approx(frame.value.iloc[0])
     csv = rep.to_csv()
     assert csv.splitlines()[0].startswith("group,") and "\nrest," in csv
-    page = rep.to_html()
     assert (
         "<h2>Verdict</h2>" in page and "<h2>All biases together</h2>" in page and "<h2>By group</h2>" in page
     )
