@@ -1183,8 +1183,14 @@ def zoo_subsets(
 
 def main() -> None:
     """The `bench` entry point: every error of ours ends in one ``error:`` line and its exit code
-    (:class:`biasbench.core.errors.BiasbenchError`; the command group catches it once)."""
-    app()
+    (:class:`biasbench.core.errors.BiasbenchError`; the command group catches it once). As the command
+    returns, the interpreter's last garbage collection is skipped (:mod:`biasbench.harness.heap`)."""
+    from biasbench.harness.heap import skip_final_collection
+
+    try:
+        app()
+    finally:
+        skip_final_collection()
 
 
 if __name__ == "__main__":

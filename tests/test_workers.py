@@ -386,6 +386,7 @@ def test_the_fork_server_starts_only_for_a_run_that_may_fork_workers(
 
 
 def test_the_fork_server_module_changes_nothing_when_imported_elsewhere():
-    """Its exit shortcut is for the fork server only: anywhere else the exit code stays the program's."""
-    code = "import biasbench.harness.fork_server, sys; sys.exit(3)"
+    """Its exit shortcut and heap freeze are for the fork server only: anywhere else the exit code stays
+    the program's and no object is frozen."""
+    code = "import biasbench.harness.fork_server, gc, sys; sys.exit(3 + gc.get_freeze_count())"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120).returncode == 3

@@ -5,13 +5,16 @@ server end with ``os._exit`` when its interpreter exits (the run's process has e
 server's pipe): a normal exit would first tear down the torch, timm and scipy it preloaded, ~2 s during
 which the server still holds the run's stdout and stderr, so ``bench run … | tee log`` (or a caller
 reading its output) waited that long after the run had ended. The server holds no file, lock or
-database to close; its workers are forked and never run its exit handlers. Imported anywhere else
-(a test that imports every module), it does nothing.
+database to close; its workers are forked and never run its exit handlers. Being the last preload, it
+also freezes the server's heap (:mod:`biasbench.harness.heap`): each worker forks with every preloaded
+object out of its collector's full passes (and their pages shared with the server, not copied by a
+collection's writes). Imported anywhere else (a test that imports every module), it does nothing.
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import sys
 
@@ -28,3 +31,4 @@ def _in_fork_server() -> bool:
 
 if _in_fork_server():
     atexit.register(os._exit, 0)
+    gc.freeze()

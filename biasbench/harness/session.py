@@ -29,6 +29,7 @@ from biasbench.core.errors import InputError, UnknownNameError
 from biasbench.core.paths import default_cache_dir, default_data_root
 from biasbench.core.preprocess import Preprocess
 from biasbench.harness.executor import ExecOptions, RunSummary
+from biasbench.harness.heap import frozen_heap
 from biasbench.harness.plan import CheckpointPlan, PlanOptions, plan
 from biasbench.harness.status import PlanStatus, RunStatus
 from biasbench.harness.store import Store, StoreError
@@ -258,7 +259,7 @@ def execute_recorded(
     started(run_id, n_todo, n_stored, n_err)
     status = RunStatus.INTERRUPTED
     try:
-        with RunUI(console) as ui:
+        with frozen_heap(), RunUI(console) as ui:
             if n_workers > 1:
                 summary = execute_in_workers(plans, exec_opts, store, run_id, ui, n_workers, threads)
             elif ray_opts is None:

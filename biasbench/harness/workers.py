@@ -60,6 +60,7 @@ from biasbench.harness.executor import (
     idle_outcomes,
     new_dataset_cache,
 )
+from biasbench.harness.heap import frozen_heap
 from biasbench.harness.plan import CheckpointPlan
 from biasbench.harness.process_start import context, env_workers, serial_only
 from biasbench.harness.progress import RunUI
@@ -216,25 +217,26 @@ def _worker(
     console = Console(file=lines, width=200, force_terminal=False, no_color=True, highlight=False)
     store = Store(db)
     data = new_dataset_cache(opts)
-    try:
-        while True:
-            with next_unit.get_lock():  # shared memory: the parent knows the unit even if this dies now
-                i = next_unit.value
-                next_unit.value += 1
-                assigned[worker] = i
-            if i >= len(units):
-                break
-            with RunUI(console, live=False) as ui:
-                summary = execute(units[i], opts, store, run_id, ui, data=data, forget_stimuli=False)
+    with frozen_heap():  # the modules forked from the server stay out of every full collection
+        try:
+            while True:
+                with next_unit.get_lock():  # shared memory: the parent knows the unit even if this dies now
+                    i = next_unit.value
+                    next_unit.value += 1
+                    assigned[worker] = i
+                if i >= len(units):
+                    break
+                with RunUI(console, live=False) as ui:
+                    summary = execute(units[i], opts, store, run_id, ui, data=data, forget_stimuli=False)
+                lines.flush()
+                channel.put(("done", worker, i, summary.outcomes))
+        except StoreError as e:
             lines.flush()
-            channel.put(("done", worker, i, summary.outcomes))
-    except StoreError as e:
-        lines.flush()
-        channel.put(("store-error", worker, str(e)))
-    except KeyboardInterrupt:
-        return
-    finally:
-        stimulus_memo.forget()
+            channel.put(("store-error", worker, str(e)))
+        except KeyboardInterrupt:
+            return
+        finally:
+            stimulus_memo.forget()
     channel.put(("exit", worker))
 
 
