@@ -1,6 +1,7 @@
 """`bench run` killed at random moments, and two `bench run` on one database at once (demo world, no
-downloaded data; each run a process forked from one that imported `bench` once, tests/forked_bench.py): the database always opens, holds whole jobs only, loses nothing, marks the killed
-run interrupted, and a rerun ends with exactly the results of an uninterrupted run."""
+downloaded data; each run a process of its own, forked from one that imported `bench` once:
+tests/forked_bench.py): the database always opens, holds whole jobs only, loses nothing, marks the
+killed run interrupted, and a rerun ends with exactly the results of an uninterrupted run."""
 
 from __future__ import annotations
 

@@ -175,9 +175,8 @@ def test_the_readme_python_example_runs_and_gives_lite0s_known_top1_and_shape_bi
     decisions = tuple(int(res.loc[("shape_bias", k), "value"]) for k in ("n_shape", "n_texture", "n_other"))
     assert decisions == LITE0_SHAPE_DECISIONS
     assert res.loc[("shape_bias", "shape_bias"), "value"] == pytest.approx(LITE0_SHAPE_BIAS, abs=5e-5)
-    assert (
-        res.loc[("shape_bias", "cue_conflict_acc16"), "n"] == 1200
-    )  # the 80 stimuli whose cues agree left out
+    # the 80 stimuli whose cues agree are left out (tests/test_stimuli.py counts them in the stored set)
+    assert res.loc[("shape_bias", "cue_conflict_acc16"), "n"] == 1200
     assert db.is_file()  # the run() part wrote its database
     # the report's ρ is Spearman's over the 13 demo checkpoints' stored values (scipy, independently)
     from scipy.stats import spearmanr

@@ -217,7 +217,9 @@ def _worker(
     console = Console(file=lines, width=200, force_terminal=False, no_color=True, highlight=False)
     store = Store(db)
     data = new_dataset_cache(opts)
-    with frozen_heap():  # the modules forked from the server stay out of every full collection
+    # forked from the server: its preloads are frozen there already (fork_server.py) and this leaves them;
+    # spawned: the modules this worker imported are frozen here
+    with frozen_heap():
         try:
             while True:
                 with next_unit.get_lock():  # shared memory: the parent knows the unit even if this dies now
